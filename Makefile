@@ -1,0 +1,70 @@
+# Thin wrapper over Meson/Ninja so that the usual verbs do what a newcomer
+# expects.  `make demo` and `make check` install missing Debian packages.
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+BUILD_PKGS := meson ninja-build pkg-config gcc libsodium-dev libzstd-dev \
+              libsqlite3-dev python3
+TEST_PKGS := softhsm2 p11-kit xxd
+BENCH_PKGS := restic borgbackup linux-source-6.1 time xz-utils
+FUZZ_PKGS := clang
+
+.PHONY: all build deps test-deps check check-asan demo bench fuzz clean
+
+all: build
+
+# Install only what is missing (dpkg -s is fast; apt-get only when needed).
+define install_pkgs
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
+
+deps:
+	$(call install_pkgs,$(BUILD_PKGS))
+
+test-deps: deps
+	$(call install_pkgs,$(TEST_PKGS))
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --buildtype=release
+
+build: deps $(BUILD)/build.ninja
+	meson setup --reconfigure $(BUILD) >/dev/null
+	ninja -C $(BUILD)
+
+check: test-deps build
+	@rm -f $(BUILD)/meson-logs/testlog.json
+	-meson test -C $(BUILD) --num-processes 2 --print-errorlogs --no-rebuild -q
+	@python3 scripts/test-summary.py $(BUILD)/meson-logs/testlog.json
+
+check-asan: test-deps
+	[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) --buildtype=debug \
+	  -Db_sanitize=address,undefined -Db_lundef=false
+	meson setup --reconfigure $(ASAN_BUILD) >/dev/null
+	ninja -C $(ASAN_BUILD)
+	@rm -f $(ASAN_BUILD)/meson-logs/testlog.json
+	-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  KH_ASAN=1 meson test -C $(ASAN_BUILD) --num-processes 2 --print-errorlogs --no-rebuild -q \
+	  --timeout-multiplier 3
+	@python3 scripts/test-summary.py $(ASAN_BUILD)/meson-logs/testlog.json
+
+demo: build
+	sh scripts/demo.sh $(BUILD)/cmd/keyhold/keyhold
+
+bench: build
+	$(call install_pkgs,$(BENCH_PKGS))
+	sh bench/bench.sh $(BUILD)
+
+fuzz: deps
+	$(call install_pkgs,$(FUZZ_PKGS))
+	[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzzing=true -Db_lundef=false
+	ninja -C build-fuzz
+	sh scripts/fuzz.sh build-fuzz
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

@@ -1,0 +1,111 @@
+/* The keyhold CLI: shared option state and output helpers.  Commands use
+ * libkeyhold only through include/keyhold/.  The output formats and exit
+ * codes these helpers produce are documented in docs/cli.md. */
+#ifndef KH_CLI_H
+#define KH_CLI_H
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "keyhold/keyhold.h"
+
+/* Global options, parsed by main() from anywhere before "--" and removed
+ * from argv before the command sees it.  main() also fills in the
+ * environment fallbacks, so these are the effective values. */
+typedef struct cli_opts {
+  const char *region;        /* --region DIR or KEYHOLD_REGION */
+  const char *passcode_file; /* --passcode-file F or KEYHOLD_PASSCODE_FILE */
+  const char *account;       /* --account ID or KEYHOLD_ACCOUNT (NULL: the only one) */
+  bool json;                 /* --json */
+  bool quiet;                /* --quiet: no progress */
+  bool no_cache;             /* --no-cache */
+} cli_opts;
+extern cli_opts g_opts;
+
+/* Exit codes shared by every command. */
+enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_PARTIAL = 3 };
+
+typedef int (*cli_fn)(int argc, char **argv);
+typedef struct cli_command {
+  const char *name;
+  cli_fn fn;           /* NULL: not linked into this build */
+  const char *summary;
+  const char *help;    /* man-page style text for `keyhold help NAME` */
+} cli_command;
+
+/* The command table (main.c).  cli_command_find returns NULL if unknown. */
+const cli_command *cli_command_find(const char *name);
+const cli_command *cli_command_list(size_t *n);
+
+/* The verbs in this directory (each in cmd_<verb>.c). */
+#define CLI_VERB(x) int cmd_##x(int argc, char **argv); extern const char cmd_##x##_help[]
+CLI_VERB(init); CLI_VERB(backup); CLI_VERB(snapshots); CLI_VERB(ls); CLI_VERB(diff);
+CLI_VERB(restore); CLI_VERB(check); CLI_VERB(forget); CLI_VERB(prune);
+CLI_VERB(passcode); CLI_VERB(help);
+#undef CLI_VERB
+
+/* Print "keyhold: WHAT: <error text>: <detail>" to stderr (": <detail>" left
+ * out when the library gave none; a wrong passcode prints just "keyhold:
+ * WHAT: wrong passcode"); returns 1. */
+int cli_fail(kh_err e, const char *what);
+/* "keyhold: error: ..." / "keyhold: warning: ..." on stderr (a progress line
+ * is cleared first).  Safe to call from library worker threads. */
+void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_warnf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "keyhold: KIND: PATH: MSG" on stderr, PATH escaped as by cli_print_path
+ * (KIND is "warning" or "error").  Thread-safe like cli_warnf. */
+void cli_path_msg(const char *kind, const char *path, const char *msg);
+/* "keyhold: ..." on stderr, nothing added. */
+void cli_msgf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print a command's SYNOPSIS to stderr and return 2 (usage error). */
+int cli_usage(const char *cmd);
+/* true if argv has -h/--help before "--" (prints help to stdout, caller
+ * returns 0).  main() already handles this for every command. */
+bool cli_want_help(int argc, char **argv, const char *cmd);
+/* Print the full help of cmd to f; false if there is none. */
+bool cli_print_help(FILE *f, const char *cmd);
+
+/* Read a passcode: from the file named by opt_file (or by the environment
+ * variable env), else a prompt on the terminal (echo off, twice when confirm
+ * is set), else an error.  At most 1024 bytes; the first line of a file.
+ * Prints its own error message.  Returns a kh_secret (sodium memory) the
+ * caller frees with kh_secret_free(). */
+kh_err cli_read_passcode(const char *opt_file, const char *env, const char *prompt,
+                         bool confirm, kh_secret **out);
+/* The region directory from --region / KEYHOLD_REGION or an error (printed). */
+kh_err cli_region_path(const char **out);
+/* Open the account in the region with the passcode; prints its own error
+ * ("keyhold: open account: wrong passcode"). */
+kh_err cli_open_vault(kh_vault **out);
+
+/* Write s as a JSON string (any bytes; invalid UTF-8 bytes as \u00XX) to f. */
+void cli_json_str(FILE *f, const void *s, size_t n);
+/* Same for a NUL-terminated string; NULL writes null. */
+void cli_json_cstr(FILE *f, const char *s);
+/* Write a path for humans: printable bytes (and valid UTF-8) as is, others
+ * as \xNN, newline as \n. */
+void cli_print_path(FILE *f, const void *s, size_t n);
+
+/* Decimal number in [min, max]; false (nothing written) if not. */
+bool cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+bool cli_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out);
+bool cli_parse_int(const char *s, int min, int max, int *out);
+
+/* Formatting into caller buffers (always NUL-terminated). */
+void cli_fmt_bytes(char *buf, size_t n, uint64_t bytes);        /* "1.5 MiB" */
+void cli_fmt_duration(char *buf, size_t n, double seconds);     /* "1:02:03" / "0:07" */
+void cli_fmt_time_rfc3339(char *buf, size_t n, int64_t unix_ns); /* UTC, 9 digits, "Z" */
+void cli_fmt_time_local(char *buf, size_t n, int64_t unix_ns);  /* "2006-01-02 15:04:05" */
+#define CLI_TIME_BUF 48
+#define CLI_BYTES_BUF 24
+
+/* A kh_progress_fn that redraws one status line on stderr (at most ~4 times
+ * a second) when stderr is a terminal and --quiet is not set; ctx is unused.
+ * cli_progress_end() erases the line. */
+void cli_progress(const kh_progress *p, void *ctx);
+void cli_progress_end(void);
+bool cli_progress_enabled(void);
+
+/* Seconds on a monotonic clock. */
+double cli_now(void);
+
+#endif

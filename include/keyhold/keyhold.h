@@ -1,0 +1,7 @@
+/* libkeyhold public API (umbrella header). */
+#ifndef KEYHOLD_H
+#define KEYHOLD_H
+#include "keyhold/error.h"
+#include "keyhold/secret.h"
+#include "keyhold/vault.h"
+#endif

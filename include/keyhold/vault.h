@@ -1,0 +1,204 @@
+/* libkeyhold: the vault — an account's encrypted, deduplicated snapshots in
+ * a region (docs/format.md).  All functions return kh_err; on failure
+ * kh_errdetail() says what and where.  Nothing here prints. */
+#ifndef KEYHOLD_VAULT_H
+#define KEYHOLD_VAULT_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "keyhold/error.h"
+#include "keyhold/secret.h"
+
+#define KH_SNAPSHOT_ID_HEX 64
+#define KH_ACCOUNT_ID_HEX 32
+
+typedef struct kh_vault kh_vault;
+
+/* ---- creating and opening ------------------------------------------- */
+
+typedef struct kh_init_opts {
+  const char *region_path;  /* directory; created if missing or empty */
+  const char *region_id;    /* NULL = "local"; [a-z0-9-]{1,63} */
+  const kh_secret *passcode;
+  uint32_t kdf_ops;         /* Argon2id passes; 0 = default (3) */
+  uint32_t kdf_mem_mib;     /* Argon2id memory in MiB; 0 = default (64) */
+  int cipher;               /* 0 = auto (AES-256-GCM with AES-NI, else XChaCha20-Poly1305) */
+} kh_init_opts;
+
+/* Create the region (if new) and a new account in it.  account_out receives
+ * the account id (hex, NUL-terminated). */
+kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX + 1]);
+
+typedef struct kh_open_opts {
+  const char *region_path;
+  const char *account;      /* NULL: the region's only account */
+  const kh_secret *passcode;
+  const char *cache_dir;    /* NULL: $KEYHOLD_CACHE_DIR, $XDG_CACHE_HOME/keyhold, ~/.cache/keyhold */
+  const char *device_dir;   /* NULL: $KEYHOLD_DEVICE_DIR, $XDG_CONFIG_HOME/keyhold, ~/.config/keyhold */
+  bool no_cache;            /* do not use the local file cache */
+} kh_open_opts;
+
+/* Open an account: unwraps the master key with the passcode (KH_ERR_PASSCODE
+ * if wrong), loads this device's keys (enrolling a new device on first use). */
+kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out);
+void kh_vault_free(kh_vault *v);
+const char *kh_vault_account_id(const kh_vault *v);
+const char *kh_vault_region_id(const kh_vault *v);
+const char *kh_vault_device_id(const kh_vault *v);
+
+/* Re-wrap the master key under a new passcode (old wrap removed after the
+ * new one is durable). */
+kh_err kh_vault_passcode_change(kh_vault *v, const kh_secret *newpass,
+                                uint32_t kdf_ops, uint32_t kdf_mem_mib);
+
+/* ---- callbacks -------------------------------------------------------- */
+
+typedef struct kh_progress {
+  uint64_t files_done, files_total;   /* files_total grows while scanning */
+  uint64_t bytes_done, bytes_total;
+  uint64_t bytes_new;                 /* plaintext bytes not already stored */
+  bool scan_done;                     /* totals are final */
+  double elapsed;                     /* seconds */
+} kh_progress;
+typedef void (*kh_progress_fn)(const kh_progress *p, void *ctx);
+/* A non-fatal problem with one path (unreadable file, damaged file...). */
+typedef void (*kh_warn_fn)(kh_err e, const char *path, const char *msg, void *ctx);
+
+/* ---- backup ----------------------------------------------------------- */
+
+typedef struct kh_backup_opts {
+  const char *const *paths;
+  size_t npaths;
+  const char *host;          /* NULL: gethostname() */
+  int threads;               /* 0: number of CPUs */
+  kh_progress_fn progress;   /* called about 4 times a second, may be NULL */
+  kh_warn_fn warn;
+  void *ctx;
+} kh_backup_opts;
+
+typedef struct kh_backup_result {
+  char snapshot_id[KH_SNAPSHOT_ID_HEX + 1];
+  uint64_t files, dirs, others;
+  uint64_t bytes;            /* plaintext bytes of files */
+  uint64_t bytes_read;       /* bytes read from disk (not served by the cache) */
+  uint64_t blobs_new, bytes_new_plain, bytes_new_stored;
+  uint64_t warnings;         /* paths skipped or read partially */
+  double seconds;
+} kh_backup_result;
+
+/* Back up paths into a new signed snapshot.  Paths that cannot be read are
+ * reported through warn and counted in warnings; the snapshot is still made. */
+kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r);
+
+/* ---- snapshots -------------------------------------------------------- */
+
+typedef struct kh_snapshot_info {
+  char id[KH_SNAPSHOT_ID_HEX + 1];
+  int64_t time_ns;           /* Unix time, nanoseconds */
+  char *host;
+  char **paths;              /* absolute paths as backed up */
+  size_t npaths;
+  char parent[KH_SNAPSHOT_ID_HEX + 1]; /* "" if none */
+  char tree[KH_SNAPSHOT_ID_HEX + 1];
+  char device[KH_ACCOUNT_ID_HEX + 1];
+  uint64_t counter;          /* the device's monotonic counter */
+  uint64_t files, bytes;     /* summary at backup time */
+} kh_snapshot_info;
+
+/* All snapshots, oldest first.  Each is verified (decryption and device
+ * signature); free with kh_snapshots_free. */
+kh_err kh_snapshots_list(kh_vault *v, kh_snapshot_info **out, size_t *n);
+void kh_snapshots_free(kh_snapshot_info *s, size_t n);
+/* How many snapshots the last kh_snapshots_list on this thread skipped
+ * because they failed to authenticate or parse (keyhold check names them). */
+uint64_t kh_snapshots_skipped(void);
+/* "latest", a full id, or a unique prefix (>= 4 hex digits) -> full id. */
+kh_err kh_snapshot_resolve(kh_vault *v, const char *spec, char id[KH_SNAPSHOT_ID_HEX + 1]);
+
+/* ---- walking a snapshot's tree --------------------------------------- */
+
+enum kh_node_type {
+  KH_NODE_FILE = 1, KH_NODE_DIR = 2, KH_NODE_SYMLINK = 3, KH_NODE_CHARDEV = 4,
+  KH_NODE_BLOCKDEV = 5, KH_NODE_FIFO = 6, KH_NODE_SOCKET = 7
+};
+
+typedef struct kh_node_info {
+  const uint8_t *path;       /* absolute path inside the snapshot, any bytes */
+  size_t pathlen;
+  int type;                  /* enum kh_node_type */
+  uint32_t mode;             /* permission bits (07777) */
+  uint32_t uid, gid;
+  int64_t mtime_ns;
+  uint64_t size;
+  const uint8_t *link;       /* symlink target (type SYMLINK) */
+  size_t linklen;
+  uint64_t nlink;            /* > 1: hard-linked file */
+  uint8_t content_id[32];    /* for diff: keyed hash over the content ids */
+} kh_node_info;
+/* Return non-zero from the callback to stop the walk (that value is returned). */
+typedef int (*kh_walk_fn)(const kh_node_info *n, void *ctx);
+
+/* Depth-first, names in byte order.  prefix (NULL = everything) limits the
+ * walk to that path and what is below it; KH_ERR_NOTFOUND if absent. */
+kh_err kh_snapshot_walk(kh_vault *v, const char *snap, const char *prefix,
+                        kh_walk_fn fn, void *ctx);
+
+/* change: '+' added, '-' removed, 'M' content changed, 'U' metadata only,
+ * 'T' type changed. */
+typedef void (*kh_diff_fn)(char change, const uint8_t *path, size_t pathlen, void *ctx);
+kh_err kh_diff(kh_vault *v, const char *snap_a, const char *snap_b, kh_diff_fn fn, void *ctx);
+
+/* ---- restore ---------------------------------------------------------- */
+
+typedef struct kh_restore_opts {
+  const char *target;        /* created if missing */
+  const char *const *includes; /* NULL/0 = everything; else paths (and below) */
+  size_t nincludes;
+  int threads;
+  kh_progress_fn progress;
+  kh_warn_fn warn;           /* files that could not be restored intact */
+  void *ctx;
+} kh_restore_opts;
+
+typedef struct kh_restore_result {
+  uint64_t files, dirs, others, bytes;
+  uint64_t failed;           /* files not restored (reported through warn) */
+} kh_restore_result;
+
+/* Restore a snapshot under target, recreating the backed-up absolute paths.
+ * Bytes that fail authentication are never written: such a file is reported,
+ * removed and counted in failed; the call then returns KH_ERR_CORRUPT. */
+kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_restore_result *r);
+
+/* ---- check ------------------------------------------------------------ */
+
+typedef enum kh_check_level { KH_CHECK_ERROR = 1, KH_CHECK_NOTE = 2 } kh_check_level;
+/* One finding.  snapshot/path name what is affected when known ("" otherwise). */
+typedef void (*kh_check_fn)(kh_check_level lvl, const char *snapshot, const char *path,
+                            const char *msg, void *ctx);
+typedef struct kh_check_result {
+  uint64_t snapshots, trees, blobs, packs, packs_read;
+  uint64_t errors, notes;
+} kh_check_result;
+/* Verify the structure (and with read_data every byte).  Returns
+ * KH_ERR_CORRUPT if any error was reported. */
+kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check_result *r);
+
+/* ---- forget and prune ------------------------------------------------- */
+
+kh_err kh_forget(kh_vault *v, const char *const *snaps, size_t n);
+typedef struct kh_keep_policy { uint32_t last, daily; } kh_keep_policy;
+/* Calls fn(id, keep, ctx) for each snapshot with the decision, then removes
+ * the ones not kept (unless dry_run). */
+typedef void (*kh_forget_fn)(const kh_snapshot_info *s, bool keep, void *ctx);
+kh_err kh_forget_policy(kh_vault *v, const kh_keep_policy *p, bool dry_run,
+                        kh_forget_fn fn, void *ctx);
+
+typedef struct kh_prune_result {
+  uint64_t packs_deleted, packs_repacked, blobs_removed, bytes_freed, packs_kept;
+} kh_prune_result;
+/* Remove data no snapshot uses.  Takes the exclusive lock (stale locks of
+ * dead processes on this host, or older than 30 minutes, are removed). */
+kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *ctx, kh_prune_result *r);
+
+#endif

@@ -1,0 +1,164 @@
+#include "cache/cache.h"
+#include "common/err.h"
+#include "common/fsutil.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct kh_cache {
+  sqlite3 *db;
+  sqlite3_stmt *get, *put;
+};
+
+static const char schema[] =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=OFF;" /* a lost cache costs a re-read, nothing more */
+    "CREATE TABLE IF NOT EXISTS files ("
+    " path BLOB PRIMARY KEY, size INTEGER, mtime INTEGER, ctime INTEGER,"
+    " ino INTEGER, dev INTEGER, chunks BLOB) WITHOUT ROWID;";
+
+static kh_err open_db(const char *path, kh_cache *c)
+{
+  if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                        SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
+    return kh_seterr(KH_ERR_IO, "cache %s: %s", path, sqlite3_errmsg(c->db));
+  sqlite3_busy_timeout(c->db, 10000);
+  if (sqlite3_exec(c->db, schema, NULL, NULL, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2(c->db,
+                         "SELECT size, mtime, ctime, ino, dev, chunks FROM files WHERE path=?",
+                         -1, &c->get, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?)", -1,
+                         &c->put, NULL) != SQLITE_OK)
+    return kh_seterr(KH_ERR_IO, "cache %s: %s", path, sqlite3_errmsg(c->db));
+  return KH_OK;
+}
+
+static void close_db(kh_cache *c)
+{
+  sqlite3_finalize(c->get);
+  sqlite3_finalize(c->put);
+  sqlite3_close(c->db);
+  c->get = c->put = NULL;
+  c->db = NULL;
+}
+
+kh_err kh_cache_open(const char *path, kh_cache **out)
+{
+  *out = NULL;
+  kh_cache *c = calloc(1, sizeof *c);
+  if (!c)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  char *dir = strdup(path);
+  char *slash = dir ? strrchr(dir, '/') : NULL;
+  if (slash && slash != dir) {
+    *slash = 0;
+    kh_mkdirs(dir, 0700);
+  }
+  free(dir);
+  kh_err e = open_db(path, c);
+  if (e) { /* damaged: start over */
+    close_db(c);
+    unlink(path);
+    char side[4200];
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+    e = open_db(path, c);
+  }
+  if (e) {
+    close_db(c);
+    free(c);
+    return e;
+  }
+  *out = c;
+  return KH_OK;
+}
+
+void kh_cache_free(kh_cache *c)
+{
+  if (!c)
+    return;
+  close_db(c);
+  free(c);
+}
+
+kh_err kh_cache_lookup(kh_cache *c, const uint8_t *path, size_t plen, const kh_cache_key *k,
+                       kh_chunkref **refs, size_t *n, bool *found)
+{
+  *found = false;
+  *refs = NULL;
+  *n = 0;
+  sqlite3_reset(c->get);
+  sqlite3_bind_blob(c->get, 1, path, (int)plen, SQLITE_STATIC);
+  if (sqlite3_step(c->get) != SQLITE_ROW)
+    return KH_OK;
+  if ((uint64_t)sqlite3_column_int64(c->get, 0) != k->size ||
+      sqlite3_column_int64(c->get, 1) != k->mtime_ns ||
+      sqlite3_column_int64(c->get, 2) != k->ctime_ns ||
+      (uint64_t)sqlite3_column_int64(c->get, 3) != k->ino ||
+      (uint64_t)sqlite3_column_int64(c->get, 4) != k->dev)
+    return KH_OK;
+  const uint8_t *blob = sqlite3_column_blob(c->get, 5);
+  size_t bl = (size_t)sqlite3_column_bytes(c->get, 5);
+  if (bl % 40)
+    return KH_OK; /* damaged row: ignore */
+  size_t cnt = bl / 40;
+  kh_chunkref *r = malloc((cnt ? cnt : 1) * sizeof *r);
+  if (!r)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  uint64_t total = 0;
+  for (size_t i = 0; i < cnt; i++) {
+    memcpy(r[i].id, blob + 40 * i, 32);
+    memcpy(&r[i].len, blob + 40 * i + 32, 8);
+    total += r[i].len;
+  }
+  if (total != k->size) {
+    free(r);
+    return KH_OK;
+  }
+  *refs = r;
+  *n = cnt;
+  *found = true;
+  return KH_OK;
+}
+
+kh_err kh_cache_begin(kh_cache *c)
+{
+  return sqlite3_exec(c->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK
+             ? KH_OK
+             : kh_seterr(KH_ERR_IO, "cache: %s", sqlite3_errmsg(c->db));
+}
+
+kh_err kh_cache_commit(kh_cache *c)
+{
+  return sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK
+             ? KH_OK
+             : kh_seterr(KH_ERR_IO, "cache: %s", sqlite3_errmsg(c->db));
+}
+
+kh_err kh_cache_put(kh_cache *c, const uint8_t *path, size_t plen, const kh_cache_key *k,
+                    const kh_chunkref *refs, size_t n)
+{
+  uint8_t *blob = malloc(n * 40 + 1);
+  if (!blob)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    memcpy(blob + 40 * i, refs[i].id, 32);
+    memcpy(blob + 40 * i + 32, &refs[i].len, 8);
+  }
+  sqlite3_reset(c->put);
+  sqlite3_bind_blob(c->put, 1, path, (int)plen, SQLITE_STATIC);
+  sqlite3_bind_int64(c->put, 2, (sqlite3_int64)k->size);
+  sqlite3_bind_int64(c->put, 3, k->mtime_ns);
+  sqlite3_bind_int64(c->put, 4, k->ctime_ns);
+  sqlite3_bind_int64(c->put, 5, (sqlite3_int64)k->ino);
+  sqlite3_bind_int64(c->put, 6, (sqlite3_int64)k->dev);
+  sqlite3_bind_blob(c->put, 7, blob, (int)(n * 40), SQLITE_STATIC);
+  int rc = sqlite3_step(c->put);
+  free(blob);
+  return rc == SQLITE_DONE ? KH_OK : kh_seterr(KH_ERR_IO, "cache: %s", sqlite3_errmsg(c->db));
+}

@@ -1,0 +1,32 @@
+/* The device's local file cache (SQLite, under the user's cache directory,
+ * never in the region): path + stat fingerprint -> chunk list, so unchanged
+ * files are not read again.  Losing or corrupting it loses nothing: a file
+ * whose entry is missing or whose chunks are no longer in the index is
+ * simply read again. */
+#ifndef KH_CACHE_H
+#define KH_CACHE_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "snapshot/tree.h"
+
+typedef struct kh_cache kh_cache;
+
+typedef struct kh_cache_key {
+  uint64_t size, ino, dev;
+  int64_t mtime_ns, ctime_ns;
+} kh_cache_key;
+
+/* Open or create the cache database at path (parent directories created).
+ * A damaged database is deleted and recreated. */
+kh_err kh_cache_open(const char *path, kh_cache **out);
+void kh_cache_free(kh_cache *c);
+/* *refs is malloc'd (free()) when *found. */
+kh_err kh_cache_lookup(kh_cache *c, const uint8_t *path, size_t plen, const kh_cache_key *k,
+                       kh_chunkref **refs, size_t *n, bool *found);
+kh_err kh_cache_begin(kh_cache *c);
+kh_err kh_cache_put(kh_cache *c, const uint8_t *path, size_t plen, const kh_cache_key *k,
+                    const kh_chunkref *refs, size_t n);
+kh_err kh_cache_commit(kh_cache *c);
+
+#endif

@@ -1,0 +1,55 @@
+/* The provider: an untrusted store of opaque, immutable objects named by
+ * '/'-separated relative paths (docs/format.md §1).  The directory backend
+ * is first; an S3 backend or the HTTP region server implement the same ops.
+ * Every object keyhold writes is encrypted and authenticated before it gets
+ * here, and everything read back is authenticated before it is parsed. */
+#ifndef KH_PROVIDER_H
+#define KH_PROVIDER_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "keyhold/error.h"
+#include "common/buf.h"
+
+#define KH_GET_ALL SIZE_MAX
+
+typedef struct kh_provider kh_provider;
+/* name relative to the prefix given to list(); size in bytes. Non-zero stops. */
+typedef int (*kh_provider_list_fn)(const char *name, uint64_t size, void *ctx);
+
+typedef struct kh_provider_ops {
+  /* Store an object durably and atomically (readers see all or nothing).
+   * excl: fail KH_ERR_EXISTS if it exists. */
+  kh_err (*put)(kh_provider *p, const char *name, const void *data, size_t len, bool excl);
+  /* Append len bytes at off (len KH_GET_ALL: to the end) to out.  Reading
+   * past the end is KH_ERR_FORMAT (truncated); missing is KH_ERR_NOTFOUND. */
+  kh_err (*get)(kh_provider *p, const char *name, uint64_t off, size_t len, kh_buf *out);
+  kh_err (*size)(kh_provider *p, const char *name, uint64_t *size);
+  /* Every object whose name starts with prefix + "/", recursively; order
+   * unspecified. A missing prefix lists nothing. */
+  kh_err (*list)(kh_provider *p, const char *prefix, kh_provider_list_fn fn, void *ctx);
+  /* Remove; a missing object is KH_OK (idempotent). */
+  kh_err (*del)(kh_provider *p, const char *name);
+  void (*destroy)(kh_provider *p);
+} kh_provider_ops;
+
+struct kh_provider {
+  const kh_provider_ops *ops;
+};
+
+/* Directory backend rooted at dir (must exist). */
+kh_err kh_provider_dir_new(const char *dir, kh_provider **out);
+void kh_provider_free(kh_provider *p);
+
+static inline kh_err kh_provider_put(kh_provider *p, const char *n, const void *d, size_t l, bool x)
+{ return p->ops->put(p, n, d, l, x); }
+static inline kh_err kh_provider_get(kh_provider *p, const char *n, uint64_t off, size_t len, kh_buf *o)
+{ return p->ops->get(p, n, off, len, o); }
+static inline kh_err kh_provider_size(kh_provider *p, const char *n, uint64_t *s)
+{ return p->ops->size(p, n, s); }
+static inline kh_err kh_provider_list(kh_provider *p, const char *pre, kh_provider_list_fn f, void *c)
+{ return p->ops->list(p, pre, f, c); }
+static inline kh_err kh_provider_del(kh_provider *p, const char *n)
+{ return p->ops->del(p, n); }
+
+#endif

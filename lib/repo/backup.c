@@ -1,0 +1,985 @@
+/* Backup: walk the paths (main thread, consulting the file cache), while
+ * worker threads read, chunk, hash, compress, encrypt and pack the files
+ * that changed; then trees bottom-up, the index, and the signed snapshot.
+ * Memory is bounded: a fixed job queue of file references and, per worker,
+ * one read window and one pack (docs/format.md §11 for the write order that
+ * makes a crash at any moment safe). */
+#include "repo/vault_internal.h"
+#include "cache/cache.h"
+#include "common/err.h"
+#include "common/hex.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#define QUEUE_LEN 256
+#define PENDING_PACK UINT32_MAX
+#define ZSTD_LEVEL 3
+#define MAX_DEPTH 512
+
+typedef struct bnode {
+  uint8_t *name;
+  size_t namelen;
+  uint8_t type;
+  uint32_t mode, uid, gid;
+  int64_t mtime_ns, ctime_ns;
+  uint64_t size, nlink, ino, dev, rdev;
+  uint8_t *link;
+  size_t linklen;
+  kh_chunkref *chunks;
+  size_t nchunks;
+  struct bnode **kids;
+  size_t nkids, kidcap;
+  uint8_t tree_id[32];
+  bool failed;     /* could not be read: left out of the snapshot */
+  bool from_disk;  /* read by a worker this time: goes into the cache */
+} bnode;
+
+typedef struct job {
+  bnode *node;
+  char *path;
+} job;
+
+typedef struct backup_ctx backup_ctx;
+
+typedef struct worker {
+  backup_ctx *bc;
+  pthread_t tid;
+  uint8_t *buf;       /* read window */
+  size_t bufcap;
+  uint8_t *zbuf;      /* compression output */
+  size_t zcap;
+  ZSTD_CCtx *zc;
+  kh_pack_writer pack;
+  bool pack_open;
+  kh_buf out;         /* finished pack bytes */
+  kh_chunkref *refs;  /* chunks of the file being read */
+  size_t nrefs, refcap;
+} worker;
+
+struct backup_ctx {
+  kh_vault *v;
+  const kh_backup_opts *o;
+  kh_backup_result *r;
+  /* job queue */
+  pthread_mutex_t qmu;
+  pthread_cond_t qnotempty, qnotfull, qidle;
+  job q[QUEUE_LEN];
+  size_t qhead, qlen, busy;
+  bool closing;
+  /* blobs written this session (under nmu) */
+  pthread_mutex_t nmu;
+  kh_index newidx;
+  kh_err fatal;       /* first fatal error of any worker (under nmu) */
+  pthread_mutex_t wmu; /* serialises warn callbacks */
+  _Atomic uint64_t files_done, bytes_done, bytes_new, bytes_stored, blobs_new, bytes_read;
+  uint64_t files_total, bytes_total;
+  bool scan_done;
+  double t0, last_progress;
+  kh_cache *cache;
+  uint64_t warnings;
+};
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static void warn(backup_ctx *bc, kh_err e, const char *path, const char *msg)
+{
+  pthread_mutex_lock(&bc->wmu);
+  bc->warnings++;
+  if (bc->o->warn)
+    bc->o->warn(e, path, msg, bc->o->ctx);
+  pthread_mutex_unlock(&bc->wmu);
+}
+
+static void set_fatal(backup_ctx *bc, kh_err e)
+{
+  pthread_mutex_lock(&bc->nmu);
+  if (!bc->fatal)
+    bc->fatal = e;
+  pthread_mutex_unlock(&bc->nmu);
+}
+
+static bool has_fatal(backup_ctx *bc)
+{
+  pthread_mutex_lock(&bc->nmu);
+  bool f = bc->fatal != KH_OK;
+  pthread_mutex_unlock(&bc->nmu);
+  return f;
+}
+
+static void progress(backup_ctx *bc, bool force)
+{
+  if (!bc->o->progress)
+    return;
+  double now = kh_now();
+  if (!force && now - bc->last_progress < 0.25)
+    return;
+  bc->last_progress = now;
+  kh_progress p = {
+      .files_done = atomic_load(&bc->files_done), .files_total = bc->files_total,
+      .bytes_done = atomic_load(&bc->bytes_done), .bytes_total = bc->bytes_total,
+      .bytes_new = atomic_load(&bc->bytes_new), .scan_done = bc->scan_done,
+      .elapsed = now - bc->t0};
+  bc->o->progress(&p, bc->o->ctx);
+}
+
+static void node_free(bnode *n)
+{
+  if (!n)
+    return;
+  for (size_t i = 0; i < n->nkids; i++)
+    node_free(n->kids[i]);
+  free(n->kids);
+  free(n->name);
+  free(n->link);
+  free(n->chunks);
+  free(n);
+}
+
+static int node_cmp(const void *a, const void *b)
+{
+  const bnode *x = *(bnode *const *)a, *y = *(bnode *const *)b;
+  return kh_name_cmp(x->name, x->namelen, y->name, y->namelen);
+}
+
+static uint8_t type_of(mode_t m)
+{
+  if (S_ISREG(m)) return KH_NODE_FILE;
+  if (S_ISDIR(m)) return KH_NODE_DIR;
+  if (S_ISLNK(m)) return KH_NODE_SYMLINK;
+  if (S_ISCHR(m)) return KH_NODE_CHARDEV;
+  if (S_ISBLK(m)) return KH_NODE_BLOCKDEV;
+  if (S_ISFIFO(m)) return KH_NODE_FIFO;
+  return KH_NODE_SOCKET;
+}
+
+static bnode *node_new(const char *name, size_t namelen, const struct stat *st)
+{
+  bnode *n = calloc(1, sizeof *n);
+  if (!n || !(n->name = malloc(namelen ? namelen : 1))) {
+    free(n);
+    return NULL;
+  }
+  memcpy(n->name, name, namelen);
+  n->namelen = namelen;
+  n->type = type_of(st->st_mode);
+  n->mode = st->st_mode & 07777;
+  n->uid = st->st_uid;
+  n->gid = st->st_gid;
+  n->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+  n->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+  n->size = n->type == KH_NODE_FILE ? (uint64_t)st->st_size : 0;
+  n->nlink = st->st_nlink;
+  n->ino = st->st_ino;
+  n->dev = st->st_dev;
+  n->rdev = st->st_rdev;
+  return n;
+}
+
+static kh_err add_kid(bnode *dir, bnode *kid)
+{
+  if (dir->nkids == dir->kidcap) {
+    size_t nc = dir->kidcap ? dir->kidcap * 2 : 8;
+    bnode **nk = realloc(dir->kids, nc * sizeof *nk);
+    if (!nk)
+      return kh_seterr(KH_ERR_NOMEM, "out of memory");
+    dir->kids = nk;
+    dir->kidcap = nc;
+  }
+  dir->kids[dir->nkids++] = kid;
+  return KH_OK;
+}
+
+/* ---- storing chunks (workers and main) ----------------------------------- */
+
+static kh_err worker_flush(worker *w)
+{
+  backup_ctx *bc = w->bc;
+  kh_vault *v = bc->v;
+  if (!w->pack_open || w->pack.n == 0)
+    return KH_OK;
+  kh_err e = kh_pack_finish(&w->pack, &v->keys, &w->out);
+  char name[256];
+  if (!e) {
+    kh_vault_objname(v, name, sizeof name, "data", w->pack.id, 32);
+    e = kh_provider_put(v->prov, name, w->out.data, w->out.len, true);
+  }
+  if (!e) {
+    pthread_mutex_lock(&bc->nmu);
+    uint32_t no;
+    e = kh_index_add_pack(&bc->newidx, w->pack.id, w->out.len, &no);
+    for (size_t i = 0; !e && i < w->pack.n; i++) {
+      kh_index_entry *en = kh_index_find(&bc->newidx, w->pack.blobs[i].id);
+      en->pack = no;
+      en->offset = w->pack.blobs[i].offset;
+      en->clen = w->pack.blobs[i].clen;
+      en->ulen = w->pack.blobs[i].ulen;
+      bc->newidx.packs[no].nblobs++;
+    }
+    pthread_mutex_unlock(&bc->nmu);
+    atomic_fetch_add(&bc->bytes_stored, w->out.len);
+  }
+  kh_pack_writer_release(&w->pack);
+  w->pack_open = false;
+  kh_buf_reset(&w->out);
+  return e;
+}
+
+/* Store one blob unless the account already has it. */
+static kh_err store_blob(worker *w, int type, const uint8_t *data, size_t len, uint8_t id[32])
+{
+  backup_ctx *bc = w->bc;
+  kh_vault *v = bc->v;
+  kh_blob_id(&v->keys, id, data, len);
+  if (kh_index_find(&v->index, id))
+    return KH_OK;
+  pthread_mutex_lock(&bc->nmu);
+  bool added = false;
+  kh_pack_blob pb = {.type = (uint8_t)type, .ulen = (uint32_t)len};
+  memcpy(pb.id, id, 32);
+  kh_err e = kh_index_add(&bc->newidx, &pb, PENDING_PACK, &added);
+  pthread_mutex_unlock(&bc->nmu);
+  if (e || !added)
+    return e;
+  /* compress when it pays (at least 1/32 smaller), else store as is */
+  const uint8_t *payload = data;
+  size_t plen = len;
+  if (len >= 64) {
+    size_t need = ZSTD_compressBound(len);
+    if (need > w->zcap) {
+      uint8_t *nz = realloc(w->zbuf, need);
+      if (!nz)
+        return kh_seterr(KH_ERR_NOMEM, "out of memory");
+      w->zbuf = nz;
+      w->zcap = need;
+    }
+    size_t z = ZSTD_compressCCtx(w->zc, w->zbuf, w->zcap, data, len, ZSTD_LEVEL);
+    if (!ZSTD_isError(z) && z < len - len / 32) {
+      payload = w->zbuf;
+      plen = z;
+    }
+  }
+  if (!w->pack_open) {
+    kh_pack_writer_init(&w->pack);
+    w->pack_open = true;
+  }
+  if ((e = kh_pack_add(&w->pack, &v->keys, type, id, payload, plen, (uint32_t)len)))
+    return e;
+  atomic_fetch_add(&bc->bytes_new, len);
+  atomic_fetch_add(&bc->blobs_new, 1);
+  if (kh_pack_size(&w->pack) >= KH_PACK_TARGET)
+    return worker_flush(w);
+  return KH_OK;
+}
+
+static kh_err add_ref(worker *w, const uint8_t id[32], uint64_t len)
+{
+  if (w->nrefs && sodium_is_zero(id, 32) && sodium_is_zero(w->refs[w->nrefs - 1].id, 32)) {
+    w->refs[w->nrefs - 1].len += len; /* merge adjacent holes */
+    return KH_OK;
+  }
+  if (w->nrefs == w->refcap) {
+    size_t nc = w->refcap ? w->refcap * 2 : 16;
+    kh_chunkref *nr = realloc(w->refs, nc * sizeof *nr);
+    if (!nr)
+      return kh_seterr(KH_ERR_NOMEM, "out of memory");
+    w->refs = nr;
+    w->refcap = nc;
+  }
+  memcpy(w->refs[w->nrefs].id, id, 32);
+  w->refs[w->nrefs++].len = len;
+  return KH_OK;
+}
+
+/* Read [off, end) (end UINT64_MAX: to EOF), chunk and store it.  *got
+ * receives the bytes read.  Read errors are KH_ERR_IO with detail. */
+static kh_err read_range(worker *w, int fd, uint64_t off, uint64_t end, const char *path,
+                         uint64_t *got)
+{
+  backup_ctx *bc = w->bc;
+  size_t len = 0, start = 0;
+  bool eof = false;
+  *got = 0;
+  for (;;) {
+    /* refill: keep at least one max-size chunk in the window when possible */
+    if (!eof && len - start < KH_CHUNK_MAX) {
+      if (start) {
+        memmove(w->buf, w->buf + start, len - start);
+        len -= start;
+        start = 0;
+      }
+      while (!eof && len < w->bufcap) {
+        size_t want = w->bufcap - len;
+        if (end != UINT64_MAX && want > end - off)
+          want = (size_t)(end - off);
+        if (want == 0) {
+          eof = true;
+          break;
+        }
+        ssize_t r = pread(fd, w->buf + len, want, (off_t)off);
+        if (r < 0 && errno == EINTR)
+          continue;
+        if (r < 0)
+          return kh_seterr(KH_ERR_IO, "read %s: %s", path, strerror(errno));
+        if (r == 0) {
+          eof = true;
+          break;
+        }
+        len += (size_t)r;
+        off += (uint64_t)r;
+        *got += (uint64_t)r;
+        atomic_fetch_add(&bc->bytes_read, (uint64_t)r);
+      }
+    }
+    if (start == len)
+      return KH_OK;
+    size_t cut = kh_chunker_next(&bc->v->chunker, w->buf + start, len - start, eof);
+    if (cut == 0)
+      continue; /* need more data (cannot happen with a full window) */
+    uint8_t id[32];
+    kh_err e = store_blob(w, KH_BLOB_DATA, w->buf + start, cut, id);
+    if (!e)
+      e = add_ref(w, id, cut);
+    if (e)
+      return e;
+    atomic_fetch_add(&bc->bytes_done, cut);
+    start += cut;
+  }
+}
+
+static kh_err read_file(worker *w, bnode *n, const char *path, bool *skipped)
+{
+  *skipped = false;
+  w->nrefs = 0;
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+  if (fd < 0 && errno == EPERM)
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    *skipped = true;
+    warn(w->bc, kh_errno_code(errno), path, strerror(errno));
+    return KH_OK;
+  }
+  struct stat st;
+  kh_err e = KH_OK;
+  uint64_t total = 0, got;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    *skipped = true;
+    warn(w->bc, KH_ERR_IO, path, "changed type while being read");
+    goto out;
+  }
+  bool sparse = st.st_size > 0 && (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size;
+  if (sparse) {
+    uint64_t pos = 0, size = (uint64_t)st.st_size;
+    static const uint8_t zero[32];
+    while (!e && pos < size) {
+      off_t d = lseek(fd, (off_t)pos, SEEK_DATA);
+      uint64_t data = d < 0 ? size : (uint64_t)d;
+      if (data > size)
+        data = size;
+      if (data > pos) {
+        e = add_ref(w, zero, data - pos); /* a hole */
+        atomic_fetch_add(&w->bc->bytes_done, data - pos);
+        total += data - pos;
+      }
+      if (e || data >= size)
+        break;
+      off_t h = lseek(fd, (off_t)data, SEEK_HOLE);
+      uint64_t hend = h < 0 || (uint64_t)h > size ? size : (uint64_t)h;
+      e = read_range(w, fd, data, hend, path, &got);
+      total += got;
+      pos = hend;
+    }
+  } else {
+    e = read_range(w, fd, 0, UINT64_MAX, path, &total);
+  }
+  if (e == KH_ERR_IO) {
+    *skipped = true;
+    warn(w->bc, e, path, kh_errdetail());
+    e = KH_OK;
+    goto out;
+  }
+  if (!e) {
+    n->size = total;
+    n->nchunks = w->nrefs;
+    n->chunks = malloc((w->nrefs ? w->nrefs : 1) * sizeof *n->chunks);
+    if (!n->chunks)
+      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    else
+      memcpy(n->chunks, w->refs, w->nrefs * sizeof *n->chunks);
+  }
+out:
+  close(fd);
+  return e;
+}
+
+static void *worker_main(void *arg)
+{
+  worker *w = arg;
+  backup_ctx *bc = w->bc;
+  for (;;) {
+    pthread_mutex_lock(&bc->qmu);
+    while (bc->qlen == 0 && !bc->closing)
+      pthread_cond_wait(&bc->qnotempty, &bc->qmu);
+    if (bc->qlen == 0 && bc->closing) {
+      pthread_mutex_unlock(&bc->qmu);
+      break;
+    }
+    job j = bc->q[bc->qhead];
+    bc->qhead = (bc->qhead + 1) % QUEUE_LEN;
+    bc->qlen--;
+    bc->busy++;
+    pthread_cond_signal(&bc->qnotfull);
+    pthread_mutex_unlock(&bc->qmu);
+
+    bool skipped = false;
+    kh_err e = has_fatal(bc) ? KH_OK : read_file(w, j.node, j.path, &skipped);
+    if (e)
+      set_fatal(bc, kh_adderr(e, "%s", j.path));
+    j.node->failed = skipped;
+    j.node->from_disk = !skipped && !e;
+    free(j.path);
+    atomic_fetch_add(&bc->files_done, 1);
+
+    pthread_mutex_lock(&bc->qmu);
+    bc->busy--;
+    if (bc->qlen == 0 && bc->busy == 0)
+      pthread_cond_broadcast(&bc->qidle);
+    pthread_mutex_unlock(&bc->qmu);
+  }
+  kh_err e = worker_flush(w);
+  if (e)
+    set_fatal(bc, e);
+  return NULL;
+}
+
+static kh_err enqueue(backup_ctx *bc, bnode *n, const char *path)
+{
+  char *p = strdup(path);
+  if (!p)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  pthread_mutex_lock(&bc->qmu);
+  while (bc->qlen == QUEUE_LEN) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 250000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&bc->qnotfull, &bc->qmu, &ts);
+    pthread_mutex_unlock(&bc->qmu);
+    progress(bc, false);
+    pthread_mutex_lock(&bc->qmu);
+  }
+  bc->q[(bc->qhead + bc->qlen) % QUEUE_LEN] = (job){n, p};
+  bc->qlen++;
+  pthread_cond_signal(&bc->qnotempty);
+  pthread_mutex_unlock(&bc->qmu);
+  return KH_OK;
+}
+
+/* ---- the walk (main thread) ----------------------------------------------- */
+
+static bool cache_hit(backup_ctx *bc, bnode *n, const char *path, size_t plen)
+{
+  if (!bc->cache)
+    return false;
+  kh_cache_key k = {n->size, n->ino, n->dev, n->mtime_ns, n->ctime_ns};
+  kh_chunkref *refs = NULL;
+  size_t cnt = 0;
+  bool found = false;
+  if (kh_cache_lookup(bc->cache, (const uint8_t *)path, plen, &k, &refs, &cnt, &found) || !found)
+    return false;
+  for (size_t i = 0; i < cnt; i++)
+    if (!sodium_is_zero(refs[i].id, 32) && !kh_index_find(&bc->v->index, refs[i].id)) {
+      free(refs); /* pruned since: read it again */
+      return false;
+    }
+  n->chunks = refs;
+  n->nchunks = cnt;
+  return true;
+}
+
+static kh_err visit(backup_ctx *bc, bnode *n, char *path, size_t plen, int depth);
+
+static kh_err walk_dir(backup_ctx *bc, bnode *dir, char *path, size_t plen, int depth)
+{
+  if (depth > MAX_DEPTH) {
+    warn(bc, KH_ERR_TOOBIG, path, "directory nesting too deep; contents skipped");
+    return KH_OK;
+  }
+  DIR *d = opendir(path);
+  if (!d) {
+    warn(bc, kh_errno_code(errno), path, strerror(errno));
+    return KH_OK; /* the directory itself is kept, empty */
+  }
+  kh_err e = KH_OK;
+  struct dirent *de;
+  while (!e && (de = readdir(d))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+      continue;
+    size_t nl = strlen(de->d_name);
+    if (plen + 1 + nl >= 65536) {
+      warn(bc, KH_ERR_TOOBIG, path, "path too long; entry skipped");
+      continue;
+    }
+    struct stat st;
+    if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno != ENOENT) /* vanished meanwhile: not an error */
+        warn(bc, kh_errno_code(errno), path, strerror(errno));
+      continue;
+    }
+    bnode *kid = node_new(de->d_name, nl, &st);
+    if (!kid || (e = add_kid(dir, kid))) {
+      node_free(kid);
+      e = e ? e : kh_seterr(KH_ERR_NOMEM, "out of memory");
+      break;
+    }
+    size_t np = plen;
+    if (np > 1 || path[0] != '/')
+      path[np++] = '/';
+    memcpy(path + np, de->d_name, nl + 1);
+    e = visit(bc, kid, path, np + nl, depth + 1);
+    path[plen] = 0;
+  }
+  closedir(d);
+  if (!e && dir->nkids > 1)
+    qsort(dir->kids, dir->nkids, sizeof *dir->kids, node_cmp);
+  return e;
+}
+
+static kh_err visit(backup_ctx *bc, bnode *n, char *path, size_t plen, int depth)
+{
+  switch (n->type) {
+  case KH_NODE_DIR:
+    bc->r->dirs++;
+    return walk_dir(bc, n, path, plen, depth);
+  case KH_NODE_SYMLINK: {
+    char buf[4097];
+    ssize_t l = readlink(path, buf, sizeof buf - 1);
+    if (l < 0) {
+      warn(bc, KH_ERR_IO, path, strerror(errno));
+      n->failed = true;
+      return KH_OK;
+    }
+    n->link = malloc((size_t)l + 1);
+    if (!n->link)
+      return kh_seterr(KH_ERR_NOMEM, "out of memory");
+    memcpy(n->link, buf, (size_t)l);
+    n->linklen = (size_t)l;
+    bc->r->others++;
+    return KH_OK;
+  }
+  case KH_NODE_FILE:
+    bc->files_total++;
+    bc->bytes_total += n->size;
+    bc->r->files++;
+    if (cache_hit(bc, n, path, plen)) {
+      atomic_fetch_add(&bc->files_done, 1);
+      atomic_fetch_add(&bc->bytes_done, n->size);
+      progress(bc, false);
+      return KH_OK;
+    }
+    progress(bc, false);
+    return enqueue(bc, n, path);
+  default:
+    bc->r->others++;
+    return KH_OK;
+  }
+}
+
+/* Insert an absolute path's components below root, then visit its end. */
+static kh_err add_path(backup_ctx *bc, bnode *root, const char *abs)
+{
+  char *path = malloc(65536);
+  if (!path)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  kh_err e = KH_OK;
+  struct stat st;
+  if (abs[0] != '/' || strlen(abs) >= 4096) {
+    e = kh_seterr(KH_ERR_INVAL, "backup paths must be absolute: %s", abs);
+    goto out;
+  }
+  if (lstat(abs, &st) != 0) {
+    e = kh_seterr(kh_errno_code(errno), "%s: %s", abs, strerror(errno));
+    goto out;
+  }
+  bnode *cur = root;
+  const char *p = abs;
+  path[0] = '/';
+  path[1] = 0;
+  size_t plen = 1;
+  while (*p) {
+    while (*p == '/')
+      p++;
+    if (!*p)
+      break;
+    const char *end = strchr(p, '/');
+    size_t cl = end ? (size_t)(end - p) : strlen(p);
+    bool last = !end || !end[strspn(end, "/")];
+    if (plen > 1)
+      path[plen++] = '/';
+    memcpy(path + plen, p, cl);
+    plen += cl;
+    path[plen] = 0;
+    if ((cl == 1 && p[0] == '.') || (cl == 2 && p[0] == '.' && p[1] == '.')) {
+      e = kh_seterr(KH_ERR_INVAL, "path must be normalised (no . or ..): %s", abs);
+      goto out;
+    }
+    bnode *kid = NULL;
+    for (size_t i = 0; i < cur->nkids; i++)
+      if (cur->kids[i]->namelen == cl && !memcmp(cur->kids[i]->name, p, cl))
+        kid = cur->kids[i];
+    if (kid && last) {
+      goto out; /* the same path twice, or inside one given before */
+    }
+    if (!kid) {
+      struct stat cs;
+      if (lstat(path, &cs) != 0) {
+        e = kh_seterr(kh_errno_code(errno), "%s: %s", path, strerror(errno));
+        goto out;
+      }
+      if (!last && !S_ISDIR(cs.st_mode)) {
+        e = kh_seterr(KH_ERR_INVAL, "%s is not a directory", path);
+        goto out;
+      }
+      kid = node_new(p, cl, &cs);
+      if (!kid || (e = add_kid(cur, kid))) {
+        node_free(kid);
+        e = e ? e : kh_seterr(KH_ERR_NOMEM, "out of memory");
+        goto out;
+      }
+      qsort(cur->kids, cur->nkids, sizeof *cur->kids, node_cmp);
+      if (last) {
+        e = visit(bc, kid, path, plen, 0);
+        goto out;
+      }
+    }
+    cur = kid;
+    p += cl;
+  }
+  if (cur == root) /* "/" itself */
+    e = walk_dir(bc, root, path, 1, 0);
+out:
+  free(path);
+  return e;
+}
+
+/* ---- trees (main thread, after the workers) ----------------------------- */
+
+static kh_err store_trees(backup_ctx *bc, worker *w, bnode *dir)
+{
+  kh_err e = KH_OK;
+  for (size_t i = 0; i < dir->nkids && !e; i++)
+    if (dir->kids[i]->type == KH_NODE_DIR)
+      e = store_trees(bc, w, dir->kids[i]);
+  if (e)
+    return e;
+  kh_tnode *tn = calloc(dir->nkids ? dir->nkids : 1, sizeof *tn);
+  kh_buf enc;
+  kh_buf_init(&enc, KH_BLOB_MAX);
+  if (!tn)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  size_t k = 0;
+  for (size_t i = 0; i < dir->nkids; i++) {
+    bnode *n = dir->kids[i];
+    if (n->failed)
+      continue;
+    kh_tnode *t = &tn[k++];
+    t->name = n->name;
+    t->namelen = n->namelen;
+    t->type = n->type;
+    t->mode = n->mode;
+    t->uid = n->uid;
+    t->gid = n->gid;
+    t->mtime_ns = n->mtime_ns;
+    t->size = n->size;
+    t->nlink = n->nlink;
+    t->ino = n->ino;
+    t->dev = n->dev;
+    t->rdev = n->rdev;
+    t->link = n->link;
+    t->linklen = n->linklen;
+    memcpy(t->subtree, n->tree_id, 32);
+    t->chunks = n->chunks;
+    t->nchunks = n->nchunks;
+  }
+  e = kh_tree_encode(tn, k, &enc);
+  if (!e)
+    e = store_blob(w, KH_BLOB_TREE, enc.data, enc.len, dir->tree_id);
+  free(tn);
+  kh_buf_release(&enc);
+  return e;
+}
+
+static kh_err cache_update(backup_ctx *bc, bnode *n, char *path, size_t plen)
+{
+  kh_err e = KH_OK;
+  if (n->type == KH_NODE_FILE && n->from_disk) {
+    kh_cache_key k = {n->size, n->ino, n->dev, n->mtime_ns, n->ctime_ns};
+    return kh_cache_put(bc->cache, (const uint8_t *)path, plen, &k, n->chunks, n->nchunks);
+  }
+  for (size_t i = 0; !e && i < n->nkids; i++) {
+    bnode *c = n->kids[i];
+    if (plen + 1 + c->namelen >= 65536)
+      continue;
+    size_t np = plen;
+    if (np > 1)
+      path[np++] = '/';
+    memcpy(path + np, c->name, c->namelen);
+    path[np + c->namelen] = 0;
+    e = cache_update(bc, c, path, np + c->namelen);
+    path[plen] = 0;
+  }
+  return e;
+}
+
+/* ---- the whole backup ------------------------------------------------------ */
+
+static void worker_release(worker *w)
+{
+  free(w->buf);
+  free(w->zbuf);
+  ZSTD_freeCCtx(w->zc);
+  if (w->pack_open)
+    kh_pack_writer_release(&w->pack);
+  kh_buf_release(&w->out);
+  free(w->refs);
+}
+
+static kh_err worker_init(worker *w, backup_ctx *bc)
+{
+  memset(w, 0, sizeof *w);
+  w->bc = bc;
+  w->bufcap = 2 * KH_CHUNK_MAX;
+  w->buf = malloc(w->bufcap);
+  w->zc = ZSTD_createCCtx();
+  kh_buf_init(&w->out, 2 * KH_PACK_TARGET + 2 * KH_BLOB_MAX);
+  if (!w->buf || !w->zc)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  return KH_OK;
+}
+
+/* Find the parent (latest snapshot of the same host and paths) and the
+ * highest counter this device used in the region. */
+static void find_parent(kh_vault *v, const char *host, char **paths, size_t np, kh_snap *s,
+                        uint64_t *maxctr)
+{
+  kh_snapshot_info *list = NULL;
+  size_t n = 0;
+  *maxctr = 0;
+  if (kh_snapshots_list(v, &list, &n))
+    return;
+  for (size_t i = 0; i < n; i++) {
+    char dev[33];
+    kh_hex_encode(dev, v->device_id, 16);
+    if (!strcmp(list[i].device, dev) && list[i].counter > *maxctr)
+      *maxctr = list[i].counter;
+    if (strcmp(list[i].host, host) || list[i].npaths != np)
+      continue;
+    bool same = true;
+    for (size_t j = 0; j < np && same; j++)
+      same = !strcmp(list[i].paths[j], paths[j]);
+    if (same) {
+      s->has_parent = true;
+      kh_hex_decode(s->parent, 32, list[i].id, 64);
+    }
+  }
+  kh_snapshots_free(list, n);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
+{
+  memset(r, 0, sizeof *r);
+  if (!o->npaths)
+    return kh_seterr(KH_ERR_INVAL, "nothing to back up");
+  kh_err e = KH_OK;
+  backup_ctx *bc = calloc(1, sizeof *bc);
+  if (!bc)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  bc->v = v;
+  bc->o = o;
+  bc->r = r;
+  bc->t0 = kh_now();
+  pthread_mutex_init(&bc->qmu, NULL);
+  pthread_mutex_init(&bc->nmu, NULL);
+  pthread_mutex_init(&bc->wmu, NULL);
+  pthread_cond_init(&bc->qnotempty, NULL);
+  pthread_cond_init(&bc->qnotfull, NULL);
+  pthread_cond_init(&bc->qidle, NULL);
+  kh_index_init(&bc->newidx);
+  int nthreads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (nthreads < 1)
+    nthreads = 1;
+  if (nthreads > 16)
+    nthreads = 16;
+  worker *ws = calloc((size_t)nthreads + 1, sizeof *ws);
+  int started = 0;
+  bnode *root = NULL;
+  char **paths = NULL;
+  kh_snap snap = {0};
+  struct stat rst;
+  if (!ws) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  if ((e = kh_vault_lock(v, false)))
+    goto out;
+  if ((e = kh_vault_load_index(v, NULL, NULL)))
+    goto out;
+  if (v->cache_path && kh_cache_open(v->cache_path, &bc->cache) != KH_OK)
+    bc->cache = NULL; /* no cache: slower, nothing lost */
+  if (stat("/", &rst) != 0 || !(root = node_new("", 0, &rst))) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (int i = 0; i <= nthreads; i++)
+    if ((e = worker_init(&ws[i], bc)))
+      goto out;
+  for (; started < nthreads; started++)
+    if (pthread_create(&ws[started].tid, NULL, worker_main, &ws[started]) != 0) {
+      e = kh_seterr(KH_ERR_NOMEM, "cannot start threads");
+      goto out;
+    }
+  paths = calloc(o->npaths, sizeof *paths);
+  if (!paths) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < o->npaths; i++) {
+    if (!(paths[i] = strdup(o->paths[i]))) {
+      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+      goto out;
+    }
+  }
+  qsort(paths, o->npaths, sizeof *paths, cmp_str);
+  for (size_t i = 0; i < o->npaths && !e; i++)
+    e = add_path(bc, root, paths[i]);
+  bc->scan_done = true;
+out:
+  /* drain and stop the workers whatever happened */
+  pthread_mutex_lock(&bc->qmu);
+  bc->closing = true;
+  pthread_cond_broadcast(&bc->qnotempty);
+  while (bc->qlen || bc->busy) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 250000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&bc->qidle, &bc->qmu, &ts);
+    pthread_mutex_unlock(&bc->qmu);
+    progress(bc, false);
+    pthread_mutex_lock(&bc->qmu);
+  }
+  pthread_mutex_unlock(&bc->qmu);
+  for (int i = 0; i < started; i++)
+    pthread_join(ws[i].tid, NULL);
+  if (!e)
+    e = bc->fatal;
+  if (!e) { /* trees, then the last pack, the index, the snapshot */
+    worker *tw = &ws[nthreads];
+    e = store_trees(bc, tw, root);
+    if (!e)
+      e = worker_flush(tw);
+  }
+  uint8_t idxid[32], snapid[32];
+  if (!e && bc->newidx.npacks)
+    e = kh_vault_write_index(v, &bc->newidx, 0, NULL, 0, idxid);
+  if (!e) {
+    /* the new blobs are durable and indexed: make them visible to us too */
+    for (size_t p = 0; p < bc->newidx.npacks && !e; p++) {
+      uint32_t no;
+      e = kh_index_add_pack(&v->index, bc->newidx.packs[p].id, bc->newidx.packs[p].size, &no);
+      for (size_t i = 0; !e && i < bc->newidx.cap; i++) {
+        kh_index_entry *en = &bc->newidx.slots[i];
+        if (en->used && en->pack == p) {
+          kh_pack_blob b;
+          kh_index_blob(en, &b);
+          e = kh_index_add(&v->index, &b, no, NULL);
+        }
+      }
+    }
+  }
+  if (!e) {
+    char host[256] = "";
+    if (o->host)
+      snprintf(host, sizeof host, "%s", o->host);
+    else
+      gethostname(host, sizeof host - 1);
+    uint64_t maxctr;
+    snap.time_ns = kh_wall_ns();
+    snap.host = host;
+    snap.paths = paths;
+    snap.npaths = o->npaths;
+    memcpy(snap.tree, root->tree_id, 32);
+    memcpy(snap.device, v->device_id, 16);
+    find_parent(v, host, paths, o->npaths, &snap, &maxctr);
+    snap.files = r->files;
+    snap.bytes = bc->bytes_total;
+    e = kh_vault_next_counter(v, maxctr, &snap.counter);
+    if (!e)
+      e = kh_vault_write_snapshot(v, &snap, snapid);
+    snap.host = NULL;
+    snap.paths = NULL;
+    if (!e)
+      kh_hex_encode(r->snapshot_id, snapid, 32);
+  }
+  if (!e && bc->cache) {
+    char *path = malloc(65536);
+    if (path) {
+      path[0] = '/';
+      path[1] = 0;
+      if (kh_cache_begin(bc->cache) == KH_OK) {
+        cache_update(bc, root, path, 1);
+        kh_cache_commit(bc->cache);
+      }
+      free(path);
+    }
+  }
+  progress(bc, true);
+  r->bytes = bc->bytes_total;
+  r->bytes_read = atomic_load(&bc->bytes_read);
+  r->blobs_new = atomic_load(&bc->blobs_new);
+  r->bytes_new_plain = atomic_load(&bc->bytes_new);
+  r->bytes_new_stored = atomic_load(&bc->bytes_stored);
+  r->warnings = bc->warnings;
+  r->seconds = kh_now() - bc->t0;
+  kh_vault_unlock(v);
+  if (ws)
+    for (int i = 0; i <= nthreads; i++)
+      worker_release(&ws[i]);
+  free(ws);
+  if (paths)
+    for (size_t i = 0; i < o->npaths; i++)
+      free(paths[i]);
+  free(paths);
+  node_free(root);
+  kh_cache_free(bc->cache);
+  kh_index_release(&bc->newidx);
+  pthread_mutex_destroy(&bc->qmu);
+  pthread_mutex_destroy(&bc->nmu);
+  pthread_mutex_destroy(&bc->wmu);
+  pthread_cond_destroy(&bc->qnotempty);
+  pthread_cond_destroy(&bc->qnotfull);
+  pthread_cond_destroy(&bc->qidle);
+  free(bc);
+  return e;
+}

@@ -1,0 +1,511 @@
+/* The account's objects in the provider: sealed meta objects, index
+ * loading (with supersedes), blobs, trees, signed snapshots
+ * (docs/format.md §7–§9). */
+#include "repo/vault_internal.h"
+#include "common/err.h"
+#include "common/fsutil.h"
+#include "common/hex.h"
+#include "common/wire.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INDEX_PLAIN_MAX (1u << 30)
+#define SNAP_SIG_CTX "keyhold-snapshot-v1"
+
+kh_err kh_vault_put_obj(kh_vault *v, const char *kind, const char *type, const uint8_t *id,
+                        size_t idlen, const void *pt, size_t n, bool excl)
+{
+  char name[256];
+  kh_buf ct;
+  kh_buf_init(&ct, n + 1024);
+  kh_vault_objname(v, name, sizeof name, kind, id, idlen);
+  kh_err e = kh_obj_seal(&v->keys, type, id, idlen, pt, n, &ct);
+  if (!e)
+    e = kh_provider_put(v->prov, name, ct.data, ct.len, excl);
+  kh_buf_release(&ct);
+  return e;
+}
+
+kh_err kh_vault_get_obj(kh_vault *v, const char *kind, const char *type, const uint8_t *id,
+                        size_t idlen, kh_buf *out)
+{
+  char name[256];
+  kh_buf ct;
+  kh_buf_init(&ct, INDEX_PLAIN_MAX);
+  kh_vault_objname(v, name, sizeof name, kind, id, idlen);
+  kh_err e = kh_provider_get(v->prov, name, 0, KH_GET_ALL, &ct);
+  if (!e) {
+    kh_buf_reset(out);
+    e = kh_obj_open(&v->keys, type, id, idlen, ct.data, ct.len, out);
+    if (e == KH_ERR_AUTH)
+      e = kh_seterr(KH_ERR_AUTH, "%s %.*s failed authentication (damaged, moved or forged)",
+                    kind, (int)(idlen > 8 ? 16 : idlen * 2), name + strlen(name) - idlen * 2);
+  }
+  kh_buf_release(&ct);
+  return e;
+}
+
+typedef struct id_list {
+  uint8_t (*ids)[32];
+  size_t n, cap;
+  kh_err e;
+} id_list;
+
+static int collect_id(const char *name, uint64_t size, void *ctx)
+{
+  id_list *l = ctx;
+  const char *base = strrchr(name, '/');
+  base = base ? base + 1 : name;
+  uint8_t id[32];
+  if (strlen(base) != 64 || kh_hex_decode(id, 32, base, 64))
+    return 0; /* not ours: ignore */
+  if (l->n == l->cap) {
+    size_t nc = l->cap ? l->cap * 2 : 64;
+    uint8_t(*ni)[32] = realloc(l->ids, nc * 32);
+    if (!ni) {
+      l->e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+      return 1;
+    }
+    l->ids = ni;
+    l->cap = nc;
+  }
+  memcpy(l->ids[l->n++], id, 32);
+  return 0;
+}
+
+kh_err kh_vault_list_ids(kh_vault *v, const char *kind, uint8_t (**ids)[32], size_t *n)
+{
+  char pre[200];
+  snprintf(pre, sizeof pre, "%s/%s", v->prefix, kind);
+  id_list l = {0};
+  kh_err e = kh_provider_list(v->prov, pre, collect_id, &l);
+  if (!e)
+    e = l.e;
+  if (e) {
+    free(l.ids);
+    return e;
+  }
+  *ids = l.ids;
+  *n = l.n;
+  return KH_OK;
+}
+
+static bool id_in(const uint8_t (*set)[32], size_t n, const uint8_t id[32])
+{
+  for (size_t i = 0; i < n; i++)
+    if (!memcmp(set[i], id, 32))
+      return true;
+  return false;
+}
+
+static kh_err read_index_plain(kh_vault *v, const uint8_t id[32], kh_buf *plain)
+{
+  kh_buf z;
+  kh_buf_init(&z, INDEX_PLAIN_MAX);
+  kh_err e = kh_vault_get_obj(v, "index", "index", id, 32, &z);
+  if (!e)
+    e = kh_zstd_unpack(z.data, z.len, INDEX_PLAIN_MAX, plain);
+  kh_buf_release(&z);
+  return e;
+}
+
+kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx)
+{
+  if (v->index_loaded)
+    return KH_OK;
+  uint8_t(*ids)[32] = NULL, (*allsup)[32] = NULL;
+  size_t n = 0, nall = 0;
+  kh_buf *plains = NULL;
+  kh_err e = kh_vault_list_ids(v, "index", &ids, &n);
+  if (e)
+    return e;
+  plains = calloc(n ? n : 1, sizeof *plains);
+  if (!plains) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  /* pass 1: authenticate every index and learn what each supersedes */
+  for (size_t i = 0; i < n; i++) {
+    kh_buf_init(&plains[i], INDEX_PLAIN_MAX);
+    char hex[65];
+    kh_hex_encode(hex, ids[i], 32);
+    kh_err e2 = read_index_plain(v, ids[i], &plains[i]);
+    if (!e2) {
+      kh_index probe;
+      kh_index_init(&probe);
+      uint8_t(*sup)[32] = NULL;
+      size_t nsup = 0;
+      e2 = kh_index_decode(&probe, plains[i].data, plains[i].len, &sup, &nsup);
+      kh_index_release(&probe);
+      if (!e2 && nsup) {
+        uint8_t(*na)[32] = realloc(allsup, (nall + nsup) * 32);
+        if (!na) {
+          free(sup);
+          e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+          goto out;
+        }
+        allsup = na;
+        memcpy(allsup + nall, sup, nsup * 32);
+        nall += nsup;
+      }
+      free(sup);
+    }
+    if (e2) {
+      kh_buf_release(&plains[i]);
+      plains[i].data = NULL;
+      if (!report) {
+        e = kh_adderr(e2, "index %.16s", hex);
+        goto out;
+      }
+      char what[128];
+      snprintf(what, sizeof what, "index %.16s", hex);
+      report(what, e2, ctx);
+    }
+  }
+  /* pass 2: load what nothing supersedes (an old index served again after
+   * prune replaced it is ignored; check reports it) */
+  for (size_t i = 0; i < n; i++) {
+    if (!plains[i].data)
+      continue;
+    if (id_in((const uint8_t(*)[32])allsup, nall, ids[i])) {
+      uint8_t(*ns)[32] = realloc(v->superseded, (v->nsuperseded + 1) * 32);
+      if (!ns) {
+        e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+        goto out;
+      }
+      v->superseded = ns;
+      memcpy(v->superseded[v->nsuperseded++], ids[i], 32);
+      continue;
+    }
+    uint8_t(*sup)[32] = NULL;
+    size_t nsup = 0;
+    e = kh_index_decode(&v->index, plains[i].data, plains[i].len, &sup, &nsup);
+    free(sup);
+    if (e)
+      goto out;
+    uint8_t(*ni)[32] = realloc(v->index_ids, (v->nindex_ids + 1) * 32);
+    if (!ni) {
+      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+      goto out;
+    }
+    v->index_ids = ni;
+    memcpy(v->index_ids[v->nindex_ids++], ids[i], 32);
+  }
+  v->index_loaded = true;
+out:
+  if (plains)
+    for (size_t i = 0; i < n; i++)
+      kh_buf_release(&plains[i]);
+  free(plains);
+  free(ids);
+  free(allsup);
+  return e;
+}
+
+kh_err kh_vault_write_index(kh_vault *v, const kh_index *idx, uint32_t first_pack,
+                            const uint8_t (*sup)[32], size_t nsup, uint8_t id_out[32])
+{
+  kh_buf plain, z;
+  kh_buf_init(&plain, INDEX_PLAIN_MAX);
+  kh_buf_init(&z, INDEX_PLAIN_MAX);
+  randombytes_buf(id_out, 32);
+  kh_err e = kh_index_encode(idx, first_pack, sup, nsup, &plain);
+  if (!e)
+    e = kh_zstd_pack(plain.data, plain.len, 3, &z);
+  if (!e)
+    e = kh_vault_put_obj(v, "index", "index", id_out, 32, z.data, z.len, true);
+  kh_buf_release(&plain);
+  kh_buf_release(&z);
+  return e;
+}
+
+kh_err kh_vault_read_blob(kh_vault *v, const uint8_t id[32], kh_buf *out)
+{
+  const kh_index_entry *en = kh_index_find(&v->index, id);
+  if (!en)
+    return kh_seterr(KH_ERR_NOTFOUND, "blob %02x%02x%02x%02x is not in the index", id[0], id[1],
+                     id[2], id[3]);
+  kh_pack_blob b;
+  kh_index_blob(en, &b);
+  const uint8_t *pid = v->index.packs[en->pack].id;
+  char name[256];
+  kh_buf ct;
+  kh_buf_init(&ct, KH_BLOB_MAX + KH_AEAD_TAG);
+  kh_vault_objname(v, name, sizeof name, "data", pid, 32);
+  kh_err e = kh_provider_get(v->prov, name, b.offset, b.clen, &ct);
+  if (!e)
+    e = kh_pack_blob_open(&v->keys, pid, &b, ct.data, out);
+  if (e)
+    kh_adderr(e, "pack %02x%02x%02x%02x", pid[0], pid[1], pid[2], pid[3]);
+  kh_buf_release(&ct);
+  return e;
+}
+
+kh_err kh_vault_load_tree(kh_vault *v, const uint8_t id[32], kh_tree *t)
+{
+  kh_buf b;
+  kh_buf_init(&b, KH_BLOB_MAX);
+  kh_err e = kh_vault_read_blob(v, id, &b);
+  if (!e)
+    e = kh_tree_decode(b.data, b.len, t);
+  kh_buf_release(&b);
+  return e;
+}
+
+/* ---- snapshots ---------------------------------------------------------- */
+
+static kh_err snap_sig_msg(const kh_vault *v, const uint8_t id[32], const uint8_t *body,
+                           size_t n, kh_buf *msg)
+{
+  kh_err e = kh_buf_append(msg, SNAP_SIG_CTX, sizeof SNAP_SIG_CTX);
+  if (!e) e = kh_buf_append(msg, v->region_id, strlen(v->region_id) + 1);
+  if (!e) e = kh_buf_append(msg, v->account, strlen(v->account) + 1);
+  if (!e) e = kh_buf_append(msg, id, 32);
+  if (!e) e = kh_buf_append(msg, body, n);
+  return e;
+}
+
+static kh_err device_key(kh_vault *v, const uint8_t dev[16], uint8_t pk[32])
+{
+  for (size_t i = 0; i < v->ndevices; i++)
+    if (!memcmp(v->devices[i].id, dev, 16)) {
+      memcpy(pk, v->devices[i].pk, 32);
+      return KH_OK;
+    }
+  kh_buf rec;
+  kh_buf_init(&rec, 1 << 16);
+  kh_err e = kh_vault_get_obj(v, "devices", "device", dev, 16, &rec);
+  if (e == KH_ERR_NOTFOUND)
+    e = kh_seterr(KH_ERR_AUTH, "signed by a device this account does not know");
+  if (!e && (rec.len < 38 || memcmp(rec.data, "KHDEV1", 6)))
+    e = kh_seterr(KH_ERR_FORMAT, "malformed device record");
+  if (!e) {
+    memcpy(pk, rec.data + 6, 32);
+    struct kh_known_device *nd = realloc(v->devices, (v->ndevices + 1) * sizeof *nd);
+    if (!nd) {
+      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    } else {
+      v->devices = nd;
+      memcpy(nd[v->ndevices].id, dev, 16);
+      memcpy(nd[v->ndevices].pk, pk, 32);
+      v->ndevices++;
+    }
+  }
+  kh_buf_release(&rec);
+  return e;
+}
+
+kh_err kh_vault_write_snapshot(kh_vault *v, const kh_snap *s, uint8_t id_out[32])
+{
+  kh_buf body, msg, pt;
+  kh_buf_init(&body, 1 << 24);
+  kh_buf_init(&msg, 1 << 24);
+  kh_buf_init(&pt, 1 << 24);
+  randombytes_buf(id_out, 32);
+  uint8_t sig[64];
+  kh_err e = kh_snap_encode(s, &body);
+  if (!e) e = snap_sig_msg(v, id_out, body.data, body.len, &msg);
+  if (!e) {
+    crypto_sign_detached(sig, NULL, msg.data, msg.len, v->device_sk);
+    e = kh_buf_put_lbytes(&pt, body.data, body.len);
+  }
+  if (!e) e = kh_buf_append(&pt, sig, 64);
+  if (!e) e = kh_vault_put_obj(v, "snapshots", "snapshot", id_out, 32, pt.data, pt.len, true);
+  kh_buf_release(&body);
+  kh_buf_release(&msg);
+  kh_buf_release(&pt);
+  return e;
+}
+
+kh_err kh_vault_load_snapshot(kh_vault *v, const uint8_t id[32], kh_snap *s)
+{
+  memset(s, 0, sizeof *s);
+  kh_buf pt, msg;
+  kh_buf_init(&pt, 1 << 24);
+  kh_buf_init(&msg, 1 << 24);
+  kh_err e = kh_vault_get_obj(v, "snapshots", "snapshot", id, 32, &pt);
+  if (e)
+    goto out;
+  kh_rd r;
+  kh_rd_init(&r, pt.data, pt.len);
+  size_t blen;
+  const uint8_t *body = kh_rd_lbytes(&r, 1 << 24, &blen);
+  const uint8_t *sig = kh_rd_bytes(&r, 64);
+  if (!kh_rd_done(&r)) {
+    e = kh_seterr(KH_ERR_FORMAT, "malformed snapshot");
+    goto out;
+  }
+  if ((e = kh_snap_decode(body, blen, s)))
+    goto out;
+  uint8_t pk[32];
+  if ((e = device_key(v, s->device, pk)) ||
+      (e = snap_sig_msg(v, id, body, blen, &msg)))
+    goto out;
+  if (crypto_sign_verify_detached(sig, msg.data, msg.len, pk) != 0)
+    e = kh_seterr(KH_ERR_AUTH, "device signature does not verify");
+out:
+  if (e) {
+    char hex[65];
+    kh_hex_encode(hex, id, 32);
+    kh_adderr(e, "snapshot %.8s", hex);
+    kh_snap_release(s);
+  }
+  kh_buf_release(&pt);
+  kh_buf_release(&msg);
+  return e;
+}
+
+static void snap_info(const uint8_t id[32], kh_snap *s, kh_snapshot_info *o)
+{
+  memset(o, 0, sizeof *o);
+  kh_hex_encode(o->id, id, 32);
+  o->time_ns = s->time_ns;
+  o->host = s->host;
+  o->paths = s->paths;
+  o->npaths = s->npaths;
+  s->host = NULL;
+  s->paths = NULL;
+  s->npaths = 0;
+  if (s->has_parent)
+    kh_hex_encode(o->parent, s->parent, 32);
+  kh_hex_encode(o->tree, s->tree, 32);
+  kh_hex_encode(o->device, s->device, 16);
+  o->counter = s->counter;
+  o->files = s->files;
+  o->bytes = s->bytes;
+}
+
+static int cmp_info(const void *a, const void *b)
+{
+  const kh_snapshot_info *x = a, *y = b;
+  if (x->time_ns != y->time_ns)
+    return x->time_ns < y->time_ns ? -1 : 1;
+  return strcmp(x->id, y->id);
+}
+
+static _Thread_local uint64_t skipped_tls;
+
+uint64_t kh_snapshots_skipped(void) { return skipped_tls; }
+
+kh_err kh_snapshots_list(kh_vault *v, kh_snapshot_info **out, size_t *n)
+{
+  *out = NULL;
+  *n = 0;
+  skipped_tls = 0;
+  uint8_t(*ids)[32] = NULL;
+  size_t cnt = 0, k = 0;
+  kh_err e = kh_vault_list_ids(v, "snapshots", &ids, &cnt);
+  if (e)
+    return e;
+  kh_snapshot_info *info = calloc(cnt ? cnt : 1, sizeof *info);
+  if (!info) {
+    free(ids);
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  }
+  for (size_t i = 0; i < cnt; i++) {
+    kh_snap s;
+    if (kh_vault_load_snapshot(v, ids[i], &s) != KH_OK) {
+      skipped_tls++; /* damaged: `keyhold check` names it */
+      continue;
+    }
+    snap_info(ids[i], &s, &info[k++]);
+    kh_snap_release(&s);
+  }
+  free(ids);
+  qsort(info, k, sizeof *info, cmp_info);
+  *out = info;
+  *n = k;
+  return KH_OK;
+}
+
+void kh_snapshots_free(kh_snapshot_info *s, size_t n)
+{
+  if (!s)
+    return;
+  for (size_t i = 0; i < n; i++) {
+    free(s[i].host);
+    for (size_t j = 0; j < s[i].npaths; j++)
+      free(s[i].paths[j]);
+    free(s[i].paths);
+  }
+  free(s);
+}
+
+kh_err kh_vault_resolve(kh_vault *v, const char *spec, uint8_t id[32])
+{
+  if (!strcmp(spec, "latest")) {
+    kh_snapshot_info *list;
+    size_t n;
+    kh_err e = kh_snapshots_list(v, &list, &n);
+    if (e)
+      return e;
+    if (n == 0) {
+      kh_snapshots_free(list, n);
+      return kh_seterr(KH_ERR_NOTFOUND, "there are no snapshots");
+    }
+    kh_hex_decode(id, 32, list[n - 1].id, 64);
+    kh_snapshots_free(list, n);
+    return KH_OK;
+  }
+  size_t sl = strlen(spec);
+  if (sl < 4 || sl > 64)
+    return kh_seterr(KH_ERR_INVAL, "'%s' is not a snapshot id (4 to 64 hex digits or 'latest')",
+                     spec);
+  for (size_t i = 0; i < sl; i++)
+    if (!((spec[i] >= '0' && spec[i] <= '9') || (spec[i] >= 'a' && spec[i] <= 'f')))
+      return kh_seterr(KH_ERR_INVAL, "'%s' is not a snapshot id", spec);
+  uint8_t(*ids)[32] = NULL;
+  size_t n = 0, hits = 0;
+  kh_err e = kh_vault_list_ids(v, "snapshots", &ids, &n);
+  if (e)
+    return e;
+  for (size_t i = 0; i < n; i++) {
+    char hex[65];
+    kh_hex_encode(hex, ids[i], 32);
+    if (!strncmp(hex, spec, sl)) {
+      if (hits++ == 0)
+        memcpy(id, ids[i], 32);
+    }
+  }
+  free(ids);
+  if (hits == 0)
+    return kh_seterr(KH_ERR_NOTFOUND, "no snapshot %s", spec);
+  if (hits > 1)
+    return kh_seterr(KH_ERR_AMBIGUOUS, "%s matches %zu snapshots", spec, hits);
+  return KH_OK;
+}
+
+kh_err kh_snapshot_resolve(kh_vault *v, const char *spec, char out[KH_SNAPSHOT_ID_HEX + 1])
+{
+  uint8_t id[32];
+  kh_err e = kh_vault_resolve(v, spec, id);
+  if (!e)
+    kh_hex_encode(out, id, 32);
+  return e;
+}
+
+kh_err kh_vault_next_counter(kh_vault *v, uint64_t region_max, uint64_t *out)
+{
+  char *path = kh_path_join(v->device_dir, "counter");
+  if (!path)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  uint8_t *data = NULL;
+  size_t len = 0;
+  uint64_t local = 0;
+  if (kh_read_file(path, 64, &data, &len) == KH_OK) {
+    char t[65] = {0};
+    memcpy(t, data, len < 64 ? len : 64);
+    local = strtoull(t, NULL, 10);
+  }
+  free(data);
+  uint64_t next = (local > region_max ? local : region_max) + 1;
+  char t[32];
+  int l = snprintf(t, sizeof t, "%llu\n", (unsigned long long)next);
+  kh_err e = kh_write_file_atomic(path, t, (size_t)l, 0600, false);
+  free(path);
+  *out = next;
+  return e;
+}

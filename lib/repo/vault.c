@@ -1,0 +1,625 @@
+/* Creating and opening accounts: the region marker, key wraps (passcode
+ * under Argon2id), this device's keys (docs/format.md §1, §4). */
+#include "repo/vault_internal.h"
+#include "common/err.h"
+#include "common/fsutil.h"
+#include "common/hex.h"
+#include "common/wire.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KEY_MAGIC "KHKEY1"
+#define KEY_KIND_PASSCODE 1
+#define DEVICE_MAGIC "KHDEV1"
+#define DEFAULT_KDF_OPS 3
+#define DEFAULT_KDF_MIB 64
+
+double kh_now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int64_t kh_wall_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+char *kh_default_dir(const char *env, const char *xdg, const char *fallback)
+{
+  const char *e = getenv(env);
+  if (e && *e)
+    return strdup(e);
+  const char *x = getenv(xdg);
+  if (x && *x)
+    return kh_path_join(x, "keyhold");
+  const char *home = getenv("HOME");
+  if (!home || !*home)
+    home = "/tmp";
+  char *base = kh_path_join(home, fallback);
+  char *r = base ? kh_path_join(base, "keyhold") : NULL;
+  free(base);
+  return r;
+}
+
+static bool valid_region_id(const char *id)
+{
+  size_t n = strlen(id);
+  if (n == 0 || n > 63)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9') || id[i] == '-'))
+      return false;
+  return true;
+}
+
+void kh_vault_objname(const kh_vault *v, char *out, size_t n, const char *kind,
+                      const uint8_t *id, size_t idlen)
+{
+  char hex[129];
+  kh_hex_encode(hex, id, idlen);
+  if (!strcmp(kind, "data"))
+    snprintf(out, n, "%s/data/%.2s/%s", v->prefix, hex, hex);
+  else
+    snprintf(out, n, "%s/%s/%s", v->prefix, kind, hex);
+}
+
+/* ---- key wraps ---------------------------------------------------------- */
+
+static kh_err passcode_key(uint8_t out[32], const kh_secret *pass, const uint8_t salt[16],
+                           uint32_t ops, uint32_t mib)
+{
+  if (crypto_pwhash(out, 32, (const char *)pass->bytes, pass->len, salt, ops,
+                    (size_t)mib << 20, crypto_pwhash_ALG_ARGON2ID13) != 0)
+    return kh_seterr(KH_ERR_NOMEM, "Argon2id needs %u MiB of memory", mib);
+  return KH_OK;
+}
+
+static kh_err key_ad(kh_buf *ad, const char *region, const char *account, const uint8_t wid[16],
+                     const uint8_t *hdr, size_t hlen)
+{
+  kh_err e = kh_ad_build(ad, region, account, "key", wid, 16);
+  return e ? e : kh_buf_append(ad, hdr, hlen);
+}
+
+/* Build a passcode wrap object for master. */
+static kh_err make_passcode_wrap(const char *region, const char *account, const uint8_t *master,
+                                 int cipher, const kh_secret *pass, uint32_t ops, uint32_t mib,
+                                 uint8_t wid[16], kh_buf *out)
+{
+  kh_err e = KH_OK;
+  uint8_t salt[16], *k = kh_secure_alloc(32), *pt = kh_secure_alloc(33);
+  kh_aead *a = NULL;
+  kh_buf ad;
+  kh_buf_init(&ad, 1024);
+  kh_buf_reset(out);
+  if (!k || !pt) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of secure memory");
+    goto out;
+  }
+  if (ops < 1 || ops > 64 || mib < 8 || mib > 4096) {
+    e = kh_seterr(KH_ERR_INVAL, "KDF parameters out of range (ops 1..64, memory 8..4096 MiB)");
+    goto out;
+  }
+  randombytes_buf(wid, 16);
+  randombytes_buf(salt, sizeof salt);
+  if ((e = passcode_key(k, pass, salt, ops, mib)))
+    goto out;
+  if ((e = kh_buf_append(out, KEY_MAGIC, 6)) || (e = kh_buf_put_u8(out, KEY_KIND_PASSCODE)) ||
+      (e = kh_buf_put_u32(out, ops)) || (e = kh_buf_put_u32(out, mib)) ||
+      (e = kh_buf_append(out, salt, 16)))
+    goto out;
+  memcpy(pt, master, 32);
+  pt[32] = (uint8_t)cipher;
+  if ((e = kh_aead_new(&a, KH_CIPHER_XCHACHA20POLY1305, k)) ||
+      (e = key_ad(&ad, region, account, wid, out->data, out->len)))
+    goto out;
+  e = kh_aead_seal_box(a, out, pt, 33, ad.data, ad.len);
+out:
+  kh_aead_free(a);
+  kh_secure_free(k);
+  kh_secure_free(pt);
+  kh_buf_release(&ad);
+  return e;
+}
+
+/* Try a passcode wrap: KH_ERR_PASSCODE if it does not open. */
+static kh_err open_passcode_wrap(const char *region, const char *account, const uint8_t wid[16],
+                                 const uint8_t *obj, size_t n, const kh_secret *pass,
+                                 uint8_t *master, int *cipher)
+{
+  kh_rd r;
+  kh_rd_init(&r, obj, n);
+  const uint8_t *magic = kh_rd_bytes(&r, 6);
+  uint8_t kind = kh_rd_u8(&r);
+  uint32_t ops = kh_rd_u32(&r), mib = kh_rd_u32(&r);
+  uint8_t salt[16];
+  kh_rd_copy(&r, salt, 16);
+  if (!kh_rd_ok(&r) || memcmp(magic, KEY_MAGIC, 6))
+    return kh_seterr(KH_ERR_FORMAT, "malformed key object");
+  if (kind != KEY_KIND_PASSCODE)
+    return kh_seterr(KH_ERR_NOTFOUND, "not a passcode wrap");
+  /* bound the work an attacker-supplied header can ask of us */
+  if (ops < 1 || ops > 64 || mib < 8 || mib > 4096)
+    return kh_seterr(KH_ERR_FORMAT, "key object asks for unreasonable KDF parameters");
+  size_t hlen = r.off;
+  kh_err e = KH_OK;
+  uint8_t *k = kh_secure_alloc(32);
+  kh_aead *a = NULL;
+  kh_buf ad, pt;
+  kh_buf_init(&ad, 1024);
+  kh_buf_init(&pt, 64);
+  if (!k) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of secure memory");
+    goto out;
+  }
+  if ((e = passcode_key(k, pass, salt, ops, mib)) ||
+      (e = kh_aead_new(&a, KH_CIPHER_XCHACHA20POLY1305, k)) ||
+      (e = key_ad(&ad, region, account, wid, obj, hlen)))
+    goto out;
+  if (kh_aead_open_box(a, &pt, obj + hlen, n - hlen, ad.data, ad.len) != KH_OK ||
+      pt.len != 33) {
+    e = kh_seterr(KH_ERR_PASSCODE, "the passcode does not open this account");
+    goto out;
+  }
+  memcpy(master, pt.data, 32);
+  *cipher = pt.data[32];
+out:
+  kh_buf_wipe(&pt);
+  kh_buf_release(&pt);
+  kh_buf_release(&ad);
+  kh_aead_free(a);
+  kh_secure_free(k);
+  return e;
+}
+
+/* ---- region and account --------------------------------------------------- */
+
+static int count_entries(const char *dir)
+{
+  int n = 0;
+  DIR *d = opendir(dir);
+  if (!d)
+    return 0;
+  struct dirent *de;
+  while ((de = readdir(d)))
+    if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+      n++;
+  closedir(d);
+  return n;
+}
+
+static kh_err read_region_marker(kh_provider *p, char id[64])
+{
+  kh_buf b;
+  kh_buf_init(&b, 4096);
+  kh_err e = kh_provider_get(p, KH_REGION_MARKER, 0, KH_GET_ALL, &b);
+  if (e) {
+    kh_buf_release(&b);
+    return e == KH_ERR_NOTFOUND ? kh_seterr(KH_ERR_NOTFOUND, "not a keyhold region (no %s)",
+                                            KH_REGION_MARKER)
+                                : e;
+  }
+  char text[256] = {0};
+  memcpy(text, b.data, b.len < sizeof text - 1 ? b.len : sizeof text - 1);
+  kh_buf_release(&b);
+  char rid[64] = {0};
+  if (sscanf(text, "keyhold-region v1\nid %63s\n", rid) != 1 || !valid_region_id(rid))
+    return kh_seterr(KH_ERR_FORMAT, "malformed %s", KH_REGION_MARKER);
+  memcpy(id, rid, 64);
+  return KH_OK;
+}
+
+kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX + 1])
+{
+  kh_err e = kh_crypto_init();
+  if (e)
+    return e;
+  const char *rid = o->region_id ? o->region_id : "local";
+  if (!valid_region_id(rid))
+    return kh_seterr(KH_ERR_INVAL, "region id '%s' must be 1-63 of [a-z0-9-]", rid);
+  if (!o->passcode || o->passcode->len == 0)
+    return kh_seterr(KH_ERR_INVAL, "empty passcode");
+  if ((e = kh_mkdirs(o->region_path, 0700)))
+    return e;
+  kh_provider *p = NULL;
+  uint8_t *master = kh_secure_alloc(32);
+  kh_buf obj;
+  kh_buf_init(&obj, 1 << 20);
+  if (!master) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of secure memory");
+    goto out;
+  }
+  if ((e = kh_provider_dir_new(o->region_path, &p)))
+    goto out;
+  char have[64];
+  e = read_region_marker(p, have);
+  if (e == KH_ERR_NOTFOUND) {
+    /* a new region: only in an empty directory, never over someone's files */
+    int entries = count_entries(o->region_path);
+    if (entries) {
+      e = kh_seterr(KH_ERR_EXISTS, "%s is not empty and not a keyhold region",
+                    o->region_path);
+      goto out;
+    }
+    char marker[128];
+    int ml = snprintf(marker, sizeof marker, "keyhold-region v1\nid %s\n", rid);
+    if ((e = kh_provider_put(p, KH_REGION_MARKER, marker, (size_t)ml, true)))
+      goto out;
+  } else if (e) {
+    goto out;
+  } else if (o->region_id && strcmp(have, rid)) {
+    e = kh_seterr(KH_ERR_INVAL, "%s is region '%s', not '%s'", o->region_path, have, rid);
+    goto out;
+  } else {
+    rid = NULL; /* use the existing id below */
+  }
+  char region[64];
+  snprintf(region, sizeof region, "%s", rid ? rid : have);
+  uint8_t acct[16], wid[16];
+  randombytes_buf(acct, sizeof acct);
+  char acct_hex[33], wid_hex[33], name[256];
+  kh_hex_encode(acct_hex, acct, 16);
+  randombytes_buf(master, 32);
+  int cipher = o->cipher ? o->cipher : kh_aead_default_cipher();
+  if (kh_aead_nonce_bytes(cipher) == 0) {
+    e = kh_seterr(KH_ERR_UNSUPPORTED, "unknown cipher %d", cipher);
+    goto out;
+  }
+  if ((e = make_passcode_wrap(region, acct_hex, master, cipher, o->passcode,
+                              o->kdf_ops ? o->kdf_ops : DEFAULT_KDF_OPS,
+                              o->kdf_mem_mib ? o->kdf_mem_mib : DEFAULT_KDF_MIB, wid, &obj)))
+    goto out;
+  kh_hex_encode(wid_hex, wid, 16);
+  snprintf(name, sizeof name, "accounts/%s/keys/%s", acct_hex, wid_hex);
+  if ((e = kh_provider_put(p, name, obj.data, obj.len, true)))
+    goto out;
+  /* the account marker comes last: an account without it is incomplete */
+  char marker[64];
+  int ml = snprintf(marker, sizeof marker, "keyhold-account v1\n");
+  snprintf(name, sizeof name, "accounts/%s/account", acct_hex);
+  if ((e = kh_provider_put(p, name, marker, (size_t)ml, true)))
+    goto out;
+  memcpy(account_out, acct_hex, 33);
+out:
+  kh_secure_free(master);
+  kh_buf_release(&obj);
+  kh_provider_free(p);
+  return e;
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+typedef struct acct_scan {
+  char found[4][KH_ACCOUNT_ID_HEX + 1];
+  int n;
+} acct_scan;
+
+static int scan_account(const char *name, uint64_t size, void *ctx)
+{
+  acct_scan *s = ctx;
+  const char *slash = strchr(name, '/');
+  if (!slash || strcmp(slash, "/account") || slash - name != KH_ACCOUNT_ID_HEX)
+    return 0;
+  if (s->n < 4)
+    snprintf(s->found[s->n], sizeof s->found[0], "%.*s", KH_ACCOUNT_ID_HEX, name);
+  s->n++;
+  return 0;
+}
+
+static bool valid_account(const char *a)
+{
+  if (strlen(a) != KH_ACCOUNT_ID_HEX)
+    return false;
+  for (const char *p = a; *p; p++)
+    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+      return false;
+  return true;
+}
+
+typedef struct wrap_list {
+  char names[16][40];
+  int n;
+} wrap_list;
+
+static int collect_wrap(const char *name, uint64_t size, void *ctx)
+{
+  wrap_list *w = ctx;
+  if (strlen(name) == 32 && w->n < 16)
+    snprintf(w->names[w->n++], sizeof w->names[0], "%s", name);
+  return 0;
+}
+
+/* Device keys live on the device (device_dir), sealed under a key derived
+ * from the master key; the region holds only the public half. */
+static kh_err device_file_key(const kh_vault *v, uint8_t out[32])
+{
+  kh_kdf(out, 32, v->master, "khdevice", 1);
+  return KH_OK;
+}
+
+static kh_err enroll_device(kh_vault *v, const char *path)
+{
+  kh_err e = KH_OK;
+  uint8_t *k = kh_secure_alloc(32), *pt = kh_secure_alloc(16 + 64);
+  kh_aead *a = NULL;
+  kh_buf box, rec, ad;
+  kh_buf_init(&box, 4096);
+  kh_buf_init(&rec, 4096);
+  kh_buf_init(&ad, 1024);
+  if (!k || !pt) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of secure memory");
+    goto out;
+  }
+  randombytes_buf(v->device_id, KH_DEVICE_ID_BYTES);
+  crypto_sign_keypair(v->device_pk, v->device_sk);
+  char host[256] = "unknown";
+  gethostname(host, sizeof host - 1);
+  /* public record first: a device the region does not know signs nothing */
+  if ((e = kh_buf_append(&rec, DEVICE_MAGIC, 6)) || (e = kh_buf_append(&rec, v->device_pk, 32)) ||
+      (e = kh_buf_put_str(&rec, host)) || (e = kh_buf_put_u64(&rec, (uint64_t)kh_wall_ns())))
+    goto out;
+  if ((e = kh_vault_put_obj(v, "devices", "device", v->device_id, KH_DEVICE_ID_BYTES, rec.data,
+                            rec.len, true)))
+    goto out;
+  memcpy(pt, v->device_id, 16);
+  memcpy(pt + 16, v->device_sk, 64);
+  device_file_key(v, k);
+  if ((e = kh_aead_new(&a, KH_CIPHER_XCHACHA20POLY1305, k)) ||
+      (e = kh_ad_build(&ad, v->region_id, v->account, "device-secret", NULL, 0)) ||
+      (e = kh_buf_append(&box, DEVICE_MAGIC, 6)) ||
+      (e = kh_aead_seal_box(a, &box, pt, 80, ad.data, ad.len)))
+    goto out;
+  if ((e = kh_mkdirs(v->device_dir, 0700)))
+    goto out;
+  e = kh_write_file_atomic(path, box.data, box.len, 0600, true);
+out:
+  kh_aead_free(a);
+  kh_secure_free(k);
+  kh_secure_free(pt);
+  kh_buf_release(&box);
+  kh_buf_release(&rec);
+  kh_buf_release(&ad);
+  return e;
+}
+
+static kh_err load_device(kh_vault *v)
+{
+  char *path = kh_path_join(v->device_dir, "device.key");
+  if (!path)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  uint8_t *data = NULL, *k = kh_secure_alloc(32);
+  size_t len = 0;
+  kh_aead *a = NULL;
+  kh_buf pt, ad;
+  kh_buf_init(&pt, 256);
+  kh_buf_init(&ad, 1024);
+  kh_err e = k ? kh_read_file(path, 4096, &data, &len)
+               : kh_seterr(KH_ERR_NOMEM, "out of secure memory");
+  if (e == KH_ERR_NOTFOUND) {
+    e = enroll_device(v, path);
+    goto out;
+  }
+  if (e)
+    goto out;
+  device_file_key(v, k);
+  if (len < 6 || memcmp(data, DEVICE_MAGIC, 6)) {
+    e = kh_seterr(KH_ERR_FORMAT, "%s is not a keyhold device key", path);
+    goto out;
+  }
+  if ((e = kh_aead_new(&a, KH_CIPHER_XCHACHA20POLY1305, k)) ||
+      (e = kh_ad_build(&ad, v->region_id, v->account, "device-secret", NULL, 0)))
+    goto out;
+  if (kh_aead_open_box(a, &pt, data + 6, len - 6, ad.data, ad.len) || pt.len != 80) {
+    e = kh_seterr(KH_ERR_AUTH, "device key %s does not belong to this account", path);
+    goto out;
+  }
+  memcpy(v->device_id, pt.data, 16);
+  memcpy(v->device_sk, pt.data + 16, 64);
+  crypto_sign_ed25519_sk_to_pk(v->device_pk, v->device_sk);
+out:
+  kh_buf_wipe(&pt);
+  kh_buf_release(&pt);
+  kh_buf_release(&ad);
+  kh_aead_free(a);
+  kh_secure_free(k);
+  free(data);
+  free(path);
+  if (!e)
+    kh_hex_encode(v->device_hex, v->device_id, KH_DEVICE_ID_BYTES);
+  return e;
+}
+
+kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
+{
+  *out = NULL;
+  kh_err e = kh_crypto_init();
+  if (e)
+    return e;
+  if (!o->passcode)
+    return kh_seterr(KH_ERR_INVAL, "no passcode");
+  kh_vault *v = calloc(1, sizeof *v);
+  kh_buf obj;
+  kh_buf_init(&obj, 1 << 20);
+  char *dir = NULL;
+  if (!v || !(v->master = kh_secure_alloc(32)) || !(v->device_sk = kh_secure_alloc(64)) ||
+      !(v->region_path = strdup(o->region_path))) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  kh_index_init(&v->index);
+  if ((e = kh_provider_dir_new(o->region_path, &v->prov)) ||
+      (e = read_region_marker(v->prov, v->region_id)))
+    goto out;
+  if (o->account) {
+    if (!valid_account(o->account)) {
+      e = kh_seterr(KH_ERR_INVAL, "'%s' is not an account id", o->account);
+      goto out;
+    }
+    snprintf(v->account, sizeof v->account, "%s", o->account);
+  } else {
+    acct_scan s = {0};
+    if ((e = kh_provider_list(v->prov, "accounts", scan_account, &s)))
+      goto out;
+    if (s.n == 0) {
+      e = kh_seterr(KH_ERR_NOTFOUND, "region %s has no account (run keyhold init)",
+                    o->region_path);
+      goto out;
+    }
+    if (s.n > 1) {
+      e = kh_seterr(KH_ERR_AMBIGUOUS, "region has %d accounts: name one with --account", s.n);
+      goto out;
+    }
+    memcpy(v->account, s.found[0], sizeof v->account);
+  }
+  snprintf(v->prefix, sizeof v->prefix, "accounts/%s", v->account);
+  char name[256];
+  snprintf(name, sizeof name, "%s/account", v->prefix);
+  uint64_t sz;
+  if ((e = kh_provider_size(v->prov, name, &sz))) {
+    e = kh_seterr(KH_ERR_NOTFOUND, "no account %s in this region", v->account);
+    goto out;
+  }
+  wrap_list wl = {0};
+  snprintf(name, sizeof name, "%s/keys", v->prefix);
+  if ((e = kh_provider_list(v->prov, name, collect_wrap, &wl)))
+    goto out;
+  e = kh_seterr(KH_ERR_PASSCODE, "no passcode wrap for this account");
+  for (int i = 0; i < wl.n && e; i++) {
+    uint8_t wid[16];
+    if (kh_hex_decode(wid, 16, wl.names[i], 32))
+      continue;
+    snprintf(name, sizeof name, "%s/keys/%s", v->prefix, wl.names[i]);
+    kh_buf_reset(&obj);
+    if (kh_provider_get(v->prov, name, 0, KH_GET_ALL, &obj))
+      continue;
+    kh_err e2 = open_passcode_wrap(v->region_id, v->account, wid, obj.data, obj.len,
+                                   o->passcode, v->master, &v->cipher);
+    if (e2 == KH_OK || e2 == KH_ERR_PASSCODE)
+      e = e2;
+  }
+  if (e == KH_ERR_PASSCODE) {
+    e = kh_seterr(KH_ERR_PASSCODE, "the passcode does not open account %s", v->account);
+    goto out;
+  }
+  if ((e = kh_keys_init(&v->keys, v->master, v->cipher, v->region_id, v->account)))
+    goto out;
+  {
+    uint8_t cs[32];
+    kh_kdf(cs, 32, v->master, "khvault1", 4);
+    e = kh_chunker_init(&v->chunker, cs, KH_CHUNK_MIN, KH_CHUNK_AVG, KH_CHUNK_MAX);
+    sodium_memzero(cs, sizeof cs);
+    if (e)
+      goto out;
+  }
+  char sub[160];
+  snprintf(sub, sizeof sub, "%s-%s", v->region_id, v->account);
+  dir = o->device_dir ? strdup(o->device_dir)
+                      : kh_default_dir("KEYHOLD_DEVICE_DIR", "XDG_CONFIG_HOME", ".config");
+  if (!dir || !(v->device_dir = kh_path_join(dir, sub))) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  free(dir);
+  dir = NULL;
+  if (!o->no_cache) {
+    dir = o->cache_dir ? strdup(o->cache_dir)
+                       : kh_default_dir("KEYHOLD_CACHE_DIR", "XDG_CACHE_HOME", ".cache");
+    char *acc = dir ? kh_path_join(dir, sub) : NULL;
+    v->cache_path = acc ? kh_path_join(acc, "files.db") : NULL;
+    free(acc);
+    if (!v->cache_path) {
+      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+      goto out;
+    }
+    /* the cache must never sit inside the region the provider holds */
+    char *rreal = realpath(o->region_path, NULL);
+    if (rreal && !strncmp(v->cache_path, rreal, strlen(rreal)) &&
+        v->cache_path[strlen(rreal)] == '/') {
+      free(rreal);
+      e = kh_seterr(KH_ERR_INVAL, "the cache directory may not be inside the region");
+      goto out;
+    }
+    free(rreal);
+  }
+  if ((e = load_device(v)))
+    goto out;
+  *out = v;
+  v = NULL;
+out:
+  free(dir);
+  kh_buf_release(&obj);
+  kh_vault_free(v);
+  return e;
+}
+
+void kh_vault_free(kh_vault *v)
+{
+  if (!v)
+    return;
+  kh_vault_unlock(v);
+  kh_keys_release(&v->keys);
+  kh_chunker_release(&v->chunker);
+  kh_secure_free(v->master);
+  kh_secure_free(v->device_sk);
+  kh_index_release(&v->index);
+  free(v->index_ids);
+  free(v->superseded);
+  free(v->devices);
+  kh_provider_free(v->prov);
+  free(v->region_path);
+  free(v->device_dir);
+  free(v->cache_path);
+  free(v);
+}
+
+const char *kh_vault_account_id(const kh_vault *v) { return v->account; }
+const char *kh_vault_region_id(const kh_vault *v) { return v->region_id; }
+const char *kh_vault_device_id(const kh_vault *v) { return v->device_hex; }
+
+kh_err kh_vault_passcode_change(kh_vault *v, const kh_secret *newpass, uint32_t ops,
+                                uint32_t mib)
+{
+  if (!newpass || newpass->len == 0)
+    return kh_seterr(KH_ERR_INVAL, "empty passcode");
+  kh_buf obj;
+  kh_buf_init(&obj, 1 << 20);
+  uint8_t wid[16];
+  char name[256], hex[33];
+  wrap_list wl = {0};
+  snprintf(name, sizeof name, "%s/keys", v->prefix);
+  kh_err e = kh_provider_list(v->prov, name, collect_wrap, &wl);
+  if (!e)
+    e = make_passcode_wrap(v->region_id, v->account, v->master, v->cipher, newpass,
+                           ops ? ops : DEFAULT_KDF_OPS, mib ? mib : DEFAULT_KDF_MIB, wid, &obj);
+  if (e)
+    goto out;
+  kh_hex_encode(hex, wid, 16);
+  snprintf(name, sizeof name, "%s/keys/%s", v->prefix, hex);
+  if ((e = kh_provider_put(v->prov, name, obj.data, obj.len, true)))
+    goto out;
+  /* the new wrap is durable: now retire the old passcode wraps */
+  for (int i = 0; i < wl.n; i++) {
+    kh_buf_reset(&obj);
+    snprintf(name, sizeof name, "%s/keys/%s", v->prefix, wl.names[i]);
+    if (kh_provider_get(v->prov, name, 0, 16, &obj) == KH_OK && obj.len >= 7 &&
+        obj.data[6] == KEY_KIND_PASSCODE)
+      if ((e = kh_provider_del(v->prov, name)))
+        goto out;
+  }
+out:
+  kh_buf_release(&obj);
+  return e;
+}

@@ -1,0 +1,89 @@
+/* Internal state of an open account and helpers shared by the vault verbs
+ * (backup.c, restore.c, walk.c, check.c, prune.c, lock.c). */
+#ifndef KH_VAULT_INTERNAL_H
+#define KH_VAULT_INTERNAL_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "keyhold/vault.h"
+#include "common/buf.h"
+#include "crypto/objseal.h"
+#include "chunk/chunker.h"
+#include "index/index.h"
+#include "provider/provider.h"
+#include "snapshot/tree.h"
+
+#define KH_REGION_MARKER "keyhold-region"
+#define KH_DEVICE_ID_BYTES 16
+
+struct kh_vault {
+  kh_provider *prov;
+  char *region_path;
+  char region_id[64];
+  char account[KH_ACCOUNT_ID_HEX + 1];
+  char prefix[128];             /* "accounts/<account>" */
+  uint8_t *master;              /* 32 bytes, secure */
+  int cipher;
+  kh_keys keys;
+  kh_chunker chunker;
+  /* this device */
+  uint8_t device_id[KH_DEVICE_ID_BYTES];
+  char device_hex[KH_DEVICE_ID_BYTES * 2 + 1];
+  uint8_t *device_sk;           /* Ed25519 secret key, 64 bytes, secure */
+  uint8_t device_pk[32];
+  char *device_dir;             /* per-account state directory of this device */
+  char *cache_path;             /* NULL with no_cache */
+  /* loaded on demand */
+  bool index_loaded;
+  kh_index index;
+  uint8_t (*index_ids)[32];     /* index objects the table was built from */
+  size_t nindex_ids;
+  uint8_t (*superseded)[32];    /* loaded index objects that others supersede */
+  size_t nsuperseded;
+  /* known devices: id -> Ed25519 public key */
+  struct kh_known_device { uint8_t id[KH_DEVICE_ID_BYTES]; uint8_t pk[32]; } *devices;
+  size_t ndevices;
+  bool devices_loaded;
+  char lock_name[160];          /* held lock object, "" if none */
+};
+
+/* object name helpers: "<prefix>/<kind>/<hex>" (packs: data/<2hex>/<hex>) */
+void kh_vault_objname(const kh_vault *v, char *out, size_t n, const char *kind,
+                      const uint8_t *id, size_t idlen);
+/* Write / read a sealed meta object of this account. */
+kh_err kh_vault_put_obj(kh_vault *v, const char *kind, const char *type, const uint8_t *id,
+                        size_t idlen, const void *pt, size_t n, bool excl);
+kh_err kh_vault_get_obj(kh_vault *v, const char *kind, const char *type, const uint8_t *id,
+                        size_t idlen, kh_buf *out);
+/* Parse "<64 hex>" file names of a listing into ids. */
+kh_err kh_vault_list_ids(kh_vault *v, const char *kind, uint8_t (**ids)[32], size_t *n);
+
+/* Index: load all index objects (strict: any failure is an error; tolerant:
+ * report through fn and go on, used by check). */
+typedef void (*kh_index_report_fn)(const char *what, kh_err e, void *ctx);
+kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx);
+/* Write packs [first_pack, npacks) of idx as a new index object. */
+kh_err kh_vault_write_index(kh_vault *v, const kh_index *idx, uint32_t first_pack,
+                            const uint8_t (*sup)[32], size_t nsup, uint8_t id_out[32]);
+/* Read one blob by id through the index into out. */
+kh_err kh_vault_read_blob(kh_vault *v, const uint8_t id[32], kh_buf *out);
+kh_err kh_vault_load_tree(kh_vault *v, const uint8_t id[32], kh_tree *t);
+
+/* Snapshots */
+kh_err kh_vault_load_snapshot(kh_vault *v, const uint8_t id[32], kh_snap *s);
+kh_err kh_vault_write_snapshot(kh_vault *v, const kh_snap *s, uint8_t id_out[32]);
+kh_err kh_vault_resolve(kh_vault *v, const char *spec, uint8_t id[32]);
+/* Device counter (monotonic per device) */
+kh_err kh_vault_next_counter(kh_vault *v, uint64_t region_max, uint64_t *out);
+
+/* Locks (lock.c) */
+kh_err kh_vault_lock(kh_vault *v, bool exclusive);
+void kh_vault_unlock(kh_vault *v);
+kh_err kh_vault_lock_refresh(kh_vault *v);
+
+/* Paths: user cache / device directories */
+char *kh_default_dir(const char *env, const char *xdg, const char *fallback);
+
+double kh_now(void); /* monotonic seconds */
+int64_t kh_wall_ns(void);
+
+#endif

@@ -1,0 +1,268 @@
+#include "snapshot/tree.h"
+#include "common/err.h"
+#include "common/wire.h"
+#include "keyhold/vault.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TREE_MAGIC "KHTR1"
+#define SNAP_MAGIC "KHSN1"
+#define SNAP_MAX_PATHS 100000u
+
+int kh_name_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+  int c = memcmp(a, b, al < bl ? al : bl);
+  if (c)
+    return c;
+  return al < bl ? -1 : al > bl;
+}
+
+kh_err kh_tree_encode(const kh_tnode *nodes, size_t n, kh_buf *out)
+{
+  kh_buf_reset(out);
+  kh_err e = kh_buf_append(out, TREE_MAGIC, 5);
+  if (!e) e = kh_buf_put_uvar(out, n);
+  for (size_t i = 0; !e && i < n; i++) {
+    const kh_tnode *t = &nodes[i];
+    e = kh_buf_put_lbytes(out, t->name, t->namelen);
+    if (!e) e = kh_buf_put_u8(out, t->type);
+    if (!e) e = kh_buf_put_uvar(out, t->mode);
+    if (!e) e = kh_buf_put_uvar(out, t->uid);
+    if (!e) e = kh_buf_put_uvar(out, t->gid);
+    if (!e) e = kh_buf_put_u64(out, (uint64_t)t->mtime_ns);
+    if (!e) e = kh_buf_put_uvar(out, t->size);
+    if (!e) e = kh_buf_put_uvar(out, t->nlink);
+    if (!e) e = kh_buf_put_uvar(out, t->ino);
+    if (!e) e = kh_buf_put_uvar(out, t->dev);
+    if (e)
+      break;
+    switch (t->type) {
+    case KH_NODE_FILE:
+      e = kh_buf_put_uvar(out, t->nchunks);
+      for (size_t c = 0; !e && c < t->nchunks; c++) {
+        e = kh_buf_append(out, t->chunks[c].id, 32);
+        if (!e) e = kh_buf_put_uvar(out, t->chunks[c].len);
+      }
+      break;
+    case KH_NODE_DIR: e = kh_buf_append(out, t->subtree, 32); break;
+    case KH_NODE_SYMLINK: e = kh_buf_put_lbytes(out, t->link, t->linklen); break;
+    case KH_NODE_CHARDEV:
+    case KH_NODE_BLOCKDEV: e = kh_buf_put_uvar(out, t->rdev); break;
+    default: break;
+    }
+  }
+  return e;
+}
+
+static bool valid_name(const uint8_t *n, size_t l)
+{
+  if (l == 0 || (l == 1 && n[0] == '.') || (l == 2 && n[0] == '.' && n[1] == '.'))
+    return false;
+  return memchr(n, '/', l) == NULL && memchr(n, 0, l) == NULL;
+}
+
+kh_err kh_tree_decode(const uint8_t *p, size_t len, kh_tree *t)
+{
+  memset(t, 0, sizeof *t);
+  kh_err e = KH_OK;
+  kh_rd r;
+  kh_rd_init(&r, p, len);
+  const uint8_t *magic = kh_rd_bytes(&r, 5);
+  uint64_t n = kh_rd_uvar(&r);
+  /* every node takes at least 19 bytes: bound before allocating */
+  if (!magic || memcmp(magic, TREE_MAGIC, 5) || n > KH_TREE_MAX_NODES ||
+      n > kh_rd_left(&r) / 19)
+    return kh_seterr(KH_ERR_FORMAT, "malformed tree");
+  t->raw = malloc(len ? len : 1);
+  t->nodes = calloc(n ? n : 1, sizeof *t->nodes);
+  if (!t->raw || !t->nodes) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  memcpy(t->raw, p, len);
+  kh_rd_init(&r, t->raw, len);
+  kh_rd_bytes(&r, 5);
+  kh_rd_uvar(&r);
+  size_t nrefs = 0, refcap = 0;
+  for (uint64_t i = 0; i < n && kh_rd_ok(&r); i++) {
+    kh_tnode *x = &t->nodes[i];
+    x->name = kh_rd_lbytes(&r, KH_NAME_MAX, &x->namelen);
+    x->type = kh_rd_u8(&r);
+    uint64_t mode = kh_rd_uvar(&r), uid = kh_rd_uvar(&r), gid = kh_rd_uvar(&r);
+    x->mtime_ns = (int64_t)kh_rd_u64(&r);
+    x->size = kh_rd_uvar(&r);
+    x->nlink = kh_rd_uvar(&r);
+    x->ino = kh_rd_uvar(&r);
+    x->dev = kh_rd_uvar(&r);
+    if (!kh_rd_ok(&r) || !valid_name(x->name, x->namelen) || mode > 07777 ||
+        uid > UINT32_MAX || gid > UINT32_MAX || x->type < KH_NODE_FILE ||
+        x->type > KH_NODE_SOCKET ||
+        (i > 0 && kh_name_cmp(t->nodes[i - 1].name, t->nodes[i - 1].namelen, x->name,
+                              x->namelen) >= 0)) {
+      kh_rd_fail(&r);
+      break;
+    }
+    x->mode = (uint32_t)mode;
+    x->uid = (uint32_t)uid;
+    x->gid = (uint32_t)gid;
+    switch (x->type) {
+    case KH_NODE_FILE: {
+      uint64_t nc = kh_rd_uvar(&r), total = 0;
+      if (nc > kh_rd_left(&r) / 33) {
+        kh_rd_fail(&r);
+        break;
+      }
+      if (nrefs + nc > refcap) {
+        size_t ncap = refcap ? refcap : 16;
+        while (ncap < nrefs + nc)
+          ncap *= 2;
+        kh_chunkref *nr = realloc(t->refs, ncap * sizeof *nr);
+        if (!nr) {
+          e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+          goto out;
+        }
+        t->refs = nr;
+        refcap = ncap;
+      }
+      x->nchunks = (size_t)nc;
+      x->chunks = (kh_chunkref *)(uintptr_t)nrefs; /* fixed up below */
+      for (uint64_t c = 0; c < nc && kh_rd_ok(&r); c++) {
+        kh_rd_copy(&r, t->refs[nrefs].id, 32);
+        t->refs[nrefs].len = kh_rd_uvar(&r);
+        if (t->refs[nrefs].len > UINT64_MAX - total)
+          kh_rd_fail(&r);
+        total += t->refs[nrefs].len;
+        nrefs++;
+      }
+      if (total != x->size)
+        kh_rd_fail(&r);
+      break;
+    }
+    case KH_NODE_DIR: kh_rd_copy(&r, x->subtree, 32); break;
+    case KH_NODE_SYMLINK: x->link = kh_rd_lbytes(&r, KH_NAME_MAX, &x->linklen); break;
+    case KH_NODE_CHARDEV:
+    case KH_NODE_BLOCKDEV: x->rdev = kh_rd_uvar(&r); break;
+    default: break;
+    }
+  }
+  if (!kh_rd_done(&r)) {
+    e = kh_seterr(KH_ERR_FORMAT, "malformed tree");
+    goto out;
+  }
+  for (uint64_t i = 0; i < n; i++)
+    if (t->nodes[i].type == KH_NODE_FILE)
+      t->nodes[i].chunks = t->refs + (uintptr_t)t->nodes[i].chunks;
+  t->n = (size_t)n;
+out:
+  if (e)
+    kh_tree_release(t);
+  return e;
+}
+
+void kh_tree_release(kh_tree *t)
+{
+  free(t->nodes);
+  free(t->raw);
+  free(t->refs);
+  memset(t, 0, sizeof *t);
+}
+
+const kh_tnode *kh_tree_find(const kh_tree *t, const uint8_t *name, size_t len)
+{
+  size_t lo = 0, hi = t->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = kh_name_cmp(t->nodes[mid].name, t->nodes[mid].namelen, name, len);
+    if (c == 0)
+      return &t->nodes[mid];
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return NULL;
+}
+
+kh_err kh_snap_encode(const kh_snap *s, kh_buf *out)
+{
+  kh_buf_reset(out);
+  kh_err e = kh_buf_append(out, SNAP_MAGIC, 5);
+  if (!e) e = kh_buf_put_u64(out, (uint64_t)s->time_ns);
+  if (!e) e = kh_buf_put_str(out, s->host ? s->host : "");
+  if (!e) e = kh_buf_put_uvar(out, s->npaths);
+  for (size_t i = 0; !e && i < s->npaths; i++)
+    e = kh_buf_put_str(out, s->paths[i]);
+  if (!e) e = kh_buf_put_u8(out, s->has_parent);
+  if (!e && s->has_parent) e = kh_buf_append(out, s->parent, 32);
+  if (!e) e = kh_buf_append(out, s->tree, 32);
+  if (!e) e = kh_buf_append(out, s->device, 16);
+  if (!e) e = kh_buf_put_u64(out, s->counter);
+  if (!e) e = kh_buf_put_uvar(out, s->files);
+  if (!e) e = kh_buf_put_uvar(out, s->bytes);
+  return e;
+}
+
+static char *dup_text(const uint8_t *p, size_t n)
+{
+  if (!p || memchr(p, 0, n))
+    return NULL;
+  char *s = malloc(n + 1);
+  if (s) {
+    memcpy(s, p, n);
+    s[n] = 0;
+  }
+  return s;
+}
+
+kh_err kh_snap_decode(const uint8_t *p, size_t n, kh_snap *s)
+{
+  memset(s, 0, sizeof *s);
+  kh_rd r;
+  kh_rd_init(&r, p, n);
+  const uint8_t *magic = kh_rd_bytes(&r, 5);
+  if (!magic || memcmp(magic, SNAP_MAGIC, 5))
+    return kh_seterr(KH_ERR_FORMAT, "malformed snapshot");
+  s->time_ns = (int64_t)kh_rd_u64(&r);
+  size_t l;
+  const uint8_t *h = kh_rd_lbytes(&r, 1024, &l);
+  s->host = dup_text(h, l);
+  uint64_t np = kh_rd_uvar(&r);
+  if (!s->host || np > SNAP_MAX_PATHS || np > kh_rd_left(&r))
+    goto bad;
+  s->paths = calloc(np ? np : 1, sizeof *s->paths);
+  if (!s->paths)
+    goto bad;
+  for (uint64_t i = 0; i < np; i++) {
+    const uint8_t *q = kh_rd_lbytes(&r, KH_NAME_MAX * 4, &l);
+    if (!(s->paths[i] = dup_text(q, l)))
+      goto bad;
+    s->npaths++;
+  }
+  uint8_t hp = kh_rd_u8(&r);
+  if (hp > 1)
+    goto bad;
+  s->has_parent = hp;
+  if (s->has_parent)
+    kh_rd_copy(&r, s->parent, 32);
+  kh_rd_copy(&r, s->tree, 32);
+  kh_rd_copy(&r, s->device, 16);
+  s->counter = kh_rd_u64(&r);
+  s->files = kh_rd_uvar(&r);
+  s->bytes = kh_rd_uvar(&r);
+  if (!kh_rd_done(&r))
+    goto bad;
+  return KH_OK;
+bad:
+  kh_snap_release(s);
+  return kh_seterr(KH_ERR_FORMAT, "malformed snapshot");
+}
+
+void kh_snap_release(kh_snap *s)
+{
+  free(s->host);
+  for (size_t i = 0; i < s->npaths; i++)
+    free(s->paths[i]);
+  free(s->paths);
+  memset(s, 0, sizeof *s);
+}

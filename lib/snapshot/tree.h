@@ -1,0 +1,64 @@
+/* Trees (one per directory, stored as blobs of type tree) and snapshot
+ * records: binary codecs, bounded and fuzzed (docs/format.md §8, §9). */
+#ifndef KH_TREE_H
+#define KH_TREE_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "common/buf.h"
+
+#define KH_NAME_MAX 4096
+#define KH_TREE_MAX_NODES 10000000u
+
+typedef struct kh_chunkref {
+  uint8_t id[32];   /* all zero: a hole (sparse region) of len bytes */
+  uint64_t len;
+} kh_chunkref;
+
+typedef struct kh_tnode {
+  const uint8_t *name;
+  size_t namelen;
+  uint8_t type;                 /* enum kh_node_type */
+  uint32_t mode, uid, gid;
+  int64_t mtime_ns;
+  uint64_t size, nlink, ino, dev, rdev;
+  const uint8_t *link;          /* symlink target */
+  size_t linklen;
+  uint8_t subtree[32];          /* dir */
+  kh_chunkref *chunks;          /* file */
+  size_t nchunks;
+} kh_tnode;
+
+typedef struct kh_tree {
+  kh_tnode *nodes;
+  size_t n;
+  uint8_t *raw;                 /* owned copy the names point into */
+  kh_chunkref *refs;            /* owned, all nodes' chunks */
+} kh_tree;
+
+/* nodes must be sorted by name (memcmp order, shorter first) and unique. */
+kh_err kh_tree_encode(const kh_tnode *nodes, size_t n, kh_buf *out);
+kh_err kh_tree_decode(const uint8_t *p, size_t len, kh_tree *t);
+void kh_tree_release(kh_tree *t);
+int kh_name_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl);
+/* Find a child by name (binary search); NULL if absent. */
+const kh_tnode *kh_tree_find(const kh_tree *t, const uint8_t *name, size_t len);
+
+typedef struct kh_snap {
+  int64_t time_ns;
+  char *host;
+  char **paths;
+  size_t npaths;
+  bool has_parent;
+  uint8_t parent[32];
+  uint8_t tree[32];
+  uint8_t device[16];
+  uint64_t counter;
+  uint64_t files, bytes;
+} kh_snap;
+
+kh_err kh_snap_encode(const kh_snap *s, kh_buf *out);
+kh_err kh_snap_decode(const uint8_t *p, size_t n, kh_snap *s);
+void kh_snap_release(kh_snap *s);
+
+#endif
