@@ -28,6 +28,8 @@ typedef struct kh_init_opts {
 /* Create the region (if new) and a new account in it.  account_out receives
  * the account id (hex, NUL-terminated). */
 kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX + 1]);
+/* The region id of an existing region directory. */
+kh_err kh_region_id(const char *region_path, char out[64]);
 
 typedef struct kh_open_opts {
   const char *region_path;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <sodium.h>
 
@@ -63,24 +64,46 @@ kh_err kh_fsync_dir(const char *dir)
   return KH_OK;
 }
 
-static kh_err write_all(int fd, const void *data, size_t len, const char *path)
+/* writev in batches, resuming after short writes */
+static kh_err write_allv(int fd, const struct iovec *iov, size_t n, const char *path)
 {
-  const uint8_t *p = data;
-  while (len) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0) {
+  size_t i = 0, skip = 0; /* bytes of iov[i] already written */
+  while (i < n) {
+    struct iovec batch[256];
+    size_t k = 0;
+    for (size_t j = i; j < n && k < 256; j++, k++) {
+      batch[k] = iov[j];
+      if (j == i) {
+        batch[k].iov_base = (char *)batch[k].iov_base + skip;
+        batch[k].iov_len -= skip;
+      }
+    }
+    ssize_t w = writev(fd, batch, (int)k);
+    if (w < 0) {
       if (errno == EINTR)
         continue;
       return kh_seterr(kh_errno_code(errno), "write %s: %s", path, strerror(errno));
     }
-    p += n;
-    len -= (size_t)n;
+    size_t left = (size_t)w;
+    while (i < n && left >= iov[i].iov_len - skip) {
+      left -= iov[i].iov_len - skip;
+      skip = 0;
+      i++;
+    }
+    skip += left;
   }
   return KH_OK;
 }
 
 kh_err kh_write_file_atomic(const char *path, const void *data, size_t len,
                             unsigned mode, bool excl)
+{
+  struct iovec one = {(void *)data, len};
+  return kh_write_filev_atomic(path, &one, 1, mode, excl);
+}
+
+kh_err kh_write_filev_atomic(const char *path, const struct iovec *iov, size_t niov,
+                             unsigned mode, bool excl)
 {
   kh_err e = KH_OK;
   size_t pl = strlen(path);
@@ -99,7 +122,7 @@ kh_err kh_write_file_atomic(const char *path, const void *data, size_t len,
     e = kh_seterr(kh_errno_code(errno), "create %s: %s", tmp, strerror(errno));
     goto out;
   }
-  if ((e = write_all(fd, data, len, tmp)))
+  if ((e = write_allv(fd, iov, niov, tmp)))
     goto fail;
   if (fsync(fd) != 0) {
     e = kh_seterr(kh_errno_code(errno), "fsync %s: %s", tmp, strerror(errno));

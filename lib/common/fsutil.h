@@ -13,6 +13,10 @@ kh_err kh_mkdirs(const char *path, unsigned mode);
  * (link(2) instead of rename, so a concurrent writer cannot be overwritten). */
 kh_err kh_write_file_atomic(const char *path, const void *data, size_t len,
                             unsigned mode, bool excl);
+/* The same, from a gather list of n pieces. */
+struct iovec;
+kh_err kh_write_filev_atomic(const char *path, const struct iovec *iov, size_t n, unsigned mode,
+                             bool excl);
 /* Read a whole file of at most max bytes; caller frees *out with free(). */
 kh_err kh_read_file(const char *path, size_t max, uint8_t **out, size_t *len);
 /* fsync a directory */

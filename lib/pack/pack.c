@@ -42,13 +42,25 @@ kh_err kh_pack_writer_init(kh_pack_writer *w)
   memset(w, 0, sizeof *w);
   randombytes_buf(w->id, sizeof w->id);
   kh_buf_init(&w->data, KH_PACK_TARGET + KH_BLOB_MAX + 4096);
-  return KH_OK;
+  kh_buf_init(&w->tail, KH_PACK_TARGET / 8 + (size_t)KH_PACK_MAX_BLOBS * 64);
+  /* one reservation, pages touched only as used: no regrowth copies */
+  return kh_buf_reserve(&w->data, KH_PACK_TARGET + (4u << 20) + 4096);
+}
+
+void kh_pack_writer_reset(kh_pack_writer *w)
+{
+  randombytes_buf(w->id, sizeof w->id);
+  w->n = 0;
+  kh_buf_reset(&w->data);
+  kh_buf_reset(&w->tail);
 }
 
 void kh_pack_writer_release(kh_pack_writer *w)
 {
   kh_buf_release(&w->data);
+  kh_buf_release(&w->tail);
   free(w->blobs);
+  free(w->iov);
   memset(w, 0, sizeof *w);
 }
 
@@ -89,44 +101,44 @@ kh_err kh_pack_add(kh_pack_writer *w, const kh_keys *k, int type, const uint8_t 
 
 size_t kh_pack_trailer_len(const kh_keys *k) { return kh_aead_box_overhead(k->meta) + 12; }
 
-kh_err kh_pack_finish(kh_pack_writer *w, const kh_keys *k, kh_buf *out)
+kh_err kh_pack_finish(kh_pack_writer *w, const kh_keys *k, const struct iovec **iovp,
+                      size_t *niov, uint64_t *total)
 {
   kh_err e = KH_OK;
   kh_buf hdr;
   kh_buf_init(&hdr, (size_t)w->n * 64 + 64);
+  kh_buf *out = &w->tail;
   kh_buf_reset(out);
-  uint32_t *perm = malloc((w->n ? w->n : 1) * sizeof *perm);
-  if (!perm)
+  struct iovec *iov = realloc(w->iov, (w->n + 1) * sizeof *iov);
+  if (!iov)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
-  for (uint32_t i = 0; i < w->n; i++)
-    perm[i] = i;
-  for (uint32_t i = (uint32_t)w->n; i > 1; i--) { /* Fisher-Yates */
-    uint32_t j = randombytes_uniform(i);
-    uint32_t t = perm[i - 1];
-    perm[i - 1] = perm[j];
-    perm[j] = t;
+  w->iov = iov;
+  for (size_t i = w->n; i > 1; i--) { /* Fisher-Yates over the blobs */
+    size_t j = randombytes_uniform((uint32_t)i);
+    kh_pack_blob t = w->blobs[i - 1];
+    w->blobs[i - 1] = w->blobs[j];
+    w->blobs[j] = t;
   }
-  if ((e = kh_buf_reserve(out, w->data.len + w->n * 64 + 4096)))
-    goto out;
   if ((e = kh_buf_append(&hdr, HEADER_MAGIC, 5)) || (e = kh_buf_put_uvar(&hdr, w->n)))
     goto out;
+  uint64_t off = 0;
   for (size_t i = 0; i < w->n; i++) {
-    kh_pack_blob *b = &w->blobs[perm[i]];
-    uint32_t off = (uint32_t)out->len;
-    if ((e = kh_buf_append(out, w->data.data + b->offset, b->clen)))
-      goto out;
-    b->offset = off;
+    kh_pack_blob *b = &w->blobs[i];
+    iov[i].iov_base = w->data.data + b->offset;
+    iov[i].iov_len = b->clen;
+    b->offset = (uint32_t)off;
+    off += b->clen;
     if ((e = kh_buf_put_u8(&hdr, b->type)) || (e = kh_buf_append(&hdr, b->id, 32)) ||
         (e = kh_buf_put_uvar(&hdr, b->offset)) || (e = kh_buf_put_uvar(&hdr, b->clen)) ||
         (e = kh_buf_put_uvar(&hdr, b->ulen)))
       goto out;
   }
-  uint64_t hoff = out->len;
+  uint64_t hoff = off;
   if ((e = kh_obj_seal(k, "packhdr", w->id, 32, hdr.data, hdr.len, out)))
     goto out;
-  uint32_t hlen = (uint32_t)(out->len - hoff);
+  uint32_t hlen = (uint32_t)out->len;
   size_t tlen = kh_pack_trailer_len(k);
-  uint64_t unpadded = out->len + tlen, padded = kh_padme(unpadded);
+  uint64_t unpadded = off + out->len + tlen, padded = kh_padme(unpadded);
   size_t pad = (size_t)(padded - unpadded);
   if ((e = kh_buf_reserve(out, pad + tlen)))
     goto out;
@@ -135,9 +147,14 @@ kh_err kh_pack_finish(kh_pack_writer *w, const kh_keys *k, kh_buf *out)
   uint8_t trl[12];
   kh_le64_put(trl, hoff);
   kh_le32_put(trl + 8, hlen);
-  e = kh_obj_seal(k, "packtrl", w->id, 32, trl, sizeof trl, out);
+  if ((e = kh_obj_seal(k, "packtrl", w->id, 32, trl, sizeof trl, out)))
+    goto out;
+  iov[w->n].iov_base = out->data;
+  iov[w->n].iov_len = out->len;
+  *iovp = iov;
+  *niov = w->n + 1;
+  *total = off + out->len;
 out:
-  free(perm);
   kh_buf_release(&hdr);
   return e;
 }

@@ -5,6 +5,7 @@
 #define KH_PACK_H
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include "crypto/objseal.h"
 
 enum { KH_BLOB_DATA = 1, KH_BLOB_TREE = 2 };
@@ -29,18 +30,25 @@ typedef struct kh_pack_writer {
   kh_buf data;          /* ciphertexts in insertion order */
   kh_pack_blob *blobs;
   size_t n, cap;
+  struct iovec *iov;    /* gather list made by kh_pack_finish */
+  kh_buf tail;          /* header, padding, trailer */
 } kh_pack_writer;
 
 /* New pack with a random id. */
 kh_err kh_pack_writer_init(kh_pack_writer *w);
+/* Start the next pack (new id) reusing the buffers. */
+void kh_pack_writer_reset(kh_pack_writer *w);
 void kh_pack_writer_release(kh_pack_writer *w);
 /* Encrypt payload (already compressed when payload_len < ulen) as blob id. */
 kh_err kh_pack_add(kh_pack_writer *w, const kh_keys *k, int type, const uint8_t id[32],
                    const uint8_t *payload, size_t payload_len, uint32_t ulen);
 static inline size_t kh_pack_size(const kh_pack_writer *w) { return w->data.len; }
-/* Shuffle, add header, padding and trailer into out (reset first).  The
- * blob offsets in w->blobs are updated to their final place. */
-kh_err kh_pack_finish(kh_pack_writer *w, const kh_keys *k, kh_buf *out);
+/* Shuffle the blobs and seal header, padding and trailer.  The finished
+ * pack is the gather list *iov[0..*niov) (owned by w, valid until the next
+ * add or reset) of *total bytes; blob offsets in w->blobs are updated to
+ * their final place.  No copy of the ciphertexts is made. */
+kh_err kh_pack_finish(kh_pack_writer *w, const kh_keys *k, const struct iovec **iov,
+                      size_t *niov, uint64_t *total);
 
 /* Decrypt one blob (ct = clen bytes read at offset) and decompress into out
  * (reset first; capped at KH_BLOB_MAX).  KH_ERR_AUTH if it fails. */

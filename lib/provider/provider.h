@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "keyhold/error.h"
+#include <sys/uio.h>
 #include "common/buf.h"
 
 #define KH_GET_ALL SIZE_MAX
@@ -20,7 +21,8 @@ typedef int (*kh_provider_list_fn)(const char *name, uint64_t size, void *ctx);
 typedef struct kh_provider_ops {
   /* Store an object durably and atomically (readers see all or nothing).
    * excl: fail KH_ERR_EXISTS if it exists. */
-  kh_err (*put)(kh_provider *p, const char *name, const void *data, size_t len, bool excl);
+  kh_err (*put)(kh_provider *p, const char *name, const struct iovec *iov, size_t niov,
+                bool excl);
   /* Append len bytes at off (len KH_GET_ALL: to the end) to out.  Reading
    * past the end is KH_ERR_FORMAT (truncated); missing is KH_ERR_NOTFOUND. */
   kh_err (*get)(kh_provider *p, const char *name, uint64_t off, size_t len, kh_buf *out);
@@ -42,7 +44,11 @@ kh_err kh_provider_dir_new(const char *dir, kh_provider **out);
 void kh_provider_free(kh_provider *p);
 
 static inline kh_err kh_provider_put(kh_provider *p, const char *n, const void *d, size_t l, bool x)
-{ return p->ops->put(p, n, d, l, x); }
+{ struct iovec one = {(void *)d, l}; return p->ops->put(p, n, &one, 1, x); }
+/* Store the concatenation of iov[0..niov) as one object. */
+static inline kh_err kh_provider_putv(kh_provider *p, const char *n, const struct iovec *iov,
+                                      size_t niov, bool x)
+{ return p->ops->put(p, n, iov, niov, x); }
 static inline kh_err kh_provider_get(kh_provider *p, const char *n, uint64_t off, size_t len, kh_buf *o)
 { return p->ops->get(p, n, off, len, o); }
 static inline kh_err kh_provider_size(kh_provider *p, const char *n, uint64_t *s)

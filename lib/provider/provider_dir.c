@@ -7,6 +7,7 @@
 #include "common/fsutil.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -15,10 +16,101 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Open read descriptors kept for ranged reads (restore reads one pack many
+ * times); pread on a shared descriptor is thread-safe. */
+#define FD_CACHE 32
+
+typedef struct cached_fd {
+  char *name;
+  int fd, refs;
+  uint64_t used;
+  bool stale;      /* deleted or replaced: close when the last reader is done */
+} cached_fd;
+
 typedef struct dir_provider {
   kh_provider base;
   char *root;
+  pthread_mutex_t mu;
+  cached_fd fds[FD_CACHE];
+  uint64_t clock;
 } dir_provider;
+
+/* A descriptor for name (cached when possible); release with fd_release. */
+static int fd_acquire(dir_provider *d, const char *name, const char *path, int *slot)
+{
+  *slot = -1;
+  pthread_mutex_lock(&d->mu);
+  for (int i = 0; i < FD_CACHE; i++)
+    if (d->fds[i].name && !d->fds[i].stale && !strcmp(d->fds[i].name, name)) {
+      d->fds[i].refs++;
+      d->fds[i].used = ++d->clock;
+      *slot = i;
+      int fd = d->fds[i].fd;
+      pthread_mutex_unlock(&d->mu);
+      return fd;
+    }
+  pthread_mutex_unlock(&d->mu);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  pthread_mutex_lock(&d->mu);
+  int victim = -1;
+  for (int i = 0; i < FD_CACHE; i++) {
+    if (!d->fds[i].name) {
+      victim = i;
+      break;
+    }
+    if (d->fds[i].refs == 0 && (victim < 0 || d->fds[i].used < d->fds[victim].used))
+      victim = i;
+  }
+  char *copy = victim >= 0 ? strdup(name) : NULL;
+  if (copy) {
+    cached_fd *c = &d->fds[victim];
+    if (c->name) {
+      close(c->fd);
+      free(c->name);
+    }
+    *c = (cached_fd){copy, fd, 1, ++d->clock, false};
+    *slot = victim;
+  }
+  pthread_mutex_unlock(&d->mu);
+  return fd;
+}
+
+static void fd_release(dir_provider *d, int fd, int slot)
+{
+  if (slot < 0) {
+    close(fd);
+    return;
+  }
+  pthread_mutex_lock(&d->mu);
+  cached_fd *c = &d->fds[slot];
+  if (--c->refs == 0 && c->stale) {
+    close(c->fd);
+    free(c->name);
+    memset(c, 0, sizeof *c);
+  }
+  pthread_mutex_unlock(&d->mu);
+}
+
+/* name was deleted or replaced: never serve the old descriptor again */
+static void fd_forget(dir_provider *d, const char *name)
+{
+  pthread_mutex_lock(&d->mu);
+  for (int i = 0; i < FD_CACHE; i++) {
+    cached_fd *c = &d->fds[i];
+    if (!c->name || strcmp(c->name, name))
+      continue;
+    if (c->refs == 0) {
+      close(c->fd);
+      free(c->name);
+      memset(c, 0, sizeof *c);
+    } else {
+      c->stale = true;
+    }
+  }
+  pthread_mutex_unlock(&d->mu);
+}
 
 static kh_err check_name(const char *name)
 {
@@ -30,7 +122,8 @@ static kh_err check_name(const char *name)
 
 static char *full_path(dir_provider *d, const char *name) { return kh_path_join(d->root, name); }
 
-static kh_err dir_put(kh_provider *p, const char *name, const void *data, size_t len, bool excl)
+static kh_err dir_put(kh_provider *p, const char *name, const struct iovec *iov, size_t niov,
+                      bool excl)
 {
   dir_provider *d = (dir_provider *)p;
   kh_err e = check_name(name);
@@ -39,14 +132,15 @@ static kh_err dir_put(kh_provider *p, const char *name, const void *data, size_t
   char *path = full_path(d, name);
   if (!path)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
-  e = kh_write_file_atomic(path, data, len, 0600, excl);
+  fd_forget(d, name);
+  e = kh_write_filev_atomic(path, iov, niov, 0600, excl);
   if (e == KH_ERR_NOTFOUND) { /* parent directory missing */
     char *slash = strrchr(path, '/');
     *slash = '\0';
     e = kh_mkdirs(path, 0700);
     *slash = '/';
     if (!e)
-      e = kh_write_file_atomic(path, data, len, 0600, excl);
+      e = kh_write_filev_atomic(path, iov, niov, 0600, excl);
   }
   free(path);
   return e;
@@ -61,7 +155,8 @@ static kh_err dir_get(kh_provider *p, const char *name, uint64_t off, size_t len
   char *path = full_path(d, name);
   if (!path)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int slot;
+  int fd = fd_acquire(d, name, path, &slot);
   if (fd < 0) {
     e = kh_seterr(kh_errno_code(errno), "object %s: %s", name, strerror(errno));
     goto out;
@@ -96,7 +191,7 @@ static kh_err dir_get(kh_provider *p, const char *name, uint64_t off, size_t len
   out->len += len;
 out:
   if (fd >= 0)
-    close(fd);
+    fd_release(d, fd, slot);
   free(path);
   return e;
 }
@@ -183,6 +278,7 @@ static kh_err dir_del(kh_provider *p, const char *name)
   char *path = full_path(d, name);
   if (!path)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  fd_forget(d, name);
   if (unlink(path) != 0 && errno != ENOENT)
     e = kh_seterr(KH_ERR_IO, "delete %s: %s", name, strerror(errno));
   free(path);
@@ -192,6 +288,12 @@ static kh_err dir_del(kh_provider *p, const char *name)
 static void dir_destroy(kh_provider *p)
 {
   dir_provider *d = (dir_provider *)p;
+  for (int i = 0; i < FD_CACHE; i++)
+    if (d->fds[i].name) {
+      close(d->fds[i].fd);
+      free(d->fds[i].name);
+    }
+  pthread_mutex_destroy(&d->mu);
   free(d->root);
   free(d);
 }
@@ -211,6 +313,7 @@ kh_err kh_provider_dir_new(const char *dir, kh_provider **out)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
   }
   d->base.ops = &dir_ops;
+  pthread_mutex_init(&d->mu, NULL);
   *out = &d->base;
   return KH_OK;
 }

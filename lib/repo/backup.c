@@ -60,9 +60,7 @@ typedef struct worker {
   uint8_t *zbuf;      /* compression output */
   size_t zcap;
   ZSTD_CCtx *zc;
-  kh_pack_writer pack;
-  bool pack_open;
-  kh_buf out;         /* finished pack bytes */
+  kh_pack_writer pack; /* reused pack after pack */
   kh_chunkref *refs;  /* chunks of the file being read */
   size_t nrefs, refcap;
 } worker;
@@ -206,18 +204,21 @@ static kh_err worker_flush(worker *w)
 {
   backup_ctx *bc = w->bc;
   kh_vault *v = bc->v;
-  if (!w->pack_open || w->pack.n == 0)
+  if (w->pack.n == 0)
     return KH_OK;
-  kh_err e = kh_pack_finish(&w->pack, &v->keys, &w->out);
+  const struct iovec *iov;
+  size_t niov;
+  uint64_t total;
+  kh_err e = kh_pack_finish(&w->pack, &v->keys, &iov, &niov, &total);
   char name[256];
   if (!e) {
     kh_vault_objname(v, name, sizeof name, "data", w->pack.id, 32);
-    e = kh_provider_put(v->prov, name, w->out.data, w->out.len, true);
+    e = kh_provider_putv(v->prov, name, iov, niov, true);
   }
   if (!e) {
     pthread_mutex_lock(&bc->nmu);
     uint32_t no;
-    e = kh_index_add_pack(&bc->newidx, w->pack.id, w->out.len, &no);
+    e = kh_index_add_pack(&bc->newidx, w->pack.id, total, &no);
     for (size_t i = 0; !e && i < w->pack.n; i++) {
       kh_index_entry *en = kh_index_find(&bc->newidx, w->pack.blobs[i].id);
       en->pack = no;
@@ -227,11 +228,9 @@ static kh_err worker_flush(worker *w)
       bc->newidx.packs[no].nblobs++;
     }
     pthread_mutex_unlock(&bc->nmu);
-    atomic_fetch_add(&bc->bytes_stored, w->out.len);
+    atomic_fetch_add(&bc->bytes_stored, total);
   }
-  kh_pack_writer_release(&w->pack);
-  w->pack_open = false;
-  kh_buf_reset(&w->out);
+  kh_pack_writer_reset(&w->pack);
   return e;
 }
 
@@ -268,10 +267,6 @@ static kh_err store_blob(worker *w, int type, const uint8_t *data, size_t len, u
       payload = w->zbuf;
       plen = z;
     }
-  }
-  if (!w->pack_open) {
-    kh_pack_writer_init(&w->pack);
-    w->pack_open = true;
   }
   if ((e = kh_pack_add(&w->pack, &v->keys, type, id, payload, plen, (uint32_t)len)))
     return e;
@@ -610,8 +605,8 @@ static kh_err add_path(backup_ctx *bc, bnode *root, const char *abs)
     e = kh_seterr(KH_ERR_INVAL, "backup paths must be absolute: %s", abs);
     goto out;
   }
-  if (lstat(abs, &st) != 0) {
-    e = kh_seterr(kh_errno_code(errno), "%s: %s", abs, strerror(errno));
+  if (lstat(abs, &st) != 0) { /* reported; the other paths are still backed up */
+    warn(bc, kh_errno_code(errno), abs, strerror(errno));
     goto out;
   }
   bnode *cur = root;
@@ -751,9 +746,7 @@ static void worker_release(worker *w)
   free(w->buf);
   free(w->zbuf);
   ZSTD_freeCCtx(w->zc);
-  if (w->pack_open)
-    kh_pack_writer_release(&w->pack);
-  kh_buf_release(&w->out);
+  kh_pack_writer_release(&w->pack);
   free(w->refs);
 }
 
@@ -764,10 +757,9 @@ static kh_err worker_init(worker *w, backup_ctx *bc)
   w->bufcap = 2 * KH_CHUNK_MAX;
   w->buf = malloc(w->bufcap);
   w->zc = ZSTD_createCCtx();
-  kh_buf_init(&w->out, 2 * KH_PACK_TARGET + 2 * KH_BLOB_MAX);
   if (!w->buf || !w->zc)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
-  return KH_OK;
+  return kh_pack_writer_init(&w->pack);
 }
 
 /* Find the parent (latest snapshot of the same host and paths) and the
@@ -870,6 +862,8 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
   qsort(paths, o->npaths, sizeof *paths, cmp_str);
   for (size_t i = 0; i < o->npaths && !e; i++)
     e = add_path(bc, root, paths[i]);
+  if (!e && root->nkids == 0)
+    e = kh_seterr(KH_ERR_NOTFOUND, "none of the paths could be read");
   bc->scan_done = true;
 out:
   /* drain and stop the workers whatever happened */

@@ -19,7 +19,7 @@ typedef struct cctx {
   kh_check_fn fn;
   void *ctx;
   kh_check_result *r;
-  char snap[17];
+  char snap[65];
   kh_index good_trees;      /* trees already verified intact (a set) */
   kh_buf path;
 } cctx;
@@ -80,6 +80,12 @@ static int collect_pack(const char *name, uint64_t size, void *ctx)
   memcpy(l->ids[l->n], id, 32);
   l->sizes[l->n++] = size;
   return 0;
+}
+
+static char *full_hex(const uint8_t *id, char out[65])
+{
+  kh_hex_encode(out, id, 32);
+  return out;
 }
 
 static char *short_hex(const uint8_t *id, char out[17])
@@ -265,7 +271,7 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
   size_t nsnaps = 0;
   snapctr *ctrs = NULL;
   size_t nctrs = 0;
-  char sh[17], name[256];
+  char sh[17], full[65], name[256];
   kh_err e = KH_OK;
   /* 1. the index */
   v->index_loaded = false;
@@ -284,6 +290,8 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
   if ((e = kh_provider_list(v->prov, name, collect_pack, &pl)) || (e = pl.e))
     goto out;
   r->packs = v->index.npacks;
+  if (!read_data)
+    r->blobs = v->index.n;
   for (size_t p = 0; p < v->index.npacks; p++) {
     kh_index_pack *pk = &v->index.packs[p];
     size_t j = 0;
@@ -322,7 +330,7 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
   }
   for (size_t i = 0; i < nsnaps; i++) {
     kh_snap s;
-    short_hex(snaps[i], c.snap);
+    kh_hex_encode(c.snap, snaps[i], 32);
     kh_err se = kh_vault_load_snapshot(v, snaps[i], &s);
     if (se) {
       finding(&c, KH_CHECK_ERROR, c.snap, NULL, "%s: %s", kh_strerror(se), kh_errdetail());
@@ -342,7 +350,7 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
   uint64_t mine = 0;
   for (size_t i = 0; i < nctrs; i++) {
     if (i && !memcmp(ctrs[i].dev, ctrs[i - 1].dev, 16) && ctrs[i].counter == ctrs[i - 1].counter)
-      finding(&c, KH_CHECK_ERROR, short_hex(ctrs[i].id, sh), NULL,
+      finding(&c, KH_CHECK_ERROR, full_hex(ctrs[i].id, full), NULL,
               "reuses device counter %llu of another snapshot (replayed or forged)",
               (unsigned long long)ctrs[i].counter);
     if (!memcmp(ctrs[i].dev, v->device_id, 16) && ctrs[i].counter > mine)

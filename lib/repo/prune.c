@@ -154,6 +154,34 @@ static int collect_packid(const char *name, uint64_t size, void *ctx)
   return 0;
 }
 
+/* Write a repacked pack and point its blobs' placeholders at it. */
+static kh_err flush_pack(kh_vault *v, kh_pack_writer *w, kh_index *nidx)
+{
+  if (w->n == 0)
+    return KH_OK;
+  const struct iovec *iov;
+  size_t niov;
+  uint64_t total;
+  char name[256];
+  uint32_t no;
+  kh_err e = kh_pack_finish(w, &v->keys, &iov, &niov, &total);
+  if (!e) {
+    kh_vault_objname(v, name, sizeof name, "data", w->id, 32);
+    e = kh_provider_putv(v->prov, name, iov, niov, true);
+  }
+  if (!e)
+    e = kh_index_add_pack(nidx, w->id, total, &no);
+  for (size_t k = 0; !e && k < w->n; k++) {
+    kh_index_entry *ne = kh_index_find(nidx, w->blobs[k].id);
+    ne->pack = no;
+    ne->offset = w->blobs[k].offset;
+    ne->clen = w->blobs[k].clen;
+    nidx->packs[no].nblobs++;
+  }
+  kh_pack_writer_reset(w);
+  return e;
+}
+
 kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_result *r)
 {
   memset(r, 0, sizeof *r);
@@ -168,10 +196,9 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
   kh_index_init(&nidx);
   kh_pack_writer w;
   bool wopen = false;
-  kh_buf pack, plain, out, z;
+  kh_buf pack, plain, z;
   kh_buf_init(&pack, 1u << 30);
   kh_buf_init(&plain, KH_BLOB_MAX);
-  kh_buf_init(&out, 2 * KH_PACK_TARGET + 2 * KH_BLOB_MAX);
   kh_buf_init(&z, 2 * KH_BLOB_MAX);
   uint8_t(*oldidx)[32] = NULL;
   size_t nold = 0;
@@ -286,26 +313,8 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
       kh_pack_blob ph = b;
       if ((e = kh_index_add(&nidx, &ph, UINT32_MAX, NULL)))
         break;
-      if (kh_pack_size(&w) >= KH_PACK_TARGET) {
-        if ((e = kh_pack_finish(&w, &v->keys, &out)))
-          break;
-        char nn[256];
-        kh_vault_objname(v, nn, sizeof nn, "data", w.id, 32);
-        if ((e = kh_provider_put(v->prov, nn, out.data, out.len, true)))
-          break;
-        uint32_t no;
-        if ((e = kh_index_add_pack(&nidx, w.id, out.len, &no)))
-          break;
-        for (size_t k = 0; k < w.n; k++) {
-          kh_index_entry *ne = kh_index_find(&nidx, w.blobs[k].id);
-          ne->pack = no;
-          ne->offset = w.blobs[k].offset;
-          ne->clen = w.blobs[k].clen;
-          nidx.packs[no].nblobs++;
-        }
-        kh_pack_writer_release(&w);
-        wopen = false;
-      }
+      if (kh_pack_size(&w) >= KH_PACK_TARGET && (e = flush_pack(v, &w, &nidx)))
+        break;
     }
     r->packs_repacked++;
     if (progress) {
@@ -313,22 +322,8 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
       progress(&pr, pctx);
     }
   }
-  if (!e && wopen && w.n) {
-    if (!(e = kh_pack_finish(&w, &v->keys, &out))) {
-      char nn[256];
-      kh_vault_objname(v, nn, sizeof nn, "data", w.id, 32);
-      e = kh_provider_put(v->prov, nn, out.data, out.len, true);
-    }
-    uint32_t no;
-    if (!e && !(e = kh_index_add_pack(&nidx, w.id, out.len, &no)))
-      for (size_t k = 0; k < w.n; k++) {
-        kh_index_entry *ne = kh_index_find(&nidx, w.blobs[k].id);
-        ne->pack = no;
-        ne->offset = w.blobs[k].offset;
-        ne->clen = w.blobs[k].clen;
-        nidx.packs[no].nblobs++;
-      }
-  }
+  if (!e && wopen)
+    e = flush_pack(v, &w, &nidx);
   if (e)
     goto out;
   /* the new index supersedes every index there is (loaded or superseded) */
@@ -373,7 +368,6 @@ out:
   kh_index_release(&nidx);
   kh_buf_release(&pack);
   kh_buf_release(&plain);
-  kh_buf_release(&out);
   kh_buf_release(&z);
   v->index_loaded = false;
   kh_index_release(&v->index);

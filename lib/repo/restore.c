@@ -47,6 +47,8 @@ typedef struct rctx {
   uint64_t files_total, bytes_total;
   pthread_mutex_t wmu;
   bool root;
+  uid_t euid;
+  gid_t egid;
   double t0, last;
   kh_err fatal;
 } rctx;
@@ -206,14 +208,22 @@ static void restore_file(rctx *c, ritem *it, kh_buf *blob)
     rwarn(c, KH_ERR_NOMEM, it->path, "out of memory");
     return;
   }
-  const char *slash = strrchr(it->path, '/');
-  size_t dl = (size_t)(slash - it->path);
-  uint8_t rnd[4];
-  randombytes_buf(rnd, sizeof rnd);
-  snprintf(tmp, pl + 32, "%.*s/.kh-restore-%02x%02x%02x%02x", (int)dl, it->path, rnd[0], rnd[1],
-           rnd[2], rnd[3]);
+  /* A new file is written in place (removed again if anything fails); an
+   * existing one is replaced only by a complete, authenticated copy. */
   kh_err e = KH_OK;
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  bool replace = false;
+  int fd = open(it->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    const char *slash = strrchr(it->path, '/');
+    size_t dl = (size_t)(slash - it->path);
+    uint8_t rnd[4];
+    randombytes_buf(rnd, sizeof rnd);
+    snprintf(tmp, pl + 32, "%.*s/.kh-restore-%02x%02x%02x%02x", (int)dl, it->path, rnd[0],
+             rnd[1], rnd[2], rnd[3]);
+    replace = true;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  }
+  const char *wpath = replace ? tmp : it->path;
   if (fd < 0) {
     e = kh_seterr(kh_errno_code(errno), "create: %s", strerror(errno));
     goto out;
@@ -233,10 +243,14 @@ static void restore_file(rctx *c, ritem *it, kh_buf *blob)
     off += r->len;
     atomic_fetch_add(&c->bytes_done, r->len);
   }
-  if (!e && ftruncate(fd, (off_t)it->size) != 0)
+  if (!e && off != it->size)
+    e = kh_seterr(KH_ERR_FORMAT, "chunk lengths do not add up to the file size");
+  if (!e && it->nchunks && sodium_is_zero(it->chunks[it->nchunks - 1].id, 32) &&
+      ftruncate(fd, (off_t)it->size) != 0) /* a trailing hole */
     e = kh_seterr(kh_errno_code(errno), "truncate: %s", strerror(errno));
   if (!e) {
-    if (c->root && fchown(fd, it->uid, it->gid) != 0)
+    if (c->root && (it->uid != c->euid || it->gid != c->egid) &&
+        fchown(fd, it->uid, it->gid) != 0)
       e = kh_seterr(KH_ERR_IO, "chown: %s", strerror(errno));
     if (!e && fchmod(fd, it->mode) != 0)
       e = kh_seterr(KH_ERR_IO, "chmod: %s", strerror(errno));
@@ -245,13 +259,14 @@ static void restore_file(rctx *c, ritem *it, kh_buf *blob)
   if (close(fd) != 0 && !e)
     e = kh_seterr(KH_ERR_IO, "close: %s", strerror(errno));
   fd = -1;
-  if (!e && rename(tmp, it->path) != 0)
+  if (!e && replace && rename(tmp, it->path) != 0)
     e = kh_seterr(kh_errno_code(errno), "rename: %s", strerror(errno));
 out:
   if (e) {
     if (fd >= 0)
       close(fd);
-    unlink(tmp);
+    if (fd >= 0 || replace)
+      unlink(wpath);
     it->failed = true;
     atomic_fetch_add(&c->failed, 1);
     rwarn(c, e, it->path, kh_errdetail());
@@ -329,7 +344,9 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   c->r = r;
   c->incl = o->includes;
   c->nincl = o->nincludes;
-  c->root = geteuid() == 0;
+  c->euid = geteuid();
+  c->egid = getegid();
+  c->root = c->euid == 0;
   c->t0 = kh_now();
   pthread_mutex_init(&c->wmu, NULL);
   kh_err e = KH_OK;
@@ -431,7 +448,9 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     }
   }
   /* pass 2: file contents, in parallel */
-  int nthreads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  /* creating files is latency-bound (journal, metadata): more threads than
+   * cores keep the disk busy; each holds at most one blob in memory */
+  int nthreads = o->threads > 0 ? o->threads : 4 * (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (nthreads < 1)
     nthreads = 1;
   if (nthreads > 16)

@@ -222,6 +222,16 @@ static kh_err read_region_marker(kh_provider *p, char id[64])
   return KH_OK;
 }
 
+kh_err kh_region_id(const char *region_path, char out[64])
+{
+  kh_provider *p = NULL;
+  kh_err e = kh_provider_dir_new(region_path, &p);
+  if (!e)
+    e = read_region_marker(p, out);
+  kh_provider_free(p);
+  return e;
+}
+
 kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX + 1])
 {
   kh_err e = kh_crypto_init();
