@@ -74,6 +74,8 @@ struct backup_ctx {
   pthread_cond_t qnotempty, qnotfull, qidle;
   job q[QUEUE_LEN];
   size_t qhead, qlen, busy;
+  size_t idle;        /* workers waiting for jobs */
+  bool main_waiting;  /* walker waiting for room */
   bool closing;
   /* blobs written this session (under nmu) */
   pthread_mutex_t nmu;
@@ -417,37 +419,54 @@ out:
   return e;
 }
 
+#define BATCH 16
+
 static void *worker_main(void *arg)
 {
   worker *w = arg;
   backup_ctx *bc = w->bc;
+  job batch[BATCH];
   for (;;) {
+    /* take several jobs per lock round: one wake-up per file costs more
+     * than reading a small file */
     pthread_mutex_lock(&bc->qmu);
-    while (bc->qlen == 0 && !bc->closing)
+    while (bc->qlen == 0 && !bc->closing) {
+      bc->idle++;
       pthread_cond_wait(&bc->qnotempty, &bc->qmu);
+      bc->idle--;
+    }
     if (bc->qlen == 0 && bc->closing) {
       pthread_mutex_unlock(&bc->qmu);
       break;
     }
-    job j = bc->q[bc->qhead];
-    bc->qhead = (bc->qhead + 1) % QUEUE_LEN;
-    bc->qlen--;
+    size_t take = bc->qlen / 2 + 1; /* leave work for the other workers */
+    if (take > BATCH)
+      take = BATCH;
+    for (size_t i = 0; i < take; i++) {
+      batch[i] = bc->q[bc->qhead];
+      bc->qhead = (bc->qhead + 1) % QUEUE_LEN;
+    }
+    bc->qlen -= take;
     bc->busy++;
-    pthread_cond_signal(&bc->qnotfull);
+    if (bc->main_waiting)
+      pthread_cond_signal(&bc->qnotfull);
     pthread_mutex_unlock(&bc->qmu);
 
-    bool skipped = false;
-    kh_err e = has_fatal(bc) ? KH_OK : read_file(w, j.node, j.path, &skipped);
-    if (e)
-      set_fatal(bc, kh_adderr(e, "%s", j.path));
-    j.node->failed = skipped;
-    j.node->from_disk = !skipped && !e;
-    free(j.path);
-    atomic_fetch_add(&bc->files_done, 1);
+    for (size_t i = 0; i < take; i++) {
+      job j = batch[i];
+      bool skipped = false;
+      kh_err e = has_fatal(bc) ? KH_OK : read_file(w, j.node, j.path, &skipped);
+      if (e)
+        set_fatal(bc, kh_adderr(e, "%s", j.path));
+      j.node->failed = skipped;
+      j.node->from_disk = !skipped && !e;
+      free(j.path);
+      atomic_fetch_add(&bc->files_done, 1);
+    }
 
     pthread_mutex_lock(&bc->qmu);
     bc->busy--;
-    if (bc->qlen == 0 && bc->busy == 0)
+    if (bc->qlen == 0 && bc->busy == 0 && bc->closing)
       pthread_cond_broadcast(&bc->qidle);
     pthread_mutex_unlock(&bc->qmu);
   }
@@ -464,6 +483,7 @@ static kh_err enqueue(backup_ctx *bc, bnode *n, const char *path)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
   pthread_mutex_lock(&bc->qmu);
   while (bc->qlen == QUEUE_LEN) {
+    bc->main_waiting = true;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += 250000000;
@@ -472,13 +492,17 @@ static kh_err enqueue(backup_ctx *bc, bnode *n, const char *path)
       ts.tv_nsec -= 1000000000;
     }
     pthread_cond_timedwait(&bc->qnotfull, &bc->qmu, &ts);
+    bc->main_waiting = false;
     pthread_mutex_unlock(&bc->qmu);
     progress(bc, false);
     pthread_mutex_lock(&bc->qmu);
   }
   bc->q[(bc->qhead + bc->qlen) % QUEUE_LEN] = (job){n, p};
   bc->qlen++;
-  pthread_cond_signal(&bc->qnotempty);
+  /* wake a sleeper only when the queue has enough for a batch, or it is
+   * the first job (nobody is working) */
+  if (bc->idle && (bc->qlen >= BATCH || bc->busy == 0))
+    pthread_cond_signal(&bc->qnotempty);
   pthread_mutex_unlock(&bc->qmu);
   return KH_OK;
 }
