@@ -109,19 +109,24 @@ static const char *blob_problem(cctx *c, const uint8_t id[32])
 
 static void check_tree(cctx *c, const uint8_t id[32], int depth, bool *damaged);
 
+/* c->path holds the current path without its terminator in len; a NUL is
+ * always kept just past len. */
 static void path_push(cctx *c, const uint8_t *name, size_t n, size_t *saved)
 {
   *saved = c->path.len;
-  if (c->path.len && c->path.data[c->path.len - 1] == 0)
-    c->path.len--;
-  kh_buf_put_u8(&c->path, '/');
-  kh_buf_append(&c->path, name, n);
-  kh_buf_put_u8(&c->path, 0);
+  if (kh_buf_reserve(&c->path, n + 2) == KH_OK) {
+    c->path.data[c->path.len++] = '/';
+    memcpy(c->path.data + c->path.len, name, n);
+    c->path.len += n;
+    c->path.data[c->path.len] = 0;
+  }
 }
 
 static void path_pop(cctx *c, size_t saved)
 {
   c->path.len = saved;
+  if (c->path.data)
+    c->path.data[saved] = 0;
 }
 
 static const char *cur_path(cctx *c)
@@ -236,8 +241,9 @@ static void read_packs(cctx *c)
       c->r->blobs++;
       if (be) {
         en->mark = MARK_BAD;
+        char bh[17];
         finding(c, KH_CHECK_ERROR, NULL, NULL, "pack %s: blob %s: %s", short_hex(pk->id, sh),
-                short_hex(b.id, sh), kh_strerror(be));
+                short_hex(b.id, bh), kh_strerror(be));
       }
     }
   }
