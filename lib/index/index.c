@@ -208,8 +208,10 @@ kh_err kh_index_decode(kh_index *x, const uint8_t *p, size_t n, uint8_t (**supp)
     kh_rd_copy(&r, pid, 32);
     uint64_t size = kh_rd_uvar(&r), cnt = kh_rd_uvar(&r);
     uint32_t no;
-    if (!kh_rd_ok(&r) || cnt > KH_PACK_MAX_BLOBS || cnt > kh_rd_left(&r) / 36)
+    if (!kh_rd_ok(&r) || cnt > KH_PACK_MAX_BLOBS || cnt > kh_rd_left(&r) / 36) {
+      kh_rd_fail(&r);
       break;
+    }
     if ((e = kh_index_add_pack(x, pid, size, &no)))
       goto out;
     for (uint64_t j = 0; j < cnt && kh_rd_ok(&r); j++) {

@@ -70,9 +70,10 @@ kh_err kh_tree_decode(const uint8_t *p, size_t len, kh_tree *t)
   kh_rd_init(&r, p, len);
   const uint8_t *magic = kh_rd_bytes(&r, 5);
   uint64_t n = kh_rd_uvar(&r);
-  /* every node takes at least 19 bytes: bound before allocating */
+  /* every node takes at least 18 bytes (a fifo with a 1-byte name): bound
+   * the count before allocating */
   if (!magic || memcmp(magic, TREE_MAGIC, 5) || n > KH_TREE_MAX_NODES ||
-      n > kh_rd_left(&r) / 19)
+      n > kh_rd_left(&r) / 18)
     return kh_seterr(KH_ERR_FORMAT, "malformed tree");
   t->raw = malloc(len ? len : 1);
   t->nodes = calloc(n ? n : 1, sizeof *t->nodes);
