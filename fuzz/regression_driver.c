@@ -15,8 +15,12 @@ static int run_file(const char *path)
   FILE *f = fopen(path, "rb");
   if (!f)
     return -1;
-  uint8_t *buf = NULL;
-  size_t len = 0, cap = 0;
+  uint8_t *buf = malloc(1);
+  size_t len = 0, cap = 1;
+  if (!buf) {
+    fclose(f);
+    return -1;
+  }
   for (;;) {
     if (len == cap) {
       cap = cap ? cap * 2 : 4096;
@@ -39,8 +43,9 @@ int main(int argc, char **argv)
 {
   int files = 0;
   /* also try a few fixed degenerate inputs, corpus or not */
+  /* libFuzzer always passes a valid pointer, even for size 0 */
   static const uint8_t zeros[64];
-  LLVMFuzzerTestOneInput(NULL, 0);
+  LLVMFuzzerTestOneInput(zeros, 0);
   LLVMFuzzerTestOneInput(zeros, sizeof zeros);
   for (int i = 1; i < argc; i++) {
     DIR *d = opendir(argv[i]);
