@@ -7,10 +7,14 @@
 #include "common/hex.h"
 #include "common/wire.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #define INDEX_PLAIN_MAX (1u << 30)
 #define SNAP_SIG_CTX "keyhold-snapshot-v1"
@@ -489,23 +493,35 @@ kh_err kh_snapshot_resolve(kh_vault *v, const char *spec, char out[KH_SNAPSHOT_I
 
 kh_err kh_vault_next_counter(kh_vault *v, uint64_t region_max, uint64_t *out)
 {
+  /* Two backups from this device may run at once: the read-increment-write
+   * happens under an exclusive lock on the counter file, so they never get
+   * the same counter. */
   char *path = kh_path_join(v->device_dir, "counter");
   if (!path)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
-  uint8_t *data = NULL;
-  size_t len = 0;
-  uint64_t local = 0;
-  if (kh_read_file(path, 64, &data, &len) == KH_OK) {
-    char t[65] = {0};
-    memcpy(t, data, len < 64 ? len : 64);
-    local = strtoull(t, NULL, 10);
+  kh_err e = KH_OK;
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    e = kh_seterr(kh_errno_code(errno), "open %s: %s", path, strerror(errno));
+    goto out;
   }
-  free(data);
+  if (flock(fd, LOCK_EX) != 0) {
+    e = kh_seterr(KH_ERR_IO, "lock %s: %s", path, strerror(errno));
+    goto out;
+  }
+  char t[32] = {0};
+  ssize_t n = pread(fd, t, sizeof t - 1, 0);
+  uint64_t local = n > 0 ? strtoull(t, NULL, 10) : 0;
   uint64_t next = (local > region_max ? local : region_max) + 1;
-  char t[32];
-  int l = snprintf(t, sizeof t, "%llu\n", (unsigned long long)next);
-  kh_err e = kh_write_file_atomic(path, t, (size_t)l, 0600, false);
+  int l = snprintf(t, sizeof t, "%020llu\n", (unsigned long long)next);
+  /* fixed width: an overwrite in place never leaves stale digits */
+  if (pwrite(fd, t, (size_t)l, 0) != l || fsync(fd) != 0)
+    e = kh_seterr(kh_errno_code(errno), "write %s: %s", path, strerror(errno));
+  else
+    *out = next;
+out:
+  if (fd >= 0)
+    close(fd); /* releases the lock */
   free(path);
-  *out = next;
   return e;
 }

@@ -395,6 +395,13 @@ static kh_err enroll_device(kh_vault *v, const char *path)
   if ((e = kh_mkdirs(v->device_dir, 0700)))
     goto out;
   e = kh_write_file_atomic(path, box.data, box.len, 0600, true);
+  if (e == KH_ERR_EXISTS) {
+    /* another process enrolled this device first: withdraw our record and
+     * use its key (the caller reloads) */
+    char name[256];
+    kh_vault_objname(v, name, sizeof name, "devices", v->device_id, KH_DEVICE_ID_BYTES);
+    kh_provider_del(v->prov, name);
+  }
 out:
   kh_aead_free(a);
   kh_secure_free(k);
@@ -420,7 +427,9 @@ static kh_err load_device(kh_vault *v)
                : kh_seterr(KH_ERR_NOMEM, "out of secure memory");
   if (e == KH_ERR_NOTFOUND) {
     e = enroll_device(v, path);
-    goto out;
+    if (e != KH_ERR_EXISTS)
+      goto out;
+    e = kh_read_file(path, 4096, &data, &len); /* lost the race: load the winner's */
   }
   if (e)
     goto out;
