@@ -49,39 +49,6 @@ static void index_report(const char *what, kh_err e, void *ctx)
   finding(c, KH_CHECK_ERROR, NULL, NULL, "%s: %s: %s", what, kh_strerror(e), kh_errdetail());
 }
 
-typedef struct pack_list {
-  uint8_t (*ids)[32];
-  uint64_t *sizes;
-  size_t n, cap;
-  kh_err e;
-} pack_list;
-
-static int collect_pack(const char *name, uint64_t size, void *ctx)
-{
-  pack_list *l = ctx;
-  const char *base = strrchr(name, '/');
-  base = base ? base + 1 : name;
-  uint8_t id[32];
-  if (strlen(base) != 64 || kh_hex_decode(id, 32, base, 64))
-    return 0;
-  if (l->n == l->cap) {
-    size_t nc = l->cap ? l->cap * 2 : 64;
-    void *a = realloc(l->ids, nc * 32), *b = realloc(l->sizes, nc * 8);
-    if (a)
-      l->ids = a;
-    if (b)
-      l->sizes = b;
-    if (!a || !b) {
-      l->e = kh_seterr(KH_ERR_NOMEM, "out of memory");
-      return 1;
-    }
-    l->cap = nc;
-  }
-  memcpy(l->ids[l->n], id, 32);
-  l->sizes[l->n++] = size;
-  return 0;
-}
-
 static char *full_hex(const uint8_t *id, char out[65])
 {
   kh_hex_encode(out, id, 32);
@@ -272,12 +239,14 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
   cctx c = {.v = v, .fn = fn, .ctx = ctx, .r = r};
   kh_index_init(&c.good_trees);
   kh_buf_init(&c.path, 1 << 20);
-  pack_list pl = {0};
+  uint8_t(*pl_ids)[32] = NULL;
+  uint64_t *pl_sizes = NULL;
+  size_t pl_n = 0;
   uint8_t(*snaps)[32] = NULL;
   size_t nsnaps = 0;
   snapctr *ctrs = NULL;
   size_t nctrs = 0;
-  char sh[17], full[65], name[256];
+  char sh[17], full[65];
   kh_err e = KH_OK;
   /* 1. the index */
   v->index_loaded = false;
@@ -292,8 +261,7 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
             "served again by the provider)",
             short_hex(v->superseded[i], sh));
   /* 2. packs: present, of the indexed size, and nothing unindexed */
-  snprintf(name, sizeof name, "%s/data", v->prefix);
-  if ((e = kh_provider_list(v->prov, name, collect_pack, &pl)) || (e = pl.e))
+  if ((e = kh_vault_list_sized(v, "data", &pl_ids, &pl_sizes, &pl_n)))
     goto out;
   r->packs = v->index.npacks;
   if (!read_data)
@@ -301,28 +269,28 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
   for (size_t p = 0; p < v->index.npacks; p++) {
     kh_index_pack *pk = &v->index.packs[p];
     size_t j = 0;
-    while (j < pl.n && memcmp(pl.ids[j], pk->id, 32))
+    while (j < pl_n && memcmp(pl_ids[j], pk->id, 32))
       j++;
-    if (j == pl.n) {
+    if (j == pl_n) {
       pk->mark = MARK_BAD;
       finding(&c, KH_CHECK_ERROR, NULL, NULL, "pack %s is missing", short_hex(pk->id, sh));
-    } else if (pl.sizes[j] != pk->size) {
+    } else if (pl_sizes[j] != pk->size) {
       pk->mark = MARK_BAD;
       finding(&c, KH_CHECK_ERROR, NULL, NULL,
               "pack %s has %llu bytes, the index says %llu (truncated or replaced)",
-              short_hex(pk->id, sh), (unsigned long long)pl.sizes[j],
+              short_hex(pk->id, sh), (unsigned long long)pl_sizes[j],
               (unsigned long long)pk->size);
     }
   }
-  for (size_t j = 0; j < pl.n; j++) {
+  for (size_t j = 0; j < pl_n; j++) {
     bool known = false;
     for (size_t p = 0; p < v->index.npacks && !known; p++)
-      known = !memcmp(v->index.packs[p].id, pl.ids[j], 32);
+      known = !memcmp(v->index.packs[p].id, pl_ids[j], 32);
     if (!known)
       finding(&c, KH_CHECK_NOTE, NULL, NULL,
               "pack %s is in no index (left over from an interrupted backup or prune; "
               "prune removes it)",
-              short_hex(pl.ids[j], sh));
+              short_hex(pl_ids[j], sh));
   }
   if (read_data)
     read_packs(&c);
@@ -382,8 +350,8 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
   if (r->errors)
     e = kh_seterr(KH_ERR_CORRUPT, "%llu errors found", (unsigned long long)r->errors);
 out:
-  free(pl.ids);
-  free(pl.sizes);
+  free(pl_ids);
+  free(pl_sizes);
   free(snaps);
   free(ctrs);
   kh_index_release(&c.good_trees);

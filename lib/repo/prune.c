@@ -129,31 +129,6 @@ typedef struct pack_stat {
   uint64_t used, unused, nused;
 } pack_stat;
 
-typedef struct leftovers {
-  uint8_t (*ids)[32];
-  size_t n, cap;
-} leftovers;
-
-static int collect_packid(const char *name, uint64_t size, void *ctx)
-{
-  leftovers *l = ctx;
-  const char *base = strrchr(name, '/');
-  base = base ? base + 1 : name;
-  uint8_t id[32];
-  if (strlen(base) != 64 || kh_hex_decode(id, 32, base, 64))
-    return 0;
-  if (l->n == l->cap) {
-    size_t nc = l->cap ? l->cap * 2 : 64;
-    void *ni = realloc(l->ids, nc * 32);
-    if (!ni)
-      return 1;
-    l->ids = ni;
-    l->cap = nc;
-  }
-  memcpy(l->ids[l->n++], id, 32);
-  return 0;
-}
-
 /* Write a repacked pack and point its blobs' placeholders at it. */
 static kh_err flush_pack(kh_vault *v, kh_pack_writer *w, kh_index *nidx)
 {
@@ -202,7 +177,8 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
   kh_buf_init(&z, 2 * KH_BLOB_MAX);
   uint8_t(*oldidx)[32] = NULL;
   size_t nold = 0;
-  leftovers lo = {0};
+  uint8_t(*lo_ids)[32] = NULL;
+  size_t lo_n = 0;
   ZSTD_CCtx *zc = ZSTD_createCCtx();
   char name[256];
   if (!zc) {
@@ -337,17 +313,16 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
     kh_vault_objname(v, name, sizeof name, "index", oldidx[i], 32);
     e = kh_provider_del(v->prov, name);
   }
-  snprintf(name, sizeof name, "%s/data", v->prefix);
   if (!e)
-    e = kh_provider_list(v->prov, name, collect_packid, &lo);
-  for (size_t i = 0; i < lo.n && !e; i++) {
+    e = kh_vault_list_ids(v, "data", &lo_ids, &lo_n);
+  for (size_t i = 0; i < lo_n && !e; i++) {
     bool live = false;
     for (size_t p = 0; p < nidx.npacks && !live; p++)
-      live = !memcmp(nidx.packs[p].id, lo.ids[i], 32);
+      live = !memcmp(nidx.packs[p].id, lo_ids[i], 32);
     if (live)
       continue;
     uint64_t sz = 0;
-    kh_vault_objname(v, name, sizeof name, "data", lo.ids[i], 32);
+    kh_vault_objname(v, name, sizeof name, "data", lo_ids[i], 32);
     kh_provider_size(v->prov, name, &sz);
     e = kh_provider_del(v->prov, name);
     r->bytes_freed += sz;
@@ -364,7 +339,7 @@ out:
   free(ps);
   free(action);
   free(oldidx);
-  free(lo.ids);
+  free(lo_ids);
   kh_index_release(&nidx);
   kh_buf_release(&pack);
   kh_buf_release(&plain);

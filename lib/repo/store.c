@@ -54,6 +54,7 @@ kh_err kh_vault_get_obj(kh_vault *v, const char *kind, const char *type, const u
 
 typedef struct id_list {
   uint8_t (*ids)[32];
+  uint64_t *sizes;
   size_t n, cap;
   kh_err e;
 } id_list;
@@ -69,18 +70,24 @@ static int collect_id(const char *name, uint64_t size, void *ctx)
   if (l->n == l->cap) {
     size_t nc = l->cap ? l->cap * 2 : 64;
     uint8_t(*ni)[32] = realloc(l->ids, nc * 32);
-    if (!ni) {
+    if (ni)
+      l->ids = ni;
+    uint64_t *ns = realloc(l->sizes, nc * sizeof *ns);
+    if (ns)
+      l->sizes = ns;
+    if (!ni || !ns) {
       l->e = kh_seterr(KH_ERR_NOMEM, "out of memory");
       return 1;
     }
-    l->ids = ni;
     l->cap = nc;
   }
+  l->sizes[l->n] = size;
   memcpy(l->ids[l->n++], id, 32);
   return 0;
 }
 
-kh_err kh_vault_list_ids(kh_vault *v, const char *kind, uint8_t (**ids)[32], size_t *n)
+kh_err kh_vault_list_sized(kh_vault *v, const char *kind, uint8_t (**ids)[32],
+                           uint64_t **sizes, size_t *n)
 {
   char pre[200];
   snprintf(pre, sizeof pre, "%s/%s", v->prefix, kind);
@@ -90,11 +97,21 @@ kh_err kh_vault_list_ids(kh_vault *v, const char *kind, uint8_t (**ids)[32], siz
     e = l.e;
   if (e) {
     free(l.ids);
+    free(l.sizes);
     return e;
   }
   *ids = l.ids;
   *n = l.n;
+  if (sizes)
+    *sizes = l.sizes;
+  else
+    free(l.sizes);
   return KH_OK;
+}
+
+kh_err kh_vault_list_ids(kh_vault *v, const char *kind, uint8_t (**ids)[32], size_t *n)
+{
+  return kh_vault_list_sized(v, kind, ids, NULL, n);
 }
 
 static bool id_in(const uint8_t (*set)[32], size_t n, const uint8_t id[32])

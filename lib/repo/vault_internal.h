@@ -54,8 +54,11 @@ kh_err kh_vault_put_obj(kh_vault *v, const char *kind, const char *type, const u
                         size_t idlen, const void *pt, size_t n, bool excl);
 kh_err kh_vault_get_obj(kh_vault *v, const char *kind, const char *type, const uint8_t *id,
                         size_t idlen, kh_buf *out);
-/* Parse "<64 hex>" file names of a listing into ids. */
+/* The ids ("<64 hex>" names) of one kind of object; with sizes non-NULL
+ * also their sizes.  Both arrays are malloc'd (free()). */
 kh_err kh_vault_list_ids(kh_vault *v, const char *kind, uint8_t (**ids)[32], size_t *n);
+kh_err kh_vault_list_sized(kh_vault *v, const char *kind, uint8_t (**ids)[32],
+                           uint64_t **sizes, size_t *n);
 
 /* Index: load all index objects (strict: any failure is an error; tolerant:
  * report through fn and go on, used by check). */
