@@ -110,5 +110,12 @@ int cmd_snapshots(int argc, char **argv) {
   else print_table(s, n);
   kh_snapshots_free(s, n);
   kh_vault_free(v);
+  uint64_t bad = kh_snapshots_skipped();
+  if (bad) {
+    /* never list a partial view silently: the provider may be hiding them */
+    cli_warnf("%llu snapshot(s) failed authentication and are not listed; run keyhold check",
+              (unsigned long long)bad);
+    return CLI_EXIT_FAIL;
+  }
   return CLI_EXIT_OK;
 }
