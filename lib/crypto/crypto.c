@@ -149,7 +149,7 @@ kh_err kh_aead_open_box(const kh_aead *a, kh_buf *out, const uint8_t *c, size_t 
   if (clen < nb + KH_AEAD_TAG)
     return kh_seterr(KH_ERR_AUTH, "authentication failed");
   size_t mlen = clen - nb - KH_AEAD_TAG;
-  kh_err e = kh_buf_reserve(out, mlen);
+  kh_err e = kh_buf_reserve(out, mlen ? mlen : 1); /* never a NULL destination */
   if (e)
     return e;
   e = kh_aead_open(a, out->data + out->len, c + nb, clen - nb, ad, adlen, c);

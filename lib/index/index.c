@@ -220,8 +220,7 @@ kh_err kh_index_decode(kh_index *x, const uint8_t *p, size_t n, uint8_t (**supp)
       kh_rd_copy(&r, b.id, 32);
       uint64_t off = kh_rd_uvar(&r), clen = kh_rd_uvar(&r), ulen = kh_rd_uvar(&r);
       if ((b.type != KH_BLOB_DATA && b.type != KH_BLOB_TREE) || clen < KH_AEAD_TAG ||
-          clen - KH_AEAD_TAG > KH_BLOB_MAX || ulen > KH_BLOB_MAX || off > size ||
-          clen > size - off) {
+          clen - KH_AEAD_TAG > ulen || ulen > KH_BLOB_MAX || off > size || clen > size - off) {
         kh_rd_fail(&r);
         break;
       }

@@ -163,7 +163,9 @@ kh_err kh_pack_blob_open(const kh_keys *k, const uint8_t pack_id[32], const kh_p
                          const uint8_t *ct, kh_buf *out)
 {
   kh_buf_reset(out);
-  if (b->clen < KH_AEAD_TAG || b->ulen > KH_BLOB_MAX || b->clen - KH_AEAD_TAG > KH_BLOB_MAX)
+  /* a stored payload is never longer than its plaintext (compression is
+   * kept only when it shrinks): reject before decrypting into ulen bytes */
+  if (b->clen < KH_AEAD_TAG || b->ulen > KH_BLOB_MAX || b->clen - KH_AEAD_TAG > b->ulen)
     return kh_seterr(KH_ERR_FORMAT, "blob sizes out of range");
   size_t plen = b->clen - KH_AEAD_TAG;
   uint8_t nonce[KH_NONCE_MAX], adm[160];
@@ -183,8 +185,6 @@ kh_err kh_pack_blob_open(const kh_keys *k, const uint8_t pack_id[32], const kh_p
     size_t r = ZSTD_decompress(out->data, b->ulen, dst, plen);
     if (ZSTD_isError(r) || r != b->ulen)
       return kh_seterr(KH_ERR_FORMAT, "blob does not decompress");
-  } else if (plen != b->ulen) {
-    return kh_seterr(KH_ERR_FORMAT, "blob length mismatch");
   }
   out->len = b->ulen;
   return KH_OK;
@@ -222,8 +222,7 @@ kh_err kh_pack_header_decode(const uint8_t *pt, size_t n, uint64_t hoff, kh_pack
     kh_rd_copy(&r, b[i].id, 32);
     uint64_t off = kh_rd_uvar(&r), clen = kh_rd_uvar(&r), ulen = kh_rd_uvar(&r);
     if ((b[i].type != KH_BLOB_DATA && b[i].type != KH_BLOB_TREE) || clen < KH_AEAD_TAG ||
-        clen - KH_AEAD_TAG > KH_BLOB_MAX || ulen > KH_BLOB_MAX || off > hoff ||
-        clen > hoff - off)
+        clen - KH_AEAD_TAG > ulen || ulen > KH_BLOB_MAX || off > hoff || clen > hoff - off)
       kh_rd_fail(&r);
     b[i].offset = (uint32_t)off;
     b[i].clen = (uint32_t)clen;

@@ -153,7 +153,7 @@ kh_err kh_tree_decode(const uint8_t *p, size_t len, kh_tree *t)
   }
   for (uint64_t i = 0; i < n; i++)
     if (t->nodes[i].type == KH_NODE_FILE)
-      t->nodes[i].chunks = t->refs + (uintptr_t)t->nodes[i].chunks;
+      t->nodes[i].chunks = t->refs ? t->refs + (uintptr_t)t->nodes[i].chunks : NULL;
   t->n = (size_t)n;
 out:
   if (e)
