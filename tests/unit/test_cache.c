@@ -1,0 +1,176 @@
+/* Unit tests for lib/cache: put/lookup, metadata mismatches miss, damaged
+ * rows and damaged database files are recovered from. */
+#include "cache/cache.h"
+#include "common/err.h"
+#include "common/fsutil.h"
+#include "kh_test.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/kh-test-cache-XXXXXX";
+
+static kh_cache_key key(void)
+{
+  kh_cache_key k = {.size = 300, .ino = 1234567, .dev = 0xfd01, .mtime_ns = 1700000000000000001ll,
+                    .ctime_ns = 1700000000000000002ll};
+  return k;
+}
+
+static void refs3(kh_chunkref r[3])
+{
+  memset(r, 0, 3 * sizeof *r);
+  memset(r[0].id, 0xa1, 32);
+  r[0].len = 100;
+  /* r[1] is a hole: zero id */
+  r[1].len = 150;
+  memset(r[2].id, 0xa3, 32);
+  r[2].len = 50;
+}
+
+static void test_roundtrip_and_mismatch(void)
+{
+  char *path = kh_path_join(dir, "sub/dir/files.db"); /* parents are created */
+  kh_cache *c = NULL;
+  CHECK_OK(kh_cache_open(path, &c));
+  if (!c) {
+    free(path);
+    return;
+  }
+  kh_chunkref r[3], *got = NULL;
+  refs3(r);
+  kh_cache_key k = key();
+  static const uint8_t p[] = "/home/u/f\xff\x00x"; /* any bytes, including NUL */
+  size_t pl = sizeof p - 1;
+  size_t n = 9;
+  bool found = true;
+  CHECK_OK(kh_cache_lookup(c, p, pl, &k, &got, &n, &found));
+  CHECK(!found && got == NULL && n == 0);
+  CHECK_OK(kh_cache_begin(c));
+  CHECK_OK(kh_cache_put(c, p, pl, &k, r, 3));
+  CHECK_OK(kh_cache_commit(c));
+  CHECK_OK(kh_cache_lookup(c, p, pl, &k, &got, &n, &found));
+  CHECK(found);
+  CHECK_EQ(n, 3);
+  if (found && n == 3) {
+    CHECK_MEM(got[0].id, r[0].id, 32);
+    CHECK_MEM(got[1].id, r[1].id, 32);
+    CHECK_EQ(got[1].len, 150);
+    CHECK_EQ(got[2].len, 50);
+  }
+  free(got);
+  /* a path that differs only after the NUL is another path */
+  CHECK_OK(kh_cache_lookup(c, p, pl - 1, &k, &got, &n, &found));
+  CHECK(!found);
+  /* each field of the fingerprint matters */
+  for (int f = 0; f < 5; f++) {
+    kh_cache_key m = key();
+    switch (f) {
+    case 0: m.size++; break;
+    case 1: m.ino++; break;
+    case 2: m.dev++; break;
+    case 3: m.mtime_ns++; break;
+    case 4: m.ctime_ns--; break;
+    }
+    found = true;
+    CHECK_OK(kh_cache_lookup(c, p, pl, &m, &got, &n, &found));
+    CHECK(!found && got == NULL);
+  }
+  /* replace: the newest entry wins */
+  k.size = 100;
+  CHECK_OK(kh_cache_put(c, p, pl, &k, r, 1));
+  CHECK_OK(kh_cache_lookup(c, p, pl, &k, &got, &n, &found));
+  CHECK(found && n == 1);
+  free(got);
+  /* an entry whose chunk lengths do not add up to the size is a miss */
+  k.size = 101;
+  CHECK_OK(kh_cache_put(c, p, pl, &k, r, 1));
+  CHECK_OK(kh_cache_lookup(c, p, pl, &k, &got, &n, &found));
+  CHECK(!found);
+  /* empty file: zero chunks */
+  kh_cache_key z = key();
+  z.size = 0;
+  CHECK_OK(kh_cache_put(c, (const uint8_t *)"empty", 5, &z, NULL, 0));
+  CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"empty", 5, &z, &got, &n, &found));
+  CHECK(found && n == 0);
+  free(got);
+  /* values above INT64_MAX survive (stored as signed 64-bit) */
+  kh_cache_key big = key();
+  big.ino = UINT64_MAX;
+  big.dev = 1ull << 63;
+  big.size = 300;
+  CHECK_OK(kh_cache_put(c, (const uint8_t *)"big", 3, &big, r, 3));
+  CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"big", 3, &big, &got, &n, &found));
+  CHECK(found && n == 3);
+  free(got);
+  kh_cache_free(c);
+  kh_cache_free(NULL);
+  /* persistence across reopen */
+  c = NULL;
+  CHECK_OK(kh_cache_open(path, &c));
+  k = key();
+  k.size = 300;
+  CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"big", 3, &big, &got, &n, &found));
+  CHECK(found);
+  free(got);
+  kh_cache_free(c);
+  free(path);
+}
+
+static void test_corrupt_db(void)
+{
+  char *path = kh_path_join(dir, "corrupt.db");
+  kh_cache *c = NULL;
+  CHECK_OK(kh_cache_open(path, &c));
+  kh_chunkref r[3];
+  refs3(r);
+  kh_cache_key k = key();
+  CHECK_OK(kh_cache_put(c, (const uint8_t *)"f", 1, &k, r, 3));
+  kh_cache_free(c);
+  /* overwrite the database with garbage */
+  FILE *f = fopen(path, "wb");
+  CHECK(f != NULL);
+  for (int i = 0; i < 8192; i++)
+    fputc((i * 131 + 7) & 0xff, f);
+  fclose(f);
+  char side[4200];
+  snprintf(side, sizeof side, "%s-wal", path);
+  unlink(side);
+  snprintf(side, sizeof side, "%s-shm", path);
+  unlink(side);
+  c = NULL;
+  CHECK_OK(kh_cache_open(path, &c));
+  CHECK(c != NULL);
+  if (c) {
+    kh_chunkref *got = NULL;
+    size_t n;
+    bool found = true;
+    CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"f", 1, &k, &got, &n, &found));
+    CHECK(!found);
+    /* and it works again */
+    CHECK_OK(kh_cache_put(c, (const uint8_t *)"f", 1, &k, r, 3));
+    CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"f", 1, &k, &got, &n, &found));
+    CHECK(found && n == 3);
+    free(got);
+    kh_cache_free(c);
+  }
+  /* a database file truncated to a valid-looking header */
+  f = fopen(path, "wb");
+  fputs("SQLite format 3", f);
+  fputc(0, f);
+  fclose(f);
+  c = NULL;
+  CHECK_OK(kh_cache_open(path, &c));
+  kh_cache_free(c);
+  free(path);
+}
+
+int main(void)
+{
+  if (!mkdtemp(dir))
+    return 1;
+  RUN(test_roundtrip_and_mismatch);
+  RUN(test_corrupt_db);
+  kh_remove_tree(dir);
+  return kh_test_done("test_cache");
+}

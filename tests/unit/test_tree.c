@@ -1,0 +1,398 @@
+/* Unit tests for lib/snapshot/tree: tree and snapshot codecs — round trips
+ * (arbitrary name bytes, holes, large chunk lists, every node type), the
+ * canonical-encoding property, and the decoder's rejections. */
+#include "snapshot/tree.h"
+#include "common/err.h"
+#include "keyhold/vault.h"
+#include "kh_test.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+
+static kh_tnode node(const char *name, size_t nl, int type)
+{
+  kh_tnode t;
+  memset(&t, 0, sizeof t);
+  t.name = (const uint8_t *)name;
+  t.namelen = nl;
+  t.type = (uint8_t)type;
+  t.mode = 0644;
+  t.uid = 1000;
+  t.gid = 1000;
+  t.mtime_ns = 1700000000123456789ll;
+  t.nlink = 1;
+  t.ino = 42;
+  t.dev = 2049;
+  return t;
+}
+
+static int cmp_nodes(const void *a, const void *b)
+{
+  const kh_tnode *x = a, *y = b;
+  return kh_name_cmp(x->name, x->namelen, y->name, y->namelen);
+}
+
+static int node_eq(const kh_tnode *a, const kh_tnode *b)
+{
+  if (a->namelen != b->namelen || memcmp(a->name, b->name, a->namelen) || a->type != b->type ||
+      a->mode != b->mode || a->uid != b->uid || a->gid != b->gid || a->mtime_ns != b->mtime_ns ||
+      a->size != b->size || a->nlink != b->nlink || a->ino != b->ino || a->dev != b->dev)
+    return 0;
+  switch (a->type) {
+  case KH_NODE_FILE:
+    if (a->nchunks != b->nchunks)
+      return 0;
+    for (size_t i = 0; i < a->nchunks; i++)
+      if (memcmp(a->chunks[i].id, b->chunks[i].id, 32) || a->chunks[i].len != b->chunks[i].len)
+        return 0;
+    return 1;
+  case KH_NODE_DIR: return !memcmp(a->subtree, b->subtree, 32);
+  case KH_NODE_SYMLINK:
+    return a->linklen == b->linklen && !memcmp(a->link, b->link, a->linklen);
+  case KH_NODE_CHARDEV:
+  case KH_NODE_BLOCKDEV: return a->rdev == b->rdev;
+  default: return 1;
+  }
+}
+
+static void test_name_cmp(void)
+{
+  CHECK(kh_name_cmp((const uint8_t *)"a", 1, (const uint8_t *)"b", 1) < 0);
+  CHECK(kh_name_cmp((const uint8_t *)"a", 1, (const uint8_t *)"ab", 2) < 0); /* shorter first */
+  CHECK(kh_name_cmp((const uint8_t *)"ab", 2, (const uint8_t *)"a", 1) > 0);
+  CHECK(kh_name_cmp((const uint8_t *)"ab", 2, (const uint8_t *)"ab", 2) == 0);
+  CHECK(kh_name_cmp((const uint8_t *)"\xff", 1, (const uint8_t *)"a", 1) > 0); /* unsigned */
+}
+
+static void test_tree_roundtrip(void)
+{
+  /* names: every byte value except '/' and NUL, as 1-byte names and inside
+   * longer names; invalid UTF-8; a long name */
+  enum { NSINGLE = 253 };
+  static char singles[256];
+  static char longname[KH_NAME_MAX];
+  kh_tnode nodes[NSINGLE + 8];
+  size_t n = 0;
+  for (int c = 1, k = 0; c < 256; c++) {
+    if (c == '/' || c == '.')
+      continue;
+    singles[k] = (char)c;
+    nodes[n++] = node(&singles[k], 1, KH_NODE_FIFO);
+    k++;
+  }
+  memset(longname, 'L', sizeof longname);
+  nodes[n++] = node(longname, sizeof longname, KH_NODE_SOCKET);
+  nodes[n++] = node("...", 3, KH_NODE_DIR);
+  memset(nodes[n - 1].subtree, 0x5d, 32);
+  nodes[n++] = node(".hidden", 7, KH_NODE_SYMLINK);
+  nodes[n - 1].link = (const uint8_t *)"../t\0a\xff/rget";
+  nodes[n - 1].linklen = 12;
+  nodes[n++] = node("\xff\xfe bad utf8 \x80", 13, KH_NODE_CHARDEV);
+  nodes[n - 1].rdev = 0x0501;
+  nodes[n++] = node("blk", 3, KH_NODE_BLOCKDEV);
+  nodes[n - 1].rdev = UINT64_MAX;
+  /* a big sparse file: 100000 chunks with holes */
+  size_t nch = 100000;
+  kh_chunkref *ch = calloc(nch, sizeof *ch);
+  uint64_t sum = 0;
+  for (size_t i = 0; i < nch; i++) {
+    if (i % 7) /* every 7th is a hole (all-zero id) */
+      randombytes_buf(ch[i].id, 32);
+    ch[i].len = 1 + randombytes_uniform(1u << 22);
+    sum += ch[i].len;
+  }
+  nodes[n++] = node("big.img", 7, KH_NODE_FILE);
+  nodes[n - 1].chunks = ch;
+  nodes[n - 1].nchunks = nch;
+  nodes[n - 1].size = sum;
+  nodes[n - 1].mode = 07777;
+  nodes[n - 1].uid = UINT32_MAX;
+  nodes[n - 1].gid = 0;
+  nodes[n - 1].mtime_ns = -1234567890123ll; /* before 1970 */
+  nodes[n - 1].nlink = 3;
+  nodes[n++] = node("empty", 5, KH_NODE_FILE); /* zero chunks, size 0 */
+  qsort(nodes, n, sizeof nodes[0], cmp_nodes);
+
+  kh_buf enc;
+  kh_buf_init(&enc, 64u << 20);
+  CHECK_OK(kh_tree_encode(nodes, n, &enc));
+  kh_tree t;
+  CHECK_OK(kh_tree_decode(enc.data, enc.len, &t));
+  CHECK_EQ(t.n, n);
+  int bad = 0;
+  for (size_t i = 0; i < n && i < t.n; i++)
+    bad += !node_eq(&nodes[i], &t.nodes[i]);
+  CHECK_EQ(bad, 0);
+  /* decoded names point into the tree's own copy, not the input */
+  CHECK(t.n == 0 || !(t.nodes[0].name >= enc.data && t.nodes[0].name < enc.data + enc.len));
+  /* find every name, and some absent ones */
+  for (size_t i = 0; i < n; i++)
+    bad += kh_tree_find(&t, nodes[i].name, nodes[i].namelen) != &t.nodes[i];
+  CHECK_EQ(bad, 0);
+  CHECK(kh_tree_find(&t, (const uint8_t *)"zz-absent", 9) == NULL);
+  CHECK(kh_tree_find(&t, (const uint8_t *)"bi", 2) == NULL);
+  const kh_tnode *big = kh_tree_find(&t, (const uint8_t *)"big.img", 7);
+  CHECK(big && big->nchunks == nch && big->chunks[7].id[0] == 0 &&
+        !memcmp(big->chunks[7].id, (uint8_t[32]){0}, 32));
+  /* canonical: re-encoding gives the same bytes */
+  kh_buf enc2;
+  kh_buf_init(&enc2, 64u << 20);
+  CHECK_OK(kh_tree_encode(t.nodes, t.n, &enc2));
+  CHECK_EQ(enc2.len, enc.len);
+  CHECK(enc2.len == enc.len && !memcmp(enc2.data, enc.data, enc.len));
+  kh_tree_release(&t);
+  CHECK(t.nodes == NULL && t.n == 0);
+  kh_buf_release(&enc);
+  kh_buf_release(&enc2);
+  free(ch);
+
+  /* the empty tree */
+  kh_buf_init(&enc, 64);
+  CHECK_OK(kh_tree_encode(NULL, 0, &enc));
+  CHECK_OK(kh_tree_decode(enc.data, enc.len, &t));
+  CHECK_EQ(t.n, 0);
+  kh_tree_release(&t);
+  kh_buf_release(&enc);
+}
+
+/* Smallest nodes: a directory holding only a FIFO or a socket with a
+ * one-byte name (18 bytes per node). */
+static void test_tree_minimal_nodes(void)
+{
+  kh_tnode nodes[2] = {node("p", 1, KH_NODE_FIFO), node("s", 1, KH_NODE_SOCKET)};
+  for (size_t n = 1; n <= 2; n++) {
+    kh_tnode one[2];
+    memcpy(one, nodes, sizeof one);
+    for (size_t i = 0; i < n; i++) {
+      one[i].mode = 0;
+      one[i].uid = one[i].gid = 0;
+      one[i].nlink = one[i].ino = one[i].dev = 0;
+    }
+    kh_buf enc;
+    kh_buf_init(&enc, 1024);
+    CHECK_OK(kh_tree_encode(one, n, &enc));
+    kh_tree t;
+    kh_err e = kh_tree_decode(enc.data, enc.len, &t);
+    if (e)
+      fprintf(stderr, "   BUG: a valid tree of %zu minimal FIFO/socket node(s) (%zu bytes) "
+                      "does not decode\n", n, enc.len);
+    CHECK_OK(e);
+    CHECK_EQ(t.n, e ? 0 : n);
+    kh_tree_release(&t);
+    kh_buf_release(&enc);
+  }
+}
+
+static kh_err encode_one(kh_tnode a, kh_buf *enc) { return kh_tree_encode(&a, 1, enc); }
+
+static kh_err decode_buf(const kh_buf *b)
+{
+  kh_tree t;
+  kh_err e = kh_tree_decode(b->data, b->len, &t);
+  kh_tree_release(&t);
+  return e;
+}
+
+static void test_tree_rejects(void)
+{
+  kh_buf enc;
+  kh_buf_init(&enc, 1 << 20);
+  kh_tree t;
+  /* bad names */
+  static const struct { const char *n; size_t l; } names[] = {
+    {"", 0}, {".", 1}, {"..", 2}, {"a/b", 3}, {"/", 1}, {"a\0b", 3}, {"\0", 1}, {"ab/", 3},
+  };
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    CHECK_OK(encode_one(node(names[i].n, names[i].l, KH_NODE_FIFO), &enc));
+    CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  }
+  /* unsorted and duplicate names */
+  kh_tnode two[2] = {node("b", 1, KH_NODE_FIFO), node("a", 1, KH_NODE_FIFO)};
+  CHECK_OK(kh_tree_encode(two, 2, &enc));
+  CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  two[1] = node("b", 1, KH_NODE_FIFO);
+  CHECK_OK(kh_tree_encode(two, 2, &enc));
+  CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  two[0] = node("ab", 2, KH_NODE_FIFO);
+  two[1] = node("a", 1, KH_NODE_FIFO); /* longer before its prefix */
+  CHECK_OK(kh_tree_encode(two, 2, &enc));
+  CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  two[0] = node("a", 1, KH_NODE_FIFO);
+  two[1] = node("ab", 2, KH_NODE_FIFO);
+  CHECK_OK(kh_tree_encode(two, 2, &enc));
+  CHECK_OK(decode_buf(&enc));
+  /* size != sum of chunk lengths (both ways), and overflowing sums */
+  kh_chunkref ch[2] = {{{1}, 100}, {{2}, 50}};
+  kh_tnode f = node("f", 1, KH_NODE_FILE);
+  f.chunks = ch;
+  f.nchunks = 2;
+  f.size = 150;
+  CHECK_OK(encode_one(f, &enc));
+  CHECK_OK(decode_buf(&enc));
+  f.size = 149;
+  CHECK_OK(encode_one(f, &enc));
+  CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  f.size = 151;
+  CHECK_OK(encode_one(f, &enc));
+  CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  ch[0].len = UINT64_MAX;
+  ch[1].len = 151; /* wraps to 150 */
+  f.size = 150;
+  CHECK_OK(encode_one(f, &enc));
+  CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  f.nchunks = 0;
+  f.size = 1;
+  CHECK_OK(encode_one(f, &enc));
+  CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  /* mode, uid, gid, type out of range */
+  kh_tnode x = node("x", 1, KH_NODE_FIFO);
+  x.mode = 010000;
+  CHECK_OK(encode_one(x, &enc));
+  CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  x = node("x", 1, 0);
+  CHECK_OK(encode_one(x, &enc));
+  CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  x = node("x", 1, 8);
+  CHECK_OK(encode_one(x, &enc));
+  CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  /* uid above 32 bits: patch the encoding by hand */
+  kh_buf h;
+  kh_buf_init(&h, 256);
+  kh_buf_append(&h, "KHTR1", 5);
+  kh_buf_put_uvar(&h, 1);
+  kh_buf_put_lbytes(&h, "x", 1);
+  kh_buf_put_u8(&h, KH_NODE_FIFO);
+  kh_buf_put_uvar(&h, 0644);
+  kh_buf_put_uvar(&h, 1ull << 32); /* uid */
+  kh_buf_put_uvar(&h, 0);
+  kh_buf_put_u64(&h, 0);
+  for (int i = 0; i < 4; i++)
+    kh_buf_put_uvar(&h, 0);
+  CHECK_EQ(kh_tree_decode(h.data, h.len, &t), KH_ERR_FORMAT);
+  kh_buf_release(&h);
+  /* name longer than KH_NAME_MAX */
+  char *ln = malloc(KH_NAME_MAX + 1);
+  memset(ln, 'n', KH_NAME_MAX + 1);
+  CHECK_OK(encode_one(node(ln, KH_NAME_MAX + 1, KH_NODE_FIFO), &enc));
+  CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  CHECK_OK(encode_one(node(ln, KH_NAME_MAX, KH_NODE_DIR), &enc));
+  CHECK_OK(decode_buf(&enc));
+  free(ln);
+
+  /* trailing garbage and every truncation of a valid tree */
+  kh_tnode three[3] = {node("d", 1, KH_NODE_DIR), node("f", 1, KH_NODE_FILE),
+                       node("l", 1, KH_NODE_SYMLINK)};
+  ch[0].len = 10;
+  ch[1].len = 20;
+  three[1].chunks = ch;
+  three[1].nchunks = 2;
+  three[1].size = 30;
+  three[2].link = (const uint8_t *)"target";
+  three[2].linklen = 6;
+  CHECK_OK(kh_tree_encode(three, 3, &enc));
+  CHECK_OK(decode_buf(&enc));
+  int bad = 0;
+  for (size_t l = 0; l < enc.len; l++)
+    bad += kh_tree_decode(enc.data, l, &t) != KH_ERR_FORMAT || t.nodes || t.n;
+  CHECK_EQ(bad, 0);
+  CHECK_OK(kh_buf_put_u8(&enc, 0));
+  CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+  /* wrong magic; node count far beyond the data */
+  static const uint8_t m1[] = "KHTR2\0", m2[] = "KHTR1\xff\xff\xff\xff\x0f";
+  CHECK_EQ(kh_tree_decode(m1, 6, &t), KH_ERR_FORMAT);
+  CHECK_EQ(kh_tree_decode(m2, sizeof m2 - 1, &t), KH_ERR_FORMAT);
+  CHECK_EQ(kh_tree_decode(NULL, 0, &t), KH_ERR_FORMAT);
+  kh_buf_release(&enc);
+}
+
+static void test_snap(void)
+{
+  char *paths[] = {"/home/user", "/etc", "/weird \xff path"};
+  kh_snap s = {.time_ns = 1700000000987654321ll, .host = "host.example", .paths = paths,
+               .npaths = 3, .has_parent = true, .counter = 77, .files = 12345,
+               .bytes = 1ull << 40};
+  memset(s.parent, 0x11, 32);
+  memset(s.tree, 0x22, 32);
+  memset(s.device, 0x33, 16);
+  kh_buf enc, enc2;
+  kh_buf_init(&enc, 1 << 20);
+  kh_buf_init(&enc2, 1 << 20);
+  CHECK_OK(kh_snap_encode(&s, &enc));
+  kh_snap d;
+  CHECK_OK(kh_snap_decode(enc.data, enc.len, &d));
+  CHECK(d.time_ns == s.time_ns);
+  CHECK(d.host && !strcmp(d.host, "host.example"));
+  CHECK_EQ(d.npaths, 3);
+  for (size_t i = 0; i < 3 && i < d.npaths; i++)
+    CHECK(!strcmp(d.paths[i], paths[i]));
+  CHECK(d.has_parent);
+  CHECK_MEM(d.parent, s.parent, 32);
+  CHECK_MEM(d.tree, s.tree, 32);
+  CHECK_MEM(d.device, s.device, 16);
+  CHECK(d.counter == 77 && d.files == 12345 && d.bytes == 1ull << 40);
+  CHECK_OK(kh_snap_encode(&d, &enc2));
+  CHECK(enc2.len == enc.len && !memcmp(enc2.data, enc.data, enc.len));
+  kh_snap_release(&d);
+  CHECK(d.host == NULL && d.paths == NULL);
+
+  /* every truncation and trailing garbage */
+  int bad = 0;
+  for (size_t l = 0; l < enc.len; l++) {
+    bad += kh_snap_decode(enc.data, l, &d) != KH_ERR_FORMAT || d.host || d.paths;
+  }
+  CHECK_EQ(bad, 0);
+  kh_buf_put_u8(&enc, 0);
+  CHECK_EQ(kh_snap_decode(enc.data, enc.len, &d), KH_ERR_FORMAT);
+
+  /* no parent, no paths, NULL host (encodes as "") */
+  kh_snap e = {.time_ns = -5, .host = NULL, .npaths = 0, .has_parent = false};
+  CHECK_OK(kh_snap_encode(&e, &enc));
+  CHECK_OK(kh_snap_decode(enc.data, enc.len, &d));
+  CHECK(d.host && d.host[0] == 0 && d.npaths == 0 && !d.has_parent && d.time_ns == -5);
+  kh_snap_release(&d);
+  /* has_parent other than 0/1 */
+  size_t hp_off = 5 + 8 + 1 + 1; /* magic, time, host "", npaths 0 */
+  CHECK_EQ(enc.data[hp_off], 0);
+  enc.data[hp_off] = 2;
+  CHECK_EQ(kh_snap_decode(enc.data, enc.len, &d), KH_ERR_FORMAT);
+  enc.data[hp_off] = 0;
+  /* NUL inside host or a path */
+  char *np[] = {"a"};
+  kh_snap f = {.host = "h", .paths = np, .npaths = 1};
+  CHECK_OK(kh_snap_encode(&f, &enc));
+  CHECK_OK(kh_snap_decode(enc.data, enc.len, &d));
+  kh_snap_release(&d);
+  size_t host_off = 5 + 8 + 1, path_off = 5 + 8 + 2 + 1 + 1;
+  CHECK_EQ(enc.data[host_off], 'h');
+  CHECK_EQ(enc.data[path_off], 'a');
+  enc.data[host_off] = 0;
+  CHECK_EQ(kh_snap_decode(enc.data, enc.len, &d), KH_ERR_FORMAT);
+  enc.data[host_off] = 'h';
+  enc.data[path_off] = 0;
+  CHECK_EQ(kh_snap_decode(enc.data, enc.len, &d), KH_ERR_FORMAT);
+  /* wrong magic */
+  enc.data[path_off] = 'a';
+  enc.data[4] = '2';
+  CHECK_EQ(kh_snap_decode(enc.data, enc.len, &d), KH_ERR_FORMAT);
+  /* huge path count */
+  kh_buf_reset(&enc);
+  kh_buf_append(&enc, "KHSN1", 5);
+  kh_buf_put_u64(&enc, 0);
+  kh_buf_put_str(&enc, "h");
+  kh_buf_put_uvar(&enc, 1ull << 40);
+  CHECK_EQ(kh_snap_decode(enc.data, enc.len, &d), KH_ERR_FORMAT);
+  kh_buf_release(&enc);
+  kh_buf_release(&enc2);
+}
+
+int main(void)
+{
+  if (sodium_init() < 0)
+    return 1;
+  RUN(test_name_cmp);
+  RUN(test_tree_roundtrip);
+  RUN(test_tree_minimal_nodes);
+  RUN(test_tree_rejects);
+  RUN(test_snap);
+  return kh_test_done("test_tree");
+}
