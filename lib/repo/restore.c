@@ -211,7 +211,7 @@ static void restore_file(rctx *c, ritem *it, kh_buf *blob)
   /* A new file is written in place (removed again if anything fails); an
    * existing one is replaced only by a complete, authenticated copy. */
   kh_err e = KH_OK;
-  bool replace = false;
+  bool replace = false, created = false;
   int fd = open(it->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0 && errno == EEXIST) {
     const char *slash = strrchr(it->path, '/');
@@ -228,6 +228,7 @@ static void restore_file(rctx *c, ritem *it, kh_buf *blob)
     e = kh_seterr(kh_errno_code(errno), "create: %s", strerror(errno));
     goto out;
   }
+  created = true; /* from here on, a failure removes wpath */
   uint64_t off = 0;
   for (size_t i = 0; !e && i < it->nchunks; i++) {
     const kh_chunkref *r = &it->chunks[i];
@@ -265,8 +266,8 @@ out:
   if (e) {
     if (fd >= 0)
       close(fd);
-    if (fd >= 0 || replace)
-      unlink(wpath);
+    if (created)
+      unlink(wpath); /* never leave bytes that did not authenticate */
     it->failed = true;
     atomic_fetch_add(&c->failed, 1);
     rwarn(c, e, it->path, kh_errdetail());
@@ -445,6 +446,13 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     if (rc) {
       it->failed = true;
       rwarn(c, kh_errno_code(errno), it->path, strerror(errno));
+    } else if (it->type == KH_NODE_FIFO || it->type == KH_NODE_CHARDEV ||
+               it->type == KH_NODE_BLOCKDEV) {
+      /* mkfifo/mknod apply the umask: set mode, owner and time as recorded */
+      if (c->root)
+        lchown(it->path, it->uid, it->gid);
+      chmod(it->path, it->mode);
+      set_times(-1, it->path, it->mtime_ns, true);
     }
   }
   /* pass 2: file contents, in parallel */

@@ -463,6 +463,14 @@ kh_err kh_vault_resolve(kh_vault *v, const char *spec, uint8_t id[32])
     kh_err e = kh_snapshots_list(v, &list, &n);
     if (e)
       return e;
+    if (kh_snapshots_skipped()) {
+      /* the newest may be the damaged one: never fall back silently */
+      kh_snapshots_free(list, n);
+      return kh_seterr(KH_ERR_CORRUPT,
+                       "%llu snapshot(s) failed authentication, so 'latest' cannot be "
+                       "trusted; run keyhold check, or name a snapshot by id",
+                       (unsigned long long)kh_snapshots_skipped());
+    }
     if (n == 0) {
       kh_snapshots_free(list, n);
       return kh_seterr(KH_ERR_NOTFOUND, "there are no snapshots");
