@@ -59,6 +59,7 @@ demo: build
 bench: build
 	$(call install_pkgs,$(BENCH_PKGS))
 	sh bench/bench.sh $(BUILD)
+	sh bench/kms.sh $(BUILD)
 
 fuzz: deps
 	$(call install_pkgs,$(FUZZ_PKGS))

@@ -4,4 +4,6 @@
 #include "keyhold/error.h"
 #include "keyhold/secret.h"
 #include "keyhold/vault.h"
+#include "keyhold/log.h"
+#include "keyhold/kms.h"
 #endif

@@ -53,6 +53,48 @@ const char *kh_vault_device_id(const kh_vault *v);
 kh_err kh_vault_passcode_change(kh_vault *v, const kh_secret *newpass,
                                 uint32_t kdf_ops, uint32_t kdf_mem_mib);
 
+/* ---- protection and the key service (docs/threat-model.md) ------------- */
+
+typedef enum kh_protection { KH_PROTECTION_STANDARD = 1, KH_PROTECTION_E2E = 2 } kh_protection;
+
+/* The account's protection mode from its sealed protection record (the
+ * provider can neither forge nor silently drop it: a missing or forged
+ * record is KH_ERR_CORRUPT / KH_ERR_AUTH).  A device that once saw e2e
+ * remembers it; a later "standard" is reported as KH_ERR_CORRUPT. */
+kh_err kh_vault_protection(kh_vault *v, kh_protection *out);
+kh_err kh_vault_protection_set(kh_vault *v, kh_protection mode);
+
+/* New random recovery key rk; stores a recovery wrap (kind 3) of the
+ * account key under it.  The caller shows rk to the person once. */
+kh_err kh_vault_recovery_key_create(kh_vault *v, uint8_t rk[32]);
+
+/* Signs a key-service request with this device's Ed25519 key; ctx is the
+ * kh_vault (a kh_kms_sign_fn). */
+kh_err kh_vault_device_sign(void *ctx, const uint8_t *msg, size_t len, uint8_t sig[64]);
+/* This device's per-account state directory (owned by v). */
+const char *kh_vault_device_dir(const kh_vault *v);
+
+typedef struct kh_device_info {
+  char id[KH_ACCOUNT_ID_HEX + 1];  /* 32 hex digits */
+  uint8_t pk[32];                  /* Ed25519 public key */
+} kh_device_info;
+/* The account's enrolled devices (only records that authenticate); *out is
+ * malloc'd (free()). */
+kh_err kh_vault_devices(kh_vault *v, kh_device_info **out, size_t *n);
+/* A copy of the account key and its cipher id (for escrow enable). */
+kh_err kh_vault_master_key(kh_vault *v, uint8_t key[32], int *cipher);
+
+/* Set a new passcode for account from its account key (e.g. released by
+ * escrow) or from its recovery key.  The key is checked against the
+ * account's protection record first (KH_ERR_AUTH if it does not open it);
+ * the new passcode wrap is stored before the old ones are removed. */
+kh_err kh_account_passcode_from_key(const char *region_path, const char *account,
+                                    const uint8_t key[32], int cipher, const kh_secret *pass,
+                                    uint32_t kdf_ops, uint32_t kdf_mem_mib);
+kh_err kh_account_passcode_from_recovery(const char *region_path, const char *account,
+                                         const uint8_t rk[32], const kh_secret *pass,
+                                         uint32_t kdf_ops, uint32_t kdf_mem_mib);
+
 /* ---- callbacks -------------------------------------------------------- */
 
 typedef struct kh_progress {

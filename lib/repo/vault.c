@@ -5,6 +5,7 @@
 #include "common/fsutil.h"
 #include "common/hex.h"
 #include "common/wire.h"
+#include "keyhold/kms.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -264,6 +265,9 @@ kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX +
                     o->region_path);
       goto out;
     }
+    /* the region's key service and log first (docs/threat-model.md) */
+    if ((e = kh_kms_create(o->region_path, rid)))
+      goto out;
     char marker[128];
     int ml = snprintf(marker, sizeof marker, "keyhold-region v1\nid %s\n", rid);
     if ((e = kh_provider_put(p, KH_REGION_MARKER, marker, (size_t)ml, true)))
@@ -275,6 +279,9 @@ kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX +
     goto out;
   } else {
     rid = NULL; /* use the existing id below */
+    /* a region made before the key service existed gets one now */
+    if (!kh_kms_exists(o->region_path) && (e = kh_kms_create(o->region_path, have)))
+      goto out;
   }
   char region[64];
   snprintf(region, sizeof region, "%s", rid ? rid : have);
@@ -295,6 +302,9 @@ kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX +
   kh_hex_encode(wid_hex, wid, 16);
   snprintf(name, sizeof name, "accounts/%s/keys/%s", acct_hex, wid_hex);
   if ((e = kh_provider_put(p, name, obj.data, obj.len, true)))
+    goto out;
+  /* standard protection: the key service wraps the key too (logged) */
+  if ((e = kh_vault_protect_new_account(p, o->region_path, region, acct_hex, master, cipher)))
     goto out;
   /* the account marker comes last: an account without it is incomplete */
   char marker[64];
@@ -641,4 +651,14 @@ kh_err kh_vault_passcode_change(kh_vault *v, const kh_secret *newpass, uint32_t 
 out:
   kh_buf_release(&obj);
   return e;
+}
+
+/* For protection.c: a passcode wrap of a key released by the key service or
+ * a recovery key (docs/threat-model.md §3). */
+kh_err kh_vault_make_passcode_wrap(const char *region, const char *account,
+                                   const uint8_t *master, int cipher, const kh_secret *pass,
+                                   uint32_t ops, uint32_t mib, uint8_t wid[16], kh_buf *out)
+{
+  return make_passcode_wrap(region, account, master, cipher, pass,
+                            ops ? ops : DEFAULT_KDF_OPS, mib ? mib : DEFAULT_KDF_MIB, wid, out);
 }

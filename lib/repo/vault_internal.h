@@ -89,4 +89,15 @@ char *kh_default_dir(const char *env, const char *xdg, const char *fallback);
 double kh_now(void); /* monotonic seconds */
 int64_t kh_wall_ns(void);
 
+/* Key wraps (vault.c): a passcode wrap (kind 1) of master; wid gets its id.
+ * ops/mib 0 = defaults. */
+kh_err kh_vault_make_passcode_wrap(const char *region, const char *account,
+                                   const uint8_t *master, int cipher, const kh_secret *pass,
+                                   uint32_t ops, uint32_t mib, uint8_t wid[16], kh_buf *out);
+/* protection.c: standard protection for a new account (key-service wrap,
+ * logged) and its protection record. */
+kh_err kh_vault_protect_new_account(kh_provider *p, const char *region_path,
+                                    const char *region, const char *account,
+                                    const uint8_t *master, int cipher);
+
 #endif

@@ -1,0 +1,358 @@
+/* keyhold watch: verify the region's log and report every key operation on
+ * this account that none of its own devices asked for. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int cmd_watch(int argc, char **argv);
+
+const char cmd_watch_help[] =
+"NAME\n"
+"    keyhold watch - watch the log for uses of this account's keys\n"
+"\n"
+"SYNOPSIS\n"
+"    keyhold watch [--json]\n"
+"\n"
+"DESCRIPTION\n"
+"    Reads the region's transparency log (<region>/log) and verifies it: the\n"
+"    checkpoint's signature with the log key this device pinned the first\n"
+"    time it watched (trust on first use; kept in the device directory), every\n"
+"    entry against the Merkle tree, and the consistency of the tree with the\n"
+"    last checkpoint this device saw.  Then it lists every entry about this\n"
+"    account that none of the account's own devices asked for: an operator's\n"
+"    unwrap, escrow attempts, a destruction or wrap it did not request.\n"
+"\n"
+"    A device's own requests carry the device's Ed25519 signature over the\n"
+"    entry (docs/log.md 5.1); only entries signed by a device enrolled in\n"
+"    this account count as its own.  The account's first entry (the wrap\n"
+"    made when the account was created) is its own too.  Every other entry\n"
+"    is listed with its time, operation, requester and reason.\n"
+"\n"
+"    With --json one object: {\"account\", \"log_size\", \"count\",\n"
+"    \"entries\": [{\"index\", \"time\", \"op\", \"key\", \"requester\",\n"
+"    \"reason\", \"attempt\"}]}.\n"
+"\n"
+"ENVIRONMENT\n"
+"    KEYHOLD_REGION, KEYHOLD_PASSCODE_FILE, KEYHOLD_ACCOUNT, KEYHOLD_DEVICE_DIR\n"
+"\n"
+"EXIT STATUS\n"
+"    0 no operation by anybody else; 1 there is at least one (listed);\n"
+"    2 an error (unreadable log, usage); 3 the log FAILED verification: bad\n"
+"    signature, a changed log key, or a log inconsistent with what this\n"
+"    device saw before (history was rewritten).\n"
+"\n"
+"EXAMPLES\n"
+"    keyhold watch || echo 'somebody used my key'\n";
+
+enum { WATCH_ERROR = 2, WATCH_BAD_LOG = 3 };
+
+#define NOTE_MAX (1u << 20)
+
+static char *read_file(const char *path, size_t *len)
+{
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return NULL;
+  char *buf = malloc(NOTE_MAX + 1);
+  size_t n = buf ? fread(buf, 1, NOTE_MAX + 1, f) : 0;
+  bool bad = !buf || ferror(f) || n > NOTE_MAX;
+  fclose(f);
+  if (bad) {
+    free(buf);
+    errno = EFBIG;
+    return NULL;
+  }
+  buf[n] = '\0';
+  if (len)
+    *len = n;
+  return buf;
+}
+
+static int write_file(const char *path, const void *data, size_t len)
+{
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "wb");
+  if (!f)
+    return -1;
+  bool ok = fwrite(data, 1, len, f) == len && fflush(f) == 0 && fsync(fileno(f)) == 0;
+  ok = fclose(f) == 0 && ok;
+  if (ok && rename(tmp, path) == 0)
+    return 0;
+  unlink(tmp);
+  return -1;
+}
+
+static void chomp(char *s)
+{
+  size_t n = strlen(s);
+  while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+    s[--n] = '\0';
+}
+
+typedef struct seen_sig {
+  char sig[KH_LOG_DEVICE_MAX + 1];
+} seen_sig;
+
+typedef struct watch_ctx {
+  const char *account;
+  kh_device_info *devs;
+  size_t ndevs;
+  bool first_seen;        /* the account's first entry was met */
+  seen_sig *sigs;
+  size_t nsigs, capsigs;
+  kh_log_entry *found;
+  uint64_t *found_idx;
+  size_t nfound, capfound;
+  uint64_t bad;           /* entries that do not parse */
+} watch_ctx;
+
+static bool own_entry(watch_ctx *w, const kh_log_entry *e)
+{
+  if (!w->first_seen) {
+    w->first_seen = true;
+    if (e->op == KH_LOG_OP_WRAP && !strcmp(e->requester, "init"))
+      return true;
+  }
+  if (!e->device[0])
+    return false;
+  for (size_t i = 0; i < w->nsigs; i++)
+    if (!strcmp(w->sigs[i].sig, e->device))
+      return false; /* a replayed request is not the device's */
+  for (size_t i = 0; i < w->ndevs; i++) {
+    if (kh_kms_verify_device_entry(e, w->devs[i].id, w->devs[i].pk) != KH_OK)
+      continue;
+    if (w->nsigs == w->capsigs) {
+      size_t nc = w->capsigs ? 2 * w->capsigs : 16;
+      seen_sig *p = realloc(w->sigs, nc * sizeof *p);
+      if (!p)
+        return false;
+      w->sigs = p;
+      w->capsigs = nc;
+    }
+    snprintf(w->sigs[w->nsigs++].sig, sizeof w->sigs[0].sig, "%s", e->device);
+    return true;
+  }
+  return false;
+}
+
+static kh_err each_entry(void *ctx, uint64_t index, const uint8_t *data, size_t len)
+{
+  watch_ctx *w = ctx;
+  kh_log_entry e;
+  if (kh_log_entry_parse(data, len, &e) != KH_OK) {
+    w->bad++;
+    return KH_OK;
+  }
+  if (strcmp(e.account, w->account) || own_entry(w, &e))
+    return KH_OK;
+  if (w->nfound == w->capfound) {
+    size_t nc = w->capfound ? 2 * w->capfound : 16;
+    kh_log_entry *p = realloc(w->found, nc * sizeof *p);
+    uint64_t *q = p ? realloc(w->found_idx, nc * sizeof *q) : NULL;
+    if (p)
+      w->found = p;
+    if (!p || !q)
+      return KH_ERR_NOMEM;
+    w->found_idx = q;
+    w->capfound = nc;
+  }
+  w->found[w->nfound] = e;
+  w->found_idx[w->nfound++] = index;
+  return KH_OK;
+}
+
+static void fmt_time(char out[32], int64_t t)
+{
+  time_t tt = (time_t)t;
+  struct tm tm;
+  gmtime_r(&tt, &tm);
+  strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int cmd_watch(int argc, char **argv)
+{
+  if (argc != 1) {
+    cli_msgf("watch: unexpected argument '%s'", argv[1]);
+    return cli_usage("watch");
+  }
+  const char *region;
+  kh_vault *v = NULL;
+  kh_tlog *log = NULL;
+  kh_note_verifier *nv = NULL;
+  char *logdir = NULL, *pinp = NULL, *cpp = NULL, *pinned = NULL, *current = NULL;
+  char *prev = NULL;
+  int rc = WATCH_ERROR;
+  watch_ctx w;
+  memset(&w, 0, sizeof w);
+  kh_err e;
+  if (cli_region_path(&region) || cli_open_vault(&v))
+    return WATCH_ERROR;
+  const char *dd = kh_vault_device_dir(v);
+  size_t n1 = strlen(region) + 8, n2 = strlen(dd) + 32;
+  logdir = malloc(n1 + 16);
+  pinp = malloc(n2);
+  cpp = malloc(n2);
+  char *vp = malloc(n1 + 16);
+  if (!logdir || !pinp || !cpp || !vp) {
+    free(vp);
+    cli_errorf("watch: out of memory");
+    goto out;
+  }
+  snprintf(logdir, n1 + 16, "%s/log", region);
+  snprintf(vp, n1 + 16, "%s/log/verifier", region);
+  snprintf(pinp, n2, "%s/log.vkey", dd);
+  snprintf(cpp, n2, "%s/log.checkpoint", dd);
+  current = read_file(vp, NULL);
+  free(vp);
+  if (current)
+    chomp(current);
+  pinned = read_file(pinp, NULL);
+  if (pinned) {
+    chomp(pinned);
+    if (current && strcmp(current, pinned)) {
+      cli_errorf("watch: the region's log key CHANGED since this device pinned it "
+                 "(pinned %s, now %s)", pinned, current);
+      rc = WATCH_BAD_LOG;
+      goto out;
+    }
+  } else {
+    if (!current) {
+      cli_errorf("watch: cannot read the region's log key %s/log/verifier: %s", region,
+                 strerror(errno));
+      goto out;
+    }
+    mkdir(dd, 0700);
+    size_t l = strlen(current);
+    current[l] = '\n';
+    int wr = write_file(pinp, current, l + 1);
+    current[l] = '\0';
+    if (wr != 0) {
+      cli_errorf("watch: cannot pin the log key in %s: %s", pinp, strerror(errno));
+      goto out;
+    }
+    pinned = strdup(current);
+    if (!pinned)
+      goto out;
+  }
+  if ((e = kh_note_verifier_new(pinned, &nv))) {
+    cli_fail(e, "watch: pinned log key");
+    rc = WATCH_BAD_LOG;
+    goto out;
+  }
+  if ((e = kh_tlog_open(logdir, NULL, NULL, pinned, &log))) {
+    cli_fail(e, "watch: the region's log FAILED verification");
+    rc = e == KH_ERR_NOTFOUND || e == KH_ERR_IO ? WATCH_ERROR : WATCH_BAD_LOG;
+    goto out;
+  }
+  uint64_t size = kh_tlog_size(log);
+  kh_log_hash root;
+  kh_tlog_root(log, root);
+  size_t plen = 0;
+  if ((prev = read_file(cpp, &plen))) {
+    kh_checkpoint pc;
+    kh_log_hash proof[KH_LOG_PROOF_MAX];
+    size_t n = 0;
+    if ((e = kh_checkpoint_open(prev, plen, nv, &pc, NULL))) {
+      cli_fail(e, "watch: the checkpoint this device remembered does not verify");
+      rc = WATCH_BAD_LOG;
+      goto out;
+    }
+    if (pc.size > size) {
+      cli_errorf("watch: the log SHRANK from %llu entries (seen before) to %llu: history was "
+                 "rewritten", (unsigned long long)pc.size, (unsigned long long)size);
+      rc = WATCH_BAD_LOG;
+      goto out;
+    }
+    if ((e = kh_tlog_consistency_proof(log, pc.size, size, proof, &n)) ||
+        (e = kh_log_verify_consistency(pc.size, size, proof, n, pc.root, root))) {
+      cli_fail(e, "watch: the log is NOT CONSISTENT with the checkpoint this device saw "
+                  "before: history was rewritten");
+      rc = WATCH_BAD_LOG;
+      goto out;
+    }
+  }
+  if ((e = kh_vault_devices(v, &w.devs, &w.ndevs))) {
+    cli_fail(e, "watch: the account's devices");
+    goto out;
+  }
+  w.account = kh_vault_account_id(v);
+  if ((e = kh_tlog_verify(log, each_entry, &w))) {
+    cli_fail(e, "watch: the region's log FAILED verification");
+    rc = e == KH_ERR_NOMEM ? WATCH_ERROR : WATCH_BAD_LOG;
+    goto out;
+  }
+  if (w.bad) {
+    cli_errorf("watch: %llu log entries are malformed", (unsigned long long)w.bad);
+    rc = WATCH_BAD_LOG;
+    goto out;
+  }
+  size_t cl;
+  const char *cp = kh_tlog_checkpoint(log, &cl);
+  if (write_file(cpp, cp, cl) != 0)
+    cli_warnf("watch: cannot remember the checkpoint in %s: %s", cpp, strerror(errno));
+  char ts[32];
+  if (g_opts.json) {
+    fputs("{\"account\":", stdout);
+    cli_json_cstr(stdout, w.account);
+    printf(",\"log_size\":%llu,\"count\":%zu,\"entries\":[", (unsigned long long)size,
+           w.nfound);
+    for (size_t i = 0; i < w.nfound; i++) {
+      const kh_log_entry *en = &w.found[i];
+      fmt_time(ts, en->time);
+      printf("%s{\"index\":%llu,\"time\":\"%s\",\"op\":", i ? "," : "",
+             (unsigned long long)w.found_idx[i], ts);
+      cli_json_cstr(stdout, kh_log_op_name(en->op));
+      fputs(",\"key\":", stdout);
+      cli_json_cstr(stdout, en->key);
+      fputs(",\"requester\":", stdout);
+      cli_json_cstr(stdout, en->requester);
+      fputs(",\"reason\":", stdout);
+      cli_json_cstr(stdout, en->reason);
+      fputs(",\"attempt\":", stdout);
+      if (en->has_attempt)
+        printf("%u", (unsigned)en->attempt);
+      else
+        fputs("null", stdout);
+      fputc('}', stdout);
+    }
+    fputs("]}\n", stdout);
+  } else if (w.nfound == 0) {
+    printf("no key operations on account %s by anyone else (log verified, %llu entries)\n",
+           w.account, (unsigned long long)size);
+  } else {
+    printf("%zu key operation%s on account %s not made by its devices:\n", w.nfound,
+           w.nfound == 1 ? "" : "s", w.account);
+    for (size_t i = 0; i < w.nfound; i++) {
+      const kh_log_entry *en = &w.found[i];
+      fmt_time(ts, en->time);
+      printf("%s  %-14s requester=\"%s\" reason=\"%s\"", ts, kh_log_op_name(en->op),
+             en->requester, en->reason);
+      if (en->has_attempt)
+        printf(" attempt=%u", (unsigned)en->attempt);
+      printf("  (log index %llu)\n", (unsigned long long)w.found_idx[i]);
+    }
+  }
+  rc = w.nfound ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+out:
+  free(w.devs);
+  free(w.sigs);
+  free(w.found);
+  free(w.found_idx);
+  kh_tlog_free(log);
+  kh_note_verifier_free(nv);
+  kh_vault_free(v);
+  free(logdir);
+  free(pinp);
+  free(cpp);
+  free(pinned);
+  free(current);
+  free(prev);
+  return rc;
+}

@@ -1,0 +1,1511 @@
+/* The region key service: state in <region>/kms/, the log in <region>/log/,
+ * group-committed log appends, and the key-service wrap (standard
+ * protection): wrap, unwrap, destroy, rotate (docs/threat-model.md). */
+#include "kms/kms_internal.h"
+#include "common/err.h"
+#include "common/fsutil.h"
+#include "common/hex.h"
+#include "common/wire.h"
+#include "crypto/crypto.h"
+#include "log/log_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEVICE_SIG_CTX "keyhold-device-request v1\n"
+
+/* ---- small helpers --------------------------------------------------------- */
+
+bool kh_kms_account_ok(const char *a)
+{
+  size_t n = a ? strlen(a) : 0;
+  if (n == 0 || n > KH_LOG_ACCOUNT_MAX)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!((a[i] >= '0' && a[i] <= '9') || (a[i] >= 'a' && a[i] <= 'f')))
+      return false;
+  return true;
+}
+
+static bool region_ok(const char *s)
+{
+  size_t n = strlen(s);
+  if (n == 0 || n > 63)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+      return false;
+  return true;
+}
+
+char *kh_kms_path(const kh_kms *k, const char *sub, const char *account, const char *ext)
+{
+  char name[512];
+  if (account)
+    snprintf(name, sizeof name, "%s/%s%s%s", sub, account, ext ? "." : "", ext ? ext : "");
+  else
+    snprintf(name, sizeof name, "%s", sub);
+  return kh_path_join(k->kms_dir, name);
+}
+
+static char *env_dup(const char *name)
+{
+  const char *v = getenv(name);
+  return v && *v ? strdup(v) : NULL;
+}
+
+/* ---- kms/config ------------------------------------------------------------ */
+
+kh_err kh_kms_config_parse(const uint8_t *p, size_t n, kh_kms_config *c)
+{
+  memset(c, 0, sizeof *c);
+  if (n > KH_KMS_CONFIG_MAX)
+    return kh_seterr(KH_ERR_FORMAT, "kms config larger than %d bytes", KH_KMS_CONFIG_MAX);
+  if (n == 0 || p[n - 1] != '\n')
+    return kh_seterr(KH_ERR_FORMAT, "kms config must end in a newline");
+  bool first = true, have_region = false, have_backend = false, have_origin = false;
+  bool have_req = false;
+  size_t off = 0;
+  while (off < n) {
+    const uint8_t *nl = memchr(p + off, '\n', n - off);
+    size_t len = (size_t)(nl - (p + off));
+    char line[KH_KMS_PATH_MAX + 32];
+    if (len >= sizeof line)
+      return kh_seterr(KH_ERR_FORMAT, "kms config: line too long");
+    memcpy(line, p + off, len);
+    line[len] = '\0';
+    off += len + 1;
+    for (size_t i = 0; i < len; i++)
+      if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+        return kh_seterr(KH_ERR_FORMAT, "kms config: control character");
+    if (first) {
+      if (strcmp(line, "keyhold-kms v1"))
+        return kh_seterr(KH_ERR_FORMAT, "kms config: first line is not 'keyhold-kms v1'");
+      first = false;
+      continue;
+    }
+    char *sp = strchr(line, ' ');
+    if (!sp || sp == line || !sp[1])
+      return kh_seterr(KH_ERR_FORMAT, "kms config: expected 'key value'");
+    *sp = '\0';
+    const char *key = line, *val = sp + 1;
+    if (!strcmp(key, "region") && !have_region) {
+      if (!region_ok(val))
+        return kh_seterr(KH_ERR_FORMAT, "kms config: bad region id");
+      snprintf(c->region, sizeof c->region, "%s", val);
+      have_region = true;
+    } else if (!strcmp(key, "backend") && !have_backend) {
+      if (!strcmp(val, "file"))
+        c->backend = KH_ROOTKEY_BACKEND_FILE;
+      else if (!strcmp(val, "pkcs11"))
+        c->backend = KH_ROOTKEY_BACKEND_PKCS11;
+      else
+        return kh_seterr(KH_ERR_FORMAT, "kms config: unknown backend");
+      have_backend = true;
+    } else if (!strcmp(key, "pkcs11-label") && !c->pkcs11_label[0]) {
+      if (!kh_rootkey_name_ok(val))
+        return kh_seterr(KH_ERR_FORMAT, "kms config: bad pkcs11 key label");
+      snprintf(c->pkcs11_label, sizeof c->pkcs11_label, "%s", val);
+    } else if (!strcmp(key, "origin") && !have_origin) {
+      if (strlen(val) > KH_CHECKPOINT_ORIGIN_MAX || !kh_note_name_ok(val, strlen(val)))
+        return kh_seterr(KH_ERR_FORMAT, "kms config: bad log origin");
+      snprintf(c->origin, sizeof c->origin, "%s", val);
+      have_origin = true;
+    } else if (!strcmp(key, "witnesses-required") && !have_req) {
+      char *end;
+      errno = 0;
+      unsigned long v = strtoul(val, &end, 10);
+      if (*end || errno || v > KH_KMS_WITNESS_MAX || val[0] < '0' || val[0] > '9' ||
+          (val[0] == '0' && val[1]))
+        return kh_seterr(KH_ERR_FORMAT, "kms config: bad witnesses-required");
+      c->witnesses_required = (unsigned)v;
+      have_req = true;
+    } else if (!strcmp(key, "witness")) {
+      if (c->nwitnesses == KH_KMS_WITNESS_MAX || val[0] != '/' ||
+          strlen(val) >= KH_KMS_PATH_MAX)
+        return kh_seterr(KH_ERR_FORMAT, "kms config: bad or too many witness directories");
+      snprintf(c->witness[c->nwitnesses++], KH_KMS_PATH_MAX, "%s", val);
+    } else {
+      return kh_seterr(KH_ERR_FORMAT, "kms config: unknown or repeated key '%s'", key);
+    }
+  }
+  if (first || !have_region || !have_backend || !have_origin)
+    return kh_seterr(KH_ERR_FORMAT, "kms config: region, backend and origin are required");
+  if (c->backend == KH_ROOTKEY_BACKEND_PKCS11 && !c->pkcs11_label[0])
+    return kh_seterr(KH_ERR_FORMAT, "kms config: pkcs11 backend without pkcs11-label");
+  if (c->backend == KH_ROOTKEY_BACKEND_FILE && c->pkcs11_label[0])
+    return kh_seterr(KH_ERR_FORMAT, "kms config: pkcs11-label with the file backend");
+  if (c->witnesses_required > c->nwitnesses)
+    return kh_seterr(KH_ERR_FORMAT, "kms config: more witnesses required than configured");
+  return KH_OK;
+}
+
+kh_err kh_kms_config_format(const kh_kms_config *c, kh_buf *out)
+{
+  kh_err e = kh_buf_printf(out, "keyhold-kms v1\nregion %s\nbackend %s\n", c->region,
+                           c->backend == KH_ROOTKEY_BACKEND_PKCS11 ? "pkcs11" : "file");
+  if (!e && c->backend == KH_ROOTKEY_BACKEND_PKCS11)
+    e = kh_buf_printf(out, "pkcs11-label %s\n", c->pkcs11_label);
+  if (!e)
+    e = kh_buf_printf(out, "origin %s\nwitnesses-required %u\n", c->origin,
+                      c->witnesses_required);
+  for (size_t i = 0; !e && i < c->nwitnesses; i++)
+    e = kh_buf_printf(out, "witness %s\n", c->witness[i]);
+  return e;
+}
+
+/* ---- the operator secret --------------------------------------------------- */
+
+static char *operator_secret_path(const char *region_id)
+{
+  char *p = env_dup("KEYHOLD_OPERATOR_SECRET_FILE");
+  if (p)
+    return p;
+  char name[80];
+  snprintf(name, sizeof name, "%s.secret", region_id);
+  char *dir = env_dup("KEYHOLD_OPERATOR_DIR");
+  if (!dir) {
+    const char *home = getenv("HOME");
+    char *base = kh_path_join(home && *home ? home : "/tmp", ".config/keyhold/operator");
+    dir = base;
+  }
+  p = dir ? kh_path_join(dir, name) : NULL;
+  free(dir);
+  return p;
+}
+
+kh_err kh_kms_operator_secret(const char *region_id, bool create, kh_secret **out)
+{
+  *out = NULL;
+  kh_err e = kh_crypto_init();
+  if (e)
+    return e;
+  char *path = operator_secret_path(region_id);
+  if (!path)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  struct stat st;
+  if (create && stat(path, &st) != 0 && errno == ENOENT) {
+    uint8_t raw[32];
+    char b64[64];
+    randombytes_buf(raw, sizeof raw);
+    kh_b64_encode(b64, raw, sizeof raw);
+    size_t l = strlen(b64);
+    b64[l++] = '\n';
+    char *slash = strrchr(path, '/');
+    if (slash && slash != path) {
+      *slash = '\0';
+      e = kh_mkdirs(path, 0700);
+      *slash = '/';
+    }
+    if (!e)
+      e = kh_write_file_atomic(path, b64, l, 0600, true);
+    sodium_memzero(raw, sizeof raw);
+    sodium_memzero(b64, sizeof b64);
+    if (e && e != KH_ERR_EXISTS) {
+      e = kh_adderr(e, "creating the operator secret %s", path);
+      goto out;
+    }
+  }
+  e = kh_secret_from_file(path, out);
+  if (e)
+    e = kh_adderr(e, "the key service's operator secret (KEYHOLD_OPERATOR_SECRET_FILE)");
+out:
+  free(path);
+  return e;
+}
+
+/* ---- root key backends ------------------------------------------------------- */
+
+static kh_err open_rootkey(const kh_kms_config *c, const char *kms_dir, bool create,
+                           kh_rootkey **out)
+{
+  kh_err e;
+  kh_secret *s = NULL;
+  char *dir = NULL, *module = NULL, *token = NULL, *pinf = NULL;
+  if (c->backend == KH_ROOTKEY_BACKEND_FILE) {
+    if ((e = kh_kms_operator_secret(c->region, create, &s)))
+      goto out;
+    if (!(dir = kh_path_join(kms_dir, "root"))) {
+      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+      goto out;
+    }
+    e = create ? kh_rootkey_file_create(dir, c->region, s, out)
+               : kh_rootkey_file_open(dir, c->region, s, out);
+  } else {
+    module = env_dup("KEYHOLD_PKCS11_MODULE");
+    token = env_dup("KEYHOLD_PKCS11_TOKEN");
+    pinf = env_dup("KEYHOLD_PKCS11_PIN_FILE");
+    if (!module || !token || !pinf) {
+      e = kh_seterr(KH_ERR_INVAL, "the PKCS#11 backend needs KEYHOLD_PKCS11_MODULE, "
+                                  "KEYHOLD_PKCS11_TOKEN and KEYHOLD_PKCS11_PIN_FILE");
+      goto out;
+    }
+    if ((e = kh_secret_from_file(pinf, &s)))
+      goto out;
+    e = kh_rootkey_pkcs11_open(module, token, s, c->pkcs11_label, create, out);
+  }
+out:
+  kh_secret_free(s);
+  free(dir);
+  free(module);
+  free(token);
+  free(pinf);
+  return e;
+}
+
+/* ---- the log key --------------------------------------------------------------- */
+
+kh_err kh_logkey_parse(const uint8_t *p, size_t n, kh_logkey_file *f)
+{
+  kh_rd r;
+  kh_rd_init(&r, p, n);
+  const uint8_t *magic = kh_rd_bytes(&r, 8);
+  uint16_t nl = kh_rd_u16(&r);
+  const uint8_t *name = kh_rd_bytes(&r, nl);
+  uint16_t bl = kh_rd_u16(&r);
+  const uint8_t *blob = kh_rd_bytes(&r, bl);
+  if (!kh_rd_done(&r) || memcmp(magic, KH_LOGKEY_MAGIC, 8) || nl == 0 ||
+      nl > KH_CHECKPOINT_ORIGIN_MAX || bl == 0 || bl > KH_ROOTKEY_BLOB_MAX ||
+      !kh_note_name_ok((const char *)name, nl))
+    return kh_seterr(KH_ERR_FORMAT, "malformed log key file");
+  f->name = (const char *)name;
+  f->namelen = nl;
+  f->blob = blob;
+  f->bloblen = bl;
+  return KH_OK;
+}
+
+static kh_err logkey_ad(kh_buf *ad, const char *region, const char *name)
+{
+  return kh_ad_build(ad, region, "", "log-key", (const uint8_t *)name, strlen(name));
+}
+
+/* "PRIVATE+KEY+name+hash+base64(0x01||seed)" in sodium memory. */
+static kh_err signer_string(const char *name, const uint8_t *seed, char **out)
+{
+  uint8_t pk[32], *sk = kh_secure_alloc(64), *raw = kh_secure_alloc(33);
+  size_t cap = strlen(name) + 128;
+  char *s = (char *)kh_secure_alloc(cap), *b64 = (char *)kh_secure_alloc(64);
+  kh_err e = KH_OK;
+  if (!sk || !raw || !s || !b64) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of secure memory");
+    goto out;
+  }
+  crypto_sign_seed_keypair(pk, sk, seed);
+  uint32_t h = kh_note_key_hash(name, strlen(name), KH_NOTE_ALG_ED25519, pk, 32);
+  raw[0] = KH_NOTE_ALG_ED25519;
+  memcpy(raw + 1, seed, 32);
+  kh_b64_encode(b64, raw, 33);
+  snprintf(s, cap, "PRIVATE+KEY+%s+%08x+%s", name, (unsigned)h, b64);
+  *out = s;
+  s = NULL;
+out:
+  kh_secure_free(sk);
+  kh_secure_free(raw);
+  kh_secure_free(s);
+  kh_secure_free(b64);
+  return e;
+}
+
+static kh_err write_logkey(const char *path, const char *region, const char *name,
+                           kh_rootkey *rk, const uint8_t *seed)
+{
+  kh_buf f, ad;
+  kh_buf_init(&f, 4096);
+  kh_buf_init(&ad, 1024);
+  size_t nl = strlen(name);
+  kh_err e = logkey_ad(&ad, region, name);
+  if (!e) e = kh_buf_append(&f, KH_LOGKEY_MAGIC, 8);
+  if (!e) e = kh_buf_put_u16(&f, (uint16_t)nl);
+  if (!e) e = kh_buf_append(&f, name, nl);
+  size_t at = f.len;
+  if (!e) e = kh_buf_put_u16(&f, 0);
+  if (!e) e = kh_rootkey_wrap(rk, seed, ad.data, ad.len, &f);
+  if (!e) {
+    size_t bl = f.len - at - 2;
+    f.data[at] = (uint8_t)bl;
+    f.data[at + 1] = (uint8_t)(bl >> 8);
+    e = kh_write_file_atomic(path, f.data, f.len, 0600, false);
+  }
+  kh_buf_release(&f);
+  kh_buf_release(&ad);
+  return e;
+}
+
+/* Unwrap the log key: *skey is the signer string in sodium memory. */
+static kh_err read_logkey(const char *path, const char *region, kh_rootkey *rk, char **skey,
+                          char *name, size_t namecap)
+{
+  uint8_t *data = NULL, *seed = kh_secure_alloc(32);
+  size_t len = 0;
+  kh_buf ad;
+  kh_buf_init(&ad, 1024);
+  kh_logkey_file f;
+  kh_err e = seed ? kh_read_file(path, 4096, &data, &len)
+                  : kh_seterr(KH_ERR_NOMEM, "out of secure memory");
+  if (!e)
+    e = kh_logkey_parse(data, len, &f);
+  if (!e && f.namelen >= namecap)
+    e = kh_seterr(KH_ERR_FORMAT, "log key name too long");
+  if (!e) {
+    memcpy(name, f.name, f.namelen);
+    name[f.namelen] = '\0';
+    e = logkey_ad(&ad, region, name);
+  }
+  if (!e && (e = kh_rootkey_unwrap(rk, f.blob, f.bloblen, ad.data, ad.len, seed)))
+    e = kh_adderr(e, "the log key %s does not open under the root key", path);
+  if (!e)
+    e = signer_string(name, seed, skey);
+  kh_secure_free(seed);
+  kh_buf_release(&ad);
+  free(data);
+  return e;
+}
+
+/* ---- create / open ---------------------------------------------------------------- */
+
+bool kh_kms_exists(const char *region_path)
+{
+  char *p = kh_path_join(region_path, "kms/config");
+  struct stat st;
+  bool r = p && stat(p, &st) == 0;
+  free(p);
+  return r;
+}
+
+kh_err kh_kms_create(const char *region_path, const char *region_id)
+{
+  kh_err e = kh_crypto_init();
+  if (e)
+    return e;
+  if (!region_ok(region_id))
+    return kh_seterr(KH_ERR_INVAL, "bad region id '%s'", region_id);
+  kh_kms_config c;
+  memset(&c, 0, sizeof c);
+  snprintf(c.region, sizeof c.region, "%s", region_id);
+  snprintf(c.origin, sizeof c.origin, "keyhold.local/%s/log", region_id);
+  char *kms = kh_path_join(region_path, "kms"), *log = kh_path_join(region_path, "log");
+  char *cfgp = kh_path_join(region_path, "kms/config");
+  char *lkp = kh_path_join(region_path, "kms/log.key");
+  char *vkp = kh_path_join(region_path, "log/verifier");
+  char *module = env_dup("KEYHOLD_PKCS11_MODULE"), *vkey = NULL, *skey = NULL;
+  kh_secret *ks = NULL;
+  kh_rootkey *rk = NULL;
+  uint8_t *seed = kh_secure_alloc(32);
+  kh_buf cfg;
+  kh_buf_init(&cfg, KH_KMS_CONFIG_MAX);
+  bool made = false;
+  struct stat st;
+  if (!kms || !log || !cfgp || !lkp || !vkp || !seed) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  if (stat(cfgp, &st) == 0) {
+    e = kh_seterr(KH_ERR_EXISTS, "%s exists: the region already has a key service", cfgp);
+    goto out;
+  }
+  if (stat(kms, &st) == 0 || stat(log, &st) == 0) {
+    e = kh_seterr(KH_ERR_EXISTS, "%s or %s exists without a key service config", kms, log);
+    goto out;
+  }
+  made = true;
+  if ((e = kh_mkdirs(kms, 0700)) || (e = kh_mkdirs(log, 0755)))
+    goto out;
+  if (module) {
+    c.backend = KH_ROOTKEY_BACKEND_PKCS11;
+    char *label = env_dup("KEYHOLD_PKCS11_KEY_LABEL");
+    snprintf(c.pkcs11_label, sizeof c.pkcs11_label, "%s",
+             label ? label : "keyhold-");
+    if (!label)
+      snprintf(c.pkcs11_label, sizeof c.pkcs11_label, "keyhold-%.56s", region_id);
+    free(label);
+  } else {
+    c.backend = KH_ROOTKEY_BACKEND_FILE;
+  }
+  if ((e = open_rootkey(&c, kms, true, &rk)))
+    goto out;
+  /* the log key: a fresh Ed25519 seed, kept only wrapped by the root key */
+  randombytes_buf(seed, 32);
+  if ((e = signer_string(c.origin, seed, &skey)) ||
+      (e = write_logkey(lkp, c.region, c.origin, rk, seed)))
+    goto out;
+  {
+    kh_note_signer *s = NULL;
+    if ((e = kh_note_signer_new(skey, &s)) || (e = kh_note_signer_vkey(s, &vkey))) {
+      kh_note_signer_free(s);
+      goto out;
+    }
+    kh_note_signer_free(s);
+  }
+  if ((e = kh_tlog_create(log, c.origin, skey)))
+    goto out;
+  {
+    size_t vl = strlen(vkey);
+    char *line = malloc(vl + 2);
+    if (!line) {
+      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+      goto out;
+    }
+    memcpy(line, vkey, vl);
+    line[vl] = '\n';
+    e = kh_write_file_atomic(vkp, line, vl + 1, 0644, false);
+    free(line);
+    if (e)
+      goto out;
+  }
+  /* the config comes last: its presence says the key service is complete */
+  if ((e = kh_kms_config_format(&c, &cfg)) ||
+      (e = kh_write_file_atomic(cfgp, cfg.data, cfg.len, 0600, true)))
+    goto out;
+  made = false;
+out:
+  if (made && e) {
+    kh_err keep = e;
+    kh_remove_tree(kms);
+    kh_remove_tree(log);
+    e = keep;
+  }
+  kh_rootkey_free(rk);
+  kh_secret_free(ks);
+  kh_secure_free(seed);
+  kh_secure_free(skey);
+  kh_buf_release(&cfg);
+  free(kms);
+  free(log);
+  free(cfgp);
+  free(lkp);
+  free(vkp);
+  free(module);
+  free(vkey);
+  return e;
+}
+
+kh_err kh_kms_open(const char *region_path, kh_kms **out)
+{
+  *out = NULL;
+  kh_err e = kh_crypto_init();
+  if (e)
+    return e;
+  kh_kms *k = calloc(1, sizeof *k);
+  uint8_t *data = NULL;
+  size_t len = 0;
+  char *cfgp = NULL, *lockp = NULL, *lkp = NULL, *skey = NULL;
+  char name[KH_CHECKPOINT_ORIGIN_MAX + 1];
+  if (!k)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  k->lockfd = -1;
+  pthread_mutex_init(&k->mu, NULL);
+  pthread_cond_init(&k->cv, NULL);
+  pthread_mutex_init(&k->opmu, NULL);
+  pthread_mutex_init(&k->cmu, NULL);
+  pthread_mutex_init(&k->smu, NULL);
+  if ((k->slab = kh_secure_alloc((size_t)KH_KMS_SLOTS * 32)) &&
+      (k->free_slots = malloc(KH_KMS_SLOTS * sizeof *k->free_slots)))
+    for (uint32_t i = 0; i < KH_KMS_SLOTS; i++)
+      k->free_slots[k->nfree++] = KH_KMS_SLOTS - 1 - i;
+  if (!(k->region_path = strdup(region_path)) ||
+      !(k->kms_dir = kh_path_join(region_path, "kms")) ||
+      !(k->log_dir = kh_path_join(region_path, "log")) ||
+      !(cfgp = kh_path_join(k->kms_dir, "config")) ||
+      !(lockp = kh_path_join(k->kms_dir, "lock")) ||
+      !(lkp = kh_path_join(k->kms_dir, "log.key"))) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  e = kh_read_file(cfgp, KH_KMS_CONFIG_MAX, &data, &len);
+  if (e == KH_ERR_NOTFOUND)
+    e = kh_seterr(KH_ERR_NOTFOUND, "region %s has no key service (no kms/config)",
+                  region_path);
+  if (e || (e = kh_kms_config_parse(data, len, &k->cfg)))
+    goto out;
+  k->lockfd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (k->lockfd < 0) {
+    e = kh_seterr(kh_errno_code(errno), "open %s: %s", lockp, strerror(errno));
+    goto out;
+  }
+  while (flock(k->lockfd, LOCK_EX) != 0) {
+    if (errno != EINTR) {
+      e = kh_seterr(KH_ERR_IO, "lock %s: %s", lockp, strerror(errno));
+      goto out;
+    }
+  }
+  if ((e = open_rootkey(&k->cfg, k->kms_dir, false, &k->rk)) ||
+      (e = read_logkey(lkp, k->cfg.region, k->rk, &skey, name, sizeof name)))
+    goto out;
+  if (strcmp(name, k->cfg.origin)) {
+    e = kh_seterr(KH_ERR_FORMAT, "log key name '%s' is not the log origin '%s'", name,
+                  k->cfg.origin);
+    goto out;
+  }
+  {
+    kh_note_signer *s = NULL;
+    e = kh_note_signer_new(skey, &s);
+    if (!e)
+      e = kh_note_signer_vkey(s, &k->vkey);
+    kh_note_signer_free(s);
+    if (e)
+      goto out;
+  }
+  if ((e = kh_tlog_open(k->log_dir, k->cfg.origin, skey, NULL, &k->log)))
+    goto out;
+  if ((e = kh_provider_dir_new(region_path, &k->prov)))
+    goto out;
+  *out = k;
+  k = NULL;
+out:
+  kh_secure_free(skey);
+  free(data);
+  free(cfgp);
+  free(lockp);
+  free(lkp);
+  kh_kms_free(k);
+  return e;
+}
+
+static void cache_clear(kh_kms *k, const char *account);
+static void mtree_free(kh_kms_mtree *m);
+
+void kh_kms_free(kh_kms *k)
+{
+  if (!k)
+    return;
+  cache_clear(k, NULL);
+  mtree_free(&k->mt);
+  pthread_mutex_destroy(&k->cmu);
+  kh_secure_free(k->slab);
+  free(k->free_slots);
+  pthread_mutex_destroy(&k->smu);
+  kh_tlog_free(k->log);
+  kh_rootkey_free(k->rk);
+  kh_provider_free(k->prov);
+  for (size_t i = 0; i < KH_KMS_WITNESS_MAX; i++)
+    kh_witness_free(k->witness[i]);
+  if (k->lockfd >= 0)
+    close(k->lockfd);
+  pthread_mutex_destroy(&k->mu);
+  pthread_cond_destroy(&k->cv);
+  pthread_mutex_destroy(&k->opmu);
+  free(k->vkey);
+  free(k->region_path);
+  free(k->kms_dir);
+  free(k->log_dir);
+  free(k);
+}
+
+const char *kh_kms_region_id(const kh_kms *k) { return k->cfg.region; }
+const char *kh_kms_log_origin(const kh_kms *k) { return k->cfg.origin; }
+const char *kh_kms_log_vkey(const kh_kms *k) { return k->vkey; }
+const char *kh_kms_rootkey_id(const kh_kms *k) { return kh_rootkey_id(k->rk); }
+
+void kh_kms_test_fail_appends(kh_kms *k, unsigned n)
+{
+  pthread_mutex_lock(&k->mu);
+  k->fail_appends = n;
+  pthread_mutex_unlock(&k->mu);
+}
+
+void kh_kms_stats(const kh_kms *k, uint64_t *batches, uint64_t *entries)
+{
+  kh_kms *m = (kh_kms *)k;
+  pthread_mutex_lock(&m->mu);
+  *batches = k->batches;
+  *entries = k->entries;
+  pthread_mutex_unlock(&m->mu);
+}
+
+/* A 32-byte secret for a release: a slab slot, else kh_secure_alloc. */
+static uint8_t *key_alloc(kh_kms *k, kh_kms_release *r)
+{
+  pthread_mutex_lock(&k->smu);
+  if (k->nfree) {
+    r->slot_ = k->free_slots[--k->nfree];
+    r->pool_ = k;
+  }
+  pthread_mutex_unlock(&k->smu);
+  return r->pool_ ? k->slab + (size_t)r->slot_ * 32 : kh_secure_alloc(32);
+}
+
+void kh_kms_release_clear(kh_kms_release *r)
+{
+  if (!r)
+    return;
+  if (r->pool_) {
+    kh_kms *k = r->pool_;
+    sodium_memzero(r->key, 32);
+    pthread_mutex_lock(&k->smu);
+    k->free_slots[k->nfree++] = r->slot_;
+    pthread_mutex_unlock(&k->smu);
+  } else {
+    kh_secure_free(r->key);
+  }
+  free(r->checkpoint);
+  free(r->entry);
+  memset(r, 0, sizeof *r);
+}
+
+/* ---- group commit ------------------------------------------------------------------ */
+
+struct kh_kms_pending {
+  const char *entry;
+  size_t len;
+  kh_kms_release *rel;   /* NULL: no proof wanted */
+  bool done;
+  kh_err err;
+  char detail[256];
+  uint64_t index;
+  kh_kms_pending *next;
+};
+
+/* ---- in-memory Merkle nodes for fast proofs --------------------------------------- */
+
+static void mtree_free(kh_kms_mtree *m)
+{
+  for (int l = 0; l < 64; l++)
+    free(m->lv[l]);
+  memset(m, 0, sizeof *m);
+}
+
+static bool mtree_add(kh_kms_mtree *m, const kh_log_hash leaf)
+{
+  const uint8_t *h = leaf;
+  kh_log_hash up;
+  for (int l = 0; l < 64; l++) {
+    if (m->n[l] == m->cap[l]) {
+      uint64_t nc = m->cap[l] ? 2 * m->cap[l] : 256;
+      void *p = realloc(m->lv[l], nc * sizeof(kh_log_hash));
+      if (!p)
+        return false;
+      m->lv[l] = p;
+      m->cap[l] = nc;
+    }
+    memcpy(m->lv[l][m->n[l]++], h, KH_LOG_HASH);
+    if (m->n[l] % 2)
+      break;
+    kh_log_node_hash(up, m->lv[l][m->n[l] - 2], m->lv[l][m->n[l] - 1]);
+    h = up;
+  }
+  return true;
+}
+
+static kh_err mtree_subtree(void *ctx, unsigned k, uint64_t j, kh_log_hash out)
+{
+  kh_kms_mtree *m = ctx;
+  if (k >= 64 || j >= m->n[k])
+    return kh_seterr(KH_ERR_INVAL, "subtree beyond the log");
+  memcpy(out, m->lv[k][j], KH_LOG_HASH);
+  return KH_OK;
+}
+
+static kh_err mtree_each(void *ctx, uint64_t index, const uint8_t *e, size_t len)
+{
+  kh_log_hash h;
+  kh_log_leaf_hash(h, e, len);
+  return mtree_add(ctx, h) ? KH_OK : kh_seterr(KH_ERR_NOMEM, "out of memory");
+}
+
+/* Called by the committing thread before an append. */
+static void mtree_build(kh_kms *k)
+{
+  kh_kms_mtree *m = &k->mt;
+  if (m->built || m->disabled)
+    return;
+  if (kh_tlog_size(k->log) > KH_KMS_MTREE_MAX ||
+      kh_tlog_verify(k->log, mtree_each, m) != KH_OK || m->n[0] != kh_tlog_size(k->log)) {
+    mtree_free(m);
+    m->disabled = true;
+    return;
+  }
+  m->built = true;
+}
+
+static kh_err inclusion_proof(kh_kms *k, uint64_t index, uint64_t size,
+                              kh_log_hash proof[KH_LOG_PROOF_MAX], size_t *plen)
+{
+  if (k->mt.built && k->mt.n[0] == kh_tlog_size(k->log)) {
+    kh_mt_src s = {mtree_subtree, &k->mt};
+    return kh_mt_inclusion(&s, index, size, proof, plen);
+  }
+  return kh_tlog_inclusion_proof(k->log, index, size, proof, plen);
+}
+
+static kh_err witness_cosign(kh_kms *k, char **note, size_t *nlen, unsigned *got)
+{
+  *got = 0;
+  size_t cl;
+  const char *cp = kh_tlog_checkpoint(k->log, &cl);
+  kh_buf b;
+  kh_buf_init(&b, KH_NOTE_MAX);
+  kh_err e = kh_buf_append(&b, cp, cl);
+  for (size_t i = 0; !e && i < k->cfg.nwitnesses; i++) {
+    char *out = NULL;
+    size_t ol = 0;
+    if (!k->witness[i] && kh_witness_open(k->cfg.witness[i], &k->witness[i]))
+      continue; /* an unreachable witness just does not count */
+    if (kh_witness_cosign_dir(k->witness[i], k->log_dir, (uint64_t)time(NULL), &out, &ol)) {
+      kh_witness_free(k->witness[i]);
+      k->witness[i] = NULL;
+      continue;
+    }
+    if (ol > cl && !memcmp(out, cp, cl)) {
+      e = kh_buf_append(&b, out + cl, ol - cl);
+      (*got)++;
+    }
+    free(out);
+  }
+  if (!e) e = kh_buf_put_u8(&b, 0);
+  if (!e) {
+    *nlen = b.len - 1;
+    *note = (char *)kh_buf_detach(&b, NULL);
+  }
+  kh_buf_release(&b);
+  return e;
+}
+
+/* The leader's work: append the batch, get cosignatures, fill in proofs.
+ * Only one thread runs this at a time (k->committing). */
+static void commit_batch(kh_kms *k, kh_kms_pending *batch, bool fail)
+{
+  size_t n = 0;
+  for (kh_kms_pending *p = batch; p; p = p->next)
+    n++;
+  const void **ents = malloc(n * sizeof *ents);
+  size_t *lens = malloc(n * sizeof *lens), i = 0;
+  uint64_t first = 0;
+  kh_err e = KH_OK;
+  char *note = NULL;
+  size_t nlen = 0;
+  unsigned cosigs = 0;
+  if (!ents || !lens) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (kh_kms_pending *p = batch; p; p = p->next, i++) {
+    ents[i] = p->entry;
+    lens[i] = p->len;
+  }
+  if (fail) {
+    e = kh_seterr(KH_ERR_LOG, "log append failed (injected)");
+    goto out;
+  }
+  mtree_build(k);
+  if ((e = kh_tlog_append(k->log, ents, lens, n, &first))) {
+    e = kh_seterr(KH_ERR_LOG, "the log could not be written, nothing released: %s: %s",
+                  kh_strerror(e), kh_errdetail());
+    goto out;
+  }
+  if (k->mt.built) {
+    for (i = 0; i < n; i++) {
+      kh_log_hash h;
+      kh_log_leaf_hash(h, ents[i], lens[i]);
+      if (!mtree_add(&k->mt, h)) {
+        mtree_free(&k->mt);
+        k->mt.disabled = true;
+        break;
+      }
+    }
+  }
+  if ((e = witness_cosign(k, &note, &nlen, &cosigs)))
+    goto out;
+  if (cosigs < k->cfg.witnesses_required) {
+    e = kh_seterr(KH_ERR_DENIED, "only %u of %u required witness cosignatures", cosigs,
+                  k->cfg.witnesses_required);
+    goto out;
+  }
+  uint64_t size = kh_tlog_size(k->log);
+  kh_log_hash root;
+  kh_tlog_root(k->log, root);
+  i = 0;
+  for (kh_kms_pending *p = batch; p; p = p->next, i++) {
+    p->index = first + i;
+    p->err = KH_OK;
+    if (!p->rel)
+      continue;
+    kh_kms_release *r = p->rel;
+    r->index = p->index;
+    r->size = size;
+    memcpy(r->root, root, KH_LOG_HASH);
+    kh_log_leaf_hash(r->leaf, p->entry, p->len);
+    r->cosignatures = cosigs;
+    kh_err pe = inclusion_proof(k, p->index, size, r->proof, &r->plen);
+    if (!pe && (r->checkpoint = malloc(nlen + 1))) {
+      memcpy(r->checkpoint, note, nlen + 1);
+      r->checkpoint_len = nlen;
+    } else if (!pe) {
+      pe = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    }
+    if (pe) {
+      p->err = pe;
+      snprintf(p->detail, sizeof p->detail, "%s", kh_errdetail());
+    }
+  }
+  k->batches++;
+  k->entries += n;
+out:
+  if (e) {
+    for (kh_kms_pending *p = batch; p; p = p->next) {
+      p->err = e;
+      snprintf(p->detail, sizeof p->detail, "%s", kh_errdetail());
+    }
+  }
+  free(note);
+  free(ents);
+  free(lens);
+}
+
+static kh_err log_submit(kh_kms *k, const char *entry, size_t len, kh_kms_release *rel,
+                         uint64_t *index)
+{
+  kh_kms_pending me;
+  memset(&me, 0, sizeof me);
+  me.entry = entry;
+  me.len = len;
+  me.rel = rel;
+  pthread_mutex_lock(&k->mu);
+  if (k->qtail)
+    k->qtail->next = &me;
+  else
+    k->qhead = &me;
+  k->qtail = &me;
+  while (!me.done) {
+    if (!k->committing) {
+      /* become the leader: take everything queued so far */
+      kh_kms_pending *batch = k->qhead;
+      k->qhead = k->qtail = NULL;
+      k->committing = true;
+      bool fail = false;
+      if (k->fail_appends) {
+        k->fail_appends--;
+        fail = true;
+      }
+      pthread_mutex_unlock(&k->mu);
+      commit_batch(k, batch, fail);
+      pthread_mutex_lock(&k->mu);
+      for (kh_kms_pending *p = batch, *nx; p; p = nx) {
+        nx = p->next;
+        p->done = true;
+      }
+      k->committing = false;
+      pthread_cond_broadcast(&k->cv);
+    } else {
+      pthread_cond_wait(&k->cv, &k->mu);
+    }
+  }
+  pthread_mutex_unlock(&k->mu);
+  if (index)
+    *index = me.index;
+  if (me.err)
+    return kh_seterr(me.err, "%s", me.detail);
+  return KH_OK;
+}
+
+kh_err kh_kms_log(kh_kms *k, kh_log_op op, const char *account, const char *key,
+                  const kh_kms_request *rq, bool has_attempt, uint32_t attempt,
+                  kh_kms_release *rel)
+{
+  kh_log_entry *en = calloc(1, sizeof *en);
+  char *text = NULL, *signed_text = NULL;
+  size_t len = 0, slen = 0;
+  kh_buf msg;
+  kh_buf_init(&msg, KH_LOG_ENTRY_MAX + 64);
+  kh_err e = KH_OK;
+  if (!en)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  if (!rq || !rq->requester || !rq->reason) {
+    e = kh_seterr(KH_ERR_INVAL, "a key service request needs a requester and a reason");
+    goto out;
+  }
+  en->time = (int64_t)time(NULL);
+  snprintf(en->region, sizeof en->region, "%s", k->cfg.region);
+  snprintf(en->account, sizeof en->account, "%s", account);
+  en->op = op;
+  snprintf(en->key, sizeof en->key, "%s", key);
+  if (strlen(rq->requester) > KH_LOG_TEXT_MAX || strlen(rq->reason) > KH_LOG_TEXT_MAX) {
+    e = kh_seterr(KH_ERR_INVAL, "requester or reason longer than %d bytes", KH_LOG_TEXT_MAX);
+    goto out;
+  }
+  snprintf(en->requester, sizeof en->requester, "%s", rq->requester);
+  snprintf(en->reason, sizeof en->reason, "%s", rq->reason);
+  en->has_attempt = has_attempt;
+  en->attempt = attempt;
+  if ((e = kh_log_entry_format(en, &text, &len)))
+    goto out;
+  if (rq->device_id) {
+    /* the device signs the entry as it will read (without the device field) */
+    uint8_t sig[64];
+    char b64[100];
+    if (!rq->sign || strlen(rq->device_id) != 32 || !kh_kms_account_ok(rq->device_id)) {
+      e = kh_seterr(KH_ERR_INVAL, "a device request needs a 32-hex device id and a signer");
+      goto out;
+    }
+    if ((e = kh_buf_append(&msg, DEVICE_SIG_CTX, strlen(DEVICE_SIG_CTX))) ||
+        (e = kh_buf_append(&msg, text, len)) ||
+        (e = rq->sign(rq->sign_ctx, msg.data, msg.len, sig)))
+      goto out;
+    kh_b64_encode(b64, sig, 64);
+    snprintf(en->device, sizeof en->device, "%s:%s", rq->device_id, b64);
+    if ((e = kh_log_entry_format(en, &signed_text, &slen)))
+      goto out;
+    free(text);
+    text = signed_text;
+    len = slen;
+    signed_text = NULL;
+  }
+  uint64_t idx;
+  e = log_submit(k, text, len, rel, &idx);
+  if (!e && rel) {
+    rel->entry = text;
+    rel->entry_len = len;
+    text = NULL;
+  }
+out:
+  kh_buf_release(&msg);
+  free(text);
+  free(signed_text);
+  free(en);
+  return e;
+}
+
+kh_err kh_kms_verify_device_entry(const kh_log_entry *e, const char *device_id,
+                                  const uint8_t pk[32])
+{
+  const char *colon = strchr(e->device, ':');
+  if (!colon || (size_t)(colon - e->device) != 32 || strncmp(e->device, device_id, 32))
+    return kh_seterr(KH_ERR_AUTH, "not signed by device %s", device_id);
+  uint8_t sig[64];
+  size_t sl = 0;
+  if (kh_b64_decode(sig, sizeof sig, &sl, colon + 1, strlen(colon + 1)) || sl != 64)
+    return kh_seterr(KH_ERR_AUTH, "malformed device signature");
+  kh_log_entry copy = *e;
+  copy.device[0] = '\0';
+  char *text = NULL;
+  size_t len = 0;
+  kh_buf msg;
+  kh_buf_init(&msg, KH_LOG_ENTRY_MAX + 64);
+  kh_err r = kh_log_entry_format(&copy, &text, &len);
+  if (!r && !(r = kh_buf_append(&msg, DEVICE_SIG_CTX, strlen(DEVICE_SIG_CTX))))
+    r = kh_buf_append(&msg, text, len);
+  if (!r && crypto_sign_verify_detached(sig, msg.data, msg.len, pk) != 0)
+    r = kh_seterr(KH_ERR_AUTH, "device signature does not verify");
+  free(text);
+  kh_buf_release(&msg);
+  return r;
+}
+
+/* ---- the key-service wrap (kind 2) ---------------------------------------------------- */
+
+kh_err kh_kms_wrapobj_parse(const uint8_t *p, size_t n, kh_kms_wrapobj *w)
+{
+  kh_rd r;
+  kh_rd_init(&r, p, n);
+  const uint8_t *magic = kh_rd_bytes(&r, 6);
+  uint8_t kind = kh_rd_u8(&r), cipher = kh_rd_u8(&r);
+  uint16_t bl = kh_rd_u16(&r);
+  const uint8_t *blob = kh_rd_bytes(&r, bl);
+  if (!kh_rd_done(&r) || memcmp(magic, KH_KMS_WRAP_MAGIC, 6) || kind != KH_KMS_WRAP_KIND ||
+      bl == 0 || bl > KH_ROOTKEY_BLOB_MAX || (cipher != 1 && cipher != 2))
+    return kh_seterr(KH_ERR_FORMAT, "malformed key-service wrap");
+  w->cipher = cipher;
+  w->blob = blob;
+  w->bloblen = bl;
+  return KH_OK;
+}
+
+static kh_err wrap_ad(kh_buf *ad, const char *region, const char *account,
+                      const uint8_t wid[16], const uint8_t *hdr)
+{
+  kh_err e = kh_ad_build(ad, region, account, "kms-wrap", wid, 16);
+  return e ? e : kh_buf_append(ad, hdr, 8);
+}
+
+typedef struct wrap_find {
+  char names[16][33];
+  int n;
+} wrap_find;
+
+static int collect_keys(const char *name, uint64_t size, void *ctx)
+{
+  wrap_find *w = ctx;
+  if (strlen(name) == 32 && w->n < 16 && size < 4096)
+    snprintf(w->names[w->n++], sizeof w->names[0], "%s", name);
+  return 0;
+}
+
+/* Find the account's kind-2 object: *obj receives it, wid its id. */
+static kh_err find_wrap(kh_kms *k, const char *account, kh_buf *obj, uint8_t wid[16])
+{
+  char prefix[200], name[300];
+  wrap_find wf;
+  memset(&wf, 0, sizeof wf);
+  snprintf(prefix, sizeof prefix, "accounts/%s/keys", account);
+  kh_err e = kh_provider_list(k->prov, prefix, collect_keys, &wf);
+  if (e)
+    return e;
+  for (int i = 0; i < wf.n; i++) {
+    snprintf(name, sizeof name, "%s/%s", prefix, wf.names[i]);
+    kh_buf_reset(obj);
+    if (kh_provider_get(k->prov, name, 0, KH_GET_ALL, obj) || obj->len < 7 ||
+        obj->data[6] != KH_KMS_WRAP_KIND)
+      continue;
+    if (kh_hex_decode(wid, 16, wf.names[i], 32))
+      continue;
+    return KH_OK;
+  }
+  return kh_seterr(KH_ERR_NOTFOUND, "account %s has no key-service wrap", account);
+}
+
+bool kh_kms_destroyed(kh_kms *k, const char *account)
+{
+  char *p = kh_kms_path(k, "destroyed", account, NULL);
+  struct stat st;
+  bool r = !p || stat(p, &st) == 0; /* fail closed on OOM */
+  free(p);
+  return r;
+}
+
+static void key_id(char *out, size_t n, const char *kind, const uint8_t id[16], const char *rk)
+{
+  char hex[33];
+  kh_hex_encode(hex, id, 16);
+  snprintf(out, n, "%s/%s@%s", kind, hex, rk);
+}
+
+static kh_err build_wrapobj(kh_kms *k, const char *account, const uint8_t wid[16],
+                            const uint8_t key[32], int cipher, kh_buf *obj)
+{
+  uint8_t hdr[8];
+  memcpy(hdr, KH_KMS_WRAP_MAGIC, 6);
+  hdr[6] = KH_KMS_WRAP_KIND;
+  hdr[7] = (uint8_t)cipher;
+  kh_buf ad;
+  kh_buf_init(&ad, 1024);
+  kh_buf_reset(obj);
+  kh_err e = wrap_ad(&ad, k->cfg.region, account, wid, hdr);
+  if (!e) e = kh_buf_append(obj, hdr, 8);
+  if (!e) e = kh_buf_put_u16(obj, 0);
+  if (!e) e = kh_rootkey_wrap(k->rk, key, ad.data, ad.len, obj);
+  if (!e) {
+    size_t bl = obj->len - KH_KMS_WRAP_HEADER;
+    obj->data[8] = (uint8_t)bl;
+    obj->data[9] = (uint8_t)(bl >> 8);
+  }
+  kh_buf_release(&ad);
+  return e;
+}
+
+kh_err kh_kms_wrap(kh_kms *k, const char *account, const uint8_t key[32], int cipher,
+                   const kh_kms_request *rq)
+{
+  if (!kh_kms_account_ok(account))
+    return kh_seterr(KH_ERR_INVAL, "bad account id");
+  if (cipher != 1 && cipher != 2)
+    return kh_seterr(KH_ERR_INVAL, "unknown cipher %d", cipher);
+  pthread_mutex_lock(&k->opmu);
+  kh_buf obj;
+  kh_buf_init(&obj, 4096);
+  uint8_t wid[16];
+  char kid[KH_LOG_KEY_MAX + 1], name[300], hex[33];
+  kh_err e;
+  if (kh_kms_destroyed(k, account)) {
+    e = kh_seterr(KH_ERR_STATE, "account %s is end-to-end protected: the key service may "
+                  "not hold its key", account);
+    goto out;
+  }
+  e = find_wrap(k, account, &obj, wid);
+  if (e == KH_OK) {
+    e = kh_seterr(KH_ERR_EXISTS, "account %s already has a key-service wrap", account);
+    goto out;
+  }
+  if (e != KH_ERR_NOTFOUND)
+    goto out;
+  randombytes_buf(wid, 16);
+  if ((e = build_wrapobj(k, account, wid, key, cipher, &obj)))
+    goto out;
+  key_id(kid, sizeof kid, "kms-wrap", wid, kh_rootkey_id(k->rk));
+  /* log first: a wrap the log does not show must not exist */
+  if ((e = kh_kms_log(k, KH_LOG_OP_WRAP, account, kid, rq, false, 0, NULL)))
+    goto out;
+  kh_hex_encode(hex, wid, 16);
+  snprintf(name, sizeof name, "accounts/%s/keys/%s", account, hex);
+  e = kh_provider_put(k->prov, name, obj.data, obj.len, true);
+out:
+  kh_buf_release(&obj);
+  pthread_mutex_unlock(&k->opmu);
+  return e;
+}
+
+kh_err kh_kms_has_wrap(kh_kms *k, const char *account, bool *has)
+{
+  *has = false;
+  if (!kh_kms_account_ok(account))
+    return kh_seterr(KH_ERR_INVAL, "bad account id");
+  if (kh_kms_destroyed(k, account))
+    return KH_OK;
+  kh_buf obj;
+  kh_buf_init(&obj, 4096);
+  uint8_t wid[16];
+  kh_err e = find_wrap(k, account, &obj, wid);
+  kh_buf_release(&obj);
+  if (e == KH_ERR_NOTFOUND)
+    return KH_OK;
+  *has = !e;
+  return e;
+}
+
+/* ---- the unwrapped key cache ---------------------------------------------------------- */
+
+static size_t cache_bucket(const char *account)
+{
+  uint64_t h = 1469598103934665603ull;
+  for (const char *p = account; *p; p++)
+    h = (h ^ (uint8_t)*p) * 1099511628211ull;
+  return (size_t)(h % KH_KMS_CACHE_BUCKETS);
+}
+
+/* Drop account's entry, or every entry when account is NULL. */
+static void cache_clear(kh_kms *k, const char *account)
+{
+  pthread_mutex_lock(&k->cmu);
+  for (size_t b = 0; b < KH_KMS_CACHE_BUCKETS; b++) {
+    if (account && b != cache_bucket(account))
+      continue;
+    for (kh_kms_cached **pp = &k->cache[b]; *pp;) {
+      kh_kms_cached *c = *pp;
+      if (account && strcmp(c->account, account)) {
+        pp = &c->next;
+        continue;
+      }
+      *pp = c->next;
+      kh_secure_free(c->key);
+      free(c);
+      k->ncached--;
+    }
+  }
+  pthread_mutex_unlock(&k->cmu);
+}
+
+/* Copy the cached key of account into key; false if not cached. */
+static bool cache_get(kh_kms *k, const char *account, uint8_t *key, int *cipher, char *kid)
+{
+  bool hit = false;
+  pthread_mutex_lock(&k->cmu);
+  for (kh_kms_cached *c = k->cache[cache_bucket(account)]; c; c = c->next)
+    if (!strcmp(c->account, account)) {
+      memcpy(key, c->key, 32);
+      *cipher = c->cipher;
+      memcpy(kid, c->kid, sizeof c->kid);
+      hit = true;
+      break;
+    }
+  pthread_mutex_unlock(&k->cmu);
+  return hit;
+}
+
+static void cache_put(kh_kms *k, const char *account, const uint8_t *key, int cipher,
+                      const char *kid)
+{
+  kh_kms_cached *c = calloc(1, sizeof *c);
+  if (!c || !(c->key = kh_secure_alloc(32))) {
+    free(c);
+    return; /* the cache is only an optimisation */
+  }
+  snprintf(c->account, sizeof c->account, "%s", account);
+  snprintf(c->kid, sizeof c->kid, "%s", kid);
+  c->cipher = cipher;
+  memcpy(c->key, key, 32);
+  size_t b = cache_bucket(account);
+  pthread_mutex_lock(&k->cmu);
+  bool dup = false;
+  for (kh_kms_cached *x = k->cache[b]; x; x = x->next)
+    dup = dup || !strcmp(x->account, account);
+  if (!dup && k->ncached < KH_KMS_CACHE_MAX) {
+    c->next = k->cache[b];
+    k->cache[b] = c;
+    k->ncached++;
+    c = NULL;
+  }
+  pthread_mutex_unlock(&k->cmu);
+  if (c) {
+    kh_secure_free(c->key);
+    free(c);
+  }
+}
+
+kh_err kh_kms_unwrap(kh_kms *k, const char *account, const kh_kms_request *rq,
+                     kh_kms_release *out)
+{
+  memset(out, 0, sizeof *out);
+  if (!kh_kms_account_ok(account))
+    return kh_seterr(KH_ERR_INVAL, "bad account id");
+  kh_buf obj, ad;
+  kh_buf_init(&obj, 4096);
+  kh_buf_init(&ad, 1024);
+  uint8_t wid[16], *key = key_alloc(k, out);
+  char kid[KH_LOG_KEY_MAX + 1];
+  kh_kms_wrapobj w;
+  kh_err e;
+  if (!key) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of secure memory");
+    goto out;
+  }
+  if (kh_kms_destroyed(k, account)) {
+    e = kh_seterr(KH_ERR_STATE, "account %s is end-to-end protected: the key service "
+                  "holds no key for it", account);
+    goto out;
+  }
+  int cipher = 0;
+  if (!cache_get(k, account, key, &cipher, kid)) {
+    e = find_wrap(k, account, &obj, wid);
+    if (e == KH_ERR_NOTFOUND)
+      e = kh_seterr(KH_ERR_STATE, "account %s has no key-service wrap (end-to-end "
+                    "protection, or no such account)", account);
+    if (e)
+      goto out;
+    if ((e = kh_kms_wrapobj_parse(obj.data, obj.len, &w)) ||
+        (e = wrap_ad(&ad, k->cfg.region, account, wid, obj.data)) ||
+        (e = kh_rootkey_unwrap(k->rk, w.blob, w.bloblen, ad.data, ad.len, key))) {
+      e = kh_adderr(e == KH_ERR_FORMAT ? KH_ERR_AUTH : e, "key-service wrap of %s", account);
+      goto out;
+    }
+    cipher = w.cipher;
+    key_id(kid, sizeof kid, "kms-wrap", wid, kh_rootkey_id(k->rk));
+    cache_put(k, account, key, cipher, kid);
+  }
+  /* fail closed: the key leaves only after the entry is durable and signed */
+  if ((e = kh_kms_log(k, KH_LOG_OP_UNWRAP, account, kid, rq, false, 0, out)))
+    goto out;
+  out->key = key;
+  out->cipher = cipher;
+  key = NULL;
+out:
+  if (key) {
+    out->key = key; /* so that clear gives it back */
+    key = NULL;
+  }
+  if (e)
+    kh_kms_release_clear(out);
+  kh_buf_release(&obj);
+  kh_buf_release(&ad);
+  return e;
+}
+
+kh_err kh_kms_destroy(kh_kms *k, const char *account, const kh_kms_request *rq)
+{
+  if (!kh_kms_account_ok(account))
+    return kh_seterr(KH_ERR_INVAL, "bad account id");
+  pthread_mutex_lock(&k->opmu);
+  kh_buf obj;
+  kh_buf_init(&obj, 4096);
+  uint8_t wid[16];
+  char kid[KH_LOG_KEY_MAX + 1], name[300], hex[33];
+  char *dd = kh_kms_path(k, "destroyed", NULL, NULL);
+  char *tomb = kh_kms_path(k, "destroyed", account, NULL);
+  char *rec = kh_kms_path(k, "escrow", account, "rec");
+  kh_err e = KH_OK;
+  if (!dd || !tomb || !rec) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  kh_err fe = find_wrap(k, account, &obj, wid);
+  if (fe && fe != KH_ERR_NOTFOUND) {
+    e = fe;
+    goto out;
+  }
+  if (fe == KH_OK)
+    key_id(kid, sizeof kid, "kms-wrap", wid, kh_rootkey_id(k->rk));
+  else
+    snprintf(kid, sizeof kid, "kms-wrap/none@%s", kh_rootkey_id(k->rk));
+  cache_clear(k, account);
+  if ((e = kh_kms_log(k, KH_LOG_OP_DESTROY, account, kid, rq, false, 0, NULL)))
+    goto out;
+  /* the tombstone first: from now on nothing is released for this account,
+   * even if the provider brings an old wrap back */
+  char text[64];
+  int tl = snprintf(text, sizeof text, "destroyed %lld\n", (long long)time(NULL));
+  if ((e = kh_mkdirs(dd, 0700)) ||
+      (e = kh_write_file_atomic(tomb, text, (size_t)tl, 0600, false)))
+    goto out;
+  if (fe == KH_OK) {
+    kh_hex_encode(hex, wid, 16);
+    snprintf(name, sizeof name, "accounts/%s/keys/%s", account, hex);
+    if ((e = kh_provider_del(k->prov, name)))
+      goto out;
+  }
+  if (unlink(rec) != 0 && errno != ENOENT) {
+    e = kh_seterr(KH_ERR_IO, "unlink %s: %s", rec, strerror(errno));
+    goto out;
+  }
+  char *esc = kh_kms_path(k, "escrow", NULL, NULL);
+  if (esc) {
+    kh_fsync_dir(esc);
+    free(esc);
+  }
+out:
+  free(dd);
+  free(tomb);
+  free(rec);
+  kh_buf_release(&obj);
+  pthread_mutex_unlock(&k->opmu);
+  return e;
+}
+
+/* ---- rotation ------------------------------------------------------------------------ */
+
+typedef struct acct_list {
+  char (*ids)[KH_LOG_ACCOUNT_MAX + 1];
+  size_t n, cap;
+} acct_list;
+
+static int collect_account(const char *name, uint64_t size, void *ctx)
+{
+  acct_list *l = ctx;
+  const char *slash = strchr(name, '/');
+  if (!slash || strcmp(slash, "/account") || (size_t)(slash - name) > KH_LOG_ACCOUNT_MAX)
+    return 0;
+  if (l->n == l->cap) {
+    size_t nc = l->cap ? l->cap * 2 : 16;
+    void *p = realloc(l->ids, nc * sizeof *l->ids);
+    if (!p)
+      return 1;
+    l->ids = p;
+    l->cap = nc;
+  }
+  snprintf(l->ids[l->n], sizeof l->ids[0], "%.*s", (int)(slash - name), name);
+  if (kh_kms_account_ok(l->ids[l->n]))
+    l->n++;
+  return 0;
+}
+
+kh_err kh_kms_rotate(kh_kms *k, const kh_kms_request *rq, size_t *nout)
+{
+  pthread_mutex_lock(&k->opmu);
+  acct_list al;
+  memset(&al, 0, sizeof al);
+  kh_buf obj, ad, nobj;
+  kh_buf_init(&obj, 4096);
+  kh_buf_init(&nobj, 4096);
+  kh_buf_init(&ad, 1024);
+  char kid[KH_LOG_KEY_MAX + 1], name[300], hex[33];
+  char *lkp = kh_kms_path(k, "log.key", NULL, NULL), *skey = NULL;
+  char lname[KH_CHECKPOINT_ORIGIN_MAX + 1];
+  uint8_t *seed = kh_secure_alloc(32), *key = kh_secure_alloc(32);
+  size_t n = 0;
+  kh_err e;
+  if (!lkp || !seed || !key) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  if ((e = kh_rootkey_rotate(k->rk)))
+    goto out;
+  cache_clear(k, NULL);
+  snprintf(kid, sizeof kid, "%s", kh_rootkey_id(k->rk));
+  if ((e = kh_kms_log(k, KH_LOG_OP_ROTATE, "0", kid, rq, false, 0, NULL)))
+    goto out;
+  /* the log key moves to the new version too */
+  {
+    uint8_t *data = NULL;
+    size_t len = 0;
+    kh_logkey_file f;
+    if ((e = kh_read_file(lkp, 4096, &data, &len)) || (e = kh_logkey_parse(data, len, &f))) {
+      free(data);
+      goto out;
+    }
+    snprintf(lname, sizeof lname, "%.*s", (int)f.namelen, f.name);
+    kh_buf_reset(&ad);
+    e = logkey_ad(&ad, k->cfg.region, lname);
+    if (!e)
+      e = kh_rootkey_unwrap(k->rk, f.blob, f.bloblen, ad.data, ad.len, seed);
+    free(data);
+    if (e || (e = write_logkey(lkp, k->cfg.region, lname, k->rk, seed)))
+      goto out;
+  }
+  if ((e = kh_provider_list(k->prov, "accounts", collect_account, &al)))
+    goto out;
+  for (size_t i = 0; i < al.n; i++) {
+    const char *acct = al.ids[i];
+    uint8_t wid[16];
+    kh_kms_wrapobj w;
+    if (kh_kms_destroyed(k, acct))
+      continue;
+    kh_err fe = find_wrap(k, acct, &obj, wid);
+    if (fe == KH_ERR_NOTFOUND)
+      continue;
+    if ((e = fe) || (e = kh_kms_wrapobj_parse(obj.data, obj.len, &w)))
+      goto out;
+    kh_buf_reset(&ad);
+    if ((e = wrap_ad(&ad, k->cfg.region, acct, wid, obj.data)) ||
+        (e = kh_rootkey_unwrap(k->rk, w.blob, w.bloblen, ad.data, ad.len, key)) ||
+        (e = build_wrapobj(k, acct, wid, key, w.cipher, &nobj)))
+      goto out;
+    key_id(kid, sizeof kid, "kms-wrap", wid, kh_rootkey_id(k->rk));
+    if ((e = kh_kms_log(k, KH_LOG_OP_REWRAP, acct, kid, rq, false, 0, NULL)))
+      goto out;
+    kh_hex_encode(hex, wid, 16);
+    snprintf(name, sizeof name, "accounts/%s/keys/%s", acct, hex);
+    if ((e = kh_provider_put(k->prov, name, nobj.data, nobj.len, false)))
+      goto out;
+    n++;
+  }
+  if (nout)
+    *nout = n;
+out:
+  free(al.ids);
+  free(lkp);
+  kh_secure_free(skey);
+  kh_secure_free(seed);
+  kh_secure_free(key);
+  kh_buf_release(&obj);
+  kh_buf_release(&nobj);
+  kh_buf_release(&ad);
+  pthread_mutex_unlock(&k->opmu);
+  return e;
+}
+
+/* ---- witnesses -------------------------------------------------------------------------- */
+
+kh_err kh_kms_set_witnesses(kh_kms *k, unsigned required, const char *const *dirs, size_t n)
+{
+  if (n > KH_KMS_WITNESS_MAX || required > n)
+    return kh_seterr(KH_ERR_INVAL, "need required <= witnesses <= %d", KH_KMS_WITNESS_MAX);
+  kh_kms_config c = k->cfg;
+  kh_err e = KH_OK;
+  c.witnesses_required = required;
+  c.nwitnesses = n;
+  for (size_t i = 0; i < n; i++) {
+    if (dirs[i][0] != '/' || strlen(dirs[i]) >= KH_KMS_PATH_MAX)
+      return kh_seterr(KH_ERR_INVAL, "witness directories must be absolute paths");
+    snprintf(c.witness[i], KH_KMS_PATH_MAX, "%s", dirs[i]);
+    kh_witness *w = NULL;
+    if ((e = kh_witness_open(dirs[i], &w)))
+      return kh_adderr(e, "witness %s", dirs[i]);
+    e = kh_witness_add_log(w, c.origin, k->vkey);
+    kh_witness_free(w);
+    if (e)
+      return kh_adderr(e, "witness %s", dirs[i]);
+  }
+  kh_buf b;
+  kh_buf_init(&b, KH_KMS_CONFIG_MAX);
+  char *p = kh_kms_path(k, "config", NULL, NULL);
+  e = p ? kh_kms_config_format(&c, &b) : kh_seterr(KH_ERR_NOMEM, "out of memory");
+  if (!e)
+    e = kh_write_file_atomic(p, b.data, b.len, 0600, false);
+  free(p);
+  kh_buf_release(&b);
+  if (!e) {
+    pthread_mutex_lock(&k->mu);
+    for (size_t i = 0; i < KH_KMS_WITNESS_MAX; i++) {
+      kh_witness_free(k->witness[i]);
+      k->witness[i] = NULL;
+    }
+    k->cfg = c;
+    pthread_mutex_unlock(&k->mu);
+  }
+  return e;
+}

@@ -1,0 +1,169 @@
+/* The key service with its root key in a PKCS#11 token (SoftHSM2, a token
+ * initialised in a temporary directory): create, wrap, logged unwrap,
+ * rotate, escrow, destroy.  SoftHSM2 missing is a FAILURE, never a skip. */
+#include "keyhold/kms.h"
+#include "kms/kms_internal.h"
+#include "common/fsutil.h"
+#include "crypto/crypto.h"
+#include "kh_test.h"
+
+#include <sodium.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static char tmpdir[256], region[300];
+static const char *account_id = "00aa11bb22cc33dd44ee55ff66778899";
+
+static const char *find_module(void)
+{
+  static const char *candidates[] = {
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib64/pkcs11/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+  };
+  const char *env = getenv("KH_SOFTHSM2_MODULE");
+  if (env && *env)
+    return access(env, R_OK) == 0 ? env : NULL;
+  for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
+    if (access(candidates[i], R_OK) == 0)
+      return candidates[i];
+  return NULL;
+}
+
+static bool setup_token(void)
+{
+  char conf[512], tokens[300], text[600], pinf[300];
+  snprintf(tokens, sizeof tokens, "%s/tokens", tmpdir);
+  snprintf(conf, sizeof conf, "%s/softhsm2.conf", tmpdir);
+  snprintf(pinf, sizeof pinf, "%s/pin", tmpdir);
+  if (mkdir(tokens, 0700) != 0)
+    return false;
+  int n = snprintf(text, sizeof text,
+                   "directories.tokendir = %s\nobjectstore.backend = file\n"
+                   "log.level = ERROR\nslots.removable = false\n", tokens);
+  if (kh_write_file_atomic(conf, text, (size_t)n, 0600, false) != KH_OK ||
+      kh_write_file_atomic(pinf, "1234\n", 5, 0600, false) != KH_OK)
+    return false;
+  setenv("SOFTHSM2_CONF", conf, 1);
+  setenv("KEYHOLD_PKCS11_TOKEN", "kh-kms", 1);
+  setenv("KEYHOLD_PKCS11_PIN_FILE", pinf, 1);
+  char *argv[] = {"softhsm2-util", "--init-token", "--free", "--label", "kh-kms", "--pin",
+                  "1234", "--so-pin", "5678", NULL};
+  pid_t pid;
+  int st;
+  if (posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ) != 0 ||
+      waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    return false;
+  return true;
+}
+
+static void test_kms_pkcs11(void)
+{
+  uint8_t key[32];
+  randombytes_buf(key, 32);
+  CHECK_OK(kh_kms_create(region, "hsm-region"));
+  /* no sealed key file, no operator secret: the root key is in the token */
+  char p[400];
+  struct stat st;
+  snprintf(p, sizeof p, "%s/kms/root", region);
+  CHECK(stat(p, &st) != 0);
+  uint8_t *cfg = NULL;
+  size_t len = 0;
+  snprintf(p, sizeof p, "%s/kms/config", region);
+  CHECK_OK(kh_read_file(p, 4096, &cfg, &len));
+  CHECK(cfg && memmem(cfg, len, "backend pkcs11\npkcs11-label keyhold-hsm-region\n", 47));
+  free(cfg);
+  kh_kms *k = NULL;
+  CHECK_OK(kh_kms_open(region, &k));
+  if (!k)
+    return;
+  CHECK(!strncmp(kh_kms_rootkey_id(k), "pkcs11:keyhold-hsm-region:v1", 28));
+  kh_kms_request rq = {"operator", "hsm test", NULL, NULL, NULL};
+  CHECK_OK(kh_kms_wrap(k, account_id, key, 2, &rq));
+  kh_kms_release r;
+  CHECK_OK(kh_kms_unwrap(k, account_id, &rq, &r));
+  CHECK(r.key && !memcmp(r.key, key, 32) && r.cipher == 2 && r.index == 1);
+  CHECK_OK(kh_log_verify_inclusion(r.leaf, r.index, r.size, r.proof, r.plen, r.root));
+  kh_kms_release_clear(&r);
+  /* fail closed here too */
+  kh_kms_test_fail_appends(k, 1);
+  CHECK_EQ(kh_kms_unwrap(k, account_id, &rq, &r), KH_ERR_LOG);
+  CHECK(r.key == NULL);
+  /* escrow: derive runs in the token (HMAC) */
+  kh_secret *good = kh_secret_new("hsm words", 9), *bad = kh_secret_new("x", 1);
+  uint32_t left;
+  CHECK_OK(kh_kms_escrow_enable(k, account_id, key, 2, good, &rq));
+  CHECK_EQ(kh_kms_escrow_recover(k, account_id, bad, &rq, &r, &left), KH_ERR_PASSCODE);
+  CHECK_OK(kh_kms_escrow_recover(k, account_id, good, &rq, &r, &left));
+  CHECK(r.key && !memcmp(r.key, key, 32));
+  kh_kms_release_clear(&r);
+  kh_secret_free(good);
+  kh_secret_free(bad);
+  kh_kms_free(k);
+  /* reopen: the log key is wrapped by the token key */
+  k = NULL;
+  char mk[400];
+  snprintf(mk, sizeof mk, "%s/accounts/%s", region, account_id);
+  kh_mkdirs(mk, 0700);
+  snprintf(mk, sizeof mk, "%s/accounts/%s/account", region, account_id);
+  kh_write_file_atomic(mk, "keyhold-account v1\n", 19, 0600, false);
+  CHECK_OK(kh_kms_open(region, &k));
+  if (!k)
+    return;
+  size_t n = 0;
+  CHECK_OK(kh_kms_rotate(k, &rq, &n));
+  CHECK_EQ(n, 1);
+  CHECK(strstr(kh_kms_rootkey_id(k), ":v2") != NULL);
+  CHECK_OK(kh_kms_unwrap(k, account_id, &rq, &r));
+  CHECK(r.key && !memcmp(r.key, key, 32));
+  kh_kms_release_clear(&r);
+  CHECK_OK(kh_kms_destroy(k, account_id, &rq));
+  CHECK_EQ(kh_kms_unwrap(k, account_id, &rq, &r), KH_ERR_STATE);
+  CHECK_OK(kh_tlog_verify(k->log, NULL, NULL));
+  kh_kms_free(k);
+  /* a wrong PIN opens nothing */
+  char pinf[300];
+  snprintf(pinf, sizeof pinf, "%s/badpin", tmpdir);
+  kh_write_file_atomic(pinf, "0000\n", 5, 0600, false);
+  const char *good_pin = getenv("KEYHOLD_PKCS11_PIN_FILE");
+  char save[300];
+  snprintf(save, sizeof save, "%s", good_pin);
+  setenv("KEYHOLD_PKCS11_PIN_FILE", pinf, 1);
+  CHECK(kh_kms_open(region, &k) != KH_OK);
+  setenv("KEYHOLD_PKCS11_PIN_FILE", save, 1);
+}
+
+int main(void)
+{
+  if (kh_crypto_init() != KH_OK)
+    return 1;
+  const char *module = find_module();
+  if (!module) {
+    fprintf(stderr, "FAIL: SoftHSM2 is not installed (Debian package softhsm2)\n");
+    return 1;
+  }
+  const char *base = getenv("TMPDIR");
+  snprintf(tmpdir, sizeof tmpdir, "%s/kh-kms-p11-XXXXXX", base && *base ? base : "/tmp");
+  if (!mkdtemp(tmpdir))
+    return 1;
+  snprintf(region, sizeof region, "%s/region", tmpdir);
+  kh_mkdirs(region, 0700);
+  setenv("KEYHOLD_PKCS11_MODULE", module, 1);
+  unsetenv("KEYHOLD_PKCS11_KEY_LABEL");
+  int rc = 1;
+  if (!setup_token()) {
+    fprintf(stderr, "FAIL: cannot initialise a SoftHSM2 token\n");
+    goto out;
+  }
+  RUN(test_kms_pkcs11);
+  rc = kh_test_done("test_kms_pkcs11");
+out:
+  kh_remove_tree(tmpdir);
+  return rc;
+}
