@@ -63,6 +63,17 @@ printf '  disk.img: %s bytes, %s KiB on disk (still sparse)\n' \
 say "Verify every byte"
 run "$K" check --read-data
 
+say "No silent back door: the operator's key use is logged, and the device sees it"
+run "$K" whoami
+ACCT=$("$K" whoami --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["account"])')
+echo "\$ keyhold watch   # every key operation this device did not ask for"
+"$K" watch && echo "  (exit 0: nothing the device did not do itself)"
+run "$K" admin unwrap --account "$ACCT" --reason "demo: legal request #42"
+echo "\$ keyhold watch"
+"$K" watch || echo "  (exit $?: the device reports the operator's unwrap)"
+run "$K" log checkpoint
+run "$K" log verify
+
 say "A provider flips one byte of a pack: check finds it and names what is hurt"
 P=$(find "$KEYHOLD_REGION/accounts" -path '*/data/*' -type f -size +1M | head -1)
 printf '\377' | dd of="$P" bs=1 seek=1000 conv=notrunc 2>/dev/null
