@@ -496,6 +496,20 @@ print(nrep + len(baddirs))
 
 # ---- timing and big trees -------------------------------------------------------
 
+# pause_holding_lock PID: SIGSTOP PID; succeeds only if it is then stopped
+# (not already exited) and an account lock object exists, else resumes it
+# and returns 1.
+pause_holding_lock() {
+  kill -STOP "$1" 2>/dev/null || return 1
+  sleep 0.05
+  ph_state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
+  if [ "$ph_state" = T ] && ls "$(account_dir)/locks" 2>/dev/null | grep -Eqx '[0-9a-f]{32}'; then
+    return 0
+  fi
+  kill -CONT "$1" 2>/dev/null
+  return 1
+}
+
 # wait_lock PID: wait (at most 10 s) until the account has a lock object (a
 # 32-hex name, not a temporary file of an atomic write) while PID runs;
 # returns 1 if PID ended first.

@@ -62,7 +62,7 @@ manifest "$A" >"$KH_W/m/A-paused"
 bg "$KEYHOLD" backup --json "$A" >"$KH_W/a.json" 2>"$KH_W/a.err"
 PA=$BGPID
 wait_lock "$PA" || fail "the backup finished before it could be paused (no lock seen)"
-kill -STOP "$PA"
+pause_holding_lock "$PA" || fail "the backup finished before it could be paused"
 run timeout 60 "$KEYHOLD" prune
 [ $RC -ne 124 ] || fail "prune waited 60 s for a backup's lock (docs: it fails)"
 assert_rc 1 "prune while a backup holds the lock"
@@ -80,23 +80,34 @@ restore_matches "$SP" "$A" "$KH_W/m/A-paused" "paused backup after prune"
 restore_matches "$SB" "$B" "$KH_W/m/B2" "backup B after prune"
 
 # ---- a backup while prune holds the exclusive lock ---------------------------------
-khr forget "$SB"
-assert_ok "forget B"
-bg "$KEYHOLD" prune >"$KH_W/p.out" 2>"$KH_W/p.err"
-PP=$BGPID
-if wait_lock "$PP"; then
-  kill -STOP "$PP"
-  printf 'during prune\n' >"$C/docs/marker.txt"
-  run timeout 60 "$KEYHOLD" backup "$C"
-  [ $RC -ne 124 ] || fail "backup waited 60 s for prune's lock"
-  assert_rc 1 "backup while prune holds the exclusive lock"
-  assert_grep 'lock' "$ERR" "backup during prune: message"
-  kill -CONT "$PP"
-else
-  note "prune finished before it could be paused; skipped the backup-during-prune case"
-fi
-wait "$PP"; rp=$?
-[ $rp -eq 0 ] || fail "prune failed: $(cat "$KH_W/p.err")"
+# prune holds its lock only briefly: give it repacking to do and try a few
+# times to pause it while it holds the lock
+paused=0
+try=1
+while [ $paused -eq 0 ] && [ $try -le 5 ]; do
+  big_tree "$A" $((200 + try)) 0 9
+  backup_id "$A"
+  SX=$SNAP
+  big_tree "$A" $((300 + try)) 0 4
+  backup_id "$A"
+  khr forget "$SX"
+  assert_ok "forget $SX"
+  bg "$KEYHOLD" prune >"$KH_W/p.out" 2>"$KH_W/p.err"
+  PP=$BGPID
+  if wait_lock "$PP" && pause_holding_lock "$PP"; then
+    paused=1
+    printf 'during prune\n' >"$C/docs/marker.txt"
+    run timeout 60 "$KEYHOLD" backup "$C"
+    [ $RC -ne 124 ] || fail "backup waited 60 s for prune's lock"
+    assert_rc 1 "backup while prune holds the exclusive lock"
+    assert_grep 'lock' "$ERR" "backup during prune: message"
+    kill -CONT "$PP"
+  fi
+  wait "$PP"; rp=$?
+  [ $rp -eq 0 ] || fail "prune failed: $(cat "$KH_W/p.err")"
+  try=$((try + 1))
+done
+[ $paused -eq 1 ] || note "SKIP backup-during-prune: prune never held its lock long enough to be paused"
 khr check --read-data
 assert_ok "check after prune with a refused backup"
 
@@ -113,39 +124,53 @@ assert_ok "prune after a backup was killed (stale lock)"
 [ -z "$(ls "$LOCKS")" ] || fail "prune left the stale lock or its own: $(ls "$LOCKS")"
 khr check --read-data
 assert_ok "check after the stale lock"
-# a stale exclusive lock (prune killed) does not block a backup
+# a stale exclusive lock (prune killed) does not block a backup: prune is
+# killed right after it made its lock (at its first unlink, which removes
+# the lock's temporary file; strace injects the SIGKILL)
 khr forget "$SP"
-bg "$KEYHOLD" prune >/dev/null 2>&1
-PP=$BGPID
-if wait_lock "$PP"; then
-  kill -9 "$PP"
+stale=0
+if command -v strace >/dev/null 2>&1; then
+  run strace -f -qq -o /dev/null -e trace=unlink,unlinkat -e inject=unlink,unlinkat:signal=KILL:when=1 "$KEYHOLD" prune
+  [ $RC -eq 137 ] && stale=1
+else
+  bg "$KEYHOLD" prune >/dev/null 2>&1
+  PP=$BGPID
+  if wait_lock "$PP" && pause_holding_lock "$PP"; then
+    kill -9 "$PP"
+    stale=1
+  fi
   wait "$PP"
+fi
+if [ $stale -eq 1 ]; then
+  ls "$LOCKS" | grep -Eqx '[0-9a-f]{32}' || fail "the killed prune left no lock (cannot test a stale exclusive lock)"
   cp -a "$C" "$KH_T/cp/C-final"
   run timeout 60 "$KEYHOLD" backup "$C"
   assert_ok "backup after prune was killed (stale exclusive lock)"
   restore_and_compare latest "$C" "backup after a stale exclusive lock" "$KH_T/cp/C-final"
 else
-  wait "$PP"
-  note "prune finished before it could be killed; skipped the stale exclusive lock case"
+  note "SKIP stale exclusive lock: prune could not be killed while holding its lock"
 fi
 khr prune
 assert_ok "final prune"
 khr check --read-data
 assert_ok "final check"
 
-# ---- a new device used by two processes at once ------------------------------------
+# ---- a new device used by three processes at once ----------------------------------
 k=1
-while [ $k -le 5 ]; do
+while [ $k -le 10 ]; do
   KEYHOLD_DEVICE_DIR=$KH_T/state/device-new$k
   export KEYHOLD_DEVICE_DIR
   bg "$KEYHOLD" snapshots >/dev/null 2>"$KH_W/n1.err"
   P1=$BGPID
   bg "$KEYHOLD" snapshots >/dev/null 2>"$KH_W/n2.err"
   P2=$BGPID
-  wait "$P1"; r1=$?
-  wait "$P2"; r2=$?
-  [ $r1 -eq 0 ] || fail "first use of a new device by two processes: one failed: $(cat "$KH_W/n1.err")"
-  [ $r2 -eq 0 ] || fail "first use of a new device by two processes: one failed: $(cat "$KH_W/n2.err")"
+  bg "$KEYHOLD" snapshots >/dev/null 2>"$KH_W/n3.err"
+  P3=$BGPID
+  for p in 1 2 3; do
+    eval "wait \$P$p"
+    r=$?
+    [ $r -eq 0 ] || fail "first use of a new device by three processes: one failed: $(cat "$KH_W/n$p.err")"
+  done
   k=$((k + 1))
 done
 backup_id "$C"
