@@ -16,12 +16,7 @@
 
 #define STALE_NS (30ll * 60 * 1000000000)
 
-typedef struct lock_info {
-  bool exclusive;
-  int64_t time_ns;
-  uint32_t pid;
-  char host[256];
-} lock_info;
+typedef kh_lock_info lock_info;
 
 static kh_err encode_lock(const lock_info *l, kh_buf *b)
 {
@@ -32,7 +27,7 @@ static kh_err encode_lock(const lock_info *l, kh_buf *b)
   return e;
 }
 
-static bool decode_lock(const uint8_t *p, size_t n, lock_info *l)
+bool kh_lock_decode(const uint8_t *p, size_t n, kh_lock_info *l)
 {
   kh_rd r;
   kh_rd_init(&r, p, n);
@@ -98,7 +93,7 @@ static kh_err conflicts(kh_vault *v, const uint8_t mine[16], bool exclusive, boo
     if (ge == KH_ERR_NOTFOUND)
       continue; /* released meanwhile */
     bool stale;
-    if (ge || !decode_lock(b.data, b.len, &l)) {
+    if (ge || !kh_lock_decode(b.data, b.len, &l)) {
       stale = true; /* unreadable lock: nobody can hold it */
     } else {
       stale = kh_wall_ns() - l.time_ns > STALE_NS ||
@@ -159,7 +154,7 @@ kh_err kh_vault_lock_refresh(kh_vault *v)
   kh_buf_init(&b, 4096);
   lock_info l;
   kh_err e = kh_vault_get_obj(v, "locks", "lock", id, 16, &b);
-  if (!e && decode_lock(b.data, b.len, &l))
+  if (!e && kh_lock_decode(b.data, b.len, &l))
     e = write_lock(v, id, l.exclusive, false);
   kh_buf_release(&b);
   return e;

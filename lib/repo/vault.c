@@ -137,26 +137,40 @@ out:
 }
 
 /* Try a passcode wrap: KH_ERR_PASSCODE if it does not open. */
-static kh_err open_passcode_wrap(const char *region, const char *account, const uint8_t wid[16],
-                                 const uint8_t *obj, size_t n, const kh_secret *pass,
-                                 uint8_t *master, int *cipher)
+kh_err kh_keywrap_passcode_header(const uint8_t *obj, size_t n, uint32_t *ops, uint32_t *mib,
+                                  uint8_t salt[16], size_t *hlen)
 {
   kh_rd r;
   kh_rd_init(&r, obj, n);
   const uint8_t *magic = kh_rd_bytes(&r, 6);
   uint8_t kind = kh_rd_u8(&r);
-  uint32_t ops = kh_rd_u32(&r), mib = kh_rd_u32(&r);
-  uint8_t salt[16];
+  *ops = kh_rd_u32(&r);
+  *mib = kh_rd_u32(&r);
   kh_rd_copy(&r, salt, 16);
   if (!kh_rd_ok(&r) || memcmp(magic, KEY_MAGIC, 6))
     return kh_seterr(KH_ERR_FORMAT, "malformed key object");
   if (kind != KEY_KIND_PASSCODE)
     return kh_seterr(KH_ERR_NOTFOUND, "not a passcode wrap");
   /* bound the work an attacker-supplied header can ask of us */
-  if (ops < 1 || ops > 64 || mib < 8 || mib > 4096)
+  if (*ops < 1 || *ops > 64 || *mib < 8 || *mib > 4096)
     return kh_seterr(KH_ERR_FORMAT, "key object asks for unreasonable KDF parameters");
-  size_t hlen = r.off;
-  kh_err e = KH_OK;
+  /* the box after the header holds master(32) || cipher(1) */
+  if (n - r.off < 33 + KH_AEAD_TAG + 24)
+    return kh_seterr(KH_ERR_FORMAT, "key object too short");
+  *hlen = r.off;
+  return KH_OK;
+}
+
+static kh_err open_passcode_wrap(const char *region, const char *account, const uint8_t wid[16],
+                                 const uint8_t *obj, size_t n, const kh_secret *pass,
+                                 uint8_t *master, int *cipher)
+{
+  uint32_t ops, mib;
+  uint8_t salt[16];
+  size_t hlen;
+  kh_err e = kh_keywrap_passcode_header(obj, n, &ops, &mib, salt, &hlen);
+  if (e)
+    return e;
   uint8_t *k = kh_secure_alloc(32);
   kh_aead *a = NULL;
   kh_buf ad, pt;

@@ -78,6 +78,21 @@ kh_err kh_vault_resolve(kh_vault *v, const char *spec, uint8_t id[32]);
 /* Device counter (monotonic per device) */
 kh_err kh_vault_next_counter(kh_vault *v, uint64_t region_max, uint64_t *out);
 
+/* Parse a passcode key-wrap object's header (docs/format.md §4) without
+ * running Argon2id: KH_ERR_NOTFOUND for another kind, KH_ERR_FORMAT if
+ * malformed or asking for KDF costs out of bounds.  Fuzzed. */
+kh_err kh_keywrap_passcode_header(const uint8_t *obj, size_t n, uint32_t *ops, uint32_t *mib,
+                                  uint8_t salt[16], size_t *hlen);
+
+/* A lock object's plaintext (docs/format.md §10); false if malformed. Fuzzed. */
+typedef struct kh_lock_info {
+  bool exclusive;
+  int64_t time_ns;
+  uint32_t pid;
+  char host[256];
+} kh_lock_info;
+bool kh_lock_decode(const uint8_t *p, size_t n, kh_lock_info *l);
+
 /* Locks (lock.c) */
 kh_err kh_vault_lock(kh_vault *v, bool exclusive);
 void kh_vault_unlock(kh_vault *v);
