@@ -83,6 +83,7 @@ struct backup_ctx {
   kh_err fatal;       /* first fatal error of any worker (under nmu) */
   pthread_mutex_t wmu; /* serialises warn callbacks */
   _Atomic uint64_t files_done, bytes_done, bytes_new, bytes_stored, blobs_new, bytes_read;
+  _Atomic uint64_t skipped_files, skipped_bytes; /* unreadable: not in the snapshot */
   uint64_t files_total, bytes_total;
   bool scan_done;
   double t0, last_progress;
@@ -460,6 +461,10 @@ static void *worker_main(void *arg)
         set_fatal(bc, kh_adderr(e, "%s", j.path));
       j.node->failed = skipped;
       j.node->from_disk = !skipped && !e;
+      if (skipped) {
+        atomic_fetch_add(&bc->skipped_files, 1);
+        atomic_fetch_add(&bc->skipped_bytes, j.node->size);
+      }
       free(j.path);
       atomic_fetch_add(&bc->files_done, 1);
     }
@@ -912,6 +917,9 @@ out:
     pthread_join(ws[i].tid, NULL);
   if (!e)
     e = bc->fatal;
+  /* what could not be read is not in the snapshot: do not count it */
+  r->files -= atomic_load(&bc->skipped_files);
+  bc->bytes_total -= atomic_load(&bc->skipped_bytes);
   if (!e) { /* trees, then the last pack, the index, the snapshot */
     worker *tw = &ws[nthreads];
     e = store_trees(bc, tw, root);

@@ -40,6 +40,7 @@ typedef struct rctx {
   size_t n, cap;
   const char *const *incl;
   size_t nincl;
+  bool *incl_found;    /* an include named something in the snapshot */
   char *tpath;
   size_t tlen, tcap;
   _Atomic size_t next;
@@ -75,7 +76,11 @@ static bool selected(rctx *c, const uint8_t *p, size_t n)
     size_t m = n < il ? n : il;
     if (memcmp(p, inc, m))
       continue;
-    if (n == il || (n > il && (p[il] == '/' || il == 1)) || (n < il && inc[n] == '/'))
+    if (n == il) {
+      c->incl_found[i] = true;
+      return true;
+    }
+    if ((n > il && (p[il] == '/' || il == 1)) || (n < il && inc[n] == '/'))
       return true;
   }
   return false;
@@ -379,8 +384,19 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     c->tpath[c->tlen] = 0;
     free(t);
   }
+  if (c->nincl && !(c->incl_found = calloc(c->nincl, sizeof *c->incl_found))) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
   if ((e = collect(c, s.tree, c->tlen, 0)))
     goto out;
+  /* an include that names nothing is reported (after restoring the rest) */
+  const char *missing = NULL;
+  for (size_t i = 0; i < c->nincl; i++)
+    if (!c->incl_found[i] && strcmp(c->incl[i], "/")) {
+      rwarn(c, KH_ERR_NOTFOUND, c->incl[i], "is not in the snapshot");
+      missing = c->incl[i];
+    }
   /* hard links: later items of the same (dev, inode) link to the first */
   hl = malloc((c->n ? c->n : 1) * sizeof *hl);
   if (!hl) {
@@ -517,6 +533,8 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   else if (r->failed)
     e = kh_seterr(KH_ERR_CORRUPT, "%llu files could not be restored intact",
                   (unsigned long long)r->failed);
+  else if (missing)
+    e = kh_seterr(KH_ERR_NOTFOUND, "%s is not in the snapshot", missing);
 out:
   kh_snap_release(&s);
   free(hl);
@@ -526,6 +544,7 @@ out:
     free(c->items[i].chunks);
   }
   free(c->items);
+  free(c->incl_found);
   free(c->tpath);
   pthread_mutex_destroy(&c->wmu);
   free(c);

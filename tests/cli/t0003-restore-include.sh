@@ -67,11 +67,12 @@ only_files "$T5" "$SRC/docs/hard2" "$SRC/bin/hard3"
 assert_eq "$(stat -c %i "$T5$SRC/docs/hard2")" "$(stat -c %i "$T5$SRC/bin/hard3")" "two included hard links share an inode"
 cmp "$SRC/docs/hard1" "$T5$SRC/docs/hard2" || fail "hard link content"
 
-# 5. an include that is not in the snapshot restores nothing (docs/cli.md
-#    does not say whether that is an error; `ls SNAP PATH` exits 1)
+# 5. an include that is not in the snapshot restores nothing and is an
+#    error that names it (docs/cli.md)
 T6=$KH_T/rt/none
 khr restore "$SNAP" --target "$T6" --include "$SRC/no such thing"
-[ "$RC" -lt 2 ] || fail "restore --include of a missing path: exit $RC"
+assert_rc 1 "restore --include of a missing path"
+assert_grep 'no such thing.*not in the snapshot' "$ERR" "restore --include of a missing path: message"
 if [ -d "$T6" ]; then
   n=$(find "$T6" ! -type d | wc -l)
   assert_eq "$n" 0 "restore --include of a missing path wrote files"
@@ -81,6 +82,7 @@ fi
 #    restore docs/hard1
 T7=$KH_T/rt/prefix
 khr restore "$SNAP" --target "$T7" --include "$SRC/docs/hard" --include "$SRC/bin/tool"
+assert_rc 1 "restore with one include that names nothing (the others are restored)"
 only_files "$T7" "$SRC/bin/tool"
 
 # 7. restore into an existing target with other content leaves that content
