@@ -561,3 +561,15 @@ void cli_progress_end(void) {
   fflush(stderr);
   pthread_mutex_unlock(&err_lock);
 }
+
+bool cli_pick_account(const char *region, char out[KH_ACCOUNT_ID_HEX + 1])
+{
+  if (g_opts.account) {
+    snprintf(out, KH_ACCOUNT_ID_HEX + 1, "%s", g_opts.account);
+    return true;
+  }
+  kh_err e = kh_region_account(region, out);
+  if (e)
+    cli_fail(e, "account");
+  return e == KH_OK;
+}

@@ -73,6 +73,9 @@ kh_err cli_read_passcode(const char *opt_file, const char *env, const char *prom
                          bool confirm, kh_secret **out);
 /* The region directory from --region / KEYHOLD_REGION or an error (printed). */
 kh_err cli_region_path(const char **out);
+/* The account named by --account/KEYHOLD_ACCOUNT, else the region's only
+ * account; prints the error itself and returns false on failure. */
+bool cli_pick_account(const char *region, char out[KH_ACCOUNT_ID_HEX + 1]);
 /* Open the account in the region with the passcode; prints its own error
  * ("keyhold: open account: wrong passcode"). */
 kh_err cli_open_vault(kh_vault **out);

@@ -2,7 +2,6 @@
  * recovery passcode with an attempt limit. */
 #include "cli.h"
 
-#include <dirent.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,33 +54,6 @@ const char cmd_escrow_help[] =
 "    KEYHOLD_RECOVERY_PASSCODE_FILE=rp.txt KEYHOLD_PASSCODE_FILE=new.txt \\\n"
 "        keyhold escrow recover\n";
 
-static bool pick_account(const char *region, char out[KH_ACCOUNT_ID_HEX + 1])
-{
-  if (g_opts.account) {
-    snprintf(out, KH_ACCOUNT_ID_HEX + 1, "%s", g_opts.account);
-    return true;
-  }
-  size_t n = strlen(region) + 16;
-  char *dir = malloc(n);
-  if (!dir)
-    return false;
-  snprintf(dir, n, "%s/accounts", region);
-  DIR *d = opendir(dir);
-  free(dir);
-  int found = 0;
-  if (d) {
-    struct dirent *de;
-    while ((de = readdir(d)))
-      if (strlen(de->d_name) == KH_ACCOUNT_ID_HEX && found++ == 0)
-        memcpy(out, de->d_name, KH_ACCOUNT_ID_HEX + 1);
-    closedir(d);
-  }
-  if (found != 1)
-    cli_errorf("%s: name the account with --account", found ? "the region has several accounts"
-                                                            : "the region has no account");
-  return found == 1;
-}
-
 static int escrow_enable(void)
 {
   const char *region;
@@ -132,7 +104,7 @@ static int escrow_recover(void)
   kh_kms_release r;
   memset(&r, 0, sizeof r);
   int rc = CLI_EXIT_FAIL;
-  if (cli_region_path(&region) || !pick_account(region, account))
+  if (cli_region_path(&region) || !cli_pick_account(region, account))
     return CLI_EXIT_FAIL;
   /* both secrets first: a failure to read the new one must not cost an attempt */
   if (cli_read_passcode(NULL, "KEYHOLD_RECOVERY_PASSCODE_FILE", "Recovery passcode", false,

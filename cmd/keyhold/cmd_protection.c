@@ -3,7 +3,6 @@
 #include "cli.h"
 
 #include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -210,34 +209,6 @@ out:
   return rc;
 }
 
-/* The account named by --account, else the region's only account. */
-static bool pick_account(const char *region, char out[KH_ACCOUNT_ID_HEX + 1])
-{
-  if (g_opts.account) {
-    snprintf(out, KH_ACCOUNT_ID_HEX + 1, "%s", g_opts.account);
-    return true;
-  }
-  size_t n = strlen(region) + 16;
-  char *dir = malloc(n);
-  if (!dir)
-    return false;
-  snprintf(dir, n, "%s/accounts", region);
-  DIR *d = opendir(dir);
-  free(dir);
-  int found = 0;
-  if (d) {
-    struct dirent *de;
-    while ((de = readdir(d)))
-      if (strlen(de->d_name) == KH_ACCOUNT_ID_HEX && found++ == 0)
-        memcpy(out, de->d_name, KH_ACCOUNT_ID_HEX + 1);
-    closedir(d);
-  }
-  if (found != 1)
-    cli_errorf("%s: name the account with --account", found ? "the region has several accounts"
-                                                            : "the region has no account");
-  return found == 1;
-}
-
 static int prot_recover(const char *keyfile)
 {
   const char *region;
@@ -245,7 +216,7 @@ static int prot_recover(const char *keyfile)
   kh_secret *rks = NULL, *np = NULL;
   uint8_t rk[32];
   int rc = CLI_EXIT_FAIL;
-  if (cli_region_path(&region) || !pick_account(region, account))
+  if (cli_region_path(&region) || !cli_pick_account(region, account))
     return CLI_EXIT_FAIL;
   if (cli_read_passcode(keyfile, "KEYHOLD_RECOVERY_KEY_FILE", "Recovery key", false, &rks))
     goto out;

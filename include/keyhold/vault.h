@@ -30,6 +30,8 @@ typedef struct kh_init_opts {
 kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX + 1]);
 /* The region id of an existing region directory. */
 kh_err kh_region_id(const char *region_path, char out[64]);
+/* The region's only account (KH_ERR_AMBIGUOUS if several, NOTFOUND if none). */
+kh_err kh_region_account(const char *region_path, char out[KH_ACCOUNT_ID_HEX + 1]);
 
 typedef struct kh_open_opts {
   const char *region_path;

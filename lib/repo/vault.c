@@ -353,6 +353,36 @@ static int scan_account(const char *name, uint64_t size, void *ctx)
   return 0;
 }
 
+/* The region's only account, or an error saying why there is none. */
+static kh_err only_account(kh_provider *p, const char *region_path,
+                           char out[KH_ACCOUNT_ID_HEX + 1])
+{
+  acct_scan s = {0};
+  kh_err e = kh_provider_list(p, "accounts", scan_account, &s);
+  if (e)
+    return e;
+  if (s.n == 0)
+    return kh_seterr(KH_ERR_NOTFOUND, "region %s has no account (run keyhold init)",
+                     region_path);
+  if (s.n > 1)
+    return kh_seterr(KH_ERR_AMBIGUOUS, "region has %d accounts: name one with --account", s.n);
+  memcpy(out, s.found[0], KH_ACCOUNT_ID_HEX + 1);
+  return KH_OK;
+}
+
+kh_err kh_region_account(const char *region_path, char out[KH_ACCOUNT_ID_HEX + 1])
+{
+  kh_provider *p = NULL;
+  char rid[64];
+  kh_err e = kh_provider_dir_new(region_path, &p);
+  if (!e)
+    e = read_region_marker(p, rid);
+  if (!e)
+    e = only_account(p, region_path, out);
+  kh_provider_free(p);
+  return e;
+}
+
 static bool valid_account(const char *a)
 {
   if (strlen(a) != KH_ACCOUNT_ID_HEX)
@@ -513,19 +543,8 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
     }
     snprintf(v->account, sizeof v->account, "%s", o->account);
   } else {
-    acct_scan s = {0};
-    if ((e = kh_provider_list(v->prov, "accounts", scan_account, &s)))
+    if ((e = only_account(v->prov, o->region_path, v->account)))
       goto out;
-    if (s.n == 0) {
-      e = kh_seterr(KH_ERR_NOTFOUND, "region %s has no account (run keyhold init)",
-                    o->region_path);
-      goto out;
-    }
-    if (s.n > 1) {
-      e = kh_seterr(KH_ERR_AMBIGUOUS, "region has %d accounts: name one with --account", s.n);
-      goto out;
-    }
-    memcpy(v->account, s.found[0], sizeof v->account);
   }
   snprintf(v->prefix, sizeof v->prefix, "accounts/%s", v->account);
   char name[256];
