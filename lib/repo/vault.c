@@ -280,12 +280,22 @@ kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX +
       goto out;
     }
     /* the region's key service and log first (docs/threat-model.md) */
-    if ((e = kh_kms_create(o->region_path, rid)))
+    if ((e = kh_kms_create(o->region_path, rid)) == KH_OK) {
+      char marker[128];
+      int ml = snprintf(marker, sizeof marker, "keyhold-region v1\nid %s\n", rid);
+      e = kh_provider_put(p, KH_REGION_MARKER, marker, (size_t)ml, true);
+    }
+    if (e) {
+      /* leave the directory empty again, so that init can simply be rerun */
+      char *k = kh_path_join(o->region_path, "kms"), *l = kh_path_join(o->region_path, "log");
+      if (k)
+        kh_remove_tree(k);
+      if (l)
+        kh_remove_tree(l);
+      free(k);
+      free(l);
       goto out;
-    char marker[128];
-    int ml = snprintf(marker, sizeof marker, "keyhold-region v1\nid %s\n", rid);
-    if ((e = kh_provider_put(p, KH_REGION_MARKER, marker, (size_t)ml, true)))
-      goto out;
+    }
   } else if (e) {
     goto out;
   } else if (o->region_id && strcmp(have, rid)) {
