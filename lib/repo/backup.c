@@ -26,6 +26,7 @@
 #define PENDING_PACK UINT32_MAX
 #define ZSTD_LEVEL 3
 #define MAX_DEPTH 512
+#define LOCK_REFRESH_S 300.0 /* locks go stale after 30 minutes (lock.c) */
 
 typedef struct bnode {
   uint8_t *name;
@@ -86,7 +87,7 @@ struct backup_ctx {
   _Atomic uint64_t skipped_files, skipped_bytes; /* unreadable: not in the snapshot */
   uint64_t files_total, bytes_total;
   bool scan_done;
-  double t0, last_progress;
+  double t0, last_progress, last_refresh;
   kh_cache *cache;
   uint64_t warnings;
 };
@@ -118,11 +119,18 @@ static bool has_fatal(backup_ctx *bc)
   return f;
 }
 
+/* Called often from the main thread: reports progress and keeps the lock
+ * fresh, so a long backup's lock is never taken for stale (prune would
+ * then delete packs this backup wrote but has not indexed yet). */
 static void progress(backup_ctx *bc, bool force)
 {
+  double now = kh_now();
+  if (now - bc->last_refresh > LOCK_REFRESH_S) {
+    bc->last_refresh = now;
+    kh_vault_lock_refresh(bc->v);
+  }
   if (!bc->o->progress)
     return;
-  double now = kh_now();
   if (!force && now - bc->last_progress < 0.25)
     return;
   bc->last_progress = now;
@@ -836,7 +844,7 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
   bc->v = v;
   bc->o = o;
   bc->r = r;
-  bc->t0 = kh_now();
+  bc->t0 = bc->last_refresh = kh_now();
   pthread_mutex_init(&bc->qmu, NULL);
   pthread_mutex_init(&bc->nmu, NULL);
   pthread_mutex_init(&bc->wmu, NULL);

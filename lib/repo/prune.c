@@ -157,12 +157,25 @@ static kh_err flush_pack(kh_vault *v, kh_pack_writer *w, kh_index *nidx)
   return e;
 }
 
+/* Keep the exclusive lock fresh during a long prune: were it taken for
+ * stale, a backup could start and prune would delete its new packs as
+ * unreferenced. */
+static void keep_lock(kh_vault *v, double *last)
+{
+  double now = kh_now();
+  if (now - *last > 300.0) {
+    *last = now;
+    kh_vault_lock_refresh(v);
+  }
+}
+
 kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_result *r)
 {
   memset(r, 0, sizeof *r);
   kh_err e = kh_vault_lock(v, true);
   if (e)
     return e;
+  double refreshed = kh_now();
   uint8_t(*snaps)[32] = NULL;
   size_t nsnaps = 0;
   pack_stat *ps = NULL;
@@ -203,6 +216,7 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
     }
     e = mark_tree(v, s.tree, 0);
     kh_snap_release(&s);
+    keep_lock(v, &refreshed);
   }
   if (e)
     goto out;
@@ -293,6 +307,7 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
         break;
     }
     r->packs_repacked++;
+    keep_lock(v, &refreshed);
     if (progress) {
       kh_progress pr = {.files_done = p + 1, .files_total = np, .scan_done = true};
       progress(&pr, pctx);
