@@ -420,7 +420,7 @@ static kh_err read_file(worker *w, bnode *n, const char *path, bool *skipped)
     n->chunks = malloc((w->nrefs ? w->nrefs : 1) * sizeof *n->chunks);
     if (!n->chunks)
       e = kh_seterr(KH_ERR_NOMEM, "out of memory");
-    else
+    else if (w->nrefs) /* an empty file has no refs array at all */
       memcpy(n->chunks, w->refs, w->nrefs * sizeof *n->chunks);
   }
 out:
