@@ -11,6 +11,7 @@
  * the parser would accept to the minimum (1 pass, 8 MiB) — values outside
  * the accepted range are passed through untouched.  The region is made
  * with a deterministic random source, so the corpus holds its real files. */
+#include "fuzz_fixture.h"
 #include "repo/vault_internal.h"
 #include "common/buf.h"
 #include "common/fsutil.h"
@@ -20,23 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t rng_state = 0x6b657966ull;
-static uint64_t splitmix(void)
-{
-  uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-static uint32_t rng_random(void) { return (uint32_t)splitmix(); }
-static void rng_buf(void *p, size_t n)
-{
-  uint8_t *q = p;
-  for (size_t i = 0; i < n; i++)
-    q[i] = (uint8_t)splitmix();
-}
-static const char *rng_name(void) { return "fuzz-deterministic"; }
-static randombytes_implementation rng = {rng_name, rng_random, NULL, NULL, rng_buf, NULL};
 
 static char root[] = "/tmp/kh-fuzz-key-XXXXXX";
 static char *region, *devdir, *keypath, *devpath;
@@ -83,7 +67,7 @@ static void setup(void)
 {
   if (region)
     return;
-  randombytes_set_implementation(&rng);
+  kh_fuzz_deterministic_rng(0x6b657966ull);
   if (!mkdtemp(root))
     abort();
   region = kh_path_join(root, "region");
