@@ -118,37 +118,43 @@ void kh_index_blob(const kh_index_entry *e, kh_pack_blob *b)
   b->ulen = e->ulen;
 }
 
+kh_err kh_index_group(const kh_index *x, uint32_t first_pack, uint32_t **startp,
+                      kh_index_entry ***orderp)
+{
+  size_t np = x->npacks > first_pack ? x->npacks - first_pack : 0;
+  /* counting sort by pack: count, prefix sums, place */
+  uint32_t *start = calloc(np + 2, sizeof *start);
+  kh_index_entry **order = malloc((x->n ? x->n : 1) * sizeof *order);
+  if (!start || !order) {
+    free(start);
+    free(order);
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  }
+  for (size_t i = 0; i < x->cap; i++)
+    if (x->slots[i].used && x->slots[i].pack >= first_pack && x->slots[i].pack < x->npacks)
+      start[x->slots[i].pack - first_pack + 2]++;
+  for (size_t p = 0; p < np; p++)
+    start[p + 2] += start[p + 1];
+  /* start[p + 1] is now where pack p's entries begin: fill it up to the
+   * next pack's beginning, which leaves start[p] = begin of pack p */
+  for (size_t i = 0; i < x->cap; i++)
+    if (x->slots[i].used && x->slots[i].pack >= first_pack && x->slots[i].pack < x->npacks)
+      order[start[x->slots[i].pack - first_pack + 1]++] = &x->slots[i];
+  *startp = start;
+  *orderp = order;
+  return KH_OK;
+}
+
 kh_err kh_index_encode(const kh_index *x, uint32_t first_pack, const uint8_t (*sup)[32],
                        size_t nsup, kh_buf *out)
 {
   kh_buf_reset(out);
   size_t np = x->npacks > first_pack ? x->npacks - first_pack : 0;
-  /* group entries by pack: count, then place */
-  uint32_t *start = calloc(np + 1, sizeof *start);
-  kh_index_entry **order = malloc((x->n ? x->n : 1) * sizeof *order);
-  kh_err e = KH_OK;
-  if (!start || !order) {
-    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
-    goto out;
-  }
-  for (size_t i = 0; i < x->cap; i++)
-    if (x->slots[i].used && x->slots[i].pack >= first_pack && x->slots[i].pack < x->npacks)
-      start[x->slots[i].pack - first_pack + 1]++;
-  for (size_t p = 0; p < np; p++)
-    start[p + 1] += start[p];
-  {
-    uint32_t *fill = calloc(np + 1, sizeof *fill);
-    if (!fill) {
-      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
-      goto out;
-    }
-    for (size_t i = 0; i < x->cap; i++)
-      if (x->slots[i].used && x->slots[i].pack >= first_pack && x->slots[i].pack < x->npacks) {
-        uint32_t p = x->slots[i].pack - first_pack;
-        order[start[p] + fill[p]++] = &x->slots[i];
-      }
-    free(fill);
-  }
+  uint32_t *start = NULL;
+  kh_index_entry **order = NULL;
+  kh_err e = kh_index_group(x, first_pack, &start, &order);
+  if (e)
+    return e;
   if ((e = kh_buf_append(out, INDEX_MAGIC, 5)) || (e = kh_buf_put_uvar(out, nsup)))
     goto out;
   for (size_t i = 0; i < nsup; i++)

@@ -42,6 +42,13 @@ kh_index_entry *kh_index_find(const kh_index *x, const uint8_t id[32]);
 /* Fill a kh_pack_blob view of an entry. */
 void kh_index_blob(const kh_index_entry *e, kh_pack_blob *b);
 
+/* Group the entries of packs [first_pack, npacks) by pack in one pass:
+ * pack p's entries are (*order)[(*start)[p - first_pack] ..
+ * (*start)[p - first_pack + 1]).  Both arrays are malloc'd (free()); the
+ * pointers stay valid until x is changed. */
+kh_err kh_index_group(const kh_index *x, uint32_t first_pack, uint32_t **start,
+                      kh_index_entry ***order);
+
 /* Serialise the packs in [first, npacks) and their blobs (found by pack
  * number) as an index object plaintext, listing the ids it supersedes. */
 kh_err kh_index_encode(const kh_index *x, uint32_t first_pack, const uint8_t (*supersedes)[32],

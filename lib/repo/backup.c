@@ -938,17 +938,17 @@ out:
   if (!e && bc->newidx.npacks)
     e = kh_vault_write_index(v, &bc->newidx, 0, NULL, 0, idxid);
   if (!e) {
-    /* the new blobs are durable and indexed: make them visible to us too */
-    for (size_t p = 0; p < bc->newidx.npacks && !e; p++) {
-      uint32_t no;
+    /* the new blobs are durable and indexed: make them visible to later
+     * calls on this handle too (session pack p becomes base + p) */
+    uint32_t base = (uint32_t)v->index.npacks, no;
+    for (size_t p = 0; p < bc->newidx.npacks && !e; p++)
       e = kh_index_add_pack(&v->index, bc->newidx.packs[p].id, bc->newidx.packs[p].size, &no);
-      for (size_t i = 0; !e && i < bc->newidx.cap; i++) {
-        kh_index_entry *en = &bc->newidx.slots[i];
-        if (en->used && en->pack == p) {
-          kh_pack_blob b;
-          kh_index_blob(en, &b);
-          e = kh_index_add(&v->index, &b, no, NULL);
-        }
+    for (size_t i = 0; !e && i < bc->newidx.cap; i++) {
+      kh_index_entry *en = &bc->newidx.slots[i];
+      if (en->used && en->pack < bc->newidx.npacks) {
+        kh_pack_blob b;
+        kh_index_blob(en, &b);
+        e = kh_index_add(&v->index, &b, base + en->pack, NULL);
       }
     }
   }

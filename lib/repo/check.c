@@ -169,6 +169,12 @@ static void read_packs(cctx *c)
   kh_buf_init(&pack, 1u << 30);
   kh_buf_init(&plain, KH_BLOB_MAX);
   char sh[17], name[256];
+  uint32_t *start = NULL;
+  kh_index_entry **order = NULL;
+  if (kh_index_group(&v->index, 0, &start, &order) != KH_OK) {
+    finding(c, KH_CHECK_ERROR, NULL, NULL, "out of memory reading packs");
+    goto done;
+  }
   for (size_t p = 0; p < v->index.npacks; p++) {
     kh_index_pack *pk = &v->index.packs[p];
     if (pk->mark == MARK_BAD)
@@ -190,10 +196,8 @@ static void read_packs(cctx *c)
         continue;
       }
     }
-    for (size_t i = 0; i < v->index.cap; i++) {
-      kh_index_entry *en = &v->index.slots[i];
-      if (!en->used || en->pack != p)
-        continue;
+    for (uint32_t i = start[p]; i < start[p + 1]; i++) {
+      kh_index_entry *en = order[i];
       kh_pack_blob b;
       kh_index_blob(en, &b);
       kh_err be = (uint64_t)b.offset + b.clen > pack.len
@@ -214,6 +218,9 @@ static void read_packs(cctx *c)
       }
     }
   }
+done:
+  free(start);
+  free(order);
   kh_buf_release(&pack);
   kh_buf_release(&plain);
 }
@@ -242,6 +249,7 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
   uint8_t(*pl_ids)[32] = NULL;
   uint64_t *pl_sizes = NULL;
   size_t pl_n = 0;
+  uint8_t *listed_known = NULL; /* listed pack j is in the index */
   uint8_t(*snaps)[32] = NULL;
   size_t nsnaps = 0;
   snapctr *ctrs = NULL;
@@ -266,12 +274,17 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
   r->packs = v->index.npacks;
   if (!read_data)
     r->blobs = v->index.n;
+  listed_known = calloc(pl_n ? pl_n : 1, 1);
+  if (!listed_known) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
   for (size_t p = 0; p < v->index.npacks; p++) {
     kh_index_pack *pk = &v->index.packs[p];
-    size_t j = 0;
-    while (j < pl_n && memcmp(pl_ids[j], pk->id, 32))
-      j++;
-    if (j == pl_n) {
+    ptrdiff_t j = kh_ids_find((const uint8_t(*)[32])pl_ids, pl_n, pk->id);
+    if (j >= 0)
+      listed_known[j] = 1;
+    if (j < 0) {
       pk->mark = MARK_BAD;
       finding(&c, KH_CHECK_ERROR, NULL, NULL, "pack %s is missing", short_hex(pk->id, sh));
     } else if (pl_sizes[j] != pk->size) {
@@ -283,10 +296,7 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
     }
   }
   for (size_t j = 0; j < pl_n; j++) {
-    bool known = false;
-    for (size_t p = 0; p < v->index.npacks && !known; p++)
-      known = !memcmp(v->index.packs[p].id, pl_ids[j], 32);
-    if (!known)
+    if (!listed_known[j])
       finding(&c, KH_CHECK_NOTE, NULL, NULL,
               "pack %s is in no index (left over from an interrupted backup or prune; "
               "prune removes it)",
@@ -352,6 +362,7 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
 out:
   free(pl_ids);
   free(pl_sizes);
+  free(listed_known);
   free(snaps);
   free(ctrs);
   kh_index_release(&c.good_trees);

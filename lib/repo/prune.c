@@ -192,6 +192,9 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
   size_t nold = 0;
   uint8_t(*lo_ids)[32] = NULL;
   size_t lo_n = 0;
+  uint8_t *lo_live = NULL;       /* listed pack i is in the new index */
+  uint32_t *gstart = NULL;       /* v->index grouped by pack */
+  kh_index_entry **gorder = NULL;
   ZSTD_CCtx *zc = ZSTD_createCCtx();
   char name[256];
   if (!zc) {
@@ -244,6 +247,9 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
     else if (ps[p].unused > (ps[p].used + ps[p].unused) / 5) /* > 20% waste */
       action[p] = 2;
   }
+  /* v->index does not change from here on: group its entries by pack once */
+  if ((e = kh_index_group(&v->index, 0, &gstart, &gorder)))
+    goto out;
   /* new index: kept packs as they are, plus the repacked blobs */
   for (size_t p = 0; p < np && !e; p++) {
     if (action[p])
@@ -251,13 +257,10 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
     uint32_t no;
     e = kh_index_add_pack(&nidx, v->index.packs[p].id, v->index.packs[p].size, &no);
     v->index.packs[p].mark = 0;
-    for (size_t i = 0; !e && i < v->index.cap; i++) {
-      kh_index_entry *en = &v->index.slots[i];
-      if (en->used && en->pack == p) {
-        kh_pack_blob b;
-        kh_index_blob(en, &b);
-        e = kh_index_add(&nidx, &b, no, NULL);
-      }
+    for (uint32_t i = gstart[p]; !e && i < gstart[p + 1]; i++) {
+      kh_pack_blob b;
+      kh_index_blob(gorder[i], &b);
+      e = kh_index_add(&nidx, &b, no, NULL);
     }
     r->packs_kept++;
   }
@@ -269,9 +272,9 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
     kh_buf_reset(&pack);
     if ((e = kh_provider_get(v->prov, name, 0, KH_GET_ALL, &pack)))
       break;
-    for (size_t i = 0; !e && i < v->index.cap; i++) {
-      kh_index_entry *en = &v->index.slots[i];
-      if (!en->used || en->pack != p || en->mark != USED || kh_index_find(&nidx, en->id))
+    for (uint32_t i = gstart[p]; !e && i < gstart[p + 1]; i++) {
+      kh_index_entry *en = gorder[i];
+      if (en->mark != USED || kh_index_find(&nidx, en->id))
         continue;
       kh_pack_blob b;
       kh_index_blob(en, &b);
@@ -330,11 +333,15 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
   }
   if (!e)
     e = kh_vault_list_ids(v, "data", &lo_ids, &lo_n);
+  if (!e && !(lo_live = calloc(lo_n ? lo_n : 1, 1)))
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+  for (size_t p = 0; p < nidx.npacks && !e; p++) {
+    ptrdiff_t j = kh_ids_find((const uint8_t(*)[32])lo_ids, lo_n, nidx.packs[p].id);
+    if (j >= 0)
+      lo_live[j] = 1;
+  }
   for (size_t i = 0; i < lo_n && !e; i++) {
-    bool live = false;
-    for (size_t p = 0; p < nidx.npacks && !live; p++)
-      live = !memcmp(nidx.packs[p].id, lo_ids[i], 32);
-    if (live)
+    if (lo_live[i])
       continue;
     uint64_t sz = 0;
     kh_vault_objname(v, name, sizeof name, "data", lo_ids[i], 32);
@@ -355,6 +362,9 @@ out:
   free(action);
   free(oldidx);
   free(lo_ids);
+  free(lo_live);
+  free(gstart);
+  free(gorder);
   kh_index_release(&nidx);
   kh_buf_release(&pack);
   kh_buf_release(&plain);

@@ -86,6 +86,48 @@ static int collect_id(const char *name, uint64_t size, void *ctx)
   return 0;
 }
 
+typedef struct sized_id {
+  uint8_t id[32];
+  uint64_t size;
+} sized_id;
+
+static int cmp_sized(const void *a, const void *b) { return memcmp(a, b, 32); }
+
+/* Sort ids (and sizes with them) so that kh_ids_find can bisect. */
+static kh_err sort_ids(uint8_t (*ids)[32], uint64_t *sizes, size_t n)
+{
+  sized_id *t = malloc((n ? n : 1) * sizeof *t);
+  if (!t)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    memcpy(t[i].id, ids[i], 32);
+    t[i].size = sizes[i];
+  }
+  qsort(t, n, sizeof *t, cmp_sized);
+  for (size_t i = 0; i < n; i++) {
+    memcpy(ids[i], t[i].id, 32);
+    sizes[i] = t[i].size;
+  }
+  free(t);
+  return KH_OK;
+}
+
+ptrdiff_t kh_ids_find(const uint8_t (*ids)[32], size_t n, const uint8_t id[32])
+{
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int c = memcmp(ids[mid], id, 32);
+    if (c == 0)
+      return (ptrdiff_t)mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return -1;
+}
+
 kh_err kh_vault_list_sized(kh_vault *v, const char *kind, uint8_t (**ids)[32],
                            uint64_t **sizes, size_t *n)
 {
@@ -95,6 +137,8 @@ kh_err kh_vault_list_sized(kh_vault *v, const char *kind, uint8_t (**ids)[32],
   kh_err e = kh_provider_list(v->prov, pre, collect_id, &l);
   if (!e)
     e = l.e;
+  if (!e)
+    e = sort_ids(l.ids, l.sizes, l.n);
   if (e) {
     free(l.ids);
     free(l.sizes);

@@ -3,6 +3,7 @@
 #ifndef KH_VAULT_INTERNAL_H
 #define KH_VAULT_INTERNAL_H
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "keyhold/vault.h"
 #include "common/buf.h"
@@ -54,11 +55,13 @@ kh_err kh_vault_put_obj(kh_vault *v, const char *kind, const char *type, const u
                         size_t idlen, const void *pt, size_t n, bool excl);
 kh_err kh_vault_get_obj(kh_vault *v, const char *kind, const char *type, const uint8_t *id,
                         size_t idlen, kh_buf *out);
-/* The ids ("<64 hex>" names) of one kind of object; with sizes non-NULL
- * also their sizes.  Both arrays are malloc'd (free()). */
+/* The ids ("<64 hex>" names) of one kind of object, sorted; with sizes
+ * non-NULL also their sizes.  Both arrays are malloc'd (free()). */
 kh_err kh_vault_list_ids(kh_vault *v, const char *kind, uint8_t (**ids)[32], size_t *n);
 kh_err kh_vault_list_sized(kh_vault *v, const char *kind, uint8_t (**ids)[32],
                            uint64_t **sizes, size_t *n);
+/* Position of id in a sorted id list, or -1. */
+ptrdiff_t kh_ids_find(const uint8_t (*ids)[32], size_t n, const uint8_t id[32]);
 
 /* Index: load all index objects (strict: any failure is an error; tolerant:
  * report through fn and go on, used by check). */

@@ -320,12 +320,41 @@ static void test_zstd(void)
   kh_buf_release(&out);
 }
 
+/* kh_index_group puts every entry of pack p, and only those, in p's range;
+ * first_pack skips earlier packs. */
+static void test_group(void)
+{
+  kh_index x;
+  build(&x); /* pack p holds p + 2 blobs */
+  for (uint32_t first = 0; first <= 3; first++) {
+    uint32_t *start = NULL;
+    kh_index_entry **order = NULL;
+    CHECK_OK(kh_index_group(&x, first, &start, &order));
+    size_t seen = 0;
+    for (uint32_t p = first; p < x.npacks; p++) {
+      uint32_t b = start[p - first], e = start[p - first + 1];
+      CHECK_EQ(e - b, p + 2);
+      for (uint32_t i = b; i < e; i++)
+        CHECK_EQ(order[i]->pack, p);
+      seen += e - b;
+    }
+    size_t want = 0;
+    for (uint32_t p = first; p < x.npacks; p++)
+      want += p + 2;
+    CHECK_EQ(seen, want);
+    free(start);
+    free(order);
+  }
+  kh_index_release(&x);
+}
+
 int main(void)
 {
   if (sodium_init() < 0)
     return 1;
   RUN(test_table);
   RUN(test_codec_roundtrip);
+  RUN(test_group);
   RUN(test_truncated_blob_list);
   RUN(test_decode_rejects);
   RUN(test_zstd);
