@@ -6,6 +6,7 @@
 #include "common/fsutil.h"
 #include "crypto/crypto.h"
 #include "kh_test.h"
+#include "softhsm_fixture.h"
 
 #include <sodium.h>
 #include <spawn.h>
@@ -13,53 +14,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
 
 static char tmpdir[256], region[300];
 static const char *account_id = "00aa11bb22cc33dd44ee55ff66778899";
 
-static const char *find_module(void)
-{
-  static const char *candidates[] = {
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib64/pkcs11/libsofthsm2.so",
-    "/usr/local/lib/softhsm/libsofthsm2.so",
-  };
-  const char *env = getenv("KH_SOFTHSM2_MODULE");
-  if (env && *env)
-    return access(env, R_OK) == 0 ? env : NULL;
-  for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
-    if (access(candidates[i], R_OK) == 0)
-      return candidates[i];
-  return NULL;
-}
-
+/* the key service finds the token through these variables */
 static bool setup_token(void)
 {
-  char conf[512], tokens[300], text[600], pinf[300];
-  snprintf(tokens, sizeof tokens, "%s/tokens", tmpdir);
-  snprintf(conf, sizeof conf, "%s/softhsm2.conf", tmpdir);
+  char pinf[300];
   snprintf(pinf, sizeof pinf, "%s/pin", tmpdir);
-  if (mkdir(tokens, 0700) != 0)
-    return false;
-  int n = snprintf(text, sizeof text,
-                   "directories.tokendir = %s\nobjectstore.backend = file\n"
-                   "log.level = ERROR\nslots.removable = false\n", tokens);
-  if (kh_write_file_atomic(conf, text, (size_t)n, 0600, false) != KH_OK ||
+  if (!kh_softhsm_token(tmpdir, "kh-kms") ||
       kh_write_file_atomic(pinf, "1234\n", 5, 0600, false) != KH_OK)
     return false;
-  setenv("SOFTHSM2_CONF", conf, 1);
   setenv("KEYHOLD_PKCS11_TOKEN", "kh-kms", 1);
   setenv("KEYHOLD_PKCS11_PIN_FILE", pinf, 1);
-  char *argv[] = {"softhsm2-util", "--init-token", "--free", "--label", "kh-kms", "--pin",
-                  "1234", "--so-pin", "5678", NULL};
-  pid_t pid;
-  int st;
-  if (posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ) != 0 ||
-      waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-    return false;
   return true;
 }
 
@@ -143,7 +111,7 @@ int main(void)
 {
   if (kh_crypto_init() != KH_OK)
     return 1;
-  const char *module = find_module();
+  const char *module = kh_softhsm_module();
   if (!module) {
     fprintf(stderr, "FAIL: SoftHSM2 is not installed (Debian package softhsm2)\n");
     return 1;

@@ -6,6 +6,7 @@
 #include "common/fsutil.h"
 #include "crypto/crypto.h"
 #include "kh_test.h"
+#include "softhsm_fixture.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -14,7 +15,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
 
 static char tmpdir[256];
 static const char *module;
@@ -23,56 +23,7 @@ static const uint8_t account_key[32] = "fedcba9876543210fedcba987654321";
 static const uint8_t ad1[] = "keyhold/1\0local\0alice\0account-key";
 static const uint8_t ad2[] = "keyhold/1\0local\0bob\0account-key";
 
-static const char *find_module(void)
-{
-  static const char *candidates[] = {
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib64/pkcs11/libsofthsm2.so",
-    "/usr/local/lib/softhsm/libsofthsm2.so",
-  };
-  const char *env = getenv("KH_SOFTHSM2_MODULE");
-  if (env && *env)
-    return access(env, R_OK) == 0 ? env : NULL;
-  for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
-    if (access(candidates[i], R_OK) == 0)
-      return candidates[i];
-  return NULL;
-}
-
-static int run(char *const argv[])
-{
-  pid_t pid;
-  int status;
-  if (posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ) != 0)
-    return -1;
-  if (waitpid(pid, &status, 0) != pid)
-    return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static bool setup_token(void)
-{
-  char conf[512], tokens[300], text[600];
-  snprintf(tokens, sizeof tokens, "%s/tokens", tmpdir);
-  snprintf(conf, sizeof conf, "%s/softhsm2.conf", tmpdir);
-  if (mkdir(tokens, 0700) != 0)
-    return false;
-  int n = snprintf(text, sizeof text,
-                   "directories.tokendir = %s\nobjectstore.backend = file\n"
-                   "log.level = ERROR\nslots.removable = false\n", tokens);
-  if (kh_write_file_atomic(conf, text, (size_t)n, 0600, false) != KH_OK)
-    return false;
-  /* before anything dlopens the module: SoftHSM2 reads it in C_Initialize */
-  setenv("SOFTHSM2_CONF", conf, 1);
-  char *argv[] = {"softhsm2-util", "--init-token", "--free", "--label", "kh-test", "--pin",
-                  "1234", "--so-pin", "5678", NULL};
-  int rc = run(argv);
-  if (rc != 0)
-    fprintf(stderr, "softhsm2-util --init-token exited with %d\n", rc);
-  return rc == 0;
-}
+static bool setup_token(void) { return kh_softhsm_token(tmpdir, "kh-test"); }
 
 static bool all_zero(const uint8_t *p, size_t n)
 {
@@ -370,7 +321,7 @@ int main(void)
 {
   if (kh_crypto_init() != KH_OK)
     return 1;
-  module = find_module();
+  module = kh_softhsm_module();
   if (!module) {
     fprintf(stderr, "FAIL: SoftHSM2 is not installed (no libsofthsm2.so; install the Debian "
                     "package softhsm2, or set KH_SOFTHSM2_MODULE)\n");
