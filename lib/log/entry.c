@@ -111,7 +111,7 @@ static bool hex_ok(const char *s, size_t n, size_t max)
 /* printable UTF-8; with nospace, also no ' ' */
 static bool text_ok(const char *s, size_t n, size_t max, bool nospace)
 {
-  if (n == 0 || n > max || !kh_utf8_ok((const uint8_t *)s, n, false))
+  if (n == 0 || n > max || !kh_utf8_printable((const uint8_t *)s, n))
     return false;
   if (nospace && memchr(s, ' ', n))
     return false;
@@ -216,7 +216,7 @@ kh_err kh_log_entry_parse(const void *data, size_t len, kh_log_entry *e)
     if (seen[f])
       return kh_seterr(KH_ERR_FORMAT, "entry: duplicate key \"%s\"", FIELDS[f]);
     seen[f] = true;
-    if (!kh_utf8_ok((const uint8_t *)v, vlen, false))
+    if (!kh_utf8_printable((const uint8_t *)v, vlen))
       return kh_seterr(KH_ERR_FORMAT, "entry: %s has control characters or bad UTF-8",
                        FIELDS[f]);
     switch (f) {

@@ -37,11 +37,16 @@ struct kh_note_verifier {
 /* SHA-256(name || "\n" || alg || key)[:4] as big-endian uint32 */
 uint32_t kh_note_key_hash(const char *name, size_t nlen, int alg, const uint8_t *key,
                           size_t klen);
-/* Valid key name: non-empty UTF-8, no whitespace, no '+', <= 255 bytes. */
+/* Valid key name: non-empty UTF-8, no whitespace, no '+', no control below
+ * U+0020 (it must fit in a note), <= 255 bytes. */
 bool kh_note_name_ok(const char *name, size_t len);
 /* Valid note text: non-empty, ends in '\n', UTF-8 without controls but '\n'. */
 bool kh_note_text_ok(const uint8_t *p, size_t len);
+/* UTF-8 as a signed note allows it: no control below U+0020 except '\n'
+ * (with allow_nl).  U+007F is allowed. */
 bool kh_utf8_ok(const uint8_t *p, size_t len, bool allow_nl);
+/* Stricter, for log entry values (docs/log.md §5): no '\n' and no 0x7f. */
+bool kh_utf8_printable(const uint8_t *p, size_t len);
 
 /* ---- tile.c: paths and tile / entry-bundle parsing ---- */
 

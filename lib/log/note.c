@@ -60,16 +60,23 @@ static size_t utf8_next(const uint8_t *p, size_t n, uint32_t *cp)
 
 bool kh_utf8_ok(const uint8_t *p, size_t len, bool allow_nl)
 {
+  /* c2sp.org/signed-note: valid UTF-8 without ASCII controls below U+0020
+   * other than newline.  DEL (U+007F) and C1 controls are allowed. */
   for (size_t i = 0; i < len;) {
     uint32_t cp;
     size_t l = utf8_next(p + i, len - i, &cp);
     if (!l)
       return false;
-    if ((cp < 0x20 && !(allow_nl && cp == '\n')) || cp == 0x7f)
+    if (cp < 0x20 && !(allow_nl && cp == '\n'))
       return false;
     i += l;
   }
   return true;
+}
+
+bool kh_utf8_printable(const uint8_t *p, size_t len)
+{
+  return kh_utf8_ok(p, len, false) && !memchr(p, 0x7f, len);
 }
 
 /* Unicode White_Space code points (what Go's unicode.IsSpace accepts). */
@@ -93,7 +100,7 @@ bool kh_note_name_ok(const char *name, size_t len)
   for (size_t i = 0; i < len;) {
     uint32_t cp;
     size_t l = utf8_next(p + i, len - i, &cp);
-    if (!l || cp == '+' || is_space(cp) || cp < 0x20 || cp == 0x7f)
+    if (!l || cp == '+' || is_space(cp) || cp < 0x20)
       return false;
     i += l;
   }
@@ -421,11 +428,20 @@ static kh_err verify_one(const kh_note_verifier *v, const uint8_t *text, size_t 
       e = KH_ERR_INVALID_PROOF;
       goto out;
     }
-    *t = kh_be64_get(sig);
-    if (*t > INT64_MAX || (e = cosig_message(&m, text, tlen, *t)))
-      goto out;
-    if (crypto_sign_verify_detached(sig + 8, m.data, m.len, v->pk) != 0)
+    /* c2sp.org/tlog-cosignature: the timestamp MUST NOT exceed 2^63 - 1.
+     * Such a line is a bad signature by a known key, never a pass. */
+    uint64_t ts = kh_be64_get(sig);
+    if (ts > INT64_MAX) {
       e = KH_ERR_INVALID_PROOF;
+      goto out;
+    }
+    if ((e = cosig_message(&m, text, tlen, ts)))
+      goto out;
+    if (crypto_sign_verify_detached(sig + 8, m.data, m.len, v->pk) != 0) {
+      e = KH_ERR_INVALID_PROOF;
+      goto out;
+    }
+    *t = ts;
   }
 out:
   kh_buf_release(&m);

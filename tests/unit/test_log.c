@@ -456,6 +456,20 @@ static void test_keygen_and_names(void)
   CHECK(kh_note_keygen("a+b", 1, &sk, &vk) == KH_ERR_INVAL);
   CHECK(kh_note_keygen("", 1, &sk, &vk) == KH_ERR_INVAL);
   CHECK(kh_note_keygen("a\xe2\x80\x83" "b", 1, &sk, &vk) == KH_ERR_INVAL); /* EM SPACE */
+  CHECK(kh_note_keygen("a\x1f" "b", 1, &sk, &vk) == KH_ERR_INVAL);
+  /* U+007F is neither a space nor '+': a valid key name */
+  CHECK_OK(kh_note_keygen("del\x7fname", 1, &sk, &vk));
+  if (vk) {
+    kh_note_verifier *dv = NULL;
+    CHECK_OK(kh_note_verifier_new(vk, &dv));
+    if (dv)
+      CHECK(strcmp(kh_note_verifier_name(dv), "del\x7fname") == 0);
+    kh_note_verifier_free(dv);
+  }
+  kh_secret_free(sk);
+  free(vk);
+  sk = NULL;
+  vk = NULL;
   CHECK_OK(kh_note_keygen("example.com/log", 1, &sk, &vk));
   kh_note_signer *s = NULL;
   kh_note_verifier *v = NULL;
@@ -467,10 +481,45 @@ static void test_keygen_and_names(void)
     kh_note_info info;
     CHECK(kh_note_sign("no newline", 10, s, &n, &nl) == KH_ERR_FORMAT);
     CHECK(kh_note_sign("ctl\x01\n", 5, s, &n, &nl) == KH_ERR_FORMAT);
+    CHECK(kh_note_sign("ctl\x1f\n", 5, s, &n, &nl) == KH_ERR_FORMAT);
+    CHECK(kh_note_sign("cr\r\n", 4, s, &n, &nl) == KH_ERR_FORMAT);
     CHECK_OK(kh_note_sign("hello\n", 6, s, &n, &nl));
     kh_note_verifier *list[1] = {v};
     CHECK_OK(kh_note_open(n, nl, list, 1, &info, NULL, NULL));
     free(n);
+    n = NULL;
+    /* c2sp.org/signed-note forbids only controls below U+0020 other than
+     * newline: U+007F DEL (and C1 U+0085) are valid note text. */
+    static const char del[] = "del\x7f here\nnel\xc2\x85\n";
+    CHECK_OK(kh_note_sign(del, sizeof del - 1, s, &n, &nl));
+    if (n) {
+      CHECK_OK(kh_note_open(n, nl, list, 1, &info, NULL, NULL));
+      CHECK_EQ(info.text_len, sizeof del - 1);
+      CHECK_MEM(n, del, sizeof del - 1);
+    }
+    free(n);
+    n = NULL;
+    /* the same text signed by hand (independently of kh_note_sign) */
+    {
+      uint8_t seed[33], pk[32], skb[64], raw[68];
+      size_t sl = 0;
+      const char *sb = strchr(strchr((const char *)sk->bytes + 12, '+') + 1, '+') + 1;
+      CHECK_OK(kh_b64_decode(seed, sizeof seed, &sl, sb, strlen(sb)));
+      crypto_sign_seed_keypair(pk, skb, seed + 1);
+      uint32_t h = kh_note_verifier_hash(v);
+      raw[0] = (uint8_t)(h >> 24); raw[1] = (uint8_t)(h >> 16);
+      raw[2] = (uint8_t)(h >> 8); raw[3] = (uint8_t)h;
+      crypto_sign_detached(raw + 4, NULL, (const uint8_t *)del, sizeof del - 1, skb);
+      char b64[128], msg[512];
+      kh_b64_encode(b64, raw, 68);
+      int ml = snprintf(msg, sizeof msg, "%s\n\xe2\x80\x94 example.com/log %s\n", del, b64);
+      CHECK_OK(kh_note_open(msg, (size_t)ml, list, 1, &info, NULL, NULL));
+      /* a control below U+0020 in the text is still malformed */
+      msg[3] = 0x1b;
+      CHECK_EQ(kh_note_open(msg, (size_t)ml, list, 1, &info, NULL, NULL), KH_ERR_FORMAT);
+      sodium_memzero(seed, sizeof seed);
+      sodium_memzero(skb, sizeof skb);
+    }
   }
   kh_note_signer_free(s);
   kh_note_verifier_free(v);
@@ -580,6 +629,58 @@ static void test_cosignature(void)
   memcpy(both + nlen + (size_t)(b64 - line), nb, strlen(nb));
   CHECK(kh_note_open(both, nlen + ll, list, 2, &info, ok, times) == KH_ERR_INVALID_PROOF);
   free(both);
+  /* A forged cosignature: the witness's key hash, a timestamp of 2^63 or
+   * more and garbage for the signature.  Anyone who knows only the public
+   * key can write this line; it must never count as the witness's. */
+  static const uint64_t bad_times[] = {(uint64_t)1 << 63, UINT64_MAX};
+  for (size_t i = 0; i < 2; i++) {
+    uint8_t fr[76];
+    char fb[128], fline[256];
+    memcpy(fr, raw, 4);                 /* the witness's key hash */
+    kh_be64_put(fr + 4, bad_times[i]);
+    memset(fr + 12, 0x5a, 64);
+    kh_b64_encode(fb, fr, 76);
+    int fl = snprintf(fline, sizeof fline, "\xe2\x80\x94 witness.example/w1 %s\n", fb);
+    char *forged = malloc(nlen + (size_t)fl);
+    memcpy(forged, note, nlen);
+    memcpy(forged + nlen, fline, (size_t)fl);
+    ok[0] = ok[1] = true;
+    times[1] = 7;
+    CHECK_EQ(kh_note_open(forged, nlen + (size_t)fl, list, 2, &info, ok, times),
+             KH_ERR_INVALID_PROOF);
+    CHECK(!ok[1]);
+    CHECK_EQ(times[1], 0);
+    /* with the witness key alone as well */
+    CHECK_EQ(kh_note_open(forged, nlen + (size_t)fl, &wv, 1, &info, ok, times),
+             KH_ERR_INVALID_PROOF);
+    CHECK(!ok[0]);
+    free(forged);
+  }
+  /* A genuine Ed25519 signature over a message with T = 2^63 is still
+   * refused: the spec caps T at 2^63 - 1. */
+  {
+    uint8_t seed[33], wpk[32], wskb[64], fr[76];
+    size_t sl = 0;
+    const char *sb = strchr(strchr((const char *)wsk->bytes + 12, '+') + 1, '+') + 1;
+    CHECK_OK(kh_b64_decode(seed, sizeof seed, &sl, sb, strlen(sb)));
+    crypto_sign_seed_keypair(wpk, wskb, seed + 1);
+    char m2[512], fb[128], fline[256];
+    int m2l = snprintf(m2, sizeof m2, "cosignature/v1\ntime 9223372036854775808\n%s", body);
+    memcpy(fr, raw, 4);
+    kh_be64_put(fr + 4, (uint64_t)1 << 63);
+    crypto_sign_detached(fr + 12, NULL, (const uint8_t *)m2, (size_t)m2l, wskb);
+    kh_b64_encode(fb, fr, 76);
+    int fl = snprintf(fline, sizeof fline, "\xe2\x80\x94 witness.example/w1 %s\n", fb);
+    char *big = malloc(nlen + (size_t)fl);
+    memcpy(big, note, nlen);
+    memcpy(big + nlen, fline, (size_t)fl);
+    CHECK_EQ(kh_note_open(big, nlen + (size_t)fl, list, 2, &info, ok, times),
+             KH_ERR_INVALID_PROOF);
+    CHECK(!ok[1]);
+    free(big);
+    sodium_memzero(seed, sizeof seed);
+    sodium_memzero(wskb, sizeof wskb);
+  }
 out:
   free(note);
   free(line);
@@ -652,6 +753,8 @@ static void test_entry(void)
     "keyhold-log-entry v1\ntime 2026-11-23T19:00:00Z\nregion local\naccount ab\nop wrap\nkey k\nrequester r\tx\nreason x\n",
     "keyhold-log-entry v1\ntime 2026-11-23T19:00:00Z\nregion local\naccount ab\nop wrap\nkey k\nrequester r\xc0\xaf\nreason x\n",
     "keyhold-log-entry v1\ntime 2026-11-23T19:00:00Z\nregion local\naccount ab\nop wrap\nkey k\nrequester r\r\nreason x\n",
+    /* entry values stay printable: DEL is refused here (docs/log.md §5) */
+    "keyhold-log-entry v1\ntime 2026-11-23T19:00:00Z\nregion local\naccount ab\nop wrap\nkey k\nrequester r\x7f\nreason x\n",
     "keyhold-log-entry v1\ntime 2026-11-23T19:00:00Z\nregion local\naccount ab\nop wrap\nkey k\nrequester r\nreason x",
   };
   for (size_t i = 0; i < sizeof bad_whole / sizeof bad_whole[0]; i++)
