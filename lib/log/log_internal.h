@@ -23,6 +23,13 @@ kh_err kh_mt_inclusion(const kh_mt_src *s, uint64_t index, uint64_t size,
                        kh_log_hash proof[KH_LOG_PROOF_MAX], size_t *plen);
 kh_err kh_mt_consistency(const kh_mt_src *s, uint64_t size1, uint64_t size2,
                          kh_log_hash proof[KH_LOG_PROOF_MAX], size_t *plen);
+/* A source over n leaf hashes in memory (merkle.c).  The subtree function
+ * is KH_ERR_INVAL for any (k, j) not wholly inside the n leaves. */
+typedef struct kh_mt_mem {
+  const kh_log_hash *leaves;
+  uint64_t n;
+} kh_mt_mem;
+kh_err kh_mt_mem_subtree(void *ctx, unsigned k, uint64_t j, kh_log_hash out);
 /* MTH of n hashes already in memory (n <= 256 in practice). */
 void kh_mt_hash_list(kh_log_hash out, const kh_log_hash *h, uint64_t n);
 

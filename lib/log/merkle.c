@@ -161,17 +161,15 @@ kh_err kh_mt_consistency(const kh_mt_src *s, uint64_t size1, uint64_t size2,
 
 /* ---- in-memory source ---- */
 
-typedef struct mem_src {
-  const kh_log_hash *leaves;
-  uint64_t n;
-} mem_src;
-
-static kh_err mem_subtree(void *ctx, unsigned k, uint64_t j, kh_log_hash out)
+kh_err kh_mt_mem_subtree(void *ctx, unsigned k, uint64_t j, kh_log_hash out)
 {
-  const mem_src *m = ctx;
-  uint64_t w = (uint64_t)1 << k, a = j << k;
-  if (k >= 64 || a >= m->n || m->n - a < w)
+  const kh_mt_mem *m = ctx;
+  /* Bounds first, in terms that cannot overflow: subtree j of height k
+   * lies inside the tree iff (j + 1) 2^k <= n, i.e. j < n >> k.  Only then
+   * are the shifts defined and exact. */
+  if (k >= 64 || j >= m->n >> k)
     return kh_seterr(KH_ERR_INVAL, "subtree beyond the tree");
+  uint64_t w = (uint64_t)1 << k, a = j << k;
   kh_mt_hash_list(out, m->leaves + a, w);
   return KH_OK;
 }
@@ -184,8 +182,8 @@ kh_err kh_log_inclusion_proof(const kh_log_hash *leaves, uint64_t n, uint64_t in
   if (size > n)
     return kh_seterr(KH_ERR_INVAL, "tree size %llu exceeds %llu leaves",
                      (unsigned long long)size, (unsigned long long)n);
-  mem_src m = {leaves, n};
-  kh_mt_src s = {mem_subtree, &m};
+  kh_mt_mem m = {leaves, n};
+  kh_mt_src s = {kh_mt_mem_subtree, &m};
   return kh_mt_inclusion(&s, index, size, proof, plen);
 }
 
@@ -197,8 +195,8 @@ kh_err kh_log_consistency_proof(const kh_log_hash *leaves, uint64_t n, uint64_t 
   if (size2 > n)
     return kh_seterr(KH_ERR_INVAL, "tree size %llu exceeds %llu leaves",
                      (unsigned long long)size2, (unsigned long long)n);
-  mem_src m = {leaves, n};
-  kh_mt_src s = {mem_subtree, &m};
+  kh_mt_mem m = {leaves, n};
+  kh_mt_src s = {kh_mt_mem_subtree, &m};
   return kh_mt_consistency(&s, size1, size2, proof, plen);
 }
 

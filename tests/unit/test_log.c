@@ -254,6 +254,31 @@ static uint64_t rnd(void)
   return rng_state;
 }
 
+/* The in-memory subtree source checks its bounds before it shifts: no
+ * undefined shift for k >= 64, no wrapped j << k landing inside the tree. */
+static void test_mem_subtree_bounds(void)
+{
+  kh_log_hash leaves[4], out, want;
+  for (int i = 0; i < 4; i++)
+    kh_log_leaf_hash(leaves[i], &i, sizeof i);
+  kh_mt_mem m = {leaves, 4};
+  CHECK_OK(kh_mt_mem_subtree(&m, 1, 1, out));
+  kh_log_root(want, leaves + 2, 2);
+  CHECK_MEM(out, want, KH_LOG_HASH);
+  CHECK_OK(kh_mt_mem_subtree(&m, 2, 0, out));
+  kh_log_root(want, leaves, 4);
+  CHECK_MEM(out, want, KH_LOG_HASH);
+  CHECK_EQ(kh_mt_mem_subtree(&m, 2, 1, out), KH_ERR_INVAL);
+  CHECK_EQ(kh_mt_mem_subtree(&m, 3, 0, out), KH_ERR_INVAL);
+  CHECK_EQ(kh_mt_mem_subtree(&m, 64, 0, out), KH_ERR_INVAL);
+  CHECK_EQ(kh_mt_mem_subtree(&m, 200, 0, out), KH_ERR_INVAL);
+  /* (2^63 + 1) << 1 wraps to 2: leaves [2, 4) would be returned as the
+   * hash of a subtree far beyond the tree */
+  CHECK_EQ(kh_mt_mem_subtree(&m, 1, ((uint64_t)1 << 63) + 1, out), KH_ERR_INVAL);
+  CHECK_EQ(kh_mt_mem_subtree(&m, 63, 2, out), KH_ERR_INVAL);
+  CHECK_EQ(kh_mt_mem_subtree(&m, 0, UINT64_MAX, out), KH_ERR_INVAL);
+}
+
 static void test_random_trees(void)
 {
   enum { N = 600 };
@@ -789,6 +814,7 @@ int main(void)
     return 1;
   RUN(test_rfc6962_vectors);
   RUN(test_consistency_edges);
+  RUN(test_mem_subtree_bounds);
   RUN(test_random_trees);
   RUN(test_note_go_vectors);
   RUN(test_keygen_and_names);
