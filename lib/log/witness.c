@@ -6,7 +6,16 @@
  *   vkey                     <name>+<hash>+base64(0x04 || pubkey)
  *   logs/<hex sha256(origin)>/origin      the origin line
  *   logs/<hex sha256(origin)>/key         the log's verifier key
- *   logs/<hex sha256(origin)>/checkpoint  the last checkpoint cosigned */
+ *   logs/<hex sha256(origin)>/checkpoint  the last checkpoint cosigned
+ *   lock                     flock(2)ed across every read-check-write
+ *
+ * Every change of state (add-log, cosign) holds the lock from reading the
+ * state to writing it back (temp file, fsync, rename, directory fsync), so
+ * two concurrent requests cannot both check against one old state and the
+ * later writer roll the earlier one back (docs/log.md §7).  flock locks
+ * belong to an open file description, so they also order threads of one
+ * process; a process-wide mutex is taken first all the same, so threads
+ * never depend on that detail of the kernel. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* syncfs, strndup, gmtime_r */
 #endif
@@ -16,11 +25,16 @@
 #include "common/hex.h"
 #include "crypto/crypto.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct kh_witness {
   char *dir;
@@ -41,6 +55,46 @@ static void log_state_release(log_state *s)
   kh_note_verifier_free(s->v);
   free(s->logdir);
   memset(s, 0, sizeof *s);
+}
+
+static pthread_mutex_t state_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* Take the witness state lock (process mutex, then flock on dir/lock).
+ * *fd is the lock's descriptor; release with state_unlock. */
+static kh_err state_lock(const kh_witness *w, int *fd)
+{
+  kh_err e = KH_OK;
+  char *lp = kh_path_join(w->dir, "lock");
+  *fd = -1;
+  if (!lp)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  pthread_mutex_lock(&state_mutex);
+  int f = open(lp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (f < 0) {
+    e = kh_seterr(kh_errno_code(errno), "open %s: %s", lp, strerror(errno));
+    goto out;
+  }
+  while (flock(f, LOCK_EX) != 0) {
+    if (errno != EINTR) {
+      e = kh_seterr(kh_errno_code(errno), "lock %s: %s", lp, strerror(errno));
+      close(f);
+      goto out;
+    }
+  }
+  *fd = f;
+out:
+  if (e)
+    pthread_mutex_unlock(&state_mutex);
+  free(lp);
+  return e;
+}
+
+static void state_unlock(int fd)
+{
+  if (fd < 0)
+    return;
+  close(fd); /* releases the flock */
+  pthread_mutex_unlock(&state_mutex);
 }
 
 static bool origin_ok(const char *o, size_t n)
@@ -160,6 +214,7 @@ kh_err kh_witness_add_log(kh_witness *w, const char *origin, const char *vkey)
   kh_err e;
   kh_note_verifier *v = NULL;
   char *d = NULL, *old = NULL, *kp = NULL, *op = NULL, *line = NULL;
+  int lockfd = -1;
   size_t olen = origin ? strlen(origin) : 0;
   if (!origin_ok(origin, olen) || !vkey)
     return kh_seterr(KH_ERR_INVAL, "bad log origin or key");
@@ -173,6 +228,8 @@ kh_err kh_witness_add_log(kh_witness *w, const char *origin, const char *vkey)
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
+  if ((e = state_lock(w, &lockfd)))
+    goto out;
   if ((old = read_line(d, "key", &e))) {
     if (strcmp(old, vkey) != 0)
       e = kh_seterr(KH_ERR_EXISTS, "origin %s is already configured with another key", origin);
@@ -193,6 +250,7 @@ kh_err kh_witness_add_log(kh_witness *w, const char *origin, const char *vkey)
   snprintf(line, strlen(vkey) + 2, "%s\n", vkey);
   e = kh_write_file_atomic(kp, line, strlen(vkey) + 1, 0644, false);
 out:
+  state_unlock(lockfd);
   kh_note_verifier_free(v);
   free(d);
   free(old);
@@ -270,48 +328,42 @@ kh_err kh_witness_last(kh_witness *w, const char *origin, uint64_t *size, kh_log
   return KH_OK;
 }
 
-kh_err kh_witness_cosign(kh_witness *w, const void *note, size_t note_len,
-                         const kh_log_hash *proof, size_t plen, uint64_t now,
-                         char **out, size_t *len)
+/* Check note against the state s (loaded under the lock) and, if it is
+ * consistent, persist it and return it with the cosignature appended.  The
+ * caller holds the state lock. */
+static kh_err cosign_locked(kh_witness *w, log_state *s, const char *origin,
+                            const void *note, size_t note_len, const kh_log_hash *proof,
+                            size_t plen, uint64_t now, char **out, size_t *len)
 {
   kh_err e;
-  log_state s;
   kh_checkpoint c;
   size_t tlen = 0;
   char *line = NULL, *cpp = NULL, *res = NULL;
-  char origin[KH_CHECKPOINT_ORIGIN_MAX + 1];
-  *out = NULL;
-  *len = 0;
-  if (note_len > KH_NOTE_MAX)
-    return kh_seterr(KH_ERR_TOOBIG, "checkpoint note too large");
-  size_t olen = first_line(note, note_len);
-  if (!olen || olen > KH_CHECKPOINT_ORIGIN_MAX)
-    return kh_seterr(KH_ERR_FORMAT, "checkpoint: bad origin line");
-  memcpy(origin, note, olen);
-  origin[olen] = '\0';
-  if ((e = load_state(w, origin, olen, &s)))
-    return e;
-  if ((e = kh_checkpoint_open(note, note_len, s.v, &c, &tlen))) {
+  if ((e = kh_checkpoint_open(note, note_len, s->v, &c, &tlen))) {
     kh_adderr(e, "checkpoint of %s", origin);
     goto out;
   }
-  if (c.size < s.size) {
-    e = kh_seterr(KH_ERR_INVALID_PROOF, "log %s went back from size %llu to %llu: refusing",
-                  origin, (unsigned long long)s.size, (unsigned long long)c.size);
+  if (strcmp(c.origin, origin) != 0) {
+    e = kh_seterr(KH_ERR_FORMAT, "checkpoint origin does not match %s", origin);
     goto out;
   }
-  if ((e = kh_log_verify_consistency(s.size, c.size, proof, plen, s.root, c.root))) {
+  if (c.size < s->size) {
+    e = kh_seterr(KH_ERR_INVALID_PROOF, "log %s went back from size %llu to %llu: refusing",
+                  origin, (unsigned long long)s->size, (unsigned long long)c.size);
+    goto out;
+  }
+  if ((e = kh_log_verify_consistency(s->size, c.size, proof, plen, s->root, c.root))) {
     kh_adderr(e, "log %s, size %llu -> %llu: refusing", origin,
-              (unsigned long long)s.size, (unsigned long long)c.size);
+              (unsigned long long)s->size, (unsigned long long)c.size);
     goto out;
   }
   if ((e = kh_cosig_sign(note, tlen, w->signer, now, &line)))
     goto out;
-  if (!(cpp = kh_path_join(s.logdir, "checkpoint"))) {
+  if (!(cpp = kh_path_join(s->logdir, "checkpoint"))) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
-  /* remember it before handing out the cosignature */
+  /* remember it (durably) before handing out the cosignature */
   if ((e = kh_write_file_atomic(cpp, note, note_len, 0644, false)))
     goto out;
   size_t ll = strlen(line);
@@ -325,10 +377,40 @@ kh_err kh_witness_cosign(kh_witness *w, const void *note, size_t note_len,
   *len = note_len + ll;
   res = NULL;
 out:
-  log_state_release(&s);
   free(line);
   free(cpp);
   free(res);
+  return e;
+}
+
+kh_err kh_witness_cosign(kh_witness *w, const void *note, size_t note_len,
+                         const kh_log_hash *proof, size_t plen, uint64_t now,
+                         char **out, size_t *len)
+{
+  kh_err e;
+  log_state s;
+  int lockfd = -1;
+  bool have_state = false;
+  char origin[KH_CHECKPOINT_ORIGIN_MAX + 1];
+  *out = NULL;
+  *len = 0;
+  if (note_len > KH_NOTE_MAX)
+    return kh_seterr(KH_ERR_TOOBIG, "checkpoint note too large");
+  size_t olen = first_line(note, note_len);
+  if (!olen || olen > KH_CHECKPOINT_ORIGIN_MAX)
+    return kh_seterr(KH_ERR_FORMAT, "checkpoint: bad origin line");
+  memcpy(origin, note, olen);
+  origin[olen] = '\0';
+  if ((e = state_lock(w, &lockfd)))
+    return e;
+  if ((e = load_state(w, origin, olen, &s)))
+    goto out;
+  have_state = true;
+  e = cosign_locked(w, &s, origin, note, note_len, proof, plen, now, out, len);
+out:
+  if (have_state)
+    log_state_release(&s);
+  state_unlock(lockfd);
   return e;
 }
 
@@ -344,6 +426,7 @@ kh_err kh_witness_cosign_dir(kh_witness *w, const char *log_dir_path, uint64_t n
   kh_log_hash proof[KH_LOG_PROOF_MAX];
   char origin[KH_CHECKPOINT_ORIGIN_MAX + 1];
   bool have_state = false;
+  int lockfd = -1;
   *out = NULL;
   *len = 0;
   if (!(cpp = kh_path_join(log_dir_path, "checkpoint")))
@@ -359,6 +442,10 @@ kh_err kh_witness_cosign_dir(kh_witness *w, const char *log_dir_path, uint64_t n
   }
   memcpy(origin, raw, olen);
   origin[olen] = '\0';
+  /* the proof is computed from the state it is checked against: hold the
+   * lock from reading the state to writing the new one */
+  if ((e = state_lock(w, &lockfd)))
+    goto out;
   if ((e = load_state(w, origin, olen, &s)))
     goto out;
   have_state = true;
@@ -375,10 +462,11 @@ kh_err kh_witness_cosign_dir(kh_witness *w, const char *log_dir_path, uint64_t n
     goto out;
   size_t cl;
   const char *cp = kh_tlog_checkpoint(log, &cl);
-  e = kh_witness_cosign(w, cp, cl, proof, plen, now, out, len);
+  e = cosign_locked(w, &s, origin, cp, cl, proof, plen, now, out, len);
 out:
   if (have_state)
     log_state_release(&s);
+  state_unlock(lockfd);
   kh_tlog_free(log);
   free(raw);
   return e;

@@ -7,6 +7,7 @@
 #include "crypto/crypto.h"
 #include "log/log_internal.h"
 
+#include <pthread.h>
 #include <sodium.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -458,6 +459,182 @@ static void test_witness(void)
   kh_witness_free(w);
 }
 
+/* ---- concurrent cosign requests ---- */
+
+/* Two histories of one log (same origin and key): branch 0 and a fork,
+ * branch 1, that shares the first RACE_FORK entries.  notes[b][n] is the
+ * log-signed checkpoint of branch b at size n. */
+#define RACE_N 160
+#define RACE_FORK 6
+#define RACE_ORIGIN "example.org/race"
+typedef struct race {
+  const char *wdir;
+  kh_log_hash (*leaves)[RACE_N];
+  char *(*notes)[RACE_N + 1];
+  size_t (*nlens)[RACE_N + 1];
+  int fd;               /* records (branch, size) of every cosignature */
+  unsigned seed;
+  int regress;          /* the state was seen going back */
+  int errors;           /* unexpected errors */
+} race;
+
+static void *race_worker(void *arg)
+{
+  race *r = arg;
+  kh_witness *w = NULL;
+  uint64_t seen = 0;
+  if (kh_witness_open(r->wdir, &w)) {
+    r->errors++;
+    return NULL;
+  }
+  for (int it = 0; it < 60; it++) {
+    uint64_t old;
+    kh_log_hash oroot;
+    if (kh_witness_last(w, RACE_ORIGIN, &old, oroot)) {
+      r->errors++;
+      break;
+    }
+    if (old < seen)
+      r->regress++;
+    seen = old > seen ? old : seen;
+    if (old >= RACE_N)
+      break;
+    int b = rand_r(&r->seed) % 4 == 0; /* one request in four is the fork */
+    uint64_t t = old + (uint64_t)(rand_r(&r->seed) % 4);
+    if (t > RACE_N)
+      t = RACE_N;
+    kh_log_hash proof[KH_LOG_PROOF_MAX];
+    size_t plen = 0;
+    if (kh_log_consistency_proof(r->leaves[b], RACE_N, old, t, proof, &plen)) {
+      r->errors++;
+      break;
+    }
+    char *out = NULL;
+    size_t olen = 0;
+    kh_err e = kh_witness_cosign(w, r->notes[b][t], r->nlens[b][t], proof, plen,
+                                 1000 + (uint64_t)it, &out, &olen);
+    if (e == KH_OK) {
+      uint32_t rec[2] = {(uint32_t)b, (uint32_t)t};
+      if (write(r->fd, rec, sizeof rec) != (ssize_t)sizeof rec)
+        r->errors++;
+    } else if (e != KH_ERR_INVALID_PROOF) {
+      r->errors++; /* a stale proof or a fork is refused, nothing else fails */
+    }
+    free(out);
+  }
+  kh_witness_free(w);
+  return NULL;
+}
+
+/* Many concurrent cosign requests (3 processes x 2 threads) of increasing
+ * sizes, a quarter of them for a fork of the log: the witness's state never
+ * goes back, ends at the largest size it cosigned, and it never cosigns two
+ * different roots for one size (both branches past the fork point). */
+static void test_witness_concurrent(void)
+{
+  static kh_log_hash leaves[2][RACE_N];
+  static char *notes[2][RACE_N + 1];
+  static size_t nlens[2][RACE_N + 1];
+  char wdir[512];
+  char *wvk = NULL;
+  kh_note_signer *lsig = NULL;
+  snprintf(wdir, sizeof wdir, "%s", sub("witness-race"));
+  all_leaves(leaves[0], RACE_N);
+  memcpy(leaves[1], leaves[0], sizeof leaves[0]);
+  for (uint64_t i = RACE_FORK; i < RACE_N; i++) {
+    char fork[32];
+    int fl = snprintf(fork, sizeof fork, "fork %llu", (unsigned long long)i);
+    kh_log_leaf_hash(leaves[1][i], fork, (size_t)fl);
+  }
+  CHECK_OK(kh_note_signer_new(skey, &lsig));
+  if (!lsig)
+    return;
+  for (int b = 0; b < 2; b++)
+    for (uint64_t n = 0; n <= RACE_N; n++) {
+      kh_checkpoint c;
+      char *body = NULL;
+      size_t blen = 0;
+      memset(&c, 0, sizeof c);
+      snprintf(c.origin, sizeof c.origin, "%s", RACE_ORIGIN);
+      c.size = n;
+      kh_log_root(c.root, leaves[b], n);
+      CHECK_OK(kh_checkpoint_format(&c, &body, &blen));
+      CHECK_OK(kh_note_sign(body, blen, lsig, &notes[b][n], &nlens[b][n]));
+      free(body);
+    }
+  kh_note_signer_free(lsig);
+  CHECK_OK(kh_witness_init(wdir, "witness.example/race", &wvk));
+  kh_witness *w = NULL;
+  CHECK_OK(kh_witness_open(wdir, &w));
+  if (w)
+    CHECK_OK(kh_witness_add_log(w, RACE_ORIGIN, vkey));
+  int pfd[2];
+  CHECK(pipe(pfd) == 0);
+  enum { PROCS = 3, THREADS = 2 };
+  pid_t pids[PROCS];
+  for (int p = 0; p < PROCS; p++) {
+    pids[p] = fork();
+    if (pids[p] == 0) {
+      close(pfd[0]);
+      race rs[THREADS];
+      pthread_t th[THREADS];
+      int bad = 0;
+      for (int t = 0; t < THREADS; t++) {
+        rs[t] = (race){wdir, leaves, notes, nlens, pfd[1], (unsigned)(p * 7919 + t * 104729 + 1),
+                       0, 0};
+        if (pthread_create(&th[t], NULL, race_worker, &rs[t]) != 0)
+          _exit(5);
+      }
+      for (int t = 0; t < THREADS; t++) {
+        pthread_join(th[t], NULL);
+        bad |= (rs[t].regress ? 1 : 0) | (rs[t].errors ? 2 : 0);
+      }
+      _exit(bad);
+    }
+  }
+  close(pfd[1]);
+  uint64_t max_size[2] = {0, 0};
+  int ncosig = 0;
+  uint32_t rec[2];
+  while (read(pfd[0], rec, sizeof rec) == (ssize_t)sizeof rec) {
+    ncosig++;
+    if (rec[1] > max_size[rec[0]])
+      max_size[rec[0]] = rec[1];
+  }
+  close(pfd[0]);
+  int regress = 0, errors = 0;
+  for (int p = 0; p < PROCS; p++) {
+    int st = 0;
+    waitpid(pids[p], &st, 0);
+    CHECK(WIFEXITED(st));
+    regress += WIFEXITED(st) && (WEXITSTATUS(st) & 1);
+    errors += !WIFEXITED(st) || (WEXITSTATUS(st) & ~1);
+  }
+  CHECK_EQ(regress, 0);
+  CHECK_EQ(errors, 0);
+  CHECK(ncosig > 0);
+  /* never both histories past the fork point: that is a cosigned fork */
+  CHECK(max_size[0] <= RACE_FORK || max_size[1] <= RACE_FORK);
+  /* the state is the largest checkpoint it cosigned */
+  uint64_t ls = 0;
+  kh_log_hash lr;
+  if (w)
+    CHECK_OK(kh_witness_last(w, RACE_ORIGIN, &ls, lr));
+  int wb = max_size[1] > max_size[0];
+  uint64_t top = max_size[wb];
+  CHECK_EQ(ls, top);
+  kh_log_hash want;
+  kh_log_root(want, leaves[wb], top);
+  CHECK_MEM(lr, want, KH_LOG_HASH);
+  fprintf(stderr, "   %d cosignatures, state at size %llu (branch %d)\n", ncosig,
+          (unsigned long long)ls, wb);
+  for (int b = 0; b < 2; b++)
+    for (uint64_t n = 0; n <= RACE_N; n++)
+      free(notes[b][n]);
+  kh_witness_free(w);
+  free(wvk);
+}
+
 static void bench(void)
 {
   char dir[512];
@@ -511,6 +688,7 @@ int main(void)
   RUN(test_tamper);
   RUN(test_kill9);
   RUN(test_witness);
+  RUN(test_witness_concurrent);
   if (getenv("KH_LOG_BENCH"))
     RUN(bench);
   if (!getenv("KH_TEST_KEEP"))
