@@ -30,12 +30,20 @@ typedef struct kh_kms kh_kms;
 /* Wrong escrow attempts in a row after which the record is destroyed. */
 #define KH_KMS_ESCROW_LIMIT 10
 
+/* A region instance id: 128 random bits, lowercase hex, made when the region
+ * is created (docs/format.md, region marker).  It tells apart regions that
+ * share a short id ("local") on one machine. */
+#define KH_REGION_INSTANCE_HEX 32
+
 /* ---- the operator secret (sealed-file backend) ----------------------------
- * Path: $KEYHOLD_OPERATOR_SECRET_FILE, else $KEYHOLD_OPERATOR_DIR/<region>.secret,
- * else ~/.config/keyhold/operator/<region>.secret.  With create, a missing
- * file is made (32 random bytes, base64, mode 0600, directory 0700).
- * *out is freed with kh_secret_free. */
-kh_err kh_kms_operator_secret(const char *region_id, bool create, kh_secret **out);
+ * Path: $KEYHOLD_OPERATOR_SECRET_FILE, else
+ * $KEYHOLD_OPERATOR_DIR/<region>-<instance>.secret, else
+ * ~/.config/keyhold/operator/<region>-<instance>.secret (<region>.secret
+ * when instance is NULL or "": regions made before instance ids).  With
+ * create, a missing file is made (32 random bytes, base64, mode 0600,
+ * directory 0700).  *out is freed with kh_secret_free. */
+kh_err kh_kms_operator_secret(const char *region_id, const char *instance, bool create,
+                              kh_secret **out);
 
 /* ---- region lifecycle --------------------------------------------------- */
 
@@ -48,6 +56,12 @@ bool kh_kms_exists(const char *region_path);
  * key), the empty log and <region>/log/verifier.  KH_ERR_EXISTS if
  * <region>/kms/config exists.  On failure kms/ and log/ are removed again. */
 kh_err kh_kms_create(const char *region_path, const char *region_id);
+/* The same for a region whose instance id (KH_REGION_INSTANCE_HEX lowercase
+ * hex digits) is already chosen: the log origin is
+ * "keyhold.local/<region>/<instance>/log" and the operator secret is keyed
+ * by it.  kh_kms_create picks a random instance id. */
+kh_err kh_kms_create_instance(const char *region_path, const char *region_id,
+                              const char *instance);
 
 /* Open the key service of a region (waits for the kms lock).  The root key
  * backend comes from kms/config; its credentials from the environment

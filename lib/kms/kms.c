@@ -56,6 +56,17 @@ char *kh_kms_path(const kh_kms *k, const char *sub, const char *account, const c
   return kh_path_join(k->kms_dir, name);
 }
 
+static bool instance_ok(const char *s)
+{
+  size_t n = s ? strlen(s) : 0;
+  if (n != KH_REGION_INSTANCE_HEX)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return false;
+  return true;
+}
+
 static char *env_dup(const char *name)
 {
   const char *v = getenv(name);
@@ -102,6 +113,10 @@ kh_err kh_kms_config_parse(const uint8_t *p, size_t n, kh_kms_config *c)
         return kh_seterr(KH_ERR_FORMAT, "kms config: bad region id");
       snprintf(c->region, sizeof c->region, "%s", val);
       have_region = true;
+    } else if (!strcmp(key, "instance") && !c->instance[0]) {
+      if (!instance_ok(val))
+        return kh_seterr(KH_ERR_FORMAT, "kms config: bad region instance id");
+      snprintf(c->instance, sizeof c->instance, "%s", val);
     } else if (!strcmp(key, "backend") && !have_backend) {
       if (!strcmp(val, "file"))
         c->backend = KH_ROOTKEY_BACKEND_FILE;
@@ -150,8 +165,12 @@ kh_err kh_kms_config_parse(const uint8_t *p, size_t n, kh_kms_config *c)
 
 kh_err kh_kms_config_format(const kh_kms_config *c, kh_buf *out)
 {
-  kh_err e = kh_buf_printf(out, "keyhold-kms v1\nregion %s\nbackend %s\n", c->region,
-                           c->backend == KH_ROOTKEY_BACKEND_PKCS11 ? "pkcs11" : "file");
+  kh_err e = kh_buf_printf(out, "keyhold-kms v1\nregion %s\n", c->region);
+  if (!e && c->instance[0])
+    e = kh_buf_printf(out, "instance %s\n", c->instance);
+  if (!e)
+    e = kh_buf_printf(out, "backend %s\n",
+                      c->backend == KH_ROOTKEY_BACKEND_PKCS11 ? "pkcs11" : "file");
   if (!e && c->backend == KH_ROOTKEY_BACKEND_PKCS11)
     e = kh_buf_printf(out, "pkcs11-label %s\n", c->pkcs11_label);
   if (!e)
@@ -164,13 +183,19 @@ kh_err kh_kms_config_format(const kh_kms_config *c, kh_buf *out)
 
 /* ---- the operator secret --------------------------------------------------- */
 
-static char *operator_secret_path(const char *region_id)
+static char *operator_secret_path(const char *region_id, const char *instance)
 {
   char *p = env_dup("KEYHOLD_OPERATOR_SECRET_FILE");
   if (p)
     return p;
-  char name[80];
-  snprintf(name, sizeof name, "%s.secret", region_id);
+  char name[64 + 1 + KH_REGION_INSTANCE_HEX + 8];
+  /* keyed by the region's instance id: two regions with one short id on
+   * one machine never share a secret (regions made before the instance id
+   * keep <region>.secret) */
+  if (instance && *instance)
+    snprintf(name, sizeof name, "%s-%s.secret", region_id, instance);
+  else
+    snprintf(name, sizeof name, "%s.secret", region_id);
   char *dir = env_dup("KEYHOLD_OPERATOR_DIR");
   if (!dir) {
     const char *home = getenv("HOME");
@@ -182,13 +207,14 @@ static char *operator_secret_path(const char *region_id)
   return p;
 }
 
-kh_err kh_kms_operator_secret(const char *region_id, bool create, kh_secret **out)
+kh_err kh_kms_operator_secret(const char *region_id, const char *instance, bool create,
+                              kh_secret **out)
 {
   *out = NULL;
   kh_err e = kh_crypto_init();
   if (e)
     return e;
-  char *path = operator_secret_path(region_id);
+  char *path = operator_secret_path(region_id, instance);
   if (!path)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
   struct stat st;
@@ -231,7 +257,7 @@ static kh_err open_rootkey(const kh_kms_config *c, const char *kms_dir, bool cre
   kh_secret *s = NULL;
   char *dir = NULL, *module = NULL, *token = NULL, *pinf = NULL;
   if (c->backend == KH_ROOTKEY_BACKEND_FILE) {
-    if ((e = kh_kms_operator_secret(c->region, create, &s)))
+    if ((e = kh_kms_operator_secret(c->region, c->instance, create, &s)))
       goto out;
     if (!(dir = kh_path_join(kms_dir, "root"))) {
       e = kh_seterr(KH_ERR_NOMEM, "out of memory");
@@ -383,15 +409,33 @@ bool kh_kms_exists(const char *region_path)
 
 kh_err kh_kms_create(const char *region_path, const char *region_id)
 {
+  uint8_t raw[KH_REGION_INSTANCE_HEX / 2];
+  char instance[KH_REGION_INSTANCE_HEX + 1];
+  kh_err e = kh_crypto_init();
+  if (e)
+    return e;
+  randombytes_buf(raw, sizeof raw);
+  kh_hex_encode(instance, raw, sizeof raw);
+  return kh_kms_create_instance(region_path, region_id, instance);
+}
+
+kh_err kh_kms_create_instance(const char *region_path, const char *region_id,
+                              const char *instance)
+{
   kh_err e = kh_crypto_init();
   if (e)
     return e;
   if (!region_ok(region_id))
     return kh_seterr(KH_ERR_INVAL, "bad region id '%s'", region_id);
+  if (!instance_ok(instance))
+    return kh_seterr(KH_ERR_INVAL, "bad region instance id");
   kh_kms_config c;
   memset(&c, 0, sizeof c);
   snprintf(c.region, sizeof c.region, "%s", region_id);
-  snprintf(c.origin, sizeof c.origin, "keyhold.local/%s/log", region_id);
+  snprintf(c.instance, sizeof c.instance, "%s", instance);
+  /* the origin names this region instance, not only its short id: two
+   * regions called "local" have two logs (docs/log.md §1) */
+  snprintf(c.origin, sizeof c.origin, "keyhold.local/%s/%s/log", region_id, instance);
   char *kms = kh_path_join(region_path, "kms"), *log = kh_path_join(region_path, "log");
   char *cfgp = kh_path_join(region_path, "kms/config");
   char *lkp = kh_path_join(region_path, "kms/log.key");

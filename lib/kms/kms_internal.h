@@ -19,6 +19,7 @@
 
 typedef struct kh_kms_config {
   char region[64];
+  char instance[KH_REGION_INSTANCE_HEX + 1]; /* "" in regions made before it */
   int backend;                         /* KH_ROOTKEY_BACKEND_FILE / _PKCS11 */
   char pkcs11_label[65];               /* pkcs11 only */
   char origin[KH_CHECKPOINT_ORIGIN_MAX + 1];

@@ -279,10 +279,17 @@ kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX +
                     o->region_path);
       goto out;
     }
-    /* the region's key service and log first (docs/threat-model.md) */
-    if ((e = kh_kms_create(o->region_path, rid)) == KH_OK) {
-      char marker[128];
-      int ml = snprintf(marker, sizeof marker, "keyhold-region v1\nid %s\n", rid);
+    /* the region's key service and log first (docs/threat-model.md); a
+     * random instance id tells this region from any other with its id
+     * (docs/format.md §1) */
+    uint8_t inst[KH_REGION_INSTANCE_HEX / 2];
+    char inst_hex[KH_REGION_INSTANCE_HEX + 1];
+    randombytes_buf(inst, sizeof inst);
+    kh_hex_encode(inst_hex, inst, sizeof inst);
+    if ((e = kh_kms_create_instance(o->region_path, rid, inst_hex)) == KH_OK) {
+      char marker[160];
+      int ml = snprintf(marker, sizeof marker, "keyhold-region v1\nid %s\ninstance %s\n", rid,
+                        inst_hex);
       e = kh_provider_put(p, KH_REGION_MARKER, marker, (size_t)ml, true);
     }
     if (e) {

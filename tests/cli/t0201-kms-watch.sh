@@ -14,9 +14,12 @@ json_check "$OUT" "d['account'] == '$ACCOUNT' and d['region'] == 'local' and len
 khr whoami
 assert_grep "^protection standard$" "$OUT" "whoami text"
 
-# the operator secret was made outside the region, 0600
-assert_exists "$KEYHOLD_OPERATOR_DIR/local.secret" "operator secret"
-[ "$(stat -c %a "$KEYHOLD_OPERATOR_DIR/local.secret")" = 600 ] || fail "operator secret mode"
+# the operator secret was made outside the region, 0600, named by the
+# region's short id and instance id
+INST=$(sed -n 's/^instance \([0-9a-f]\{32\}\)$/\1/p' "$KEYHOLD_REGION/keyhold-region")
+[ -n "$INST" ] || fail "region marker without an instance id"
+assert_exists "$KEYHOLD_OPERATOR_DIR/local-$INST.secret" "operator secret"
+[ "$(stat -c %a "$KEYHOLD_OPERATOR_DIR/local-$INST.secret")" = 600 ] || fail "operator secret mode"
 assert_exists "$KEYHOLD_REGION/kms/config" "kms config"
 assert_exists "$KEYHOLD_REGION/log/verifier" "log verifier"
 
@@ -35,11 +38,11 @@ assert_ok "watch after the device's own escrow enable"
 # the log: key, checkpoint, verify
 khr log key
 assert_ok "log key"
-assert_grep '^keyhold\.local/local/log\+[0-9a-f]{8}\+' "$OUT" "log key format"
+assert_grep "^keyhold\\.local/local/$INST/log\\+[0-9a-f]{8}\\+" "$OUT" "log key format"
 VKEY=$(cat "$OUT")
 khr log checkpoint
 assert_ok "log checkpoint"
-assert_grep '^keyhold\.local/local/log$' "$OUT" "checkpoint origin"
+assert_grep "^keyhold\\.local/local/$INST/log\$" "$OUT" "checkpoint origin"
 assert_grep '^2$' "$OUT" "checkpoint size"
 khr log verify
 assert_ok "log verify"
@@ -96,7 +99,7 @@ khr watch
 assert_grep "SHRANK|NOT CONSISTENT" "$ERR" "watch says why"
 
 # a different log key is refused loudly (trust on first use)
-printf 'keyhold.local/local/log+00000000+AQ==\n' >"$KEYHOLD_REGION/log/verifier"
+printf 'keyhold.local/local/%s/log+00000000+AQ==\n' "$INST" >"$KEYHOLD_REGION/log/verifier"
 khr watch
 assert_rc 3 "watch with a changed log key"
 assert_grep "CHANGED" "$ERR" "watch says the key changed"
