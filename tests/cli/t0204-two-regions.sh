@@ -123,4 +123,17 @@ in_region 2 log verify
 assert_ok "log verify region 2 at the end"
 khr witness --state "$W" cosign --log "$R2/log"
 assert_ok "witness cosign region 2 at the end"
+
+# a region made before instance ids (no instance line in kms/config) keeps
+# its recorded origin and the operator secret <region>.secret
+grep -v '^instance ' "$R2/kms/config" >"$KH_T/config.old" || fail "strip the instance line"
+cp "$KH_T/config.old" "$R2/kms/config"
+in_region 2 admin unwrap --account "$A2" --reason "old layout" --key-out "$KH_T/key-old1.hex"
+assert_rc 1 "old-layout region without <region>.secret"
+assert_grep "operator secret" "$ERR" "the error names the operator secret"
+mv "$OPDIR/local-$I2.secret" "$OPDIR/local.secret"
+in_region 2 admin unwrap --account "$A2" --reason "old layout" --key-out "$KH_T/key-old2.hex"
+assert_ok "old-layout region opens with <region>.secret"
+in_region 2 log verify
+assert_ok "log verify of the old-layout region"
 pass
