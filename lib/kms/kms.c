@@ -434,7 +434,7 @@ kh_err kh_kms_create_instance(const char *region_path, const char *region_id,
   snprintf(c.region, sizeof c.region, "%s", region_id);
   snprintf(c.instance, sizeof c.instance, "%s", instance);
   /* the origin names this region instance, not only its short id: two
-   * regions called "local" have two logs (docs/log.md §1) */
+   * regions called "local" have two logs (docs/log.md §3.2) */
   snprintf(c.origin, sizeof c.origin, "keyhold.local/%s/%s/log", region_id, instance);
   char *kms = kh_path_join(region_path, "kms"), *log = kh_path_join(region_path, "log");
   char *cfgp = kh_path_join(region_path, "kms/config");
