@@ -124,7 +124,7 @@ static int count_dir(const char *kind)
   while (d && (de = readdir(d))) {
     size_t l = strlen(de->d_name);
     if (packs && l == 2) {
-      char sub[4700];
+      char sub[4900];
       snprintf(sub, sizeof sub, "%s/%s", p, de->d_name);
       DIR *s = opendir(sub);
       struct dirent *se;
