@@ -43,11 +43,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   /* the declared pack count (after magic and supersedes) must all be there */
   kh_rd r;
   kh_rd_init(&r, data, size);
-  kh_rd_bytes(&r, 5);
+  const uint8_t *magic = kh_rd_bytes(&r, 5);
+  bool v2 = magic && !memcmp(magic, "KHIX2", 5);
+  uint64_t gen = v2 ? kh_rd_uvar(&r) : 0;
   uint64_t ns = kh_rd_uvar(&r);
   kh_rd_bytes(&r, (size_t)ns * 32);
   uint64_t np = kh_rd_uvar(&r);
-  if (!kh_rd_ok(&r) || ns != nsup || np != x.npacks)
+  if (!kh_rd_ok(&r) || ns != nsup || np != x.npacks || gen != x.gen)
     abort();
   size_t counted = 0;
   for (size_t i = 0; i < x.cap; i++) {
@@ -65,14 +67,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   kh_buf enc;
   kh_buf_init(&enc, size + 64);
   if (kh_index_encode(&x, 0, (const uint8_t(*)[32])sup, nsup, &enc) != KH_OK ||
-      enc.len > size)
+      enc.len > size + (v2 ? 0 : 1)) /* a KHIX1 input gains a generation byte */
     abort();
   kh_index y;
   kh_index_init(&y);
   uint8_t (*sup2)[32] = NULL;
   size_t nsup2 = 0;
   if (kh_index_decode(&y, enc.data, enc.len, &sup2, &nsup2) != KH_OK || nsup2 != nsup ||
-      (nsup && memcmp(sup, sup2, nsup * 32)))
+      (nsup && memcmp(sup, sup2, nsup * 32)) || y.gen != x.gen)
     abort();
   same_table(&x, &y);
   free(sup2);

@@ -227,7 +227,8 @@ typedef struct kh_check_result {
   uint64_t errors, notes;
 } kh_check_result;
 /* Verify the structure (and with read_data every byte).  Returns
- * KH_ERR_CORRUPT if any error was reported. */
+ * KH_ERR_CORRUPT if any error was reported.  Holds a shared lock:
+ * KH_ERR_LOCKED while prune runs; backups may run meanwhile. */
 kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check_result *r);
 
 /* ---- forget and prune ------------------------------------------------- */
@@ -243,8 +244,9 @@ kh_err kh_forget_policy(kh_vault *v, const kh_keep_policy *p, bool dry_run,
 typedef struct kh_prune_result {
   uint64_t packs_deleted, packs_repacked, blobs_removed, bytes_freed, packs_kept;
 } kh_prune_result;
-/* Remove data no snapshot uses.  Takes the exclusive lock (stale locks of
- * dead processes on this host, or older than 30 minutes, are removed). */
+/* Remove data no snapshot uses.  Takes the exclusive lock: KH_ERR_LOCKED
+ * while another operation holds a lock, or if its own lock is lost before
+ * it commits (docs/format.md §10 says when a lock is stale). */
 kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *ctx, kh_prune_result *r);
 
 #endif

@@ -6,7 +6,8 @@
 #include <string.h>
 #include <zstd.h>
 
-#define INDEX_MAGIC "KHIX1"
+#define INDEX_MAGIC "KHIX2"     /* with a generation */
+#define INDEX_MAGIC_V1 "KHIX1"  /* generation 0, still read */
 #define INDEX_MAX_PACKS (1u << 24)
 #define INDEX_MAX_SUP 100000u
 
@@ -155,7 +156,8 @@ kh_err kh_index_encode(const kh_index *x, uint32_t first_pack, const uint8_t (*s
   kh_err e = kh_index_group(x, first_pack, &start, &order);
   if (e)
     return e;
-  if ((e = kh_buf_append(out, INDEX_MAGIC, 5)) || (e = kh_buf_put_uvar(out, nsup)))
+  if ((e = kh_buf_append(out, INDEX_MAGIC, 5)) || (e = kh_buf_put_uvar(out, x->gen)) ||
+      (e = kh_buf_put_uvar(out, nsup)))
     goto out;
   for (size_t i = 0; i < nsup; i++)
     if ((e = kh_buf_append(out, sup[i], 32)))
@@ -192,7 +194,10 @@ kh_err kh_index_decode(kh_index *x, const uint8_t *p, size_t n, uint8_t (**supp)
   kh_err e = KH_OK;
   uint8_t(*sup)[32] = NULL;
   const uint8_t *magic = kh_rd_bytes(&r, 5);
-  if (!magic || memcmp(magic, INDEX_MAGIC, 5))
+  uint64_t gen = 0;
+  if (magic && !memcmp(magic, INDEX_MAGIC, 5))
+    gen = kh_rd_uvar(&r);
+  else if (!magic || memcmp(magic, INDEX_MAGIC_V1, 5))
     return kh_seterr(KH_ERR_FORMAT, "not an index");
   uint64_t nsup = kh_rd_uvar(&r);
   if (nsup > INDEX_MAX_SUP || nsup > kh_rd_left(&r) / 32)
@@ -244,6 +249,8 @@ kh_err kh_index_decode(kh_index *x, const uint8_t *p, size_t n, uint8_t (**supp)
   *supp = sup;
   *nsupp = (size_t)nsup;
   sup = NULL;
+  if (gen > x->gen)
+    x->gen = gen;
 out:
   free(sup);
   return e;

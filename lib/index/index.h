@@ -25,6 +25,7 @@ typedef struct kh_index_pack {
 } kh_index_pack;
 
 typedef struct kh_index {
+  uint64_t gen;       /* generation (docs/format.md §7): the highest decoded */
   kh_index_entry *slots;
   size_t cap, n;      /* cap is a power of two */
   kh_index_pack *packs;
@@ -50,11 +51,14 @@ kh_err kh_index_group(const kh_index *x, uint32_t first_pack, uint32_t **start,
                       kh_index_entry ***order);
 
 /* Serialise the packs in [first, npacks) and their blobs (found by pack
- * number) as an index object plaintext, listing the ids it supersedes. */
+ * number) as an index object plaintext of generation x->gen, listing the
+ * ids it supersedes. */
 kh_err kh_index_encode(const kh_index *x, uint32_t first_pack, const uint8_t (*supersedes)[32],
                        size_t nsup, kh_buf *out);
 /* Parse index plaintext (after decryption and decompression) into x; the
- * superseded ids are returned in *sup (malloc'd, free()). Bounded, fuzzed. */
+ * superseded ids are returned in *sup (malloc'd, free()); x->gen becomes
+ * the higher of itself and the object's generation (0 for KHIX1).
+ * Bounded, fuzzed. */
 kh_err kh_index_decode(kh_index *x, const uint8_t *p, size_t n, uint8_t (**sup)[32],
                        size_t *nsup);
 

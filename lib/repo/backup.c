@@ -26,7 +26,6 @@
 #define PENDING_PACK UINT32_MAX
 #define ZSTD_LEVEL 3
 #define MAX_DEPTH 512
-#define LOCK_REFRESH_S 300.0 /* locks go stale after 30 minutes (lock.c) */
 
 typedef struct bnode {
   uint8_t *name;
@@ -119,16 +118,15 @@ static bool has_fatal(backup_ctx *bc)
   return f;
 }
 
-/* Called often from the main thread: reports progress and keeps the lock
- * fresh, so a long backup's lock is never taken for stale (prune would
- * then delete packs this backup wrote but has not indexed yet). */
+/* Called often from the main thread: reports progress and stops the
+ * backup if its lock was lost (lock.c refreshes it in the background;
+ * prune may then delete packs this backup wrote but has not indexed yet). */
 static void progress(backup_ctx *bc, bool force)
 {
   double now = kh_now();
-  if (now - bc->last_refresh > LOCK_REFRESH_S) {
-    bc->last_refresh = now;
-    kh_vault_lock_refresh(bc->v);
-  }
+  kh_err le = kh_vault_lock_check(bc->v); /* refreshed by lock.c's thread */
+  if (le)
+    set_fatal(bc, le); /* lost: stop, commit nothing */
   if (!bc->o->progress)
     return;
   if (!force && now - bc->last_progress < 0.25)
@@ -935,6 +933,8 @@ out:
       e = worker_flush(tw);
   }
   uint8_t idxid[32], snapid[32];
+  if (!e) /* still ours?  Only then may the index and snapshot name our packs */
+    e = kh_vault_lock_refresh(v);
   if (!e && bc->newidx.npacks)
     e = kh_vault_write_index(v, &bc->newidx, 0, NULL, 0, idxid);
   if (!e) {

@@ -255,12 +255,19 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
   snapctr *ctrs = NULL;
   size_t nctrs = 0;
   char sh[17], full[65];
-  kh_err e = KH_OK;
+  /* A shared lock keeps prune out while we read.  Backups may run: we read
+   * in the reverse of their write order (packs, index, snapshot), so every
+   * snapshot we list has its index, and every pack an index names, in what
+   * we read after it; a running backup's packs are only unindexed (a note).
+   * docs/format.md §10. */
+  kh_err e = kh_vault_lock(v, false);
+  if (e)
+    return e;
+  /* 0. the snapshots, before anything they need */
+  if ((e = kh_vault_list_ids(v, "snapshots", &snaps, &nsnaps)))
+    goto out;
   /* 1. the index */
-  v->index_loaded = false;
-  kh_index_release(&v->index);
-  kh_index_init(&v->index);
-  v->nindex_ids = v->nsuperseded = 0;
+  kh_vault_index_drop(v);
   if ((e = kh_vault_load_index(v, index_report, &c)))
     goto out;
   for (size_t i = 0; i < v->nsuperseded; i++)
@@ -298,15 +305,13 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
   for (size_t j = 0; j < pl_n; j++) {
     if (!listed_known[j])
       finding(&c, KH_CHECK_NOTE, NULL, NULL,
-              "pack %s is in no index (left over from an interrupted backup or prune; "
-              "prune removes it)",
+              "pack %s is in no index (written by a backup still running, or left over "
+              "from an interrupted backup or prune; prune removes left-overs)",
               short_hex(pl_ids[j], sh));
   }
   if (read_data)
     read_packs(&c);
   /* 3. snapshots and everything they reach */
-  if ((e = kh_vault_list_ids(v, "snapshots", &snaps, &nsnaps)))
-    goto out;
   ctrs = calloc(nsnaps ? nsnaps : 1, sizeof *ctrs);
   if (!ctrs) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
@@ -368,9 +373,7 @@ out:
   kh_index_release(&c.good_trees);
   kh_buf_release(&c.path);
   /* marks are scratch: later calls must reload a clean index */
-  v->index_loaded = false;
-  kh_index_release(&v->index);
-  kh_index_init(&v->index);
-  v->nindex_ids = v->nsuperseded = 0;
+  kh_vault_index_drop(v);
+  kh_vault_unlock(v);
   return e;
 }

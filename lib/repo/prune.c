@@ -157,25 +157,12 @@ static kh_err flush_pack(kh_vault *v, kh_pack_writer *w, kh_index *nidx)
   return e;
 }
 
-/* Keep the exclusive lock fresh during a long prune: were it taken for
- * stale, a backup could start and prune would delete its new packs as
- * unreferenced. */
-static void keep_lock(kh_vault *v, double *last)
-{
-  double now = kh_now();
-  if (now - *last > 300.0) {
-    *last = now;
-    kh_vault_lock_refresh(v);
-  }
-}
-
 kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_result *r)
 {
   memset(r, 0, sizeof *r);
   kh_err e = kh_vault_lock(v, true);
   if (e)
     return e;
-  double refreshed = kh_now();
   uint8_t(*snaps)[32] = NULL;
   size_t nsnaps = 0;
   pack_stat *ps = NULL;
@@ -202,10 +189,7 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
     goto out;
   }
   /* a fresh index: earlier calls may have left marks */
-  v->index_loaded = false;
-  kh_index_release(&v->index);
-  kh_index_init(&v->index);
-  v->nindex_ids = v->nsuperseded = 0;
+  kh_vault_index_drop(v);
   if ((e = kh_vault_load_index(v, NULL, NULL)))
     goto out;
   /* every snapshot must be readable, else we cannot know what is used */
@@ -219,7 +203,8 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
     }
     e = mark_tree(v, s.tree, 0);
     kh_snap_release(&s);
-    keep_lock(v, &refreshed);
+    if (!e)
+      e = kh_vault_lock_check(v); /* a lost lock stops prune before it deletes */
   }
   if (e)
     goto out;
@@ -310,7 +295,8 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
         break;
     }
     r->packs_repacked++;
-    keep_lock(v, &refreshed);
+    if (!e)
+      e = kh_vault_lock_check(v);
     if (progress) {
       kh_progress pr = {.files_done = p + 1, .files_total = np, .scan_done = true};
       progress(&pr, pctx);
@@ -320,17 +306,26 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
     e = flush_pack(v, &w, &nidx);
   if (e)
     goto out;
-  /* the new index supersedes every index there is (loaded or superseded) */
+  /* still exclusive?  (the lock is confirmed, not assumed, before the
+   * first step that makes anything unreachable) */
+  if ((e = kh_vault_lock_refresh(v)))
+    goto out;
+  /* the new index supersedes every index there is (loaded or superseded),
+   * by name and by generation */
   if ((e = kh_vault_list_ids(v, "index", &oldidx, &nold)))
     goto out;
   uint8_t newid[32];
-  if ((e = kh_vault_write_index(v, &nidx, 0, (const uint8_t(*)[32])oldidx, nold, newid)))
+  if ((e = kh_vault_write_full_index(v, &nidx, (const uint8_t(*)[32])oldidx, nold, newid)))
     goto out;
   /* from here on, failures leave only unreferenced objects behind */
   for (size_t i = 0; i < nold && !e; i++) {
     kh_vault_objname(v, name, sizeof name, "index", oldidx[i], 32);
     e = kh_provider_del(v->prov, name);
   }
+  /* and once more before deleting packs: a backup that started after our
+   * lock was lost would have packs no index names yet */
+  if (!e)
+    e = kh_vault_lock_refresh(v);
   if (!e)
     e = kh_vault_list_ids(v, "data", &lo_ids, &lo_n);
   if (!e && !(lo_live = calloc(lo_n ? lo_n : 1, 1)))
@@ -369,10 +364,7 @@ out:
   kh_buf_release(&pack);
   kh_buf_release(&plain);
   kh_buf_release(&z);
-  v->index_loaded = false;
-  kh_index_release(&v->index);
-  kh_index_init(&v->index);
-  v->nindex_ids = v->nsuperseded = 0;
+  kh_vault_index_drop(v);
   kh_vault_unlock(v);
   return e;
 }

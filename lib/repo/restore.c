@@ -361,6 +361,10 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   pthread_t tids[16];
   int started = 0;
   size_t *hl = NULL;
+  bool locked = false; /* shared: prune waits until we are done (docs/format.md §10) */
+  if ((e = kh_vault_lock(v, false)))
+    goto out;
+  locked = true;
   if ((e = kh_vault_resolve(v, snap, id)) || (e = kh_vault_load_snapshot(v, id, &s)) ||
       (e = kh_vault_load_index(v, NULL, NULL)))
     goto out;
@@ -536,6 +540,8 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   else if (missing)
     e = kh_seterr(KH_ERR_NOTFOUND, "%s is not in the snapshot", missing);
 out:
+  if (locked)
+    kh_vault_unlock(v);
   kh_snap_release(&s);
   free(hl);
   for (size_t i = 0; i < c->n; i++) {

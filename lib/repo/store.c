@@ -7,6 +7,7 @@
 #include "common/hex.h"
 #include "common/wire.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
@@ -184,11 +185,13 @@ kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx)
   uint8_t(*ids)[32] = NULL, (*allsup)[32] = NULL;
   size_t n = 0, nall = 0;
   kh_buf *plains = NULL;
+  uint64_t *gens = NULL, maxgen = 0;
   kh_err e = kh_vault_list_ids(v, "index", &ids, &n);
   if (e)
     return e;
   plains = calloc(n ? n : 1, sizeof *plains);
-  if (!plains) {
+  gens = calloc(n ? n : 1, sizeof *gens);
+  if (!plains || !gens) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
@@ -204,6 +207,9 @@ kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx)
       uint8_t(*sup)[32] = NULL;
       size_t nsup = 0;
       e2 = kh_index_decode(&probe, plains[i].data, plains[i].len, &sup, &nsup);
+      gens[i] = probe.gen;
+      if (!e2 && probe.gen > maxgen)
+        maxgen = probe.gen;
       kh_index_release(&probe);
       if (!e2 && nsup) {
         uint8_t(*na)[32] = realloc(allsup, (nall + nsup) * 32);
@@ -230,12 +236,14 @@ kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx)
       report(what, e2, ctx);
     }
   }
-  /* pass 2: load what nothing supersedes (an old index served again after
-   * prune replaced it is ignored; check reports it) */
+  /* pass 2: load what nothing supersedes: neither a present index's list
+   * nor a newer generation (an old index served again after prunes replaced
+   * it, even once the index that named it is gone, is ignored; check
+   * reports it) */
   for (size_t i = 0; i < n; i++) {
     if (!plains[i].data)
       continue;
-    if (id_in((const uint8_t(*)[32])allsup, nall, ids[i])) {
+    if (gens[i] < maxgen || id_in((const uint8_t(*)[32])allsup, nall, ids[i])) {
       uint8_t(*ns)[32] = realloc(v->superseded, (v->nsuperseded + 1) * 32);
       if (!ns) {
         e = kh_seterr(KH_ERR_NOMEM, "out of memory");
@@ -259,25 +267,74 @@ kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx)
     v->index_ids = ni;
     memcpy(v->index_ids[v->nindex_ids++], ids[i], 32);
   }
+  v->index.gen = maxgen;
   v->index_loaded = true;
 out:
   if (plains)
     for (size_t i = 0; i < n; i++)
       kh_buf_release(&plains[i]);
   free(plains);
+  free(gens);
   free(ids);
   free(allsup);
   return e;
 }
 
-kh_err kh_vault_write_index(kh_vault *v, const kh_index *idx, uint32_t first_pack,
-                            const uint8_t (*sup)[32], size_t nsup, uint8_t id_out[32])
+void kh_vault_index_drop(kh_vault *v)
+{
+  v->index_loaded = false;
+  kh_index_release(&v->index);
+  kh_index_init(&v->index);
+  v->nindex_ids = v->nsuperseded = 0;
+}
+
+static int cmp_id(const void *a, const void *b) { return memcmp(a, b, 32); }
+
+kh_err kh_vault_index_revalidate(kh_vault *v)
+{
+  if (!v->index_loaded)
+    return KH_OK;
+  uint8_t(*ids)[32] = NULL, (*had)[32] = NULL;
+  size_t n = 0, nhad = v->nindex_ids + v->nsuperseded;
+  kh_err e = kh_vault_list_ids(v, "index", &ids, &n);
+  if (e)
+    return e;
+  /* the table was built from exactly these objects (the loaded and the
+   * superseded ones); anything else (an index a prune removed or wrote, or
+   * one a backup on this handle added) means it is out of date */
+  bool same = n == nhad;
+  if (same && n) {
+    had = malloc(n * 32);
+    if (!had) {
+      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+      goto out;
+    }
+    if (v->nindex_ids)
+      memcpy(had, v->index_ids, v->nindex_ids * 32);
+    if (v->nsuperseded)
+      memcpy(had + v->nindex_ids, v->superseded, v->nsuperseded * 32);
+    qsort(had, n, 32, cmp_id);
+    same = !memcmp(had, ids, n * 32);
+  }
+  if (!same)
+    kh_vault_index_drop(v);
+out:
+  free(ids);
+  free(had);
+  return e;
+}
+
+/* Encode idx as generation gen and store it as a new index object. */
+static kh_err write_index(kh_vault *v, const kh_index *idx, uint64_t gen, uint32_t first_pack,
+                          const uint8_t (*sup)[32], size_t nsup, uint8_t id_out[32])
 {
   kh_buf plain, z;
   kh_buf_init(&plain, INDEX_PLAIN_MAX);
   kh_buf_init(&z, INDEX_PLAIN_MAX);
   randombytes_buf(id_out, 32);
-  kh_err e = kh_index_encode(idx, first_pack, sup, nsup, &plain);
+  kh_index hdr = *idx; /* a shallow view: only the generation differs */
+  hdr.gen = gen;
+  kh_err e = kh_index_encode(&hdr, first_pack, sup, nsup, &plain);
   if (!e)
     e = kh_zstd_pack(plain.data, plain.len, 3, &z);
   if (!e)
@@ -285,6 +342,22 @@ kh_err kh_vault_write_index(kh_vault *v, const kh_index *idx, uint32_t first_pac
   kh_buf_release(&plain);
   kh_buf_release(&z);
   return e;
+}
+
+kh_err kh_vault_write_index(kh_vault *v, const kh_index *idx, uint32_t first_pack,
+                            const uint8_t (*sup)[32], size_t nsup, uint8_t id_out[32])
+{
+  assert(v->index_loaded); /* the generation is the loaded one's */
+  return write_index(v, idx, v->index.gen, first_pack, sup, nsup, id_out);
+}
+
+kh_err kh_vault_write_full_index(kh_vault *v, const kh_index *idx, const uint8_t (*sup)[32],
+                                 size_t nsup, uint8_t id_out[32])
+{
+  assert(v->index_loaded);
+  if (v->index.gen == UINT64_MAX)
+    return kh_seterr(KH_ERR_TOOBIG, "index generation exhausted");
+  return write_index(v, idx, v->index.gen + 1, 0, sup, nsup, id_out);
 }
 
 kh_err kh_vault_read_blob(kh_vault *v, const uint8_t id[32], kh_buf *out)

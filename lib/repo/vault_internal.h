@@ -44,7 +44,9 @@ struct kh_vault {
   struct kh_known_device { uint8_t id[KH_DEVICE_ID_BYTES]; uint8_t pk[32]; } *devices;
   size_t ndevices;
   bool devices_loaded;
+  /* the held lock (lock.c) */
   char lock_name[160];          /* held lock object, "" if none */
+  struct kh_lock_keeper *lock_keeper; /* refreshes it in the background */
 };
 
 /* object name helpers: "<prefix>/<kind>/<hex>" (packs: data/<2hex>/<hex>) */
@@ -67,9 +69,21 @@ ptrdiff_t kh_ids_find(const uint8_t (*ids)[32], size_t n, const uint8_t id[32]);
  * report through fn and go on, used by check). */
 typedef void (*kh_index_report_fn)(const char *what, kh_err e, void *ctx);
 kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx);
-/* Write packs [first_pack, npacks) of idx as a new index object. */
+/* Write packs [first_pack, npacks) of idx as a new index object of the
+ * loaded index's generation (docs/format.md §7); the index must be loaded. */
 kh_err kh_vault_write_index(kh_vault *v, const kh_index *idx, uint32_t first_pack,
                             const uint8_t (*sup)[32], size_t nsup, uint8_t id_out[32]);
+/* Write idx, which holds everything the account still needs, as an index
+ * of the next generation: every index of a lower generation is ignored
+ * from then on, even if the provider serves it again after it was deleted
+ * (prune). */
+kh_err kh_vault_write_full_index(kh_vault *v, const kh_index *idx, const uint8_t (*sup)[32],
+                                 size_t nsup, uint8_t id_out[32]);
+/* Forget the loaded index (the next kh_vault_load_index reads it again). */
+void kh_vault_index_drop(kh_vault *v);
+/* Is the loaded index still what the provider holds?  Drops it if the set
+ * of index objects changed (another process backed up or pruned). */
+kh_err kh_vault_index_revalidate(kh_vault *v);
 /* Read one blob by id through the index into out. */
 kh_err kh_vault_read_blob(kh_vault *v, const uint8_t id[32], kh_buf *out);
 kh_err kh_vault_load_tree(kh_vault *v, const uint8_t id[32], kh_tree *t);
@@ -90,16 +104,35 @@ kh_err kh_keywrap_passcode_header(const uint8_t *obj, size_t n, uint32_t *ops, u
 /* A lock object's plaintext (docs/format.md §10); false if malformed. Fuzzed. */
 typedef struct kh_lock_info {
   bool exclusive;
-  int64_t time_ns;
+  int64_t time_ns;              /* informative only: never used for staleness */
   uint32_t pid;
   char host[256];
+  bool has_owner;               /* the owner fields below are present */
+  uint8_t boot_id[16];          /* the owner's kernel boot id */
+  uint64_t pidns_dev, pidns_ino; /* the owner's PID namespace */
+  uint64_t start;               /* the owner's start time (clock ticks since boot) */
+  uint64_t refresh;             /* bumped by every refresh */
 } kh_lock_info;
 bool kh_lock_decode(const uint8_t *p, size_t n, kh_lock_info *l);
 
-/* Locks (lock.c) */
+/* Locks (lock.c, docs/format.md §10).  kh_vault_lock takes a shared or
+ * exclusive lock (KH_ERR_LOCKED if another live lock is in the way; a lock
+ * that cannot be read is live), starts a thread that refreshes it, and
+ * revalidates the loaded index.  KH_ERR_STATE if the handle holds one. */
 kh_err kh_vault_lock(kh_vault *v, bool exclusive);
+/* Release: stop the refresher, delete the lock object.  No-op without one. */
 void kh_vault_unlock(kh_vault *v);
+/* Refresh the lock now: KH_ERR_LOCKED if it is no longer ours (removed or
+ * replaced by another process that took it for stale); an exclusive lock
+ * also fails if another live lock appeared.  Call before committing. */
 kh_err kh_vault_lock_refresh(kh_vault *v);
+/* Without I/O: KH_ERR_LOCKED (with the reason) once a background refresh
+ * failed; the operation must stop without committing. */
+kh_err kh_vault_lock_check(kh_vault *v);
+/* For tests: a lock is stale after expiry_ns unchanged, refreshed every
+ * refresh_ns; lockers back off backoff_ns to 3 x backoff_ns between tries.
+ * 0 restores a default (30 minutes, 5 minutes, 200 ms). */
+void kh_lock_set_timing(int64_t expiry_ns, int64_t refresh_ns, int64_t backoff_ns);
 
 /* Paths: user cache / device directories */
 char *kh_default_dir(const char *env, const char *xdg, const char *fallback);

@@ -116,16 +116,21 @@ static void test_codec_roundtrip(void)
     memset(sup[i], 0x10 + i, 32);
   kh_buf enc;
   kh_buf_init(&enc, 1 << 20);
+  x.gen = 300; /* two uvar bytes */
   CHECK_OK(kh_index_encode(&x, 0, (const uint8_t(*)[32])sup, 3, &enc));
-  /* size: magic, nsup, 3 ids, npacks, per pack 32+2+1, per blob 1+32+uvars */
-  CHECK_EQ(memcmp(enc.data, "KHIX1", 5), 0);
+  /* size: magic, gen, nsup, 3 ids, npacks, per pack 32+2+1, per blob 1+32+uvars */
+  CHECK_EQ(memcmp(enc.data, "KHIX2", 5), 0);
+  CHECK_EQ(enc.data[5], 0xac);
+  CHECK_EQ(enc.data[6], 0x02);
 
   kh_index y;
   kh_index_init(&y);
+  y.gen = 7; /* decoding raises the generation, never lowers it */
   uint8_t (*got)[32] = NULL;
   size_t ngot = 0;
   CHECK_OK(kh_index_decode(&y, enc.data, enc.len, &got, &ngot));
   CHECK_EQ(ngot, 3);
+  CHECK_EQ(y.gen, 300);
   if (ngot == 3)
     CHECK_MEM(got, sup, sizeof sup);
   free(got);
@@ -294,6 +299,12 @@ static void test_decode_rejects(void)
   CHECK_OK(kh_index_decode(&y, empty, 7, &sup, &nsup));
   CHECK_EQ(y.npacks, 0);
   CHECK_EQ(nsup, 0);
+  CHECK_EQ(y.gen, 0); /* a KHIX1 index is generation 0 */
+  kh_index_release(&y);
+  static const uint8_t empty2[] = "KHIX2\x05\0\0";
+  kh_index_init(&y);
+  CHECK_OK(kh_index_decode(&y, empty2, 8, &sup, &nsup));
+  CHECK_EQ(y.gen, 5);
   kh_index_release(&y);
   kh_buf_release(&b);
 }
