@@ -111,7 +111,23 @@ khr restore "$SNAPA" --target "$KH_T/rt/link5"
 assert_ok "restore into a target given as a symlink"
 assert_same_tree "$SRC" "$KH_T/rt/real5$SRC" "restore into a target given as a symlink"
 
-# 5. a symlink left by restoring another snapshot into the same target
+# 5. a directory where the snapshot has a symlink and a FIFO: not removed,
+# and the two entries that could not be restored are counted (they used to
+# be reported but left out of "failed" and the exit status)
+T5=$KH_T/rt/dir-in-the-way
+mkdir -p "$T5$SRC/a/link" "$T5$SRC/a/fifo" || fail "mkdir"
+printf 'keep\n' >"$T5$SRC/a/link/keep"
+printf 'keep\n' >"$T5$SRC/a/fifo/keep"
+khr restore "$SNAPA" --target "$T5" --json
+assert_rc 1 "restore where directories stand in the way of a symlink and a FIFO"
+json_check "$OUT" "d['failed'] == 2 and d['others'] == 0 and d['files'] == 4" \
+  "directories in the way: the symlink and the FIFO counted as failed"
+assert_grep -F "keyhold: error: $T5$SRC/a/link: File exists" "$ERR" "directory in the way of a symlink: reported"
+assert_grep -F "keyhold: error: $T5$SRC/a/fifo: File exists" "$ERR" "directory in the way of a FIFO: reported"
+assert_eq "$(cat "$T5$SRC/a/link/keep" "$T5$SRC/a/fifo/keep")" "keep
+keep" "directories in the way are left as they were"
+
+# 6. a symlink left by restoring another snapshot into the same target
 OUT6=$KH_W/outside6
 mk_outside "$OUT6"
 rm -rf "$SRC/a" && ln -s "$OUT6" "$SRC/a"
