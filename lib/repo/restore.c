@@ -437,6 +437,8 @@ out:
   atomic_fetch_add(&c->files_done, 1);
 }
 
+#define RBATCH 8
+
 typedef struct rworker {
   rctx *c;
   dcursor cur;
@@ -448,21 +450,21 @@ static void *restore_worker(void *arg)
   rctx *c = w->c;
   kh_buf blob;
   kh_buf_init(&blob, KH_BLOB_MAX);
-  for (;;) {
-    size_t i = atomic_fetch_add(&c->next, 1);
-    if (i >= c->n)
-      break;
-    ritem *it = &c->items[i];
-    if (it->type != KH_NODE_FILE || it->link_to >= 0 || it->failed)
-      continue;
-    pthread_mutex_lock(&c->wmu);
-    bool stop = c->fatal != KH_OK;
-    pthread_mutex_unlock(&c->wmu);
-    if (stop) {
-      fail_item(c, it);
-      continue;
+  /* a few consecutive items at a time: mostly of one directory, whose
+   * descriptor the cursor then keeps */
+  for (size_t i, end; (i = atomic_fetch_add(&c->next, RBATCH)) < c->n;) {
+    for (end = c->n - i < RBATCH ? c->n : i + RBATCH; i < end; i++) {
+      ritem *it = &c->items[i];
+      if (it->type != KH_NODE_FILE || it->link_to >= 0 || it->failed)
+        continue;
+      pthread_mutex_lock(&c->wmu);
+      bool stop = c->fatal != KH_OK;
+      pthread_mutex_unlock(&c->wmu);
+      if (stop)
+        fail_item(c, it);
+      else
+        restore_file(c, &w->cur, it, &blob);
     }
-    restore_file(c, &w->cur, it, &blob);
   }
   kh_buf_release(&blob);
   return NULL;
