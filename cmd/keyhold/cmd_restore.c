@@ -22,6 +22,13 @@ const char cmd_restore_help[] =
 "    fails authentication or cannot be read is not left behind half written:\n"
 "    it is removed and reported on stderr as \"keyhold: error: PATH: message\".\n"
 "\n"
+"    Nothing is ever written outside DIR.  DIR itself may be a symlink, but\n"
+"    a symlink found beneath it is never followed: where the snapshot has a\n"
+"    file, symlink or special file, an existing entry of that name (a\n"
+"    symlink too) is replaced; where it has a directory, anything there but\n"
+"    a directory is left alone, and that directory and everything below it\n"
+"    are reported and counted as not restored.\n"
+"\n"
 "    On a terminal (and without --quiet) a progress line is shown on stderr.\n"
 "    A summary follows on stdout.  With --json, stdout is one JSON object:\n"
 "    {\"snapshot\", \"target\", \"files\", \"dirs\", \"others\", \"bytes\",\n"
@@ -43,9 +50,10 @@ const char cmd_restore_help[] =
 "    KEYHOLD_REGION, KEYHOLD_PASSCODE_FILE, KEYHOLD_ACCOUNT (see keyhold help)\n"
 "\n"
 "EXIT STATUS\n"
-"    0 if everything was restored intact; 1 if any file could not be\n"
-"    restored (they are listed on stderr), if an --include names nothing in\n"
-"    the snapshot, or on failure; 2 on a usage error.\n"
+"    0 if everything was restored intact; 1 if any entry (file, directory,\n"
+"    symlink or special file) could not be restored (they are listed on\n"
+"    stderr and counted in \"failed\"), if an --include names nothing in the\n"
+"    snapshot, or on failure; 2 on a usage error.\n"
 "\n"
 "EXAMPLES\n"
 "    keyhold restore latest --target /tmp/r\n"
@@ -143,11 +151,13 @@ int cmd_restore(int argc, char **argv) {
     if (r.others) printf("others:    %llu\n", (unsigned long long)r.others);
     printf("bytes:     %s\n", b);
     printf("time:      %s (%.2f s)\n", t, secs);
-    if (r.failed || e) printf("failed:    %llu files not restored\n", (unsigned long long)r.failed);
+    if (r.failed || e)
+      printf("failed:    %llu entr%s not restored\n", (unsigned long long)r.failed,
+             r.failed == 1 ? "y" : "ies");
   }
   if (r.failed || e) {
-    cli_msgf("restore: %llu file%s could not be restored intact", (unsigned long long)r.failed,
-             r.failed == 1 ? "" : "s");
+    cli_msgf("restore: %llu entr%s could not be restored intact", (unsigned long long)r.failed,
+             r.failed == 1 ? "y" : "ies");
     rc = CLI_EXIT_FAIL;
   } else {
     rc = CLI_EXIT_OK;

@@ -208,12 +208,14 @@ typedef struct kh_restore_opts {
 
 typedef struct kh_restore_result {
   uint64_t files, dirs, others, bytes;
-  uint64_t failed;           /* files not restored (reported through warn) */
+  uint64_t failed;           /* entries not restored (reported through warn) */
 } kh_restore_result;
 
 /* Restore a snapshot under target, recreating the backed-up absolute paths.
  * Bytes that fail authentication are never written: such a file is reported,
- * removed and counted in failed; the call then returns KH_ERR_CORRUPT. */
+ * removed and counted in failed; the call then returns KH_ERR_CORRUPT.  No
+ * symlink beneath target is followed; an entry that cannot be restored
+ * without (a directory where one is) fails with everything below it. */
 kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_restore_result *r);
 
 /* ---- check ------------------------------------------------------------ */

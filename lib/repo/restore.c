@@ -1,7 +1,15 @@
 /* Restore: recreate a snapshot's paths under a target directory.  Files are
  * written by worker threads to a temporary name next to their place and
  * renamed only when every byte authenticated, so a file that cannot be
- * restored intact is never left in the target. */
+ * restored intact is never left in the target.
+ *
+ * Nothing beneath the target is trusted: it may hold symlinks planted there
+ * or left by restoring another snapshot.  No path below the target is ever
+ * resolved by the kernel in one go; every entry is reached from an open
+ * descriptor of its directory (a chain of O_PATH | O_DIRECTORY | O_NOFOLLOW
+ * opens from the target down, see dcursor), and created or changed with the
+ * *at calls that do not follow a final symlink.  A directory that cannot be
+ * created or opened that way fails, with everything below it. */
 #include "repo/vault_internal.h"
 #include "common/err.h"
 #include "common/fsutil.h"
@@ -19,7 +27,9 @@
 #include <unistd.h>
 
 typedef struct ritem {
-  char *path;          /* target path */
+  char *path;          /* target path, for messages */
+  size_t nameoff;      /* path + nameoff: the name in its directory */
+  long parent;         /* index of the directory item holding it; -1: the target */
   uint8_t type;
   uint32_t mode, uid, gid;
   int64_t mtime_ns;
@@ -43,6 +53,8 @@ typedef struct rctx {
   bool *incl_found;    /* an include named something in the snapshot */
   char *tpath;
   size_t tlen, tcap;
+  int levels;          /* 1 + the deepest item depth */
+  int tfd;             /* the target directory (O_PATH) */
   _Atomic size_t next;
   _Atomic uint64_t files_done, bytes_done, failed;
   uint64_t files_total, bytes_total;
@@ -86,7 +98,7 @@ static bool selected(rctx *c, const uint8_t *p, size_t n)
   return false;
 }
 
-static kh_err add_item(rctx *c, const kh_tnode *t, int depth)
+static kh_err add_item(rctx *c, const kh_tnode *t, int depth, long parent, size_t nameoff)
 {
   if (c->n == c->cap) {
     size_t nc = c->cap ? c->cap * 2 : 256;
@@ -111,6 +123,10 @@ static kh_err add_item(rctx *c, const kh_tnode *t, int depth)
   it->rdev = t->rdev;
   it->link_to = -1;
   it->depth = depth;
+  it->parent = parent;
+  it->nameoff = nameoff;
+  if (depth + 1 > c->levels)
+    c->levels = depth + 1;
   if (!it->path)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
   if (t->type == KH_NODE_SYMLINK && !(it->link = strndup((const char *)t->link, t->linklen))) {
@@ -131,7 +147,8 @@ static kh_err add_item(rctx *c, const kh_tnode *t, int depth)
   return KH_OK;
 }
 
-static kh_err collect(rctx *c, const uint8_t tree_id[32], size_t snaplen_at, int depth)
+static kh_err collect(rctx *c, const uint8_t tree_id[32], size_t snaplen_at, int depth,
+                      long parent)
 {
   if (depth > 1024)
     return kh_seterr(KH_ERR_FORMAT, "tree nesting too deep");
@@ -161,9 +178,9 @@ static kh_err collect(rctx *c, const uint8_t tree_id[32], size_t snaplen_at, int
     const uint8_t *sp = (const uint8_t *)c->tpath + snaplen_at;
     size_t sl = c->tlen - snaplen_at;
     if (selected(c, sp, sl)) {
-      e = add_item(c, x, depth);
+      e = add_item(c, x, depth, parent, saved + 1);
       if (!e && x->type == KH_NODE_DIR)
-        e = collect(c, x->subtree, snaplen_at, depth + 1);
+        e = collect(c, x->subtree, snaplen_at, depth + 1, (long)c->n - 1);
     }
     c->tlen = saved;
     c->tpath[saved] = 0;
@@ -172,9 +189,107 @@ static kh_err collect(rctx *c, const uint8_t tree_id[32], size_t snaplen_at, int
   return e;
 }
 
-static void set_times(int fd, const char *path, int64_t mtime_ns, bool nofollow)
+/* A chain of open directories from the target down to one directory of the
+ * snapshot, each level opened relative to the one above with O_NOFOLLOW |
+ * O_DIRECTORY, so a symlink beneath the target is never followed.  The
+ * entries of one directory come one after the other, so most lookups reuse
+ * the deepest level; a move to another directory reopens only the levels
+ * that differ.  Only the deepest DCUR_KEEP levels stay open (a deeper chain
+ * is reopened from the target when needed), so each cursor holds a bounded
+ * number of descriptors however deep the tree. */
+#define DCUR_KEEP 32
+
+typedef struct dcursor {
+  int root;   /* the target (not owned) */
+  int n;      /* levels in the chain */
+  long *idx;  /* item index of the directory at each level */
+  long *want; /* scratch: the chain wanted by dcur_dir */
+  int *fd;    /* each level's descriptor; -1 when closed to bound them */
+} dcursor;
+
+static void dcur_truncate(dcursor *k, int l)
 {
-  struct timespec ts[2];
+  for (int i = l; i < k->n; i++)
+    if (k->fd[i] >= 0)
+      close(k->fd[i]);
+  if (l < k->n)
+    k->n = l;
+}
+
+static void dcur_release(dcursor *k)
+{
+  if (k->fd)
+    dcur_truncate(k, 0);
+  free(k->idx);
+  free(k->want);
+  free(k->fd);
+  memset(k, 0, sizeof *k);
+}
+
+static kh_err dcur_init(dcursor *k, int root, int levels)
+{
+  memset(k, 0, sizeof *k);
+  k->root = root;
+  size_t l = levels > 0 ? (size_t)levels : 1;
+  k->idx = malloc(l * sizeof *k->idx);
+  k->want = malloc(l * sizeof *k->want);
+  k->fd = malloc(l * sizeof *k->fd);
+  if (!k->idx || !k->want || !k->fd) {
+    dcur_release(k);
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  }
+  return KH_OK;
+}
+
+/* The descriptor (O_PATH, owned by the cursor, valid until its next call) of
+ * directory item d, or of the target when d < 0; -1 with errno set when a
+ * level is missing, not a directory or a symlink. */
+static int dcur_dir(const rctx *c, dcursor *k, long d)
+{
+  if (d < 0)
+    return k->root;
+  int top = c->items[d].depth;
+  if (top == k->n - 1 && k->idx[top] == d && k->fd[top] >= 0)
+    return k->fd[top];
+  long a = d;
+  for (int l = top; l >= 0; l--) {
+    k->want[l] = a;
+    a = c->items[a].parent;
+  }
+  int same = 0;
+  while (same < k->n && same <= top && k->idx[same] == k->want[same])
+    same++;
+  dcur_truncate(k, same);
+  /* the levels still open are a suffix of the chain: continue below them */
+  int from = k->n;
+  while (from > 0 && k->fd[from - 1] < 0)
+    from--;
+  for (int l = from; l <= top; l++) {
+    const ritem *it = &c->items[k->want[l]];
+    int fd = openat(l ? k->fd[l - 1] : k->root, it->path + it->nameoff,
+                    O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      dcur_truncate(k, l);
+      errno = err;
+      return -1;
+    }
+    if (l < k->n && k->fd[l] >= 0)
+      close(k->fd[l]);
+    k->fd[l] = fd;
+    k->idx[l] = k->want[l];
+    if (l >= k->n)
+      k->n = l + 1;
+  }
+  for (int l = top - DCUR_KEEP; l >= 0 && k->fd[l] >= 0; l--) {
+    close(k->fd[l]);
+    k->fd[l] = -1;
+  }
+  return k->fd[top];
+}
+
+static void mtime_ts(struct timespec ts[2], int64_t mtime_ns)
+{
   ts[0].tv_sec = 0;
   ts[0].tv_nsec = UTIME_OMIT;
   ts[1].tv_sec = (time_t)(mtime_ns / 1000000000);
@@ -183,10 +298,39 @@ static void set_times(int fd, const char *path, int64_t mtime_ns, bool nofollow)
     ts[1].tv_sec--;
     ts[1].tv_nsec += 1000000000;
   }
-  if (fd >= 0)
-    futimens(fd, ts);
-  else if (path)
-    utimensat(AT_FDCWD, path, ts, nofollow ? AT_SYMLINK_NOFOLLOW : 0);
+}
+
+/* chmod of dfd/name, never through a symlink.  Without /proc the C library
+ * cannot do AT_SYMLINK_NOFOLLOW for a mode; then the entry (which this
+ * restore just created in a directory it holds open) is checked first. */
+static int chmod_at(int dfd, const char *name, mode_t mode)
+{
+  if (fchmodat(dfd, name, mode, AT_SYMLINK_NOFOLLOW) == 0)
+    return 0;
+  if (errno != ENOTSUP && errno != EOPNOTSUPP && errno != ENOSYS)
+    return -1;
+  struct stat st;
+  if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return -1;
+  if (S_ISLNK(st.st_mode)) {
+    errno = ELOOP;
+    return -1;
+  }
+  return fchmodat(dfd, name, mode, 0);
+}
+
+/* Owner (as root), mode (unless a symlink) and mtime of dfd/name, never
+ * following a symlink.  Failures are not fatal to the entry: as with cp -p,
+ * the content or node is what matters. */
+static void meta_at(const rctx *c, int dfd, const char *name, const ritem *it)
+{
+  if (c->root)
+    (void)fchownat(dfd, name, it->uid, it->gid, AT_SYMLINK_NOFOLLOW);
+  if (it->type != KH_NODE_SYMLINK)
+    (void)chmod_at(dfd, name, it->mode);
+  struct timespec ts[2];
+  mtime_ts(ts, it->mtime_ns);
+  (void)utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW);
 }
 
 static kh_err write_all_at(int fd, const uint8_t *p, size_t n, uint64_t off)
@@ -204,36 +348,42 @@ static kh_err write_all_at(int fd, const uint8_t *p, size_t n, uint64_t off)
   return KH_OK;
 }
 
-static void restore_file(rctx *c, ritem *it, kh_buf *blob)
+static void fail_item(rctx *c, ritem *it)
 {
-  size_t pl = strlen(it->path);
-  char *tmp = malloc(pl + 32);
-  if (!tmp) {
-    it->failed = true;
-    rwarn(c, KH_ERR_NOMEM, it->path, "out of memory");
-    return;
-  }
+  it->failed = true;
+  atomic_fetch_add(&c->failed, 1);
+}
+
+static void restore_file(rctx *c, dcursor *cur, ritem *it, kh_buf *blob)
+{
+  const char *name = it->path + it->nameoff;
+  char tmp[32];
   /* A new file is written in place (removed again if anything fails); an
-   * existing one is replaced only by a complete, authenticated copy. */
+   * existing entry (a file, or a symlink: never written through) is
+   * replaced only by a complete, authenticated copy. */
   kh_err e = KH_OK;
   bool replace = false, created = false;
-  int fd = open(it->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  const char *wname = name;
+  int fd = -1, dfd = dcur_dir(c, cur, it->parent);
+  if (dfd < 0) {
+    e = kh_seterr(kh_errno_code(errno), "directory: %s", strerror(errno));
+    goto out;
+  }
+  fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0 && errno == EEXIST) {
-    const char *slash = strrchr(it->path, '/');
-    size_t dl = (size_t)(slash - it->path);
     uint8_t rnd[4];
     randombytes_buf(rnd, sizeof rnd);
-    snprintf(tmp, pl + 32, "%.*s/.kh-restore-%02x%02x%02x%02x", (int)dl, it->path, rnd[0],
-             rnd[1], rnd[2], rnd[3]);
+    snprintf(tmp, sizeof tmp, ".kh-restore-%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
     replace = true;
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   }
-  const char *wpath = replace ? tmp : it->path;
+  if (replace)
+    wname = tmp;
   if (fd < 0) {
     e = kh_seterr(kh_errno_code(errno), "create: %s", strerror(errno));
     goto out;
   }
-  created = true; /* from here on, a failure removes wpath */
+  created = true; /* from here on, a failure removes wname */
   uint64_t off = 0;
   for (size_t i = 0; !e && i < it->nchunks; i++) {
     const kh_chunkref *r = &it->chunks[i];
@@ -260,21 +410,23 @@ static void restore_file(rctx *c, ritem *it, kh_buf *blob)
       e = kh_seterr(KH_ERR_IO, "chown: %s", strerror(errno));
     if (!e && fchmod(fd, it->mode) != 0)
       e = kh_seterr(KH_ERR_IO, "chmod: %s", strerror(errno));
-    set_times(fd, NULL, it->mtime_ns, false);
+    struct timespec ts[2];
+    mtime_ts(ts, it->mtime_ns);
+    (void)futimens(fd, ts);
   }
   if (close(fd) != 0 && !e)
     e = kh_seterr(KH_ERR_IO, "close: %s", strerror(errno));
   fd = -1;
-  if (!e && replace && rename(tmp, it->path) != 0)
+  /* rename replaces the entry itself (a symlink too), never its target */
+  if (!e && replace && renameat(dfd, tmp, dfd, name) != 0)
     e = kh_seterr(kh_errno_code(errno), "rename: %s", strerror(errno));
 out:
   if (e) {
     if (fd >= 0)
       close(fd);
     if (created)
-      unlink(wpath); /* never leave bytes that did not authenticate */
-    it->failed = true;
-    atomic_fetch_add(&c->failed, 1);
+      unlinkat(dfd, wname, 0); /* never leave bytes that did not authenticate */
+    fail_item(c, it);
     rwarn(c, e, it->path, kh_errdetail());
     if (e == KH_ERR_NOSPACE) {
       pthread_mutex_lock(&c->wmu);
@@ -283,30 +435,36 @@ out:
     }
   }
   atomic_fetch_add(&c->files_done, 1);
-  free(tmp);
 }
+
+#define RBATCH 8
+
+typedef struct rworker {
+  rctx *c;
+  dcursor cur;
+} rworker;
 
 static void *restore_worker(void *arg)
 {
-  rctx *c = arg;
+  rworker *w = arg;
+  rctx *c = w->c;
   kh_buf blob;
   kh_buf_init(&blob, KH_BLOB_MAX);
-  for (;;) {
-    size_t i = atomic_fetch_add(&c->next, 1);
-    if (i >= c->n)
-      break;
-    ritem *it = &c->items[i];
-    if (it->type != KH_NODE_FILE || it->link_to >= 0)
-      continue;
-    pthread_mutex_lock(&c->wmu);
-    bool stop = c->fatal != KH_OK;
-    pthread_mutex_unlock(&c->wmu);
-    if (stop) {
-      it->failed = true;
-      atomic_fetch_add(&c->failed, 1);
-      continue;
+  /* a few consecutive items at a time: mostly of one directory, whose
+   * descriptor the cursor then keeps */
+  for (size_t i, end; (i = atomic_fetch_add(&c->next, RBATCH)) < c->n;) {
+    for (end = c->n - i < RBATCH ? c->n : i + RBATCH; i < end; i++) {
+      ritem *it = &c->items[i];
+      if (it->type != KH_NODE_FILE || it->link_to >= 0 || it->failed)
+        continue;
+      pthread_mutex_lock(&c->wmu);
+      bool stop = c->fatal != KH_OK;
+      pthread_mutex_unlock(&c->wmu);
+      if (stop)
+        fail_item(c, it);
+      else
+        restore_file(c, &w->cur, it, &blob);
     }
-    restore_file(c, it, &blob);
   }
   kh_buf_release(&blob);
   return NULL;
@@ -337,6 +495,58 @@ static int cmp_hl(const void *a, const void *b, void *arg)
   return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
 }
 
+/* Pass 1 for one directory, symlink, FIFO or device node (tree order, so a
+ * directory's parents exist before it).  False (errno set) if it could not
+ * be created. */
+static bool restore_node(rctx *c, dcursor *cur, size_t i, const char **why)
+{
+  ritem *it = &c->items[i];
+  const char *name = it->path + it->nameoff;
+  int dfd = dcur_dir(c, cur, it->parent);
+  if (dfd < 0)
+    return false;
+  switch (it->type) {
+  case KH_NODE_DIR: {
+    bool existed = mkdirat(dfd, name, 0700) != 0;
+    if (existed && errno != EEXIST)
+      return false;
+    /* an existing directory is used; anything else there (a symlink
+     * above all) is neither followed nor replaced */
+    if (dcur_dir(c, cur, (long)i) < 0) {
+      if (existed && (errno == ENOTDIR || errno == ELOOP))
+        *why = "exists and is not a directory (not followed)";
+      return false;
+    }
+    c->r->dirs++;
+    return true;
+  }
+  case KH_NODE_SYMLINK:
+  case KH_NODE_FIFO:
+  case KH_NODE_CHARDEV:
+  case KH_NODE_BLOCKDEV: {
+    (void)unlinkat(dfd, name, 0); /* an old entry: the link itself, not its target */
+    int rc;
+    if (it->type == KH_NODE_SYMLINK)
+      rc = symlinkat(it->link, dfd, name);
+    else if (it->type == KH_NODE_FIFO)
+      rc = mkfifoat(dfd, name, it->mode & 0777);
+    else
+      rc = mknodat(dfd, name,
+                   (it->type == KH_NODE_CHARDEV ? S_IFCHR : S_IFBLK) | (it->mode & 0777),
+                   (dev_t)it->rdev);
+    if (rc)
+      return false;
+    /* mkfifo/mknod apply the umask: set mode, owner and time as recorded */
+    meta_at(c, dfd, name, it);
+    c->r->others++;
+    return true;
+  }
+  default: /* sockets are not recreated: they only exist while bound */
+    c->r->others++;
+    return true;
+  }
+}
+
 kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_restore_result *r)
 {
   memset(r, 0, sizeof *r);
@@ -354,6 +564,7 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   c->egid = getegid();
   c->root = c->euid == 0;
   c->t0 = kh_now();
+  c->tfd = -1;
   pthread_mutex_init(&c->wmu, NULL);
   kh_err e = KH_OK;
   uint8_t id[32];
@@ -361,6 +572,10 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   pthread_t tids[16];
   int started = 0;
   size_t *hl = NULL;
+  /* cursors: [0] and [1] for the passes on this thread, then one per worker */
+  dcursor cur[2] = {{0}};
+  rworker *wk = NULL;
+  int nwk = 0;
   bool locked = false; /* shared: prune waits until we are done (docs/format.md §10) */
   if ((e = kh_vault_lock(v, false)))
     goto out;
@@ -368,10 +583,17 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   if ((e = kh_vault_resolve(v, snap, id)) || (e = kh_vault_load_snapshot(v, id, &s)) ||
       (e = kh_vault_load_index(v, NULL, NULL)))
     goto out;
+  /* the target itself is the user's choice and may be reached through a
+   * symlink; everything below it is reached from this descriptor only */
   if ((e = kh_mkdirs(o->target, 0700)))
     goto out;
+  c->tfd = open(o->target, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (c->tfd < 0) {
+    e = kh_seterr(kh_errno_code(errno), "%s: %s", o->target, strerror(errno));
+    goto out;
+  }
   {
-    char *t = realpath(o->target, NULL);
+    char *t = realpath(o->target, NULL); /* for messages */
     if (!t) {
       e = kh_seterr(KH_ERR_IO, "%s: %s", o->target, strerror(errno));
       goto out;
@@ -392,7 +614,7 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
-  if ((e = collect(c, s.tree, c->tlen, 0)))
+  if ((e = collect(c, s.tree, c->tlen, 0, -1)))
     goto out;
   /* an include that names nothing is reported (after restoring the rest) */
   const char *missing = NULL;
@@ -401,7 +623,53 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
       rwarn(c, KH_ERR_NOTFOUND, c->incl[i], "is not in the snapshot");
       missing = c->incl[i];
     }
-  /* hard links: later items of the same (dev, inode) link to the first */
+  /* creating files is latency-bound (journal, metadata): more threads than
+   * cores keep the disk busy; each holds at most one blob in memory */
+  nwk = o->threads > 0 ? o->threads : 4 * (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (nwk < 1)
+    nwk = 1;
+  if (nwk > 16)
+    nwk = 16;
+  if (!(wk = calloc((size_t)nwk, sizeof *wk))) {
+    nwk = 0;
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (int i = 0; i < 2; i++)
+    if ((e = dcur_init(&cur[i], c->tfd, c->levels)))
+      goto out;
+  for (int i = 0; i < nwk; i++) {
+    wk[i].c = c;
+    if ((e = dcur_init(&wk[i].cur, c->tfd, c->levels)))
+      goto out;
+  }
+  /* pass 1: directories and non-file nodes, in tree order.  What a
+   * directory that failed would hold is not attempted: it fails too. */
+  for (size_t i = 0; i < c->n; i++) {
+    ritem *it = &c->items[i];
+    if (it->type == KH_NODE_FILE)
+      continue;
+    const char *why = NULL;
+    if (restore_node(c, &cur[0], i, &why))
+      continue;
+    int err = errno;
+    fail_item(c, it);
+    size_t end = i + 1;
+    if (it->type == KH_NODE_DIR)
+      for (; end < c->n && c->items[end].depth > it->depth; end++)
+        fail_item(c, &c->items[end]);
+    char msg[160];
+    if (end > i + 1)
+      snprintf(msg, sizeof msg, "%s; %zu entr%s below it %s not restored",
+               why ? why : strerror(err), end - i - 1, end - i - 1 == 1 ? "y" : "ies",
+               end - i - 1 == 1 ? "was" : "were");
+    else
+      snprintf(msg, sizeof msg, "%s", why ? why : strerror(err));
+    rwarn(c, kh_errno_code(err), it->path, msg);
+    i = end - 1;
+  }
+  /* hard links: later items of the same (dev, inode) link to the first
+   * one that can still be restored */
   hl = malloc((c->n ? c->n : 1) * sizeof *hl);
   if (!hl) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
@@ -409,7 +677,7 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   }
   size_t nhl = 0;
   for (size_t i = 0; i < c->n; i++)
-    if (c->items[i].type == KH_NODE_FILE && c->items[i].nlink > 1)
+    if (c->items[i].type == KH_NODE_FILE && c->items[i].nlink > 1 && !c->items[i].failed)
       hl[nhl++] = i;
   qsort_r(hl, nhl, sizeof *hl, cmp_hl, c->items);
   for (size_t i = 1; i < nhl; i++) {
@@ -417,77 +685,19 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     if (a->dev == b->dev && a->ino == b->ino)
       b->link_to = a->link_to >= 0 ? a->link_to : (long)hl[i - 1];
   }
-  /* pass 1: directories and non-file nodes, in tree order */
   for (size_t i = 0; i < c->n; i++) {
-    ritem *it = &c->items[i];
-    if (it->type == KH_NODE_FILE) {
-      if (it->link_to < 0) {
-        c->files_total++;
-        c->bytes_total += it->size;
-      }
-      continue;
-    }
-    int rc = 0;
-    switch (it->type) {
-    case KH_NODE_DIR:
-      rc = mkdir(it->path, 0700);
-      if (rc && errno == EEXIST) {
-        struct stat st;
-        rc = lstat(it->path, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
-        errno = EEXIST;
-      }
-      r->dirs++;
-      break;
-    case KH_NODE_SYMLINK:
-      unlink(it->path);
-      rc = symlink(it->link, it->path);
-      if (!rc && c->root)
-        lchown(it->path, it->uid, it->gid);
-      if (!rc)
-        set_times(-1, it->path, it->mtime_ns, true);
-      r->others++;
-      break;
-    case KH_NODE_FIFO:
-      unlink(it->path);
-      rc = mkfifo(it->path, it->mode);
-      r->others++;
-      break;
-    case KH_NODE_CHARDEV:
-    case KH_NODE_BLOCKDEV:
-      unlink(it->path);
-      rc = mknod(it->path, (it->type == KH_NODE_CHARDEV ? S_IFCHR : S_IFBLK) | it->mode,
-                 (dev_t)it->rdev);
-      r->others++;
-      break;
-    default: /* sockets are not recreated: they only exist while bound */
-      r->others++;
-      break;
-    }
-    if (rc) {
-      it->failed = true;
-      rwarn(c, kh_errno_code(errno), it->path, strerror(errno));
-    } else if (it->type == KH_NODE_FIFO || it->type == KH_NODE_CHARDEV ||
-               it->type == KH_NODE_BLOCKDEV) {
-      /* mkfifo/mknod apply the umask: set mode, owner and time as recorded */
-      if (c->root)
-        lchown(it->path, it->uid, it->gid);
-      chmod(it->path, it->mode);
-      set_times(-1, it->path, it->mtime_ns, true);
+    const ritem *it = &c->items[i];
+    if (it->type == KH_NODE_FILE && it->link_to < 0 && !it->failed) {
+      c->files_total++;
+      c->bytes_total += it->size;
     }
   }
   /* pass 2: file contents, in parallel */
-  /* creating files is latency-bound (journal, metadata): more threads than
-   * cores keep the disk busy; each holds at most one blob in memory */
-  int nthreads = o->threads > 0 ? o->threads : 4 * (int)sysconf(_SC_NPROCESSORS_ONLN);
-  if (nthreads < 1)
-    nthreads = 1;
-  if (nthreads > 16)
-    nthreads = 16;
-  for (; started < nthreads; started++)
-    if (pthread_create(&tids[started], NULL, restore_worker, c) != 0)
+  for (; started < nwk; started++)
+    if (pthread_create(&tids[started], NULL, restore_worker, &wk[started]) != 0)
       break;
   if (started == 0)
-    restore_worker(c);
+    restore_worker(&wk[0]);
   while (atomic_load(&c->next) < c->n) {
     rprogress(c, false);
     usleep(50000);
@@ -498,44 +708,43 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   /* pass 3: hard links, then directory metadata deepest first */
   for (size_t i = 0; i < c->n; i++) {
     ritem *it = &c->items[i];
-    if (it->type != KH_NODE_FILE)
+    if (it->type != KH_NODE_FILE || it->failed)
       continue;
     if (it->link_to >= 0) {
       ritem *first = &c->items[it->link_to];
       if (first->failed) {
-        it->failed = true;
-        atomic_fetch_add(&c->failed, 1);
+        fail_item(c, it);
         rwarn(c, KH_ERR_CORRUPT, it->path, "hard link target could not be restored");
         continue;
       }
-      unlink(it->path);
-      if (link(first->path, it->path) != 0) {
-        it->failed = true;
-        atomic_fetch_add(&c->failed, 1);
+      int ffd = dcur_dir(c, &cur[1], first->parent);
+      int dfd = ffd < 0 ? -1 : dcur_dir(c, &cur[0], it->parent);
+      const char *name = it->path + it->nameoff;
+      if (dfd >= 0)
+        (void)unlinkat(dfd, name, 0);
+      if (dfd < 0 || linkat(ffd, first->path + first->nameoff, dfd, name, 0) != 0) {
+        fail_item(c, it);
         rwarn(c, kh_errno_code(errno), it->path, strerror(errno));
         continue;
       }
     }
-    if (!it->failed) {
-      r->files++;
-      r->bytes += it->size;
-    }
+    r->files++;
+    r->bytes += it->size;
   }
   /* reverse pre-order visits every directory after everything inside it */
   for (size_t i = c->n; i-- > 0;) {
     ritem *it = &c->items[i];
     if (it->type != KH_NODE_DIR || it->failed)
       continue;
-    if (c->root)
-      lchown(it->path, it->uid, it->gid);
-    chmod(it->path, it->mode);
-    set_times(-1, it->path, it->mtime_ns, false);
+    int dfd = dcur_dir(c, &cur[0], it->parent);
+    if (dfd >= 0)
+      meta_at(c, dfd, it->path + it->nameoff, it);
   }
   r->failed = atomic_load(&c->failed);
   if (c->fatal)
     e = kh_seterr(c->fatal, "restore stopped: %s", kh_strerror(c->fatal));
   else if (r->failed)
-    e = kh_seterr(KH_ERR_CORRUPT, "%llu files could not be restored intact",
+    e = kh_seterr(KH_ERR_CORRUPT, "%llu entries could not be restored intact",
                   (unsigned long long)r->failed);
   else if (missing)
     e = kh_seterr(KH_ERR_NOTFOUND, "%s is not in the snapshot", missing);
@@ -544,6 +753,13 @@ out:
     kh_vault_unlock(v);
   kh_snap_release(&s);
   free(hl);
+  for (int i = 0; i < 2; i++)
+    dcur_release(&cur[i]);
+  for (int i = 0; i < nwk; i++)
+    dcur_release(&wk[i].cur);
+  free(wk);
+  if (c->tfd >= 0)
+    close(c->tfd);
   for (size_t i = 0; i < c->n; i++) {
     free(c->items[i].path);
     free(c->items[i].link);

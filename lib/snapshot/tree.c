@@ -9,6 +9,9 @@
 #define TREE_MAGIC "KHTR1"
 #define SNAP_MAGIC "KHSN1"
 #define SNAP_MAX_PATHS 100000u
+/* docs/format.md §8: a name is one path component, so that restore can
+ * never be steered out of the directory that holds it */
+#define BAD_NAME "entry name is empty, \".\" or \"..\", or contains '/' or NUL"
 
 int kh_name_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
 {
@@ -18,6 +21,13 @@ int kh_name_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
   return al < bl ? -1 : al > bl;
 }
 
+static bool valid_name(const uint8_t *n, size_t l)
+{
+  if (l == 0 || (l == 1 && n[0] == '.') || (l == 2 && n[0] == '.' && n[1] == '.'))
+    return false;
+  return memchr(n, '/', l) == NULL && memchr(n, 0, l) == NULL;
+}
+
 kh_err kh_tree_encode(const kh_tnode *nodes, size_t n, kh_buf *out)
 {
   kh_buf_reset(out);
@@ -25,6 +35,10 @@ kh_err kh_tree_encode(const kh_tnode *nodes, size_t n, kh_buf *out)
   if (!e) e = kh_buf_put_uvar(out, n);
   for (size_t i = 0; !e && i < n; i++) {
     const kh_tnode *t = &nodes[i];
+    if (!valid_name(t->name, t->namelen)) {
+      e = kh_seterr(KH_ERR_INVAL, "tree: " BAD_NAME);
+      break;
+    }
     e = kh_buf_put_lbytes(out, t->name, t->namelen);
     if (!e) e = kh_buf_put_u8(out, t->type);
     if (!e) e = kh_buf_put_uvar(out, t->mode);
@@ -55,13 +69,6 @@ kh_err kh_tree_encode(const kh_tnode *nodes, size_t n, kh_buf *out)
   return e;
 }
 
-static bool valid_name(const uint8_t *n, size_t l)
-{
-  if (l == 0 || (l == 1 && n[0] == '.') || (l == 2 && n[0] == '.' && n[1] == '.'))
-    return false;
-  return memchr(n, '/', l) == NULL && memchr(n, 0, l) == NULL;
-}
-
 kh_err kh_tree_decode(const uint8_t *p, size_t len, kh_tree *t)
 {
   memset(t, 0, sizeof *t);
@@ -86,6 +93,7 @@ kh_err kh_tree_decode(const uint8_t *p, size_t len, kh_tree *t)
   kh_rd_bytes(&r, 5);
   kh_rd_uvar(&r);
   size_t nrefs = 0, refcap = 0;
+  bool bad_name = false;
   for (uint64_t i = 0; i < n && kh_rd_ok(&r); i++) {
     kh_tnode *x = &t->nodes[i];
     x->name = kh_rd_lbytes(&r, KH_NAME_MAX, &x->namelen);
@@ -96,7 +104,12 @@ kh_err kh_tree_decode(const uint8_t *p, size_t len, kh_tree *t)
     x->nlink = kh_rd_uvar(&r);
     x->ino = kh_rd_uvar(&r);
     x->dev = kh_rd_uvar(&r);
-    if (!kh_rd_ok(&r) || !valid_name(x->name, x->namelen) || mode > 07777 ||
+    if (kh_rd_ok(&r) && !valid_name(x->name, x->namelen)) {
+      bad_name = true;
+      kh_rd_fail(&r);
+      break;
+    }
+    if (!kh_rd_ok(&r) || mode > 07777 ||
         uid > UINT32_MAX || gid > UINT32_MAX || x->type < KH_NODE_FILE ||
         x->type > KH_NODE_SOCKET ||
         (i > 0 && kh_name_cmp(t->nodes[i - 1].name, t->nodes[i - 1].namelen, x->name,
@@ -146,6 +159,10 @@ kh_err kh_tree_decode(const uint8_t *p, size_t len, kh_tree *t)
     case KH_NODE_BLOCKDEV: x->rdev = kh_rd_uvar(&r); break;
     default: break;
     }
+  }
+  if (bad_name) {
+    e = kh_seterr(KH_ERR_FORMAT, "malformed tree: " BAD_NAME);
+    goto out;
   }
   if (!kh_rd_done(&r)) {
     e = kh_seterr(KH_ERR_FORMAT, "malformed tree");

@@ -9,6 +9,10 @@
 #include <sodium.h>
 #include <stdlib.h>
 
+#define CHECK_STR(a, b) do { const char *_a = (a), *_b = (b); kh_test_checks++; \
+  if (strcmp(_a, _b)) { kh_test_failures++; fprintf(stderr, "%s:%d: CHECK_STR failed: %s = \"%s\", " \
+  "expected \"%s\"\n", __FILE__, __LINE__, #a, _a, _b); } } while (0)
+
 static kh_tnode node(const char *name, size_t nl, int type)
 {
   kh_tnode t;
@@ -193,19 +197,64 @@ static kh_err decode_buf(const kh_buf *b)
   return e;
 }
 
+/* A tree encoded by hand (the encoder refuses bad names): optionally a
+ * FIFO named "\x01" first, then a directory with the given name. */
+static void raw_tree(kh_buf *b, int lead, const char *name, size_t nl)
+{
+  static const uint8_t sub[32] = {7};
+  kh_buf_reset(b);
+  kh_buf_append(b, "KHTR1", 5);
+  kh_buf_put_uvar(b, (uint64_t)(lead + 1));
+  for (int i = 0; i <= lead; i++) {
+    int dir = i == lead;
+    if (dir)
+      kh_buf_put_lbytes(b, name, nl);
+    else
+      kh_buf_put_lbytes(b, "\x01", 1);
+    kh_buf_put_u8(b, dir ? KH_NODE_DIR : KH_NODE_FIFO);
+    kh_buf_put_uvar(b, 0755);
+    kh_buf_put_uvar(b, 0);
+    kh_buf_put_uvar(b, 0);
+    kh_buf_put_u64(b, 0);
+    for (int k = 0; k < 4; k++)
+      kh_buf_put_uvar(b, 0);
+    if (dir)
+      kh_buf_append(b, sub, 32);
+  }
+}
+
 static void test_tree_rejects(void)
 {
   kh_buf enc;
   kh_buf_init(&enc, 1 << 20);
   kh_tree t;
-  /* bad names */
+  /* bad names: the encoder refuses them, and a decoder given them (by a
+   * hostile or buggy writer) rejects them with the same clear detail,
+   * also after a valid first node and also for a directory (which restore
+   * would descend into) */
   static const struct { const char *n; size_t l; } names[] = {
     {"", 0}, {".", 1}, {"..", 2}, {"a/b", 3}, {"/", 1}, {"a\0b", 3}, {"\0", 1}, {"ab/", 3},
+    {"../x", 4}, {"/etc", 4},
   };
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-    CHECK_OK(encode_one(node(names[i].n, names[i].l, KH_NODE_FIFO), &enc));
-    CHECK_EQ(decode_buf(&enc), KH_ERR_FORMAT);
+    kh_clearerr();
+    CHECK_EQ(encode_one(node(names[i].n, names[i].l, KH_NODE_DIR), &enc), KH_ERR_INVAL);
+    CHECK_STR(kh_errdetail(),
+              "tree: entry name is empty, \".\" or \"..\", or contains '/' or NUL");
+    for (int lead = 0; lead < 2; lead++) {
+      raw_tree(&enc, lead, names[i].n, names[i].l);
+      kh_clearerr();
+      CHECK_EQ(kh_tree_decode(enc.data, enc.len, &t), KH_ERR_FORMAT);
+      CHECK_STR(kh_errdetail(), "malformed tree: entry name is empty, \".\" or \"..\", or "
+                                "contains '/' or NUL");
+      CHECK(t.nodes == NULL && t.raw == NULL && t.refs == NULL && t.n == 0);
+    }
   }
+  /* the same bytes with a valid name decode: the rejection is the name's */
+  raw_tree(&enc, 1, "x.", 2);
+  CHECK_OK(decode_buf(&enc));
+  raw_tree(&enc, 0, "...", 3);
+  CHECK_OK(decode_buf(&enc));
   /* unsorted and duplicate names */
   kh_tnode two[2] = {node("b", 1, KH_NODE_FIFO), node("a", 1, KH_NODE_FIFO)};
   CHECK_OK(kh_tree_encode(two, 2, &enc));
