@@ -1,6 +1,7 @@
 #include "pack/pack.h"
 #include "common/err.h"
 #include "common/wire.h"
+#include "provider/provider.h"
 
 #include <sodium.h>
 #include <stdlib.h>
@@ -8,6 +9,19 @@
 #include <zstd.h>
 
 #define HEADER_MAGIC "KHPH1"
+
+/* The provider-object bounds readers enforce (provider.h, docs/format.md
+ * §1.1) must hold every pack a writer can make: data below the target plus
+ * one largest blob, a header of the most blobs (type, id, three uvars of at
+ * most 4 bytes each), the trailer, and PADME's padding (< 2 MiB there). */
+#define HEADER_ENTRY_MAX (1 + 32 + 3 * 4)
+_Static_assert(5 + 3 + (uint64_t)KH_PACK_MAX_BLOBS * HEADER_ENTRY_MAX + 64 <=
+                   KH_OBJMAX_PACK_HEADER,
+               "pack header bound too small");
+_Static_assert((uint64_t)KH_PACK_TARGET + KH_BLOB_MAX + KH_AEAD_TAG + KH_OBJMAX_PACK_HEADER +
+                       64 + (2u << 20) <=
+                   KH_OBJMAX_PACK,
+               "pack object bound too small");
 
 uint64_t kh_padme(uint64_t len)
 {
@@ -197,7 +211,7 @@ kh_err kh_pack_trailer_decode(const uint8_t *pt, size_t n, uint64_t pack_len, ui
     return kh_seterr(KH_ERR_FORMAT, "bad pack trailer");
   *hoff = kh_le64_get(pt);
   *hlen = kh_le32_get(pt + 8);
-  if (*hoff > pack_len || *hlen > pack_len - *hoff)
+  if (*hoff > pack_len || *hlen > pack_len - *hoff || *hlen > KH_OBJMAX_PACK_HEADER)
     return kh_seterr(KH_ERR_FORMAT, "pack header out of range");
   return KH_OK;
 }

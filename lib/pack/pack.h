@@ -60,7 +60,8 @@ kh_err kh_pack_parse(const kh_keys *k, const uint8_t pack_id[32], const uint8_t 
                      size_t len, kh_pack_blob **blobs, size_t *n);
 /* Size of the trailer for a cipher (nonce + 12 + tag). */
 size_t kh_pack_trailer_len(const kh_keys *k);
-/* Parse a decrypted trailer; bounds-checked against the pack size. */
+/* Parse a decrypted trailer; bounds-checked against the pack size and the
+ * largest header a writer makes (KH_OBJMAX_PACK_HEADER). */
 kh_err kh_pack_trailer_decode(const uint8_t *pt, size_t n, uint64_t pack_len,
                               uint64_t *hoff, uint32_t *hlen);
 /* Parse a decrypted header plaintext; bounded (fuzzed: fuzz/fuzz_pack_header.c). */

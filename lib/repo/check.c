@@ -166,7 +166,7 @@ static void read_packs(cctx *c)
 {
   kh_vault *v = c->v;
   kh_buf pack, plain;
-  kh_buf_init(&pack, 1u << 30);
+  kh_buf_init(&pack, KH_OBJMAX_PACK);
   kh_buf_init(&plain, KH_BLOB_MAX);
   char sh[17], name[256];
   uint32_t *start = NULL;
@@ -181,7 +181,7 @@ static void read_packs(cctx *c)
       continue;
     kh_buf_reset(&pack);
     kh_vault_objname(v, name, sizeof name, "data", pk->id, 32);
-    kh_err e = kh_provider_get(v->prov, name, 0, KH_GET_ALL, &pack);
+    kh_err e = kh_provider_read(v->prov, name, KH_OBJMAX_PACK, &pack);
     c->r->packs_read++;
     kh_pack_blob *hdr = NULL;
     size_t nh = 0;

@@ -7,6 +7,7 @@
 #include "common/hex.h"
 #include "common/wire.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
@@ -33,14 +34,30 @@ kh_err kh_vault_put_obj(kh_vault *v, const char *kind, const char *type, const u
   return e;
 }
 
+/* The size bound of each kind of sealed meta object (provider.h). */
+static uint64_t obj_max(const char *kind)
+{
+  if (!strcmp(kind, "index"))
+    return KH_OBJMAX_INDEX;
+  if (!strcmp(kind, "snapshots"))
+    return KH_OBJMAX_SNAPSHOT;
+  if (!strcmp(kind, "locks"))
+    return KH_OBJMAX_LOCK;
+  if (!strcmp(kind, "devices"))
+    return KH_OBJMAX_DEVICE;
+  assert(!"kh_vault_get_obj: unknown kind");
+  return KH_OBJMAX_LOCK;
+}
+
 kh_err kh_vault_get_obj(kh_vault *v, const char *kind, const char *type, const uint8_t *id,
                         size_t idlen, kh_buf *out)
 {
   char name[256];
   kh_buf ct;
-  kh_buf_init(&ct, INDEX_PLAIN_MAX);
+  uint64_t max = obj_max(kind);
+  kh_buf_init(&ct, (size_t)max);
   kh_vault_objname(v, name, sizeof name, kind, id, idlen);
-  kh_err e = kh_provider_get(v->prov, name, 0, KH_GET_ALL, &ct);
+  kh_err e = kh_provider_read(v->prov, name, max, &ct);
   if (!e) {
     kh_buf_reset(out);
     e = kh_obj_open(&v->keys, type, id, idlen, ct.data, ct.len, out);

@@ -3,6 +3,7 @@
 #include "pack/pack.h"
 #include "common/err.h"
 #include "common/wire.h"
+#include "provider/provider.h"
 #include "kh_test.h"
 
 #include <sodium.h>
@@ -376,6 +377,16 @@ static void test_trailer_decode(void)
   kh_le32_put(t + 8, 2);
   CHECK_EQ(kh_pack_trailer_decode(t, 12, UINT64_MAX, &hoff, &hlen), KH_ERR_FORMAT);
   kh_le64_put(t, UINT64_MAX - 1);
+  CHECK_EQ(kh_pack_trailer_decode(t, 12, UINT64_MAX, &hoff, &hlen), KH_ERR_FORMAT);
+  /* a header longer than any writer makes is refused even inside the pack:
+   * a reader never allocates for a header length the provider claims */
+  kh_le64_put(t, 0);
+  kh_le32_put(t + 8, KH_OBJMAX_PACK_HEADER);
+  CHECK_OK(kh_pack_trailer_decode(t, 12, KH_OBJMAX_PACK, &hoff, &hlen));
+  CHECK_EQ(hlen, KH_OBJMAX_PACK_HEADER);
+  kh_le32_put(t + 8, KH_OBJMAX_PACK_HEADER + 1);
+  CHECK_EQ(kh_pack_trailer_decode(t, 12, KH_OBJMAX_PACK, &hoff, &hlen), KH_ERR_FORMAT);
+  kh_le32_put(t + 8, UINT32_MAX);
   CHECK_EQ(kh_pack_trailer_decode(t, 12, UINT64_MAX, &hoff, &hlen), KH_ERR_FORMAT);
 }
 
