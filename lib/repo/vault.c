@@ -1,6 +1,7 @@
 /* Creating and opening accounts: the region marker, key wraps (passcode
  * under Argon2id), this device's keys (docs/format.md §1, §4). */
 #include "repo/vault_internal.h"
+#include "cache/cache.h"
 #include "common/err.h"
 #include "common/fsutil.h"
 #include "common/hex.h"
@@ -618,14 +619,8 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
       goto out;
     }
     /* the cache must never sit inside the region the provider holds */
-    char *rreal = realpath(o->region_path, NULL);
-    if (rreal && !strncmp(v->cache_path, rreal, strlen(rreal)) &&
-        v->cache_path[strlen(rreal)] == '/') {
-      free(rreal);
-      e = kh_seterr(KH_ERR_INVAL, "the cache directory may not be inside the region");
+    if ((e = kh_cache_check_outside(v->cache_path, o->region_path)))
       goto out;
-    }
-    free(rreal);
   }
   if ((e = load_device(v)))
     goto out;

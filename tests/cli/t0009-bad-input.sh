@@ -145,4 +145,27 @@ else
   note "SKIP full-target case: mount failed: $(cat "$KH_W/mount.err")"
 fi
 
+# ---- a cache directory that lands inside the region ----------------------------------
+# relative, or through a symlink: refused with a clear error, and no files.db
+# (plaintext path names) ever appears in the region
+CS=$KH_T/cache-src
+mkdir -p "$CS"
+printf 'name of a secret file\n' >"$CS/secret-name.txt"
+ln -s "$KEYHOLD_REGION/accounts" "$KH_T/cache-link"
+for spelling in rel link dotdot; do
+  case $spelling in
+  rel) CD=$(basename "$KEYHOLD_REGION")/cache ;;
+  link) CD=cache-link/cache ;;
+  dotdot) CD=$KH_T/not-yet/../$(basename "$KEYHOLD_REGION")/cache ;;
+  esac
+  (cd "$KH_T" && KEYHOLD_CACHE_DIR=$CD "$KEYHOLD" backup "$CS" >"$OUT" 2>"$ERR")
+  RC=$?
+  assert_rc 1 "cache inside the region ($spelling): backup"
+  assert_grep -F "may not be inside the region" "$ERR" "cache inside the region ($spelling): message"
+  [ -z "$(find "$KEYHOLD_REGION" -name 'files.db*')" ] || fail "cache inside the region ($spelling): files.db in the region"
+  [ ! -e "$KEYHOLD_REGION/cache" ] || fail "cache inside the region ($spelling): a cache directory was made in the region"
+done
+assert_absent "$KH_T/not-yet" "cache inside the region: nothing created while checking"
+rm "$KH_T/cache-link"
+
 pass
