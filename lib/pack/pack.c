@@ -251,27 +251,59 @@ kh_err kh_pack_header_decode(const uint8_t *pt, size_t n, uint64_t hoff, kh_pack
   return KH_OK;
 }
 
-kh_err kh_pack_parse(const kh_keys *k, const uint8_t pack_id[32], const uint8_t *pack, size_t len,
-                     kh_pack_blob **blobs, size_t *n)
+kh_err kh_pack_read_header(const kh_keys *k, const uint8_t pack_id[32], uint64_t pack_len,
+                           kh_pack_read_fn rd, void *ctx, kh_pack_blob **blobs, size_t *n)
 {
   *blobs = NULL;
   *n = 0;
   size_t tlen = kh_pack_trailer_len(k);
-  if (len < tlen)
+  if (pack_len > KH_OBJMAX_PACK)
+    return kh_seterr(KH_ERR_TOOBIG, "pack of %llu bytes is larger than any pack (%u)",
+                     (unsigned long long)pack_len, KH_OBJMAX_PACK);
+  if (pack_len < tlen)
     return kh_seterr(KH_ERR_FORMAT, "pack too short");
-  kh_buf pt;
-  kh_buf_init(&pt, 1u << 26);
+  /* the fixed trailer, then a header no longer than a writer makes, each
+   * authenticated before it is parsed; the blobs are never read here */
+  kh_buf ct, pt;
+  kh_buf_init(&ct, KH_OBJMAX_PACK_HEADER);
+  kh_buf_init(&pt, KH_OBJMAX_PACK_HEADER);
   uint64_t hoff;
   uint32_t hlen;
-  kh_err e = kh_obj_open(k, "packtrl", pack_id, 32, pack + len - tlen, tlen, &pt);
+  kh_err e = rd(ctx, pack_len - tlen, tlen, &ct);
   if (!e)
-    e = kh_pack_trailer_decode(pt.data, pt.len, len - tlen, &hoff, &hlen);
+    e = kh_obj_open(k, "packtrl", pack_id, 32, ct.data, ct.len, &pt);
+  if (!e)
+    e = kh_pack_trailer_decode(pt.data, pt.len, pack_len - tlen, &hoff, &hlen);
   if (!e) {
+    kh_buf_reset(&ct);
     kh_buf_reset(&pt);
-    e = kh_obj_open(k, "packhdr", pack_id, 32, pack + hoff, hlen, &pt);
+    e = rd(ctx, hoff, hlen, &ct);
   }
   if (!e)
+    e = kh_obj_open(k, "packhdr", pack_id, 32, ct.data, ct.len, &pt);
+  if (!e)
     e = kh_pack_header_decode(pt.data, pt.len, hoff, blobs, n);
+  kh_buf_release(&ct);
   kh_buf_release(&pt);
   return e;
+}
+
+typedef struct mem_pack {
+  const uint8_t *data;
+  size_t len;
+} mem_pack;
+
+static kh_err mem_read(void *ctx, uint64_t off, size_t len, kh_buf *out)
+{
+  const mem_pack *m = ctx;
+  if (off > m->len || len > m->len - off)
+    return kh_seterr(KH_ERR_FORMAT, "pack is truncated");
+  return kh_buf_append(out, m->data + off, len);
+}
+
+kh_err kh_pack_parse(const kh_keys *k, const uint8_t pack_id[32], const uint8_t *pack, size_t len,
+                     kh_pack_blob **blobs, size_t *n)
+{
+  mem_pack m = {pack, len};
+  return kh_pack_read_header(k, pack_id, len, mem_read, &m, blobs, n);
 }

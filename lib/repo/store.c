@@ -326,6 +326,32 @@ kh_err kh_vault_read_blob(kh_vault *v, const uint8_t id[32], kh_buf *out)
   return e;
 }
 
+typedef struct pack_src {
+  kh_provider *prov;
+  const char *name;
+} pack_src;
+
+static kh_err pack_src_read(void *ctx, uint64_t off, size_t len, kh_buf *out)
+{
+  const pack_src *s = ctx;
+  return kh_provider_get(s->prov, s->name, off, len, out);
+}
+
+kh_err kh_vault_read_pack_header(kh_vault *v, const uint8_t pid[32], kh_pack_blob **blobs,
+                                 size_t *n)
+{
+  *blobs = NULL;
+  *n = 0;
+  char name[256];
+  uint64_t size;
+  kh_vault_objname(v, name, sizeof name, "data", pid, 32);
+  kh_err e = kh_provider_size(v->prov, name, &size);
+  pack_src src = {v->prov, name};
+  if (!e)
+    e = kh_pack_read_header(&v->keys, pid, size, pack_src_read, &src, blobs, n);
+  return e;
+}
+
 kh_err kh_vault_load_tree(kh_vault *v, const uint8_t id[32], kh_tree *t)
 {
   kh_buf b;

@@ -72,6 +72,10 @@ kh_err kh_vault_write_index(kh_vault *v, const kh_index *idx, uint32_t first_pac
                             const uint8_t (*sup)[32], size_t nsup, uint8_t id_out[32]);
 /* Read one blob by id through the index into out. */
 kh_err kh_vault_read_blob(kh_vault *v, const uint8_t id[32], kh_buf *out);
+/* Authenticate and parse pack pid's header in bounded pieces (trailer, then
+ * header; kh_pack_read_header).  *blobs is malloc'd (free()). */
+kh_err kh_vault_read_pack_header(kh_vault *v, const uint8_t pid[32], kh_pack_blob **blobs,
+                                 size_t *n);
 kh_err kh_vault_load_tree(kh_vault *v, const uint8_t id[32], kh_tree *t);
 
 /* Snapshots */
