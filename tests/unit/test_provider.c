@@ -216,6 +216,14 @@ static void test_hostile_entries(void)
     CHECK_EQ(kh_provider_size(p, bad[i], &sz), KH_ERR_FORMAT);
     CHECK_EQ(b.len, 0);
   }
+  /* the log's and key service's files in the region are read with
+   * kh_read_file: a FIFO or device there is refused without blocking too */
+  uint8_t *data = NULL;
+  size_t dlen = 0;
+  CHECK_EQ(kh_read_file(fifo, 4096, &data, &dlen), KH_ERR_FORMAT);
+  CHECK(data == NULL && dlen == 0);
+  if (have_dev)
+    CHECK_EQ(kh_read_file(dev, 4096, &data, &dlen), KH_ERR_FORMAT);
   alarm(0);
   /* no write and no delete through a symlinked directory */
   CHECK_EQ(kh_provider_put(p, "h/sub/new", "x", 1, false), KH_ERR_FORMAT);
