@@ -18,7 +18,6 @@
  * what the format lets a writer produce, with headroom; the pack bound is
  * checked against the pack limits in lib/pack/pack.c. */
 #define KH_OBJMAX_REGION_MARKER 4096u       /* keyhold-region */
-#define KH_OBJMAX_ACCOUNT_MARKER 4096u      /* accounts/<a>/account */
 #define KH_OBJMAX_KEY 4096u                 /* keys/<wid>: any wrap kind */
 #define KH_OBJMAX_DEVICE 4096u              /* devices/<did> */
 #define KH_OBJMAX_PROTECTION 4096u          /* protection record */
