@@ -2,6 +2,8 @@
 #include "common/err.h"
 #include "common/fsutil.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,101 @@ static void close_db(kh_cache *c)
   sqlite3_close(c->db);
   c->get = c->put = NULL;
   c->db = NULL;
+}
+
+/* Append component comp (not "" or ".") to the canonical path in b, or pop
+ * the last component for "..".  b holds an absolute path without symlinks. */
+static kh_err canon_push(kh_buf *b, const char *comp, size_t n)
+{
+  if (n == 2 && !memcmp(comp, "..", 2)) {
+    while (b->len > 1 && b->data[b->len - 1] != '/')
+      b->len--;
+    if (b->len > 1)
+      b->len--; /* the slash, unless it is the root */
+    b->data[b->len] = '\0';
+    return KH_OK;
+  }
+  kh_err e = KH_OK;
+  if (b->len > 1)
+    e = kh_buf_append(b, "/", 1);
+  if (!e)
+    e = kh_buf_append(b, comp, n);
+  if (!e)
+    e = kh_buf_append(b, "", 1);
+  if (!e)
+    b->len--; /* keep it a C string */
+  return e;
+}
+
+/* The canonical form of path, which need not exist: the longest existing
+ * prefix through realpath (relative paths and symlinks resolved), then the
+ * rest normalized by name.  The rest does not exist yet, so it holds no
+ * symlinks: once created, "x/.." is the directory x was made in.  *out is
+ * malloc'd. */
+static kh_err canonical_path(const char *path, char **out)
+{
+  *out = NULL;
+  char *head = strdup(path);
+  kh_buf b;
+  kh_buf_init(&b, PATH_MAX * 4);
+  kh_err e = KH_OK;
+  if (!head)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  size_t hl = strlen(head);
+  char *real = NULL;
+  for (;;) {
+    real = realpath(hl ? head : ".", NULL);
+    if (real)
+      break;
+    if (errno != ENOENT || hl == 0 || (hl == 1 && head[0] == '/')) {
+      e = kh_seterr(KH_ERR_IO, "cannot resolve %s: %s", path, strerror(errno));
+      goto out;
+    }
+    /* drop the last component: it does not exist */
+    while (hl > 0 && head[hl - 1] == '/')
+      hl--;
+    while (hl > 0 && head[hl - 1] != '/')
+      hl--;
+    while (hl > 1 && head[hl - 1] == '/')
+      hl--;
+    head[hl] = '\0';
+  }
+  if ((e = kh_buf_append(&b, real, strlen(real) + 1)))
+    goto out;
+  b.len--;
+  /* the part that does not exist yet, by name */
+  for (const char *p = path + hl; *p;) {
+    while (*p == '/')
+      p++;
+    size_t n = strcspn(p, "/");
+    if (n && !(n == 1 && p[0] == '.') && (e = canon_push(&b, p, n)))
+      goto out;
+    p += n;
+  }
+  *out = (char *)kh_buf_detach(&b, NULL);
+out:
+  free(real);
+  free(head);
+  kh_buf_release(&b);
+  return e;
+}
+
+kh_err kh_cache_check_outside(const char *path, const char *region)
+{
+  char *cp = NULL, *rp = NULL;
+  kh_err e = canonical_path(path, &cp);
+  if (!e && !(rp = realpath(region, NULL)))
+    e = kh_seterr(kh_errno_code(errno), "region %s: %s", region, strerror(errno));
+  if (!e) {
+    size_t rl = strlen(rp);
+    if (!strncmp(cp, rp, rl) && (cp[rl] == '/' || cp[rl] == '\0' || !strcmp(rp, "/")))
+      e = kh_seterr(KH_ERR_INVAL, "the cache (%s, that is %s) may not be inside the region "
+                    "(%s): the provider would hold the names of your files; choose another "
+                    "cache directory", path, cp, rp);
+  }
+  free(cp);
+  free(rp);
+  return e;
 }
 
 kh_err kh_cache_open(const char *path, kh_cache **out)

@@ -21,6 +21,11 @@ typedef struct kh_cache_key {
  * A damaged database is deleted and recreated. */
 kh_err kh_cache_open(const char *path, kh_cache **out);
 void kh_cache_free(kh_cache *c);
+/* KH_ERR_INVAL when the cache database at path would be inside the region
+ * directory (the provider would hold plaintext file names).  Both paths are
+ * compared in canonical form: relative paths and symlinks are resolved, and
+ * path need not exist yet (nothing is created). */
+kh_err kh_cache_check_outside(const char *path, const char *region);
 /* *refs is malloc'd (free()) when *found. */
 kh_err kh_cache_lookup(kh_cache *c, const uint8_t *path, size_t plen, const kh_cache_key *k,
                        kh_chunkref **refs, size_t *n, bool *found);

@@ -5,7 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
-static _Thread_local char detail[1024];
+/* The detail and the code it was recorded for: a detail left behind by an
+ * error that was handled (a wrap that was not ours, a retry that worked)
+ * must never be taken as the cause of a later, different error. */
+static _Thread_local char detail[KH_ERRDETAIL_MAX];
+static _Thread_local kh_err detail_code;
 
 static const char *const messages[KH_ERR__COUNT] = {
   [KH_OK] = "success",
@@ -40,7 +44,11 @@ const char *kh_strerror(kh_err e)
 
 const char *kh_errdetail(void) { return detail; }
 
-void kh_clearerr(void) { detail[0] = '\0'; }
+void kh_clearerr(void)
+{
+  detail[0] = '\0';
+  detail_code = KH_OK;
+}
 
 kh_err kh_seterr(kh_err e, const char *fmt, ...)
 {
@@ -48,6 +56,7 @@ kh_err kh_seterr(kh_err e, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(detail, sizeof detail, fmt, ap);
   va_end(ap);
+  detail_code = e;
   return e;
 }
 
@@ -58,12 +67,31 @@ kh_err kh_adderr(kh_err e, const char *fmt, ...)
   va_start(ap, fmt);
   vsnprintf(prefix, sizeof prefix, fmt, ap);
   va_end(ap);
+  /* only a detail recorded for this very code describes its cause */
   memcpy(old, detail, sizeof old);
-  if (old[0])
+  if (old[0] && detail_code == e)
     snprintf(detail, sizeof detail, "%.400s: %.600s", prefix, old);
   else
     snprintf(detail, sizeof detail, "%.1000s", prefix);
+  detail_code = e;
   return e;
+}
+
+void kh_err_save(kh_errsave *s, kh_err e)
+{
+  s->code = e;
+  if (detail_code == e)
+    memcpy(s->detail, detail, sizeof s->detail);
+  else
+    s->detail[0] = '\0';
+}
+
+kh_err kh_err_restore(const kh_errsave *s)
+{
+  memcpy(detail, s->detail, sizeof detail);
+  detail[sizeof detail - 1] = '\0';
+  detail_code = s->code;
+  return s->code;
 }
 
 kh_err kh_errno_code(int err)

@@ -162,7 +162,9 @@ kh_err kh_read_file(const char *path, size_t max, uint8_t **out, size_t *len)
 {
   *out = NULL;
   *len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO planted where a file should be (the log and key
+   * service keep files in the region) must not hang the reader */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0)
     return kh_seterr(kh_errno_code(errno), "open %s: %s", path, strerror(errno));
   kh_err e = KH_OK;
@@ -172,6 +174,13 @@ kh_err kh_read_file(const char *path, size_t max, uint8_t **out, size_t *len)
     e = kh_seterr(KH_ERR_IO, "stat %s: %s", path, strerror(errno));
     goto out;
   }
+  if (!S_ISREG(st.st_mode)) {
+    e = kh_seterr(KH_ERR_FORMAT, "%s is not a regular file", path);
+    goto out;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0)
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
   if ((uint64_t)st.st_size > max) {
     e = kh_seterr(KH_ERR_TOOBIG, "%s is larger than %zu bytes", path, max);
     goto out;

@@ -17,7 +17,9 @@ kh_err kh_write_file_atomic(const char *path, const void *data, size_t len,
 struct iovec;
 kh_err kh_write_filev_atomic(const char *path, const struct iovec *iov, size_t n, unsigned mode,
                              bool excl);
-/* Read a whole file of at most max bytes; caller frees *out with free(). */
+/* Read a whole file of at most max bytes (larger: KH_ERR_TOOBIG before any
+ * allocation); caller frees *out with free().  Anything but a regular file
+ * (a FIFO, device, socket) is KH_ERR_FORMAT, without blocking on it. */
 kh_err kh_read_file(const char *path, size_t max, uint8_t **out, size_t *len);
 /* fsync a directory */
 kh_err kh_fsync_dir(const char *dir);

@@ -1095,7 +1095,7 @@ static kh_err find_wrap(kh_kms *k, const char *account, kh_buf *obj, uint8_t wid
   for (int i = 0; i < wf.n; i++) {
     snprintf(name, sizeof name, "%s/%s", prefix, wf.names[i]);
     kh_buf_reset(obj);
-    if (kh_provider_get(k->prov, name, 0, KH_GET_ALL, obj) || obj->len < 7 ||
+    if (kh_provider_read(k->prov, name, KH_OBJMAX_KEY, obj) || obj->len < 7 ||
         obj->data[6] != KH_KMS_WRAP_KIND)
       continue;
     if (kh_hex_decode(wid, 16, wf.names[i], 32))

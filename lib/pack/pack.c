@@ -1,6 +1,7 @@
 #include "pack/pack.h"
 #include "common/err.h"
 #include "common/wire.h"
+#include "provider/provider.h"
 
 #include <sodium.h>
 #include <stdlib.h>
@@ -8,6 +9,19 @@
 #include <zstd.h>
 
 #define HEADER_MAGIC "KHPH1"
+
+/* The provider-object bounds readers enforce (provider.h, docs/format.md
+ * §1.1) must hold every pack a writer can make: data below the target plus
+ * one largest blob, a header of the most blobs (type, id, three uvars of at
+ * most 4 bytes each), the trailer, and PADME's padding (< 2 MiB there). */
+#define HEADER_ENTRY_MAX (1 + 32 + 3 * 4)
+_Static_assert(5 + 3 + (uint64_t)KH_PACK_MAX_BLOBS * HEADER_ENTRY_MAX + 64 <=
+                   KH_OBJMAX_PACK_HEADER,
+               "pack header bound too small");
+_Static_assert((uint64_t)KH_PACK_TARGET + KH_BLOB_MAX + KH_AEAD_TAG + KH_OBJMAX_PACK_HEADER +
+                       64 + (2u << 20) <=
+                   KH_OBJMAX_PACK,
+               "pack object bound too small");
 
 uint64_t kh_padme(uint64_t len)
 {
@@ -197,7 +211,7 @@ kh_err kh_pack_trailer_decode(const uint8_t *pt, size_t n, uint64_t pack_len, ui
     return kh_seterr(KH_ERR_FORMAT, "bad pack trailer");
   *hoff = kh_le64_get(pt);
   *hlen = kh_le32_get(pt + 8);
-  if (*hoff > pack_len || *hlen > pack_len - *hoff)
+  if (*hoff > pack_len || *hlen > pack_len - *hoff || *hlen > KH_OBJMAX_PACK_HEADER)
     return kh_seterr(KH_ERR_FORMAT, "pack header out of range");
   return KH_OK;
 }
@@ -237,27 +251,59 @@ kh_err kh_pack_header_decode(const uint8_t *pt, size_t n, uint64_t hoff, kh_pack
   return KH_OK;
 }
 
-kh_err kh_pack_parse(const kh_keys *k, const uint8_t pack_id[32], const uint8_t *pack, size_t len,
-                     kh_pack_blob **blobs, size_t *n)
+kh_err kh_pack_read_header(const kh_keys *k, const uint8_t pack_id[32], uint64_t pack_len,
+                           kh_pack_read_fn rd, void *ctx, kh_pack_blob **blobs, size_t *n)
 {
   *blobs = NULL;
   *n = 0;
   size_t tlen = kh_pack_trailer_len(k);
-  if (len < tlen)
+  if (pack_len > KH_OBJMAX_PACK)
+    return kh_seterr(KH_ERR_TOOBIG, "pack of %llu bytes is larger than any pack (%u)",
+                     (unsigned long long)pack_len, KH_OBJMAX_PACK);
+  if (pack_len < tlen)
     return kh_seterr(KH_ERR_FORMAT, "pack too short");
-  kh_buf pt;
-  kh_buf_init(&pt, 1u << 26);
+  /* the fixed trailer, then a header no longer than a writer makes, each
+   * authenticated before it is parsed; the blobs are never read here */
+  kh_buf ct, pt;
+  kh_buf_init(&ct, KH_OBJMAX_PACK_HEADER);
+  kh_buf_init(&pt, KH_OBJMAX_PACK_HEADER);
   uint64_t hoff;
   uint32_t hlen;
-  kh_err e = kh_obj_open(k, "packtrl", pack_id, 32, pack + len - tlen, tlen, &pt);
+  kh_err e = rd(ctx, pack_len - tlen, tlen, &ct);
   if (!e)
-    e = kh_pack_trailer_decode(pt.data, pt.len, len - tlen, &hoff, &hlen);
+    e = kh_obj_open(k, "packtrl", pack_id, 32, ct.data, ct.len, &pt);
+  if (!e)
+    e = kh_pack_trailer_decode(pt.data, pt.len, pack_len - tlen, &hoff, &hlen);
   if (!e) {
+    kh_buf_reset(&ct);
     kh_buf_reset(&pt);
-    e = kh_obj_open(k, "packhdr", pack_id, 32, pack + hoff, hlen, &pt);
+    e = rd(ctx, hoff, hlen, &ct);
   }
   if (!e)
+    e = kh_obj_open(k, "packhdr", pack_id, 32, ct.data, ct.len, &pt);
+  if (!e)
     e = kh_pack_header_decode(pt.data, pt.len, hoff, blobs, n);
+  kh_buf_release(&ct);
   kh_buf_release(&pt);
   return e;
+}
+
+typedef struct mem_pack {
+  const uint8_t *data;
+  size_t len;
+} mem_pack;
+
+static kh_err mem_read(void *ctx, uint64_t off, size_t len, kh_buf *out)
+{
+  const mem_pack *m = ctx;
+  if (off > m->len || len > m->len - off)
+    return kh_seterr(KH_ERR_FORMAT, "pack is truncated");
+  return kh_buf_append(out, m->data + off, len);
+}
+
+kh_err kh_pack_parse(const kh_keys *k, const uint8_t pack_id[32], const uint8_t *pack, size_t len,
+                     kh_pack_blob **blobs, size_t *n)
+{
+  mem_pack m = {pack, len};
+  return kh_pack_read_header(k, pack_id, len, mem_read, &m, blobs, n);
 }

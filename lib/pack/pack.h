@@ -54,13 +54,23 @@ kh_err kh_pack_finish(kh_pack_writer *w, const kh_keys *k, const struct iovec **
  * (reset first; capped at KH_BLOB_MAX).  KH_ERR_AUTH if it fails. */
 kh_err kh_pack_blob_open(const kh_keys *k, const uint8_t pack_id[32], const kh_pack_blob *b,
                          const uint8_t *ct, kh_buf *out);
-/* Parse a whole pack's trailer and header (pack = all its bytes).
+/* Reads len bytes at off of a pack into out (appending). */
+typedef kh_err (*kh_pack_read_fn)(void *ctx, uint64_t off, size_t len, kh_buf *out);
+/* Authenticate and parse a pack's header in bounded pieces: a pack_len
+ * (the provider's claim) above KH_OBJMAX_PACK is KH_ERR_TOOBIG; then the
+ * fixed-size trailer is read and opened, then the header it names (at most
+ * KH_OBJMAX_PACK_HEADER bytes).  No blob is read.  *blobs is malloc'd
+ * (free()); KH_ERR_AUTH if trailer or header does not authenticate. */
+kh_err kh_pack_read_header(const kh_keys *k, const uint8_t pack_id[32], uint64_t pack_len,
+                           kh_pack_read_fn rd, void *ctx, kh_pack_blob **blobs, size_t *n);
+/* kh_pack_read_header over a pack held in memory (pack = all its bytes).
  * *blobs is malloc'd (free()). */
 kh_err kh_pack_parse(const kh_keys *k, const uint8_t pack_id[32], const uint8_t *pack,
                      size_t len, kh_pack_blob **blobs, size_t *n);
 /* Size of the trailer for a cipher (nonce + 12 + tag). */
 size_t kh_pack_trailer_len(const kh_keys *k);
-/* Parse a decrypted trailer; bounds-checked against the pack size. */
+/* Parse a decrypted trailer; bounds-checked against the pack size and the
+ * largest header a writer makes (KH_OBJMAX_PACK_HEADER). */
 kh_err kh_pack_trailer_decode(const uint8_t *pt, size_t n, uint64_t pack_len,
                               uint64_t *hoff, uint32_t *hlen);
 /* Parse a decrypted header plaintext; bounded (fuzzed: fuzz/fuzz_pack_header.c). */

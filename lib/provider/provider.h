@@ -12,7 +12,20 @@
 #include <sys/uio.h>
 #include "common/buf.h"
 
-#define KH_GET_ALL SIZE_MAX
+/* Largest object of each kind a reader accepts (docs/format.md §1.1).  An
+ * object's size is the provider's claim: a whole-object read refuses a larger
+ * one with KH_ERR_TOOBIG before anything is allocated or read.  Each bound is
+ * what the format lets a writer produce, with headroom; the pack bound is
+ * checked against the pack limits in lib/pack/pack.c. */
+#define KH_OBJMAX_REGION_MARKER 4096u       /* keyhold-region */
+#define KH_OBJMAX_KEY 4096u                 /* keys/<wid>: any wrap kind */
+#define KH_OBJMAX_DEVICE 4096u              /* devices/<did> */
+#define KH_OBJMAX_PROTECTION 4096u          /* protection record */
+#define KH_OBJMAX_LOCK 4096u                /* locks/<id> */
+#define KH_OBJMAX_SNAPSHOT ((16u << 20) + 4096u)   /* 16 MiB body + signature + box */
+#define KH_OBJMAX_INDEX ((1u << 30) + (8u << 20))  /* zstd bound of 1 GiB + box */
+#define KH_OBJMAX_PACK (96u << 20)          /* 8 MiB + one 64 MiB blob + header + PADME */
+#define KH_OBJMAX_PACK_HEADER (10u << 20)   /* sealed header of 200,000 blobs */
 
 typedef struct kh_provider kh_provider;
 /* name relative to the prefix given to list(); size in bytes. Non-zero stops. */
@@ -23,9 +36,14 @@ typedef struct kh_provider_ops {
    * excl: fail KH_ERR_EXISTS if it exists. */
   kh_err (*put)(kh_provider *p, const char *name, const struct iovec *iov, size_t niov,
                 bool excl);
-  /* Append len bytes at off (len KH_GET_ALL: to the end) to out.  Reading
-   * past the end is KH_ERR_FORMAT (truncated); missing is KH_ERR_NOTFOUND. */
+  /* Append len bytes at off to out.  Reading past the end is KH_ERR_FORMAT
+   * (truncated); missing is KH_ERR_NOTFOUND; anything but a regular object
+   * (a symlink, FIFO or device planted in a directory) is KH_ERR_FORMAT. */
   kh_err (*get)(kh_provider *p, const char *name, uint64_t off, size_t len, kh_buf *out);
+  /* Append the whole object to out.  One larger than max (a KH_OBJMAX_*) is
+   * KH_ERR_TOOBIG before anything is allocated or read; errors as get. */
+  kh_err (*read)(kh_provider *p, const char *name, uint64_t max, kh_buf *out);
+  /* Size of a regular object (a claim: never allocate by it unchecked). */
   kh_err (*size)(kh_provider *p, const char *name, uint64_t *size);
   /* Every object whose name starts with prefix + "/", recursively; order
    * unspecified. A missing prefix lists nothing. */
@@ -39,7 +57,8 @@ struct kh_provider {
   const kh_provider_ops *ops;
 };
 
-/* Directory backend rooted at dir (must exist). */
+/* Directory backend rooted at dir (must exist).  Paths below dir are never
+ * resolved through symlinks; new directories are fsynced in their parent. */
 kh_err kh_provider_dir_new(const char *dir, kh_provider **out);
 void kh_provider_free(kh_provider *p);
 
@@ -51,6 +70,9 @@ static inline kh_err kh_provider_putv(kh_provider *p, const char *n, const struc
 { return p->ops->put(p, n, iov, niov, x); }
 static inline kh_err kh_provider_get(kh_provider *p, const char *n, uint64_t off, size_t len, kh_buf *o)
 { return p->ops->get(p, n, off, len, o); }
+/* The whole object, refused (KH_ERR_TOOBIG) when larger than max. */
+static inline kh_err kh_provider_read(kh_provider *p, const char *n, uint64_t max, kh_buf *o)
+{ return p->ops->read(p, n, max, o); }
 static inline kh_err kh_provider_size(kh_provider *p, const char *n, uint64_t *s)
 { return p->ops->size(p, n, s); }
 static inline kh_err kh_provider_list(kh_provider *p, const char *pre, kh_provider_list_fn f, void *c)

@@ -1,7 +1,13 @@
 /* Directory provider: object "a/b/c" is the file DIR/a/b/c.  Writes go to a
  * temporary file that is fsynced and renamed (kh_write_file_atomic), so a
  * crash leaves either the whole object or none plus a *.tmp leftover that
- * list() skips. */
+ * list() skips.  Directories it creates are fsynced in their parent.
+ *
+ * The directory is the provider's, so it is hostile: every path is resolved
+ * from the root one component at a time without following symlinks, and an
+ * object must be a regular file.  A symlink, FIFO, device or socket where an
+ * object should be is refused (KH_ERR_FORMAT) without being followed or
+ * waited on: opens use O_NOFOLLOW | O_NONBLOCK and are checked with fstat. */
 #include "provider/provider.h"
 #include "common/err.h"
 #include "common/fsutil.h"
@@ -30,13 +36,112 @@ typedef struct cached_fd {
 typedef struct dir_provider {
   kh_provider base;
   char *root;
+  int rootfd;      /* the region directory, held open: every path starts here */
   pthread_mutex_t mu;
   cached_fd fds[FD_CACHE];
   uint64_t clock;
 } dir_provider;
 
-/* A descriptor for name (cached when possible); release with fd_release. */
-static int fd_acquire(dir_provider *d, const char *name, const char *path, int *slot)
+/* Set the detail for a failed resolution of name (errno from the walk). */
+static kh_err walk_error(const char *name, int err)
+{
+  if (err == ELOOP || err == ENOTDIR || err == EMLINK)
+    return kh_seterr(KH_ERR_FORMAT, "object %s: a symlink or non-directory is in its place "
+                     "(refused, not followed)", name);
+  return kh_seterr(kh_errno_code(err), "object %s: %s", name, strerror(err));
+}
+
+/* Open the directory holding name (its last component is *base), walking
+ * from the root without following symlinks.  create: make missing
+ * directories, each fsynced in its parent so the new entry survives a crash.
+ * Returns a descriptor or -1 with errno set. */
+static int open_parent(dir_provider *d, const char *name, bool create, const char **base)
+{
+  int cur = d->rootfd;
+  const char *p = name;
+  for (;;) {
+    const char *slash = strchr(p, '/');
+    if (!slash)
+      break;
+    char comp[256];
+    size_t cl = (size_t)(slash - p);
+    if (cl == 0 || cl >= sizeof comp) {
+      errno = EINVAL;
+      goto fail;
+    }
+    memcpy(comp, p, cl);
+    comp[cl] = '\0';
+    int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    int next = openat(cur, comp, flags);
+    if (next < 0 && errno == ENOENT && create) {
+      if (mkdirat(cur, comp, 0700) != 0 && errno != EEXIST)
+        goto fail;
+      if (fsync(cur) != 0)
+        goto fail;
+      next = openat(cur, comp, flags);
+    }
+    if (next < 0)
+      goto fail;
+    if (cur != d->rootfd)
+      close(cur);
+    cur = next;
+    p = slash + 1;
+  }
+  *base = p;
+  return cur == d->rootfd ? dup(cur) : cur;
+fail:;
+  int err = errno;
+  if (cur != d->rootfd)
+    close(cur);
+  errno = err;
+  return -1;
+}
+
+/* Open object name for reading: a regular file reached without symlinks.
+ * Never blocks on a FIFO and never follows a link.  On failure returns -1
+ * with the detail set and *e the code. */
+static int open_object(dir_provider *d, const char *name, kh_err *e)
+{
+  const char *base;
+  int dfd = open_parent(d, name, false, &base);
+  if (dfd < 0) {
+    *e = walk_error(name, errno);
+    return -1;
+  }
+  /* look before opening: opening a device node can have effects */
+  struct stat st;
+  int fd = -1;
+  if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    *e = walk_error(name, errno);
+    goto out;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    *e = kh_seterr(KH_ERR_FORMAT, "object %s is not a regular file (refused)", name);
+    goto out;
+  }
+  fd = openat(dfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    *e = walk_error(name, errno);
+    goto out;
+  }
+  /* it may have been swapped between the look and the open */
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    *e = kh_seterr(KH_ERR_FORMAT, "object %s is not a regular file (refused)", name);
+    close(fd);
+    fd = -1;
+    goto out;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0)
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+out:
+  close(dfd);
+  return fd;
+}
+
+/* A descriptor for name (cached when possible); release with fd_release.
+ * -1 with *e set on failure. */
+static int fd_acquire(dir_provider *d, const char *name, int *slot, kh_err *e)
 {
   *slot = -1;
   pthread_mutex_lock(&d->mu);
@@ -50,7 +155,7 @@ static int fd_acquire(dir_provider *d, const char *name, const char *path, int *
       return fd;
     }
   pthread_mutex_unlock(&d->mu);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = open_object(d, name, e);
   if (fd < 0)
     return -1;
   pthread_mutex_lock(&d->mu);
@@ -133,47 +238,52 @@ static kh_err dir_put(kh_provider *p, const char *name, const struct iovec *iov,
   if (!path)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
   fd_forget(d, name);
-  e = kh_write_filev_atomic(path, iov, niov, 0600, excl);
-  if (e == KH_ERR_NOTFOUND) { /* parent directory missing */
-    char *slash = strrchr(path, '/');
-    *slash = '\0';
-    e = kh_mkdirs(path, 0700);
-    *slash = '/';
-    if (!e)
-      e = kh_write_filev_atomic(path, iov, niov, 0600, excl);
-  }
+  /* the parents must be real directories (never a planted symlink out of
+   * the region); missing ones are created and made durable */
+  const char *base;
+  int dfd = open_parent(d, name, true, &base);
+  if (dfd < 0)
+    e = walk_error(name, errno);
+  else
+    close(dfd);
+  if (!e)
+    e = kh_write_filev_atomic(path, iov, niov, 0600, excl);
   free(path);
   return e;
 }
 
-static kh_err dir_get(kh_provider *p, const char *name, uint64_t off, size_t len, kh_buf *out)
+/* Append len bytes at off (whole: the rest, at most max bytes) to out. */
+static kh_err read_range(dir_provider *d, const char *name, uint64_t off, size_t len,
+                         bool whole, uint64_t max, kh_buf *out)
 {
-  dir_provider *d = (dir_provider *)p;
   kh_err e = check_name(name);
   if (e)
     return e;
-  char *path = full_path(d, name);
-  if (!path)
-    return kh_seterr(KH_ERR_NOMEM, "out of memory");
-  int slot;
-  int fd = fd_acquire(d, name, path, &slot);
-  if (fd < 0) {
-    e = kh_seterr(kh_errno_code(errno), "object %s: %s", name, strerror(errno));
-    goto out;
-  }
+  int slot = -1;
+  int fd = fd_acquire(d, name, &slot, &e);
+  if (fd < 0)
+    return e;
   struct stat st;
   if (fstat(fd, &st) != 0) {
     e = kh_seterr(KH_ERR_IO, "stat %s: %s", name, strerror(errno));
     goto out;
   }
   uint64_t size = (uint64_t)st.st_size;
-  if (off > size || (len != KH_GET_ALL && len > size - off)) {
+  if (whole) {
+    /* the size is the provider's claim: refuse it before allocating */
+    if (size > max) {
+      e = kh_seterr(KH_ERR_TOOBIG, "object %s is %llu bytes, more than the %llu its kind "
+                    "may have", name, (unsigned long long)size, (unsigned long long)max);
+      goto out;
+    }
+    off = 0;
+    len = (size_t)size;
+  }
+  if (off > size || len > size - off) {
     e = kh_seterr(KH_ERR_FORMAT, "object %s is truncated (%llu bytes, wanted %llu+%zu)", name,
                   (unsigned long long)size, (unsigned long long)off, len);
     goto out;
   }
-  if (len == KH_GET_ALL)
-    len = (size_t)(size - off);
   if ((e = kh_buf_reserve(out, len)))
     goto out;
   size_t got = 0;
@@ -190,10 +300,18 @@ static kh_err dir_get(kh_provider *p, const char *name, uint64_t off, size_t len
   }
   out->len += len;
 out:
-  if (fd >= 0)
-    fd_release(d, fd, slot);
-  free(path);
+  fd_release(d, fd, slot);
   return e;
+}
+
+static kh_err dir_get(kh_provider *p, const char *name, uint64_t off, size_t len, kh_buf *out)
+{
+  return read_range((dir_provider *)p, name, off, len, false, 0, out);
+}
+
+static kh_err dir_read(kh_provider *p, const char *name, uint64_t max, kh_buf *out)
+{
+  return read_range((dir_provider *)p, name, 0, 0, true, max, out);
 }
 
 static kh_err dir_size(kh_provider *p, const char *name, uint64_t *size)
@@ -202,15 +320,18 @@ static kh_err dir_size(kh_provider *p, const char *name, uint64_t *size)
   kh_err e = check_name(name);
   if (e)
     return e;
-  char *path = full_path(d, name);
-  if (!path)
-    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  const char *base;
+  int dfd = open_parent(d, name, false, &base);
+  if (dfd < 0)
+    return walk_error(name, errno);
   struct stat st;
-  if (stat(path, &st) != 0)
-    e = kh_seterr(kh_errno_code(errno), "object %s: %s", name, strerror(errno));
+  if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    e = walk_error(name, errno);
+  else if (!S_ISREG(st.st_mode))
+    e = kh_seterr(KH_ERR_FORMAT, "object %s is not a regular file (refused)", name);
   else
     *size = (uint64_t)st.st_size;
-  free(path);
+  close(dfd);
   return e;
 }
 
@@ -220,34 +341,35 @@ static bool is_tmp(const char *n)
   return l > 4 && !strcmp(n + l - 4, ".tmp");
 }
 
-/* rel: name relative to the listed prefix */
-static kh_err list_rec(const char *abs, const char *rel, kh_provider_list_fn fn, void *ctx,
-                       int depth, int *stop)
+/* dfd: an open directory (consumed); rel: its name relative to the listed
+ * prefix.  Only regular files are listed and only real directories entered:
+ * symlinks, FIFOs, devices and sockets planted in the region are skipped. */
+static kh_err list_rec(int dfd, const char *rel, kh_provider_list_fn fn, void *ctx, int depth,
+                       int *stop)
 {
-  if (depth > 8)
-    return KH_OK;
-  DIR *dir = opendir(abs);
-  if (!dir)
-    return errno == ENOENT || errno == ENOTDIR
-               ? KH_OK
-               : kh_seterr(KH_ERR_IO, "list %s: %s", abs, strerror(errno));
+  DIR *dir = fdopendir(dfd);
+  if (!dir) {
+    close(dfd);
+    return kh_seterr(KH_ERR_IO, "list %s: %s", rel, strerror(errno));
+  }
   kh_err e = KH_OK;
   struct dirent *de;
   while (!e && !*stop && (de = readdir(dir))) {
     if (de->d_name[0] == '.' || is_tmp(de->d_name))
       continue;
-    char *cabs = kh_path_join(abs, de->d_name);
     char *crel = rel[0] ? kh_path_join(rel, de->d_name) : strdup(de->d_name);
     struct stat st;
-    if (!cabs || !crel)
+    if (!crel)
       e = kh_seterr(KH_ERR_NOMEM, "out of memory");
-    else if (lstat(cabs, &st) != 0)
+    else if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
       ; /* vanished (concurrent delete) */
-    else if (S_ISDIR(st.st_mode))
-      e = list_rec(cabs, crel, fn, ctx, depth + 1, stop);
-    else if (S_ISREG(st.st_mode))
+    else if (S_ISDIR(st.st_mode) && depth < 8) {
+      int cfd = openat(dirfd(dir), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (cfd >= 0)
+        e = list_rec(cfd, crel, fn, ctx, depth + 1, stop);
+    } else if (S_ISREG(st.st_mode)) {
       *stop = fn(crel, (uint64_t)st.st_size, ctx);
-    free(cabs);
+    }
     free(crel);
   }
   closedir(dir);
@@ -260,12 +382,16 @@ static kh_err dir_list(kh_provider *p, const char *prefix, kh_provider_list_fn f
   kh_err e = check_name(prefix);
   if (e)
     return e;
-  char *abs = full_path(d, prefix);
-  if (!abs)
+  char *dirname = kh_path_join(prefix, "x"); /* open_parent opens all but the last */
+  if (!dirname)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
-  int stop = 0;
-  e = list_rec(abs, "", fn, ctx, 0, &stop);
-  free(abs);
+  const char *base;
+  int dfd = open_parent(d, dirname, false, &base);
+  if (dfd < 0)
+    e = errno == ENOENT ? KH_OK : walk_error(prefix, errno);
+  else
+    e = list_rec(dfd, "", fn, ctx, 0, &(int){0});
+  free(dirname);
   return e;
 }
 
@@ -275,13 +401,17 @@ static kh_err dir_del(kh_provider *p, const char *name)
   kh_err e = check_name(name);
   if (e)
     return e;
-  char *path = full_path(d, name);
-  if (!path)
-    return kh_seterr(KH_ERR_NOMEM, "out of memory");
   fd_forget(d, name);
-  if (unlink(path) != 0 && errno != ENOENT)
-    e = kh_seterr(KH_ERR_IO, "delete %s: %s", name, strerror(errno));
-  free(path);
+  const char *base;
+  int dfd = open_parent(d, name, false, &base);
+  if (dfd < 0) {
+    if (errno != ENOENT)
+      e = walk_error(name, errno);
+  } else {
+    if (unlinkat(dfd, base, 0) != 0 && errno != ENOENT)
+      e = kh_seterr(KH_ERR_IO, "delete %s: %s", name, strerror(errno));
+    close(dfd);
+  }
   return e;
 }
 
@@ -294,12 +424,13 @@ static void dir_destroy(kh_provider *p)
       free(d->fds[i].name);
     }
   pthread_mutex_destroy(&d->mu);
+  close(d->rootfd);
   free(d->root);
   free(d);
 }
 
-static const kh_provider_ops dir_ops = {dir_put, dir_get, dir_size, dir_list, dir_del,
-                                        dir_destroy};
+static const kh_provider_ops dir_ops = {dir_put, dir_get, dir_read, dir_size, dir_list,
+                                        dir_del, dir_destroy};
 
 kh_err kh_provider_dir_new(const char *dir, kh_provider **out)
 {
@@ -311,6 +442,13 @@ kh_err kh_provider_dir_new(const char *dir, kh_provider **out)
   if (!d || !(d->root = strdup(dir))) {
     free(d);
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  }
+  d->rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (d->rootfd < 0) {
+    kh_err e = kh_seterr(kh_errno_code(errno), "open region %s: %s", dir, strerror(errno));
+    free(d->root);
+    free(d);
+    return e;
   }
   d->base.ops = &dir_ops;
   pthread_mutex_init(&d->mu, NULL);

@@ -81,6 +81,7 @@ struct backup_ctx {
   pthread_mutex_t nmu;
   kh_index newidx;
   kh_err fatal;       /* first fatal error of any worker (under nmu) */
+  kh_errsave fatal_why; /* its detail, recorded on the worker's thread */
   pthread_mutex_t wmu; /* serialises warn callbacks */
   _Atomic uint64_t files_done, bytes_done, bytes_new, bytes_stored, blobs_new, bytes_read;
   _Atomic uint64_t skipped_files, skipped_bytes; /* unreadable: not in the snapshot */
@@ -105,8 +106,10 @@ static void warn(backup_ctx *bc, kh_err e, const char *path, const char *msg)
 static void set_fatal(backup_ctx *bc, kh_err e)
 {
   pthread_mutex_lock(&bc->nmu);
-  if (!bc->fatal)
+  if (!bc->fatal) {
     bc->fatal = e;
+    kh_err_save(&bc->fatal_why, e);
+  }
   pthread_mutex_unlock(&bc->nmu);
 }
 
@@ -921,8 +924,8 @@ out:
   pthread_mutex_unlock(&bc->qmu);
   for (int i = 0; i < started; i++)
     pthread_join(ws[i].tid, NULL);
-  if (!e)
-    e = bc->fatal;
+  if (!e && bc->fatal)
+    e = kh_err_restore(&bc->fatal_why);
   /* what could not be read is not in the snapshot: do not count it */
   r->files -= atomic_load(&bc->skipped_files);
   bc->bytes_total -= atomic_load(&bc->skipped_bytes);

@@ -161,12 +161,13 @@ static void check_tree(cctx *c, const uint8_t id[32], int depth, bool *damaged)
   }
 }
 
-/* read_data: read each pack, authenticate header and every blob, verify ids */
+/* read_data: read each pack in bounded pieces (header, then each blob the
+ * index names), authenticate header and every blob, verify ids */
 static void read_packs(cctx *c)
 {
   kh_vault *v = c->v;
-  kh_buf pack, plain;
-  kh_buf_init(&pack, 1u << 30);
+  kh_buf ct, plain;
+  kh_buf_init(&ct, KH_BLOB_MAX + KH_AEAD_TAG);
   kh_buf_init(&plain, KH_BLOB_MAX);
   char sh[17], name[256];
   uint32_t *start = NULL;
@@ -179,14 +180,11 @@ static void read_packs(cctx *c)
     kh_index_pack *pk = &v->index.packs[p];
     if (pk->mark == MARK_BAD)
       continue;
-    kh_buf_reset(&pack);
     kh_vault_objname(v, name, sizeof name, "data", pk->id, 32);
-    kh_err e = kh_provider_get(v->prov, name, 0, KH_GET_ALL, &pack);
     c->r->packs_read++;
     kh_pack_blob *hdr = NULL;
     size_t nh = 0;
-    if (!e)
-      e = kh_pack_parse(&v->keys, pk->id, pack.data, pack.len, &hdr, &nh);
+    kh_err e = kh_vault_read_pack_header(v, pk->id, &hdr, &nh);
     free(hdr);
     if (e) {
       finding(c, KH_CHECK_ERROR, NULL, NULL, "pack %s: header: %s: %s", short_hex(pk->id, sh),
@@ -200,9 +198,10 @@ static void read_packs(cctx *c)
       kh_index_entry *en = order[i];
       kh_pack_blob b;
       kh_index_blob(en, &b);
-      kh_err be = (uint64_t)b.offset + b.clen > pack.len
-                      ? kh_seterr(KH_ERR_FORMAT, "beyond the end of the pack")
-                      : kh_pack_blob_open(&v->keys, pk->id, &b, pack.data + b.offset, &plain);
+      kh_buf_reset(&ct);
+      kh_err be = kh_provider_get(v->prov, name, b.offset, b.clen, &ct);
+      if (!be)
+        be = kh_pack_blob_open(&v->keys, pk->id, &b, ct.data, &plain);
       uint8_t id[32];
       if (!be) {
         kh_blob_id(&v->keys, id, plain.data, plain.len);
@@ -221,7 +220,7 @@ static void read_packs(cctx *c)
 done:
   free(start);
   free(order);
-  kh_buf_release(&pack);
+  kh_buf_release(&ct);
   kh_buf_release(&plain);
 }
 

@@ -55,7 +55,7 @@ static kh_err prot_get(kh_provider *p, const kh_keys *keys, const char *account,
   kh_buf ct, pt;
   kh_buf_init(&ct, 4096);
   kh_buf_init(&pt, 4096);
-  kh_err e = kh_provider_get(p, name, 0, KH_GET_ALL, &ct);
+  kh_err e = kh_provider_read(p, name, KH_OBJMAX_PROTECTION, &ct);
   if (e == KH_ERR_NOTFOUND)
     e = kh_seterr(KH_ERR_CORRUPT, "the account's protection record is missing (removed by "
                   "the provider?)");
@@ -386,7 +386,7 @@ kh_err kh_account_passcode_from_recovery(const char *region_path, const char *ac
     kh_buf_reset(&ad);
     snprintf(name, sizeof name, "accounts/%s/keys/%s", account, kn.names[i]);
     if (kh_hex_decode(wid, 16, kn.names[i], 32) ||
-        kh_provider_get(p, name, 0, KH_GET_ALL, &obj) || obj.len < 7 ||
+        kh_provider_read(p, name, KH_OBJMAX_KEY, &obj) || obj.len < 7 ||
         memcmp(obj.data, KEY_MAGIC, 6) || obj.data[6] != KEY_KIND_RECOVERY)
       continue;
     if (recovery_ad(&ad, region, account, wid, obj.data) ||

@@ -172,7 +172,7 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
   kh_pack_writer w;
   bool wopen = false;
   kh_buf pack, plain, z;
-  kh_buf_init(&pack, 1u << 30);
+  kh_buf_init(&pack, KH_OBJMAX_PACK);
   kh_buf_init(&plain, KH_BLOB_MAX);
   kh_buf_init(&z, 2 * KH_BLOB_MAX);
   uint8_t(*oldidx)[32] = NULL;
@@ -255,7 +255,7 @@ kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_resul
     const uint8_t *pid = v->index.packs[p].id;
     kh_vault_objname(v, name, sizeof name, "data", pid, 32);
     kh_buf_reset(&pack);
-    if ((e = kh_provider_get(v->prov, name, 0, KH_GET_ALL, &pack)))
+    if ((e = kh_provider_read(v->prov, name, KH_OBJMAX_PACK, &pack)))
       break;
     for (uint32_t i = gstart[p]; !e && i < gstart[p + 1]; i++) {
       kh_index_entry *en = gorder[i];

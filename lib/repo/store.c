@@ -34,14 +34,30 @@ kh_err kh_vault_put_obj(kh_vault *v, const char *kind, const char *type, const u
   return e;
 }
 
+/* The size bound of each kind of sealed meta object (provider.h). */
+static uint64_t obj_max(const char *kind)
+{
+  if (!strcmp(kind, "index"))
+    return KH_OBJMAX_INDEX;
+  if (!strcmp(kind, "snapshots"))
+    return KH_OBJMAX_SNAPSHOT;
+  if (!strcmp(kind, "locks"))
+    return KH_OBJMAX_LOCK;
+  if (!strcmp(kind, "devices"))
+    return KH_OBJMAX_DEVICE;
+  assert(!"kh_vault_get_obj: unknown kind");
+  return KH_OBJMAX_LOCK;
+}
+
 kh_err kh_vault_get_obj(kh_vault *v, const char *kind, const char *type, const uint8_t *id,
                         size_t idlen, kh_buf *out)
 {
   char name[256];
   kh_buf ct;
-  kh_buf_init(&ct, INDEX_PLAIN_MAX);
+  uint64_t max = obj_max(kind);
+  kh_buf_init(&ct, (size_t)max);
   kh_vault_objname(v, name, sizeof name, kind, id, idlen);
-  kh_err e = kh_provider_get(v->prov, name, 0, KH_GET_ALL, &ct);
+  kh_err e = kh_provider_read(v->prov, name, max, &ct);
   if (!e) {
     kh_buf_reset(out);
     e = kh_obj_open(&v->keys, type, id, idlen, ct.data, ct.len, out);
@@ -379,6 +395,32 @@ kh_err kh_vault_read_blob(kh_vault *v, const uint8_t id[32], kh_buf *out)
   if (e)
     kh_adderr(e, "pack %02x%02x%02x%02x", pid[0], pid[1], pid[2], pid[3]);
   kh_buf_release(&ct);
+  return e;
+}
+
+typedef struct pack_src {
+  kh_provider *prov;
+  const char *name;
+} pack_src;
+
+static kh_err pack_src_read(void *ctx, uint64_t off, size_t len, kh_buf *out)
+{
+  const pack_src *s = ctx;
+  return kh_provider_get(s->prov, s->name, off, len, out);
+}
+
+kh_err kh_vault_read_pack_header(kh_vault *v, const uint8_t pid[32], kh_pack_blob **blobs,
+                                 size_t *n)
+{
+  *blobs = NULL;
+  *n = 0;
+  char name[256];
+  uint64_t size;
+  kh_vault_objname(v, name, sizeof name, "data", pid, 32);
+  kh_err e = kh_provider_size(v->prov, name, &size);
+  pack_src src = {v->prov, name};
+  if (!e)
+    e = kh_pack_read_header(&v->keys, pid, size, pack_src_read, &src, blobs, n);
   return e;
 }
 

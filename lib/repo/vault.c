@@ -1,6 +1,7 @@
 /* Creating and opening accounts: the region marker, key wraps (passcode
  * under Argon2id), this device's keys (docs/format.md §1, §4). */
 #include "repo/vault_internal.h"
+#include "cache/cache.h"
 #include "common/err.h"
 #include "common/fsutil.h"
 #include "common/hex.h"
@@ -220,7 +221,7 @@ static kh_err read_region_marker(kh_provider *p, char id[64])
 {
   kh_buf b;
   kh_buf_init(&b, 4096);
-  kh_err e = kh_provider_get(p, KH_REGION_MARKER, 0, KH_GET_ALL, &b);
+  kh_err e = kh_provider_read(p, KH_REGION_MARKER, KH_OBJMAX_REGION_MARKER, &b);
   if (e) {
     kh_buf_release(&b);
     return e == KH_ERR_NOTFOUND ? kh_seterr(KH_ERR_NOTFOUND, "not a keyhold region (no %s)",
@@ -228,7 +229,8 @@ static kh_err read_region_marker(kh_provider *p, char id[64])
                                 : e;
   }
   char text[256] = {0};
-  memcpy(text, b.data, b.len < sizeof text - 1 ? b.len : sizeof text - 1);
+  if (b.len) /* an empty marker reads as no data at all (b.data NULL) */
+    memcpy(text, b.data, b.len < sizeof text - 1 ? b.len : sizeof text - 1);
   kh_buf_release(&b);
   char rid[64] = {0};
   if (sscanf(text, "keyhold-region v1\nid %63s\n", rid) != 1 || !valid_region_id(rid))
@@ -582,7 +584,7 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
       continue;
     snprintf(name, sizeof name, "%s/keys/%s", v->prefix, wl.names[i]);
     kh_buf_reset(&obj);
-    if (kh_provider_get(v->prov, name, 0, KH_GET_ALL, &obj))
+    if (kh_provider_read(v->prov, name, KH_OBJMAX_KEY, &obj))
       continue;
     kh_err e2 = open_passcode_wrap(v->region_id, v->account, wid, obj.data, obj.len,
                                    o->passcode, v->master, &v->cipher);
@@ -624,14 +626,8 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
       goto out;
     }
     /* the cache must never sit inside the region the provider holds */
-    char *rreal = realpath(o->region_path, NULL);
-    if (rreal && !strncmp(v->cache_path, rreal, strlen(rreal)) &&
-        v->cache_path[strlen(rreal)] == '/') {
-      free(rreal);
-      e = kh_seterr(KH_ERR_INVAL, "the cache directory may not be inside the region");
+    if ((e = kh_cache_check_outside(v->cache_path, o->region_path)))
       goto out;
-    }
-    free(rreal);
   }
   if ((e = load_device(v)))
     goto out;

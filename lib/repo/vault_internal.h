@@ -86,6 +86,10 @@ void kh_vault_index_drop(kh_vault *v);
 kh_err kh_vault_index_revalidate(kh_vault *v);
 /* Read one blob by id through the index into out. */
 kh_err kh_vault_read_blob(kh_vault *v, const uint8_t id[32], kh_buf *out);
+/* Authenticate and parse pack pid's header in bounded pieces (trailer, then
+ * header; kh_pack_read_header).  *blobs is malloc'd (free()). */
+kh_err kh_vault_read_pack_header(kh_vault *v, const uint8_t pid[32], kh_pack_blob **blobs,
+                                 size_t *n);
 kh_err kh_vault_load_tree(kh_vault *v, const uint8_t id[32], kh_tree *t);
 
 /* Snapshots */

@@ -100,8 +100,12 @@ if mount -t tmpfs -o size=3m tmpfs "$FULL" 2>"$KH_W/mount.err"; then
   SF=$SNAP
   rand_file "$SM/huge" 6144
   khr backup "$SM"
-  assert_fail "backup into a full region"
-  assert_grep 'no space|space left' "$ERR" "backup into a full region: message"
+  assert_rc 1 "backup into a full region"
+  # the message names the real cause (the worker's failed write), not a
+  # detail some earlier, handled error left behind
+  assert_grep -F 'no space left on device: write ' "$ERR" "backup into a full region: message"
+  assert_grep -F 'No space left on device' "$ERR" "backup into a full region: the errno text"
+  assert_no_grep 'passcode' "$ERR" "backup into a full region: stale detail"
   assert_eq "$(ls "$(account_dir)/snapshots")" "$SF" "a failed backup must not leave a snapshot"
   khr check
   assert_ok "check of the full region"
@@ -140,5 +144,28 @@ if mount -t tmpfs -o size=3m tmpfs "$FT" 2>"$KH_W/mount.err"; then
 else
   note "SKIP full-target case: mount failed: $(cat "$KH_W/mount.err")"
 fi
+
+# ---- a cache directory that lands inside the region ----------------------------------
+# relative, or through a symlink: refused with a clear error, and no files.db
+# (plaintext path names) ever appears in the region
+CS=$KH_T/cache-src
+mkdir -p "$CS"
+printf 'name of a secret file\n' >"$CS/secret-name.txt"
+ln -s "$KEYHOLD_REGION/accounts" "$KH_T/cache-link"
+for spelling in rel link dotdot; do
+  case $spelling in
+  rel) CD=$(basename "$KEYHOLD_REGION")/cache ;;
+  link) CD=cache-link/cache ;;
+  dotdot) CD=$KH_T/not-yet/../$(basename "$KEYHOLD_REGION")/cache ;;
+  esac
+  (cd "$KH_T" && KEYHOLD_CACHE_DIR=$CD "$KEYHOLD" backup "$CS" >"$OUT" 2>"$ERR")
+  RC=$?
+  assert_rc 1 "cache inside the region ($spelling): backup"
+  assert_grep -F "may not be inside the region" "$ERR" "cache inside the region ($spelling): message"
+  [ -z "$(find "$KEYHOLD_REGION" -name 'files.db*')" ] || fail "cache inside the region ($spelling): files.db in the region"
+  [ ! -e "$KEYHOLD_REGION/cache" ] || fail "cache inside the region ($spelling): a cache directory was made in the region"
+done
+assert_absent "$KH_T/not-yet" "cache inside the region: nothing created while checking"
+rm "$KH_T/cache-link"
 
 pass

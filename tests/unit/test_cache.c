@@ -6,6 +6,7 @@
 #include "kh_test.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char dir[] = "/tmp/kh-test-cache-XXXXXX";
@@ -165,12 +166,61 @@ static void test_corrupt_db(void)
   free(path);
 }
 
+/* The cache may not be inside the region, however the path is spelled:
+ * relative, through a symlink, with "..", or not existing yet. */
+static void test_outside_region(void)
+{
+  char *region = kh_path_join(dir, "region"), *sub = kh_path_join(dir, "region/accounts");
+  char *other = kh_path_join(dir, "region-other"), *link = kh_path_join(dir, "link");
+  char *linkr = kh_path_join(dir, "linkr");
+  CHECK(mkdir(region, 0700) == 0 && mkdir(sub, 0700) == 0 && mkdir(other, 0700) == 0);
+  CHECK(symlink(sub, link) == 0);
+  CHECK(symlink(region, linkr) == 0);
+  char cwd[4096];
+  CHECK(getcwd(cwd, sizeof cwd) != NULL);
+  CHECK(chdir(dir) == 0);
+  static const char *inside[] = {
+      "region/c/local-x/files.db",          /* relative */
+      "./region/files.db",                  /* relative, at the top */
+      "link/c/local-x/files.db",            /* a symlink into the region */
+      "linkr/files.db",                     /* a symlink to the region */
+      "nope/../region/c/files.db",          /* ".." after a directory to be made */
+      "region-other/../region/c/files.db",  /* ".." after one that exists */
+  };
+  for (size_t i = 0; i < sizeof inside / sizeof inside[0]; i++) {
+    kh_err e = kh_cache_check_outside(inside[i], region);
+    CHECK_EQ(e, KH_ERR_INVAL);
+    if (e != KH_ERR_INVAL)
+      fprintf(stderr, "  accepted %s\n", inside[i]);
+    else
+      CHECK(strstr(kh_errdetail(), "may not be inside the region") != NULL);
+    /* the same through an absolute spelling and a relative region */
+    char *abs = kh_path_join(dir, inside[i]);
+    CHECK_EQ(kh_cache_check_outside(abs, "region"), KH_ERR_INVAL);
+    free(abs);
+  }
+  static const char *outside[] = {"region-other/files.db", "c/local-x/files.db",
+                                  "region-other/new/../files.db", "/tmp/files.db"};
+  for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++)
+    CHECK_OK(kh_cache_check_outside(outside[i], region));
+  /* nothing was created while checking */
+  struct stat st;
+  CHECK(stat("region/c", &st) != 0 && stat("nope", &st) != 0 && stat("c", &st) != 0);
+  CHECK(chdir(cwd) == 0);
+  free(region);
+  free(sub);
+  free(other);
+  free(link);
+  free(linkr);
+}
+
 int main(void)
 {
   if (!mkdtemp(dir))
     return 1;
   RUN(test_roundtrip_and_mismatch);
   RUN(test_corrupt_db);
+  RUN(test_outside_region);
   kh_remove_tree(dir);
   return kh_test_done("test_cache");
 }

@@ -3,6 +3,7 @@
 #include "pack/pack.h"
 #include "common/err.h"
 #include "common/wire.h"
+#include "provider/provider.h"
 #include "kh_test.h"
 
 #include <sodium.h>
@@ -265,6 +266,84 @@ static void test_pack_roundtrip(void)
     free(pl[i].data);
 }
 
+/* A reader over a pack in memory that records what it was asked for. */
+typedef struct counting_src {
+  const uint8_t *data;
+  uint64_t len;      /* the size the "provider" claims */
+  uint64_t bytes, calls, lowest;
+} counting_src;
+
+static kh_err counting_read(void *ctx, uint64_t off, size_t len, kh_buf *out)
+{
+  counting_src *s = ctx;
+  s->calls++;
+  s->bytes += len;
+  if (off < s->lowest)
+    s->lowest = off;
+  if (off > s->len || len > s->len - off)
+    return kh_seterr(KH_ERR_FORMAT, "truncated");
+  return kh_buf_append(out, s->data + off, len);
+}
+
+/* The header is authenticated in bounded pieces: the trailer, then the
+ * header it names; no blob byte is read, and a size beyond any pack is
+ * refused before anything is read. */
+static void test_read_header_bounded(void)
+{
+  plain pl[NBLOBS];
+  make_blobs(pl, NBLOBS);
+  kh_pack_writer w;
+  CHECK_OK(kh_pack_writer_init(&w));
+  for (size_t i = 0; i < NBLOBS; i++)
+    CHECK_OK(add_plain(&w, &pl[i]));
+  const struct iovec *iov;
+  size_t niov;
+  uint64_t total;
+  CHECK_OK(kh_pack_finish(&w, &keys, &iov, &niov, &total));
+  uint8_t *pk = assemble(iov, niov, total);
+  uint64_t data_end = 0;
+  for (size_t i = 0; i < w.n; i++)
+    data_end += w.blobs[i].clen;
+  size_t tlen = kh_pack_trailer_len(&keys);
+
+  counting_src src = {pk, total, 0, 0, UINT64_MAX};
+  kh_pack_blob *blobs = NULL;
+  size_t n = 0;
+  CHECK_OK(kh_pack_read_header(&keys, w.id, total, counting_read, &src, &blobs, &n));
+  CHECK_EQ(n, NBLOBS);
+  CHECK_EQ(src.calls, 2);
+  CHECK_EQ(src.lowest, data_end); /* nothing before the header: no blob */
+  CHECK(src.bytes < total - data_end + 1 && src.bytes > tlen);
+  free(blobs);
+
+  /* the claimed size is beyond any pack: refused without a single read */
+  counting_src big = {pk, (uint64_t)KH_OBJMAX_PACK + 1, 0, 0, UINT64_MAX};
+  blobs = (kh_pack_blob *)1;
+  CHECK_EQ(kh_pack_read_header(&keys, w.id, big.len, counting_read, &big, &blobs, &n),
+           KH_ERR_TOOBIG);
+  CHECK_EQ(big.calls, 0);
+  CHECK(blobs == NULL && n == 0);
+  big.len = 8ull << 30;
+  CHECK_EQ(kh_pack_read_header(&keys, w.id, big.len, counting_read, &big, &blobs, &n),
+           KH_ERR_TOOBIG);
+  CHECK_EQ(big.calls, 0);
+
+  /* a forged trailer cannot name a huge header: it does not authenticate, and
+   * only the trailer was read */
+  counting_src forged = {pk, total, 0, 0, UINT64_MAX};
+  pk[total - 1] ^= 1;
+  CHECK_EQ(kh_pack_read_header(&keys, w.id, total, counting_read, &forged, &blobs, &n),
+           KH_ERR_AUTH);
+  CHECK_EQ(forged.calls, 1);
+  CHECK_EQ(forged.bytes, tlen);
+  pk[total - 1] ^= 1;
+
+  free(pk);
+  kh_pack_writer_release(&w);
+  for (size_t i = 0; i < NBLOBS; i++)
+    free(pl[i].data);
+}
+
 static void test_empty_and_reset(void)
 {
   kh_pack_writer w;
@@ -377,6 +456,16 @@ static void test_trailer_decode(void)
   CHECK_EQ(kh_pack_trailer_decode(t, 12, UINT64_MAX, &hoff, &hlen), KH_ERR_FORMAT);
   kh_le64_put(t, UINT64_MAX - 1);
   CHECK_EQ(kh_pack_trailer_decode(t, 12, UINT64_MAX, &hoff, &hlen), KH_ERR_FORMAT);
+  /* a header longer than any writer makes is refused even inside the pack:
+   * a reader never allocates for a header length the provider claims */
+  kh_le64_put(t, 0);
+  kh_le32_put(t + 8, KH_OBJMAX_PACK_HEADER);
+  CHECK_OK(kh_pack_trailer_decode(t, 12, KH_OBJMAX_PACK, &hoff, &hlen));
+  CHECK_EQ(hlen, KH_OBJMAX_PACK_HEADER);
+  kh_le32_put(t + 8, KH_OBJMAX_PACK_HEADER + 1);
+  CHECK_EQ(kh_pack_trailer_decode(t, 12, KH_OBJMAX_PACK, &hoff, &hlen), KH_ERR_FORMAT);
+  kh_le32_put(t + 8, UINT32_MAX);
+  CHECK_EQ(kh_pack_trailer_decode(t, 12, UINT64_MAX, &hoff, &hlen), KH_ERR_FORMAT);
 }
 
 static void put_entry(kh_buf *h, uint8_t type, uint8_t idb, uint64_t off, uint64_t clen,
@@ -476,6 +565,7 @@ int main(void)
   RUN(test_pack_roundtrip);
   RUN(test_empty_and_reset);
   RUN(test_trailer_decode);
+  RUN(test_read_header_bounded);
   RUN(test_header_decode);
   kh_keys_release(&keys);
   return kh_test_done("test_pack");
