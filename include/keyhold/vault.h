@@ -149,10 +149,15 @@ typedef struct kh_snapshot_info {
   char device[KH_ACCOUNT_ID_HEX + 1];
   uint64_t counter;          /* the device's monotonic counter */
   uint64_t files, bytes;     /* summary at backup time */
+  char original[KH_SNAPSHOT_ID_HEX + 1]; /* repaired copy of this snapshot; "" if none */
+  int64_t order_ns;          /* the time it is ordered by (<= time_ns) */
 } kh_snapshot_info;
 
-/* All snapshots, oldest first.  Each is verified (decryption and device
- * signature); free with kh_snapshots_free. */
+/* All snapshots, oldest first in the one snapshot order (docs/format.md
+ * §9.1): a device's counter and parent links outrank clocks, so a snapshot
+ * made with a clock running ahead is not newer than what its device made
+ * after it.  Each is verified (decryption and device signature); free with
+ * kh_snapshots_free. */
 kh_err kh_snapshots_list(kh_vault *v, kh_snapshot_info **out, size_t *n);
 void kh_snapshots_free(kh_snapshot_info *s, size_t n);
 /* How many snapshots the last kh_snapshots_list on this thread skipped
