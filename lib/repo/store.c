@@ -232,7 +232,10 @@ kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx)
     }
   }
   /* pass 2: load what nothing supersedes (an old index served again after
-   * prune replaced it is ignored; check reports it) */
+   * prune replaced it is ignored; check reports it); a copy of a blob known
+   * to be damaged loses to another copy (damage.c) */
+  if ((e = kh_vault_load_damage(v)))
+    goto out;
   for (size_t i = 0; i < n; i++) {
     if (!plains[i].data)
       continue;
@@ -246,11 +249,7 @@ kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx)
       memcpy(v->superseded[v->nsuperseded++], ids[i], 32);
       continue;
     }
-    uint8_t(*sup)[32] = NULL;
-    size_t nsup = 0;
-    e = kh_index_decode(&v->index, plains[i].data, plains[i].len, &sup, &nsup);
-    free(sup);
-    if (e)
+    if ((e = kh_vault_index_merge(v, plains[i].data, plains[i].len)))
       goto out;
     uint8_t(*ni)[32] = realloc(v->index_ids, (v->nindex_ids + 1) * 32);
     if (!ni) {

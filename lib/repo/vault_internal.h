@@ -45,6 +45,11 @@ struct kh_vault {
   size_t ndevices;
   bool devices_loaded;
   char lock_name[160];          /* held lock object, "" if none */
+  /* known damage (damage.c): sorted pack ids, sorted (pack id | blob id) */
+  uint8_t (*bad_packs)[32];
+  size_t nbad_packs;
+  uint8_t (*bad_blobs)[64];
+  size_t nbad_blobs;
 };
 
 /* object name helpers: "<prefix>/<kind>/<hex>" (packs: data/<2hex>/<hex>) */
@@ -70,6 +75,20 @@ kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx);
 /* Write packs [first_pack, npacks) of idx as a new index object. */
 kh_err kh_vault_write_index(kh_vault *v, const kh_index *idx, uint32_t first_pack,
                             const uint8_t (*sup)[32], size_t nsup, uint8_t id_out[32]);
+/* Known damage (damage.c, docs/format.md §7.1).  load: replace the sets
+ * with the account's damage records (unreadable ones are ignored).
+ * record: store one record and add it to the sets.  scan_packs: list the
+ * packs, and add (record: and record) every pack of the index that is missing or of another
+ * size (*nbad: how many were new).  blob_usable: en (of idx) exists and its
+ * copy is not known damaged.  index_merge: decode one index plaintext into
+ * v->index, a copy not known damaged winning over one that is. */
+kh_err kh_vault_load_damage(kh_vault *v);
+kh_err kh_vault_record_damage(kh_vault *v, const uint8_t (*packs)[32], size_t np,
+                              const uint8_t (*blobs)[64], size_t nb);
+kh_err kh_vault_scan_packs(kh_vault *v, bool record, uint64_t *nbad);
+bool kh_vault_pack_known_bad(const kh_vault *v, const uint8_t pack[32]);
+bool kh_vault_blob_usable(const kh_vault *v, const kh_index *idx, const kh_index_entry *en);
+kh_err kh_vault_index_merge(kh_vault *v, const uint8_t *plain, size_t n);
 /* Read one blob by id through the index into out. */
 kh_err kh_vault_read_blob(kh_vault *v, const uint8_t id[32], kh_buf *out);
 kh_err kh_vault_load_tree(kh_vault *v, const uint8_t id[32], kh_tree *t);
