@@ -18,6 +18,9 @@
 static int cmp32(const void *a, const void *b) { return memcmp(a, b, 32); }
 static int cmp64(const void *a, const void *b) { return memcmp(a, b, 64); }
 
+static kh_err add_sets(kh_vault *v, const uint8_t (*packs)[32], size_t np,
+                       const uint8_t (*blobs)[64], size_t nb);
+
 static bool has64(const uint8_t (*set)[64], size_t n, const uint8_t key[64])
 {
   return n && bsearch(key, set, n, 64, cmp64) != NULL;
@@ -76,33 +79,56 @@ static kh_err add_sets(kh_vault *v, const uint8_t (*packs)[32], size_t np,
   return KH_OK;
 }
 
-/* Parse a damage record's plaintext (bounded). */
-static kh_err damage_decode(kh_vault *v, const uint8_t *p, size_t n)
+kh_err kh_damage_encode(const uint8_t (*packs)[32], size_t np, const uint8_t (*blobs)[64],
+                        size_t nb, kh_buf *out)
+{
+  if (np > DAMAGE_MAX || nb > DAMAGE_MAX)
+    return kh_seterr(KH_ERR_TOOBIG, "too many entries for one damage record");
+  kh_buf_reset(out);
+  kh_err e = kh_buf_append(out, DAMAGE_MAGIC, 5);
+  if (!e) e = kh_buf_put_uvar(out, np);
+  if (!e && np) e = kh_buf_append(out, packs, np * 32);
+  if (!e) e = kh_buf_put_uvar(out, nb);
+  if (!e && nb) e = kh_buf_append(out, blobs, nb * 64);
+  return e;
+}
+
+kh_err kh_damage_decode(const uint8_t *p, size_t n, const uint8_t **packs, size_t *np,
+                        const uint8_t **blobs, size_t *nb)
 {
   kh_rd r;
   kh_rd_init(&r, p, n);
+  *packs = *blobs = NULL;
+  *np = *nb = 0;
   const uint8_t *magic = kh_rd_bytes(&r, 5);
-  uint64_t np = kh_rd_uvar(&r);
-  if (!magic || memcmp(magic, DAMAGE_MAGIC, 5) || np > DAMAGE_MAX || np > kh_rd_left(&r) / 32)
+  uint64_t cp = kh_rd_uvar(&r);
+  if (!magic || memcmp(magic, DAMAGE_MAGIC, 5) || cp > DAMAGE_MAX || cp > kh_rd_left(&r) / 32)
     return kh_seterr(KH_ERR_FORMAT, "malformed damage record");
-  const uint8_t *packs = kh_rd_bytes(&r, (size_t)np * 32);
-  uint64_t nb = kh_rd_uvar(&r);
-  if (nb > DAMAGE_MAX || nb > kh_rd_left(&r) / 64)
+  const uint8_t *pk = kh_rd_bytes(&r, (size_t)cp * 32);
+  uint64_t cb = kh_rd_uvar(&r);
+  if (cb > DAMAGE_MAX || cb > kh_rd_left(&r) / 64)
     return kh_seterr(KH_ERR_FORMAT, "malformed damage record");
-  const uint8_t *blobs = kh_rd_bytes(&r, (size_t)nb * 64);
+  const uint8_t *bl = kh_rd_bytes(&r, (size_t)cb * 64);
   if (!kh_rd_done(&r))
     return kh_seterr(KH_ERR_FORMAT, "malformed damage record");
-  return add_sets(v, (const uint8_t(*)[32])packs, (size_t)np, (const uint8_t(*)[64])blobs,
-                  (size_t)nb);
+  *packs = pk;
+  *np = (size_t)cp;
+  *blobs = bl;
+  *nb = (size_t)cb;
+  return KH_OK;
 }
 
-kh_err kh_vault_load_damage(kh_vault *v)
+void kh_vault_clear_damage(kh_vault *v)
 {
   free(v->bad_packs);
   free(v->bad_blobs);
   v->bad_packs = NULL;
   v->bad_blobs = NULL;
   v->nbad_packs = v->nbad_blobs = 0;
+}
+
+kh_err kh_vault_load_damage(kh_vault *v)
+{
   uint8_t(*ids)[32] = NULL;
   size_t n = 0;
   kh_err e = kh_vault_list_ids(v, "damage", &ids, &n);
@@ -116,8 +142,10 @@ kh_err kh_vault_load_damage(kh_vault *v)
      * have made us store more */
     if (kh_vault_get_obj(v, "damage", "damage", ids[i], 32, &pt) != KH_OK)
       continue;
-    if (damage_decode(v, pt.data, pt.len) == KH_ERR_NOMEM)
-      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    const uint8_t *packs, *blobs;
+    size_t np, nb;
+    if (kh_damage_decode(pt.data, pt.len, &packs, &np, &blobs, &nb) == KH_OK)
+      e = add_sets(v, (const uint8_t(*)[32])packs, np, (const uint8_t(*)[64])blobs, nb);
   }
   kh_buf_release(&pt);
   free(ids);
@@ -137,11 +165,7 @@ kh_err kh_vault_record_damage(kh_vault *v, const uint8_t (*packs)[32], size_t np
   kh_buf_init(&pt, (size_t)DAMAGE_MAX * 96 + 64);
   uint8_t id[32];
   randombytes_buf(id, sizeof id);
-  kh_err e = kh_buf_append(&pt, DAMAGE_MAGIC, 5);
-  if (!e) e = kh_buf_put_uvar(&pt, np);
-  if (!e && np) e = kh_buf_append(&pt, packs, np * 32);
-  if (!e) e = kh_buf_put_uvar(&pt, nb);
-  if (!e && nb) e = kh_buf_append(&pt, blobs, nb * 64);
+  kh_err e = kh_damage_encode(packs, np, blobs, nb, &pt);
   if (!e) e = kh_vault_put_obj(v, "damage", "damage", id, 32, pt.data, pt.len, true);
   if (!e) e = add_sets(v, packs, np, blobs, nb);
   kh_buf_release(&pt);
@@ -169,9 +193,19 @@ kh_err kh_vault_scan_packs(kh_vault *v, bool record, uint64_t *nbad)
       memcpy(gone[ng++], pk->id, 32);
   }
   *nbad = ng;
+  if (!ng)
+    goto out;
   /* recorded, so that every device and every later index load knows */
   e = record ? kh_vault_record_damage(v, (const uint8_t(*)[32])gone, ng, NULL, 0)
              : add_sets(v, (const uint8_t(*)[32])gone, ng, NULL, 0);
+  if (e)
+    goto out;
+  /* reload, so that a copy of a blob elsewhere wins over the lost one */
+  v->index_loaded = false;
+  kh_index_release(&v->index);
+  kh_index_init(&v->index);
+  v->nindex_ids = v->nsuperseded = 0;
+  e = kh_vault_load_index(v, NULL, NULL);
 out:
   free(ids);
   free(sizes);

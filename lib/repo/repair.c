@@ -169,6 +169,8 @@ kh_err kh_repair_index(kh_vault *v, kh_repair_fn fn, void *ctx, kh_repair_index_
     kh_vault_objname(v, name, sizeof name, "damage", damage[i], 32);
     e = kh_provider_del(v->prov, name);
   }
+  if (!e) /* the new index has none of the recorded copies */
+    kh_vault_clear_damage(v);
 out:
   free(ids);
   free(sizes);

@@ -660,8 +660,7 @@ void kh_vault_free(kh_vault *v)
   kh_index_release(&v->index);
   free(v->index_ids);
   free(v->superseded);
-  free(v->bad_packs);
-  free(v->bad_blobs);
+  kh_vault_clear_damage(v);
   free(v->devices);
   kh_provider_free(v->prov);
   free(v->region_path);

@@ -75,13 +75,21 @@ kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx);
 /* Write packs [first_pack, npacks) of idx as a new index object. */
 kh_err kh_vault_write_index(kh_vault *v, const kh_index *idx, uint32_t first_pack,
                             const uint8_t (*sup)[32], size_t nsup, uint8_t id_out[32]);
-/* Known damage (damage.c, docs/format.md §7.1).  load: replace the sets
- * with the account's damage records (unreadable ones are ignored).
- * record: store one record and add it to the sets.  scan_packs: list the
- * packs, and add (record: and record) every pack of the index that is missing or of another
- * size (*nbad: how many were new).  blob_usable: en (of idx) exists and its
- * copy is not known damaged.  index_merge: decode one index plaintext into
- * v->index, a copy not known damaged winning over one that is. */
+/* Known damage (damage.c, docs/format.md §7.1).  load: add the account's
+ * damage records to the sets (unreadable ones are ignored; the sets only
+ * grow, clear empties them).  record: store one record and add it to the
+ * sets.  scan_packs: list the packs; every pack of the index that is
+ * missing or of another size is added (record: and recorded) and the index
+ * reloaded (*nbad: how many were new).  blob_usable: en (of idx) exists
+ * and its copy is not known damaged.  index_merge: decode one index
+ * plaintext into v->index, a copy not known damaged winning over one that
+ * is.  encode/decode: a record's plaintext (decode bounded, fuzzed; the
+ * pointers point into p). */
+kh_err kh_damage_encode(const uint8_t (*packs)[32], size_t np, const uint8_t (*blobs)[64],
+                        size_t nb, kh_buf *out);
+kh_err kh_damage_decode(const uint8_t *p, size_t n, const uint8_t **packs, size_t *np,
+                        const uint8_t **blobs, size_t *nb);
+void kh_vault_clear_damage(kh_vault *v);
 kh_err kh_vault_load_damage(kh_vault *v);
 kh_err kh_vault_record_damage(kh_vault *v, const uint8_t (*packs)[32], size_t np,
                               const uint8_t (*blobs)[64], size_t nb);
