@@ -241,7 +241,8 @@ static kh_err record_damage(cctx *c)
       memcpy(packs[np++], v->index.packs[p].id, 32);
   for (size_t i = 0; !e && i < v->index.cap; i++) {
     const kh_index_entry *en = &v->index.slots[i];
-    if (!en->used || en->mark != MARK_BAD || en->pack >= v->index.npacks)
+    if (!en->used || en->mark != MARK_BAD || en->pack >= v->index.npacks ||
+        !kh_vault_blob_usable(v, &v->index, en)) /* not new */
       continue;
     if (nb == nbcap) {
       nbcap = nbcap ? 2 * nbcap : 64;

@@ -31,6 +31,7 @@ assert_rc 1 "check before repair index: the old index still names the lost pack"
 khr repair index
 assert_ok "repair index"
 assert_grep '^packs missing: +1$' "$OUT" "repair index counts the lost pack"
+[ "$(ls "$AD/damage" 2>/dev/null | grep -c .)" -eq 0 ] || fail "repair index leaves damage records behind"
 khr check --read-data
 assert_ok "check --read-data after repair index"
 assert_grep '^no errors were found' "$OUT" "check after repair index"
@@ -43,10 +44,15 @@ khr check
 assert_ok "check without --read-data does not read the data"
 khr check --read-data
 assert_rc 1 "check --read-data after a flipped byte"
-# the damage is recorded: even the structural check reports it now
+# the damage is recorded (once): even the structural check reports it now
+ndamage() { ls "$AD/damage" 2>/dev/null | grep -Ec '^[0-9a-f]{64}$'; }
+assert_eq "$(ndamage)" 1 "one damage record after check --read-data"
 khr check
 assert_rc 1 "check after check --read-data recorded the damage"
 assert_grep 'known to be missing or damaged' "$OUT" "check names the recorded damage"
+khr check --read-data
+assert_rc 1 "check --read-data again"
+assert_eq "$(ndamage)" 1 "a second check records nothing new"
 backup_id "$SRC"; S3=$SNAP
 restore_and_compare "$S3" "$SRC" "the snapshot after the flipped byte restores fully"
 khr repair index
