@@ -100,5 +100,28 @@ restore_and_compare latest "$B" "the undamaged snapshot"
 
 # a backup now stores the lost data again and is whole
 backup_id "$A"
-restore_and_compare "$SNAP" "$A" "a new backup after the repair"
+SA2=$SNAP
+restore_and_compare "$SA2" "$A" "a new backup after the repair"
+
+# ---- lose the directory listings of one snapshot ------------------------------
+C=$KH_T/c
+mkdir -p "$C/d"
+rand_file "$C/d/f" 1024
+ls "$AD"/data/*/* | sort >"$KH_W/packs.before"
+khr backup --threads 1 "$C"; assert_ok "backup c"; SC=$(tail -n 1 "$OUT")
+ls "$AD"/data/*/* | sort >"$KH_W/packs.after"
+TP=$(comm -13 "$KH_W/packs.before" "$KH_W/packs.after" | xargs ls -S | tail -n 1)
+[ "$(comm -13 "$KH_W/packs.before" "$KH_W/packs.after" | grep -c .)" -eq 2 ] || fail "backup c made other than 2 packs"
+rm "$TP" || fail "delete the tree pack"
+khr check
+assert_rc 1 "check after losing the tree pack"
+khr repair index
+assert_ok "repair index (trees)"
+khr repair snapshots --forget --json
+assert_ok "repair snapshots (trees)"
+json_check "$OUT" "[r['snapshot'] for r in d['repaired']] == ['$SC'] and d['repaired'][0]['dirs_emptied'] == 1 and d['removed'] == [{'snapshot': '$SC', 'path': '/', 'message': d['removed'][0]['message']}] and 'directory listing lost' in d['removed'][0]['message']" "the lost root listing is named"
+khr check
+assert_ok "check after repairing the lost listing"
+restore_and_compare "$SA2" "$A" "another snapshot after the tree repair"
+restore_and_compare "$SB" "$B" "b after the tree repair"
 pass
