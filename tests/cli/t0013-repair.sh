@@ -44,10 +44,18 @@ d = json.load(open(sys.argv[1]))
 print("\n".join(sorted({f["path"] for f in d["findings"] if f["level"] == "error" and f["snapshot"] == sys.argv[2] and "file content" in f["message"]})))' "$OUT" "$SA" >"$KH_W/damaged" || fail "check --json"
 [ -s "$KH_W/damaged" ] || fail "check names no damaged file"
 
+cp -a "$AD/index" "$KH_W/old-index" || fail "save the old index objects"
 khr repair index --json
 assert_ok "repair index"
 json_check "$OUT" "d['packs_missing'] == 1 and d['packs_unreadable'] == 0 and d['indexes_replaced'] == 2 and d['problems'] == []" "repair index --json"
 [ "$(ls "$AD/index" | grep -c .)" -eq 1 ] || fail "repair index leaves exactly one index object"
+# as if repair index had been killed before deleting the old index objects
+# (or the provider served them again): the new index supersedes them
+cp -a "$KH_W/old-index/." "$AD/index/" || fail "put the old index objects back"
+khr check --json
+assert_rc 1 "check with the old index objects back (the snapshot still lost data)"
+json_check "$OUT" "sum('is superseded' in f['message'] for f in d['findings']) == 2 and not any('is missing' in f['message'] and f['path'] is None for f in d['findings'])" "old index objects are superseded, the lost pack no longer indexed"
+for f in "$KH_W"/old-index/*; do rm "$AD/index/$(basename "$f")"; done
 
 before=$(ls "$AD/snapshots" "$AD/data" "$AD/index" | sort | tr '\n' ' ')
 khr repair snapshots --dry-run --json
