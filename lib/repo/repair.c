@@ -191,6 +191,7 @@ typedef struct rctx {
   char snap[65];
   kh_buf path;
   kh_index nidx;              /* tree blobs written by this repair */
+  kh_index intact;            /* trees found whole (a set): not walked again */
   kh_pack_writer w;
   bool wopen;
   uint64_t files_removed, bytes_removed, dirs_emptied; /* this snapshot */
@@ -289,6 +290,8 @@ static kh_err fix_tree(rctx *c, const uint8_t id[32], int depth, uint8_t out[32]
   kh_err e = KH_OK;
   *changed = false;
   memcpy(out, id, 32);
+  if (kh_index_find(&c->intact, id))
+    return KH_OK; /* shared with a snapshot already repaired */
   kh_err le = depth > 1024 ? kh_seterr(KH_ERR_FORMAT, "tree nesting too deep")
               : !usable(c, id) ? kh_seterr(KH_ERR_NOTFOUND, "its data is gone")
                                : kh_vault_load_tree(c->v, id, &t);
@@ -335,8 +338,13 @@ static kh_err fix_tree(rctx *c, const uint8_t id[32], int depth, uint8_t out[32]
       c->path.data[saved] = 0;
     keep[k++] = x;
   }
-  if (!e && *changed)
+  if (!e && *changed) {
     e = store_tree(c, keep, k, out);
+  } else if (!e) {
+    kh_pack_blob b = {0};
+    memcpy(b.id, id, 32);
+    e = kh_index_add(&c->intact, &b, 0, NULL);
+  }
 out:
   free(keep);
   kh_tree_release(&t);
@@ -356,6 +364,7 @@ kh_err kh_repair_snapshots(kh_vault *v, const kh_repair_snapshots_opts *o,
   rctx c = {.v = v, .o = o, .r = r};
   kh_buf_init(&c.path, 1 << 20);
   kh_index_init(&c.nidx);
+  kh_index_init(&c.intact);
   uint8_t(*ids)[32] = NULL;
   size_t n = 0, nfixed = 0;
   fixed *fx = NULL;
@@ -491,6 +500,7 @@ out0:
   if (c.wopen)
     kh_pack_writer_release(&c.w);
   kh_index_release(&c.nidx);
+  kh_index_release(&c.intact);
   kh_buf_release(&c.path);
   index_forget(v);
   return e;
