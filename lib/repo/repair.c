@@ -329,7 +329,8 @@ static kh_err fix_tree(rctx *c, const uint8_t id[32], int depth, uint8_t out[32]
         c->bytes_removed += x.size;
         *changed = true;
         c->path.len = saved;
-        c->path.data[saved] = 0;
+        if (c->path.data)
+          c->path.data[saved] = 0;
         continue;
       }
     }
