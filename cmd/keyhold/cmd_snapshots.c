@@ -15,6 +15,13 @@ const char cmd_snapshots_help[] =
 "    Lists every snapshot of the account, oldest first.  Each one is\n"
 "    decrypted and its device signature verified before it is shown.\n"
 "\n"
+"    \"Oldest first\" is the snapshot order that latest, forget's keep\n"
+"    rules and restore use too: snapshots of one device are in the order\n"
+"    of its signed counter whatever their times say, a snapshot comes after\n"
+"    its parent, and a snapshot whose time lies after that of a snapshot\n"
+"    its device made later is placed at that later one's time.  So a\n"
+"    device whose clock ran ahead for a while cannot hold \"latest\".\n"
+"\n"
 "    The table has the columns ID (the first 8 hex digits; any unique prefix\n"
 "    of 4 or more digits names a snapshot), TIME (local time), HOST and PATHS\n"
 "    (comma-separated), followed by a line \"N snapshots\".\n"
@@ -22,8 +29,9 @@ const char cmd_snapshots_help[] =
 "    With --json, stdout is one JSON array of objects with the fields\n"
 "    \"id\" (64 hex digits), \"short_id\" (8), \"time\" (RFC 3339, UTC, with\n"
 "    nanoseconds), \"host\", \"paths\" (array), \"parent\" (id or null), \"tree\",\n"
-"    \"device\", \"counter\" (the device's monotonic counter), \"files\" and\n"
-"    \"bytes\" (totals at backup time).\n"
+"    \"device\", \"counter\" (the device's monotonic counter), \"files\",\n"
+"    \"bytes\" (totals at backup time) and \"original\" (for a snapshot\n"
+"    rewritten by keyhold repair snapshots, the id it replaces; else null).\n"
 "\n"
 "OPTIONS\n"
 "    --json\n"
@@ -56,9 +64,12 @@ static void print_json(const kh_snapshot_info *s, size_t n) {
     fputs("],\"parent\":", stdout);
     if (s[i].parent[0]) printf("\"%s\"", s[i].parent);
     else fputs("null", stdout);
-    printf(",\"tree\":\"%s\",\"device\":\"%s\",\"counter\":%llu,\"files\":%llu,\"bytes\":%llu}",
+    printf(",\"tree\":\"%s\",\"device\":\"%s\",\"counter\":%llu,\"files\":%llu,\"bytes\":%llu",
            s[i].tree, s[i].device, (unsigned long long)s[i].counter,
            (unsigned long long)s[i].files, (unsigned long long)s[i].bytes);
+    fputs(",\"original\":", stdout);
+    if (s[i].original[0]) printf("\"%s\"}", s[i].original);
+    else fputs("null}", stdout);
   }
   fputs("]\n", stdout);
 }

@@ -33,6 +33,7 @@ static const cli_command commands[] = {
   {"check", cmd_check, "verify the vault's structure and (optionally) every byte", cmd_check_help},
   {"forget", cmd_forget, "remove snapshots, by id or by a keep policy", cmd_forget_help},
   {"prune", cmd_prune, "remove data that no snapshot uses", cmd_prune_help},
+  {"repair", cmd_repair, "rebuild the index, rewrite snapshots whose data is gone", cmd_repair_help},
   {"passcode", cmd_passcode, "change the account passcode", cmd_passcode_help},
   {"whoami", cmd_whoami, "show the account, device and region in use", cmd_whoami_help},
   {"protection", cmd_protection, "show or change the account's protection mode", cmd_protection_help},

@@ -149,10 +149,15 @@ typedef struct kh_snapshot_info {
   char device[KH_ACCOUNT_ID_HEX + 1];
   uint64_t counter;          /* the device's monotonic counter */
   uint64_t files, bytes;     /* summary at backup time */
+  char original[KH_SNAPSHOT_ID_HEX + 1]; /* repaired copy of this snapshot; "" if none */
+  int64_t order_ns;          /* the time it is ordered by (<= time_ns) */
 } kh_snapshot_info;
 
-/* All snapshots, oldest first.  Each is verified (decryption and device
- * signature); free with kh_snapshots_free. */
+/* All snapshots, oldest first in the one snapshot order (docs/format.md
+ * §9.1): a device's counter and parent links outrank clocks, so a snapshot
+ * made with a clock running ahead is not newer than what its device made
+ * after it.  Each is verified (decryption and device signature); free with
+ * kh_snapshots_free. */
 kh_err kh_snapshots_list(kh_vault *v, kh_snapshot_info **out, size_t *n);
 void kh_snapshots_free(kh_snapshot_info *s, size_t n);
 /* How many snapshots the last kh_snapshots_list on this thread skipped
@@ -250,5 +255,52 @@ typedef struct kh_prune_result {
  * while another operation holds a lock, or if its own lock is lost before
  * it commits (docs/format.md §10 says when a lock is stale). */
 kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *ctx, kh_prune_result *r);
+
+/* ---- repair (docs/cli.md "repair") ------------------------------------ */
+
+/* One thing a repair found or did: snapshot ("" if none), path (NULL if
+ * none; any bytes) and a message. */
+typedef void (*kh_repair_fn)(const char *snapshot, const uint8_t *path, size_t pathlen,
+                             const char *msg, void *ctx);
+
+typedef struct kh_repair_index_result {
+  uint64_t packs;            /* packs found at the provider */
+  uint64_t packs_unreadable; /* left out: header missing or not authentic */
+  uint64_t packs_missing;    /* in the old index, gone now */
+  uint64_t blobs;            /* in the new index */
+  uint64_t blobs_dropped;    /* left out: known damaged (check --read-data) */
+  uint64_t indexes_replaced; /* old index objects superseded and deleted */
+} kh_repair_index_result;
+/* Rebuild the index from the packs present, reading each one's
+ * authenticated header (not its data), leaving out copies known damaged.
+ * Under the exclusive lock: one new index superseding every old one is
+ * written, then the old ones and the damage records are deleted, so a
+ * crash leaves either index in force. */
+kh_err kh_repair_index(kh_vault *v, kh_repair_fn fn, void *ctx, kh_repair_index_result *r);
+
+/* A snapshot repair snapshots rewrote (new_id "" with dry_run). */
+typedef void (*kh_repair_snap_fn)(const char *snapshot, const char *new_id,
+                                  uint64_t files_removed, uint64_t dirs_emptied, bool forgotten,
+                                  void *ctx);
+typedef struct kh_repair_snapshots_opts {
+  const char *const *snaps;  /* NULL/0: every snapshot */
+  size_t nsnaps;
+  bool forget;               /* remove each original once its copy is stored */
+  bool dry_run;              /* write nothing */
+  kh_repair_fn removed;      /* each file removed / directory emptied */
+  kh_repair_snap_fn rewritten;
+  void *ctx;
+} kh_repair_snapshots_opts;
+typedef struct kh_repair_snapshots_result {
+  uint64_t snapshots, rewritten, forgotten, unreadable, files_removed, dirs_emptied;
+} kh_repair_snapshots_result;
+/* Rewrite every snapshot whose trees reference data that is gone: a file
+ * with any chunk missing or known damaged is removed, a directory whose
+ * listing is gone becomes empty.  The copy keeps the original's time, host,
+ * paths and parent, names it as original (docs/format.md §9, so it takes
+ * its place in the order) and is signed by this device.  Snapshots that
+ * fail to authenticate are reported and left alone (unreadable). */
+kh_err kh_repair_snapshots(kh_vault *v, const kh_repair_snapshots_opts *o,
+                           kh_repair_snapshots_result *r);
 
 #endif

@@ -24,6 +24,7 @@
 #define KH_OBJMAX_LOCK 4096u                /* locks/<id> */
 #define KH_OBJMAX_SNAPSHOT ((16u << 20) + 4096u)   /* 16 MiB body + signature + box */
 #define KH_OBJMAX_INDEX ((1u << 30) + (8u << 20))  /* zstd bound of 1 GiB + box */
+#define KH_OBJMAX_DAMAGE ((96u << 20) + 4096u) /* damage/<id>: 2^20 packs + 2^20 blobs + box */
 #define KH_OBJMAX_PACK (96u << 20)          /* 8 MiB + one 64 MiB blob + header + PADME */
 #define KH_OBJMAX_PACK_HEADER (10u << 20)   /* sealed header of 200,000 blobs */
 

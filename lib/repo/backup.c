@@ -252,7 +252,8 @@ static kh_err store_blob(worker *w, int type, const uint8_t *data, size_t len, u
   backup_ctx *bc = w->bc;
   kh_vault *v = bc->v;
   kh_blob_id(&v->keys, id, data, len);
-  if (kh_index_find(&v->index, id))
+  /* a copy known to be missing or damaged does not count: store it again */
+  if (kh_vault_blob_usable(v, &v->index, kh_index_find(&v->index, id)))
     return KH_OK;
   pthread_mutex_lock(&bc->nmu);
   bool added = false;
@@ -534,8 +535,9 @@ static bool cache_hit(backup_ctx *bc, bnode *n, const char *path, size_t plen)
   if (kh_cache_lookup(bc->cache, (const uint8_t *)path, plen, &k, &refs, &cnt, &found) || !found)
     return false;
   for (size_t i = 0; i < cnt; i++)
-    if (!sodium_is_zero(refs[i].id, 32) && !kh_index_find(&bc->v->index, refs[i].id)) {
-      free(refs); /* pruned since: read it again */
+    if (!sodium_is_zero(refs[i].id, 32) &&
+        !kh_vault_blob_usable(bc->v, &bc->v->index, kh_index_find(&bc->v->index, refs[i].id))) {
+      free(refs); /* pruned or lost since: read it again */
       return false;
     }
   n->chunks = refs;
@@ -872,6 +874,13 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
     goto out;
   if ((e = kh_vault_load_index(v, NULL, NULL)))
     goto out;
+  {
+    /* packs the index names but the provider lost are not deduplicated
+     * against (and recorded, so every device and reader knows) */
+    uint64_t lost;
+    if ((e = kh_vault_scan_packs(v, true, &lost)))
+      goto out;
+  }
   if (v->cache_path && kh_cache_open(v->cache_path, &bc->cache) != KH_OK)
     bc->cache = NULL; /* no cache: slower, nothing lost */
   if (stat("/", &rst) != 0 || !(root = node_new("", 0, &rst))) {
@@ -951,7 +960,15 @@ out:
       if (en->used && en->pack < bc->newidx.npacks) {
         kh_pack_blob b;
         kh_index_blob(en, &b);
-        e = kh_index_add(&v->index, &b, base + en->pack, NULL);
+        kh_index_entry *have = kh_index_find(&v->index, b.id);
+        if (have && !kh_vault_blob_usable(v, &v->index, have)) { /* stored again */
+          have->pack = base + en->pack;
+          have->offset = b.offset;
+          have->clen = b.clen;
+          have->ulen = b.ulen;
+        } else {
+          e = kh_index_add(&v->index, &b, base + en->pack, NULL);
+        }
       }
     }
   }

@@ -71,6 +71,8 @@ static const char *blob_problem(cctx *c, const uint8_t id[32])
     return "is damaged (failed authentication)";
   if (c->v->index.packs[en->pack].mark == MARK_BAD)
     return "is in a missing or truncated pack";
+  if (!kh_vault_blob_usable(c->v, &c->v->index, en))
+    return "is known to be missing or damaged (recorded earlier; keyhold repair index)";
   return NULL;
 }
 
@@ -224,6 +226,44 @@ done:
   kh_buf_release(&plain);
 }
 
+/* Record the packs and blobs found bad (damage.c), so that no later backup
+ * deduplicates against them; a failure to record is a finding, not fatal. */
+static kh_err record_damage(cctx *c)
+{
+  kh_vault *v = c->v;
+  uint8_t(*packs)[32] = malloc((v->index.npacks ? v->index.npacks : 1) * 32);
+  uint8_t(*blobs)[64] = NULL;
+  size_t np = 0, nb = 0, nbcap = 0;
+  kh_err e = packs ? KH_OK : kh_seterr(KH_ERR_NOMEM, "out of memory");
+  for (size_t p = 0; !e && p < v->index.npacks; p++)
+    if (v->index.packs[p].mark == MARK_BAD && !kh_vault_pack_known_bad(v, v->index.packs[p].id))
+      memcpy(packs[np++], v->index.packs[p].id, 32);
+  for (size_t i = 0; !e && i < v->index.cap; i++) {
+    const kh_index_entry *en = &v->index.slots[i];
+    if (!en->used || en->mark != MARK_BAD || en->pack >= v->index.npacks ||
+        !kh_vault_blob_usable(v, &v->index, en)) /* not new */
+      continue;
+    if (nb == nbcap) {
+      nbcap = nbcap ? 2 * nbcap : 64;
+      uint8_t(*nbl)[64] = realloc(blobs, nbcap * 64);
+      if (!nbl) {
+        e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+        break;
+      }
+      blobs = nbl;
+    }
+    memcpy(blobs[nb], v->index.packs[en->pack].id, 32);
+    memcpy(blobs[nb++] + 32, en->id, 32);
+  }
+  if (!e && kh_vault_record_damage(v, (const uint8_t(*)[32])packs, np,
+                                   (const uint8_t(*)[64])blobs, nb) != KH_OK)
+    finding(c, KH_CHECK_ERROR, NULL, NULL, "could not record the damage found: %s",
+            kh_errdetail());
+  free(packs);
+  free(blobs);
+  return e;
+}
+
 typedef struct snapctr {
   uint8_t dev[16];
   uint64_t counter;
@@ -361,7 +401,9 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
     free(data);
     free(cp);
   }
-  if (r->errors)
+  if (!e)
+    e = record_damage(&c);
+  if (!e && r->errors)
     e = kh_seterr(KH_ERR_CORRUPT, "%llu errors found", (unsigned long long)r->errors);
 out:
   free(pl_ids);

@@ -59,7 +59,8 @@ kh_err kh_forget_policy(kh_vault *v, const kh_keep_policy *p, bool dry_run, kh_f
     size_t i = n - 1 - k;
     if (k < p->last)
       keep[i] = true;
-    time_t t = (time_t)(list[i].time_ns / 1000000000);
+    /* the day it is ordered by: a clock running ahead does not invent days */
+    time_t t = (time_t)(list[i].order_ns / 1000000000);
     struct tm tm;
     char day[16];
     localtime_r(&t, &tm);

@@ -6,6 +6,7 @@
 #include "common/fsutil.h"
 #include "common/hex.h"
 #include "common/wire.h"
+#include "snapshot/order.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -45,6 +46,8 @@ static uint64_t obj_max(const char *kind)
     return KH_OBJMAX_LOCK;
   if (!strcmp(kind, "devices"))
     return KH_OBJMAX_DEVICE;
+  if (!strcmp(kind, "damage"))
+    return KH_OBJMAX_DAMAGE;
   assert(!"kh_vault_get_obj: unknown kind");
   return KH_OBJMAX_LOCK;
 }
@@ -255,7 +258,10 @@ kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx)
   /* pass 2: load what nothing supersedes: neither a present index's list
    * nor a newer generation (an old index served again after prunes replaced
    * it, even once the index that named it is gone, is ignored; check
-   * reports it) */
+   * reports it); a copy of a blob known to be damaged loses to another copy
+   * (damage.c) */
+  if ((e = kh_vault_load_damage(v)))
+    goto out;
   for (size_t i = 0; i < n; i++) {
     if (!plains[i].data)
       continue;
@@ -269,11 +275,7 @@ kh_err kh_vault_load_index(kh_vault *v, kh_index_report_fn report, void *ctx)
       memcpy(v->superseded[v->nsuperseded++], ids[i], 32);
       continue;
     }
-    uint8_t(*sup)[32] = NULL;
-    size_t nsup = 0;
-    e = kh_index_decode(&v->index, plains[i].data, plains[i].len, &sup, &nsup);
-    free(sup);
-    if (e)
+    if ((e = kh_vault_index_merge(v, plains[i].data, plains[i].len)))
       goto out;
     uint8_t(*ni)[32] = realloc(v->index_ids, (v->nindex_ids + 1) * 32);
     if (!ni) {
@@ -556,14 +558,22 @@ static void snap_info(const uint8_t id[32], kh_snap *s, kh_snapshot_info *o)
   o->counter = s->counter;
   o->files = s->files;
   o->bytes = s->bytes;
+  if (s->has_original)
+    kh_hex_encode(o->original, s->original, 32);
 }
 
-static int cmp_info(const void *a, const void *b)
+/* The ordering fields of a snapshot (docs/format.md §9.1). */
+static void snap_order_key(const uint8_t id[32], const kh_snap *s, kh_snap_order_key *k)
 {
-  const kh_snapshot_info *x = a, *y = b;
-  if (x->time_ns != y->time_ns)
-    return x->time_ns < y->time_ns ? -1 : 1;
-  return strcmp(x->id, y->id);
+  memset(k, 0, sizeof *k);
+  memcpy(k->id, id, 32);
+  k->time_ns = s->time_ns;
+  memcpy(k->device, s->has_original ? s->orig_device : s->device, 16);
+  k->counter = s->has_original ? s->orig_counter : s->counter;
+  k->has_parent = s->has_parent;
+  memcpy(k->parent, s->parent, 32);
+  k->has_original = s->has_original;
+  memcpy(k->original, s->original, 32);
 }
 
 static _Thread_local uint64_t skipped_tls;
@@ -581,9 +591,13 @@ kh_err kh_snapshots_list(kh_vault *v, kh_snapshot_info **out, size_t *n)
   if (e)
     return e;
   kh_snapshot_info *info = calloc(cnt ? cnt : 1, sizeof *info);
-  if (!info) {
-    free(ids);
-    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  kh_snapshot_info *sorted = calloc(cnt ? cnt : 1, sizeof *sorted);
+  kh_snap_order_key *keys = calloc(cnt ? cnt : 1, sizeof *keys);
+  size_t *perm = calloc(cnt ? cnt : 1, sizeof *perm);
+  int64_t *order_ns = calloc(cnt ? cnt : 1, sizeof *order_ns);
+  if (!info || !sorted || !keys || !perm || !order_ns) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
   }
   for (size_t i = 0; i < cnt; i++) {
     kh_snap s;
@@ -591,14 +605,29 @@ kh_err kh_snapshots_list(kh_vault *v, kh_snapshot_info **out, size_t *n)
       skipped_tls++; /* damaged: `keyhold check` names it */
       continue;
     }
+    snap_order_key(ids[i], &s, &keys[k]);
     snap_info(ids[i], &s, &info[k++]);
     kh_snap_release(&s);
   }
-  free(ids);
-  qsort(info, k, sizeof *info, cmp_info);
-  *out = info;
+  /* one order for everything that asks "which is newer" (format.md §9.1) */
+  if ((e = kh_snap_order(keys, k, perm, order_ns)))
+    goto out;
+  for (size_t i = 0; i < k; i++) {
+    sorted[i] = info[perm[i]];
+    sorted[i].order_ns = order_ns[perm[i]];
+  }
+  *out = sorted;
   *n = k;
-  return KH_OK;
+  sorted = NULL;
+  k = 0;
+out:
+  kh_snapshots_free(info, k);
+  free(sorted);
+  free(keys);
+  free(perm);
+  free(order_ns);
+  free(ids);
+  return e;
 }
 
 void kh_snapshots_free(kh_snapshot_info *s, size_t n)

@@ -32,11 +32,22 @@ double kh_now(void)
   return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* KH_TEST_NOW (tests only, docs/cli.md): the wall clock as Unix seconds,
+ * or "+N" / "-N" seconds from the real one, to play a device whose clock
+ * is wrong.  Read here only: everything that records wall time uses this. */
 int64_t kh_wall_ns(void)
 {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  const char *t = getenv("KH_TEST_NOW");
+  if (t && *t) {
+    char *end;
+    long long s = strtoll(t, &end, 10);
+    if (!*end && s > -(1LL << 32) && s < (1LL << 32))
+      now = (*t == '+' || *t == '-') ? now + s * 1000000000 : s * 1000000000;
+  }
+  return now;
 }
 
 char *kh_default_dir(const char *env, const char *xdg, const char *fallback)
@@ -652,6 +663,7 @@ void kh_vault_free(kh_vault *v)
   kh_index_release(&v->index);
   free(v->index_ids);
   free(v->superseded);
+  kh_vault_clear_damage(v);
   free(v->devices);
   kh_provider_free(v->prov);
   free(v->region_path);

@@ -47,6 +47,11 @@ struct kh_vault {
   /* the held lock (lock.c) */
   char lock_name[160];          /* held lock object, "" if none */
   struct kh_lock_keeper *lock_keeper; /* refreshes it in the background */
+  /* known damage (damage.c): sorted pack ids, sorted (pack id | blob id) */
+  uint8_t (*bad_packs)[32];
+  size_t nbad_packs;
+  uint8_t (*bad_blobs)[64];
+  size_t nbad_blobs;
 };
 
 /* object name helpers: "<prefix>/<kind>/<hex>" (packs: data/<2hex>/<hex>) */
@@ -84,6 +89,28 @@ void kh_vault_index_drop(kh_vault *v);
 /* Is the loaded index still what the provider holds?  Drops it if the set
  * of index objects changed (another process backed up or pruned). */
 kh_err kh_vault_index_revalidate(kh_vault *v);
+/* Known damage (damage.c, docs/format.md §7.1).  load: add the account's
+ * damage records to the sets (unreadable ones are ignored; the sets only
+ * grow, clear empties them).  record: store one record and add it to the
+ * sets.  scan_packs: list the packs; every pack of the index that is
+ * missing or of another size is added (record: and recorded) and the index
+ * reloaded (*nbad: how many were new).  blob_usable: en (of idx) exists
+ * and its copy is not known damaged.  index_merge: decode one index
+ * plaintext into v->index, a copy not known damaged winning over one that
+ * is.  encode/decode: a record's plaintext (decode bounded, fuzzed; the
+ * pointers point into p). */
+kh_err kh_damage_encode(const uint8_t (*packs)[32], size_t np, const uint8_t (*blobs)[64],
+                        size_t nb, kh_buf *out);
+kh_err kh_damage_decode(const uint8_t *p, size_t n, const uint8_t **packs, size_t *np,
+                        const uint8_t **blobs, size_t *nb);
+void kh_vault_clear_damage(kh_vault *v);
+kh_err kh_vault_load_damage(kh_vault *v);
+kh_err kh_vault_record_damage(kh_vault *v, const uint8_t (*packs)[32], size_t np,
+                              const uint8_t (*blobs)[64], size_t nb);
+kh_err kh_vault_scan_packs(kh_vault *v, bool record, uint64_t *nbad);
+bool kh_vault_pack_known_bad(const kh_vault *v, const uint8_t pack[32]);
+bool kh_vault_blob_usable(const kh_vault *v, const kh_index *idx, const kh_index_entry *en);
+kh_err kh_vault_index_merge(kh_vault *v, const uint8_t *plain, size_t n);
 /* Read one blob by id through the index into out. */
 kh_err kh_vault_read_blob(kh_vault *v, const uint8_t id[32], kh_buf *out);
 /* Authenticate and parse pack pid's header in bounded pieces (trailer, then

@@ -218,6 +218,12 @@ kh_err kh_snap_encode(const kh_snap *s, kh_buf *out)
   if (!e) e = kh_buf_put_u64(out, s->counter);
   if (!e) e = kh_buf_put_uvar(out, s->files);
   if (!e) e = kh_buf_put_uvar(out, s->bytes);
+  if (!e && s->has_original) {
+    e = kh_buf_put_u8(out, 1);
+    if (!e) e = kh_buf_append(out, s->original, 32);
+    if (!e) e = kh_buf_append(out, s->orig_device, 16);
+    if (!e) e = kh_buf_put_u64(out, s->orig_counter);
+  }
   return e;
 }
 
@@ -268,6 +274,14 @@ kh_err kh_snap_decode(const uint8_t *p, size_t n, kh_snap *s)
   s->counter = kh_rd_u64(&r);
   s->files = kh_rd_uvar(&r);
   s->bytes = kh_rd_uvar(&r);
+  if (kh_rd_ok(&r) && kh_rd_left(&r)) { /* optional: the snapshot this one replaces */
+    if (kh_rd_u8(&r) != 1)
+      goto bad;
+    s->has_original = true;
+    kh_rd_copy(&r, s->original, 32);
+    kh_rd_copy(&r, s->orig_device, 16);
+    s->orig_counter = kh_rd_u64(&r);
+  }
   if (!kh_rd_done(&r))
     goto bad;
   return KH_OK;

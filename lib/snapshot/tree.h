@@ -55,6 +55,13 @@ typedef struct kh_snap {
   uint8_t device[16];
   uint64_t counter;
   uint64_t files, bytes;
+  /* A rewritten snapshot (keyhold repair snapshots) names the one it
+   * replaces and keeps that one's place in the order: the device and
+   * counter of the first snapshot in its line (docs/format.md §9). */
+  bool has_original;
+  uint8_t original[32];
+  uint8_t orig_device[16];
+  uint64_t orig_counter;
 } kh_snap;
 
 kh_err kh_snap_encode(const kh_snap *s, kh_buf *out);
