@@ -851,8 +851,11 @@ kh_err kh_kms_unlink(kh_kms *k, const char *path)
 {
   if (kh_fault_kms_hit(k, KH_FAULT_WRITE))
     return kh_seterr(KH_ERR_IO, "unlink %s: input/output error (injected)", path);
-  if (unlink(path) != 0 && errno != ENOENT)
+  if (unlink(path) != 0) {
+    if (errno == ENOENT)
+      return KH_OK;
     return kh_seterr(kh_errno_code(errno), "unlink %s: %s", path, strerror(errno));
+  }
   char *slash = strrchr(path, '/');
   kh_err e = KH_OK;
   if (slash) {
