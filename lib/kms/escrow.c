@@ -199,8 +199,13 @@ kh_err kh_kms_escrow_enable(kh_kms *k, const char *account, const uint8_t key[32
     goto out;
   memset(&c, 0, sizeof c);
   memcpy(c.rid, rid, 16);
-  if (ctr_read(k, account, &old) == KH_OK)
-    c.attempts = old.attempts; /* "every attempt ever" stays monotonic */
+  /* "every attempt ever" stays monotonic: a counter that cannot be read
+   * (other than missing) stops the enable rather than restart it at 0 */
+  kh_err re = ctr_read(k, account, &old);
+  if (re == KH_OK)
+    c.attempts = old.attempts;
+  else if (re != KH_ERR_NOTFOUND && (e = re))
+    goto out;
   /* counter before record: a record never exists without its counter */
   if ((e = kh_mkdirs(dir, 0700)) || (e = ctr_write(k, account, &c)))
     goto out;
@@ -310,6 +315,9 @@ kh_err kh_kms_escrow_recover(kh_kms *k, const char *account, const kh_secret *pa
       goto out;
   }
   if (c.destroyed) {
+    /* a destruction killed between its counter and the record's removal */
+    if ((e = kh_kms_unlink(k, rp)))
+      goto out;
     e = kh_seterr(KH_ERR_DENIED, "the escrow record of %s was destroyed after %d wrong "
                   "attempts", account, KH_KMS_ESCROW_LIMIT);
     goto out;

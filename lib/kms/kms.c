@@ -1626,6 +1626,7 @@ kh_err kh_kms_unwrap(kh_kms *k, const char *account, const kh_kms_request *rq,
     key_id(kid, sizeof kid, "kms-wrap", wid, rid);
     cache_put(k, account, key, cipher, kid);
   }
+  kh_kms_point(k, "unwrap-before-log");
   /* fail closed: the key leaves only after the entry is durable and signed */
   if ((e = kh_kms_log(k, KH_LOG_OP_UNWRAP, account, kid, rq, false, 0, out)))
     goto out;
