@@ -148,6 +148,7 @@ struct kh_kms {
   kh_tlog *log;
   char *vkey;
   int lockfd;
+  int lsfd;                    /* kms/log-state, kept open (committing thread) */
   /* group commit */
   pthread_mutex_t mu;
   pthread_cond_t cv;
