@@ -386,6 +386,32 @@ static kh_err logstate_mac(kh_kms *k, const uint8_t *p, size_t n, uint8_t mac[32
   return e;
 }
 
+static kh_err logstate_create(kh_kms *k, const char *p, const uint8_t b[KH_LOGSTATE_BYTES])
+{
+  char *tmp = kh_kms_path(k, "log-state.tmp", NULL, NULL);
+  kh_err e = KH_OK;
+  int fd = -1;
+  if (!tmp)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || pwrite(fd, b, KH_LOGSTATE_BYTES, 0) != KH_LOGSTATE_BYTES || fsync(fd) != 0 ||
+      rename(tmp, p) != 0) {
+    e = kh_seterr(kh_errno_code(errno), "write %s: %s", p, strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    unlink(tmp);
+    goto out;
+  }
+  if ((e = kh_fsync_dir(k->kms_dir))) {
+    close(fd);
+    goto out;
+  }
+  k->lsfd = fd; /* the same inode, now named log-state */
+out:
+  free(tmp);
+  return e;
+}
+
 /* Remember (size, root) as the last checkpoint this service signed.  The
  * first write creates the file atomically (fsync'd, directory too); later
  * ones overwrite its 80 bytes in place and fdatasync (one small data write
@@ -406,11 +432,9 @@ static kh_err logstate_write(kh_kms *k, uint64_t size, const kh_log_hash root)
     goto out;
   }
   if (k->lsfd < 0) {
-    if ((e = kh_write_file_atomic(p, b, sizeof b, 0600, false)))
-      goto out;
-    k->lsfd = open(p, O_RDWR | O_CLOEXEC);
-    if (k->lsfd < 0)
-      e = kh_seterr(kh_errno_code(errno), "open %s: %s", p, strerror(errno));
+    /* created under a fixed temporary name (the kms lock is held): no
+     * random name, so opening a region draws nothing from the RNG */
+    e = logstate_create(k, p, b);
     goto out;
   }
   if (pwrite(k->lsfd, b, sizeof b, 0) != (ssize_t)sizeof b || fdatasync(k->lsfd) != 0)
