@@ -553,9 +553,10 @@ static kh_err log_fresh(kh_kms *k)
     goto out;
   if ((e = kh_read_file(p, KH_NOTE_MAX, &data, &len)) ||
       (e = kh_checkpoint_open(data, len, k->verifier, &c, NULL))) {
-    e = kh_adderr(KH_ERR_ROLLBACK, "the log's checkpoint cannot be read back");
-    snprintf(k->rollback_detail, sizeof k->rollback_detail, "%s", kh_errdetail());
-    k->rolled_back = true;
+    /* fail closed for this batch; only a readable, signed, older or other
+     * checkpoint is a rollback (a read error may pass) */
+    e = kh_adderr(KH_ERR_LOG, "the log's checkpoint cannot be read back (%s), nothing "
+                  "released", kh_strerror(e));
     goto out;
   }
   kh_tlog_root(k->log, root);
