@@ -58,7 +58,9 @@ void kh_kms_free(kh_kms *k);
 const char *kh_kms_region_id(const kh_kms *k);
 const char *kh_kms_log_origin(const kh_kms *k);
 const char *kh_kms_log_vkey(const kh_kms *k);    /* verifier key line */
-const char *kh_kms_rootkey_id(const kh_kms *k);  /* e.g. "file:local:v1" */
+/* e.g. "file:local:v1"; valid until the next kh_kms_rotate on this handle
+ * (do not call it while another thread rotates) */
+const char *kh_kms_rootkey_id(const kh_kms *k);
 
 /* ---- requests ------------------------------------------------------------ */
 

@@ -376,7 +376,7 @@ static kh_err read_logkey(const char *path, const char *region, kh_rootkey *rk, 
 static kh_err logstate_mac(kh_kms *k, const uint8_t *p, size_t n, uint8_t mac[32])
 {
   static const uint8_t ctx[] = "kms-log-state";
-  uint8_t *mk = kh_secure_alloc(32);
+  uint8_t *mk = kh_kms_secure_alloc(k, 32);
   if (!mk)
     return kh_seterr(KH_ERR_NOMEM, "out of secure memory");
   kh_err e = kh_rootkey_derive(k->rk, ctx, sizeof ctx - 1, mk);
@@ -1266,14 +1266,17 @@ kh_err kh_kms_log(kh_kms *k, kh_log_op op, const char *account, const char *key,
                   const kh_kms_request *rq, bool has_attempt, uint32_t attempt,
                   kh_kms_release *rel)
 {
-  kh_log_entry *en = calloc(1, sizeof *en);
+  kh_log_entry *en = kh_kms_malloc(k, sizeof *en);
   char *text = NULL, *signed_text = NULL;
   size_t len = 0, slen = 0;
   kh_buf msg;
   kh_buf_init(&msg, KH_LOG_ENTRY_MAX + 64);
   kh_err e = KH_OK;
-  if (!en)
+  if (!en) {
+    kh_buf_release(&msg);
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  }
+  memset(en, 0, sizeof *en);
   if (!rq || !rq->requester || !rq->reason) {
     e = kh_seterr(KH_ERR_INVAL, "a key service request needs a requester and a reason");
     goto out;
