@@ -72,7 +72,9 @@ void kh_kms_free(kh_kms *k);
 const char *kh_kms_region_id(const kh_kms *k);
 const char *kh_kms_log_origin(const kh_kms *k);
 const char *kh_kms_log_vkey(const kh_kms *k);    /* verifier key line */
-const char *kh_kms_rootkey_id(const kh_kms *k);  /* e.g. "file:local:v1" */
+/* e.g. "file:local:v1"; valid until the next kh_kms_rotate on this handle
+ * (do not call it while another thread rotates) */
+const char *kh_kms_rootkey_id(const kh_kms *k);
 
 /* ---- requests ------------------------------------------------------------ */
 
@@ -125,12 +127,22 @@ kh_err kh_kms_wrap(kh_kms *k, const char *account, const uint8_t key[32], int ci
                    const kh_kms_request *rq);
 
 /* Release an account key: KH_ERR_STATE if the account has no key-service
- * wrap (end-to-end protection); KH_ERR_LOG if the log could not be written
- * (nothing released); KH_ERR_DENIED if too few witnesses cosigned.  On
+ * wrap (end-to-end protection) or was destroyed, also by a destroy running
+ * concurrently (both hold the account's lock); KH_ERR_LOG if the log could
+ * not be written (nothing released); KH_ERR_ROLLBACK if the log was rolled
+ * back underneath the service (nothing released until an operator resolves
+ * it, docs/kms-rootkey.md); KH_ERR_DENIED if too few witnesses cosigned.  On
  * success out holds the key, the entry's index and its inclusion proof in
  * the signed checkpoint.  Thread-safe; concurrent calls share log appends. */
 kh_err kh_kms_unwrap(kh_kms *k, const char *account, const kh_kms_request *rq,
                      kh_kms_release *out);
+
+/* Without opening the service (no lock, no root key): *destroyed = true if
+ * the key service of region_path destroyed the account's wrap (its
+ * tombstone kms/destroyed/<account> exists).  The authoritative answer to
+ * "can the operator still recover this account"; KH_ERR_IO if it cannot be
+ * told. */
+kh_err kh_kms_account_destroyed(const char *region_path, const char *account, bool *destroyed);
 
 /* true if the account has a key-service wrap that is not destroyed. */
 kh_err kh_kms_has_wrap(kh_kms *k, const char *account, bool *has);
@@ -154,7 +166,8 @@ kh_err kh_kms_escrow_enable(kh_kms *k, const char *account, const uint8_t key[32
                             const kh_secret *passcode, const kh_kms_request *rq);
 
 /* One attempt: the counter is made durable and "escrow-attempt" (attempt n)
- * logged BEFORE the passcode is judged.  Right: out holds the key and the
+ * logged BEFORE the passcode is judged (a process killed while judging has
+ * spent the attempt; a counter found at the limit is destroyed first).  Right: out holds the key and the
  * counter of wrong attempts is reset.  Wrong: KH_ERR_PASSCODE; at the
  * KH_KMS_ESCROW_LIMIT-th wrong attempt in a row the record is destroyed
  * (logged).  No record: KH_ERR_NOTFOUND; destroyed: KH_ERR_DENIED.
@@ -187,6 +200,16 @@ kh_err kh_kms_verify_device_entry(const kh_log_entry *e, const char *device_id,
 
 /* Make the next n log appends fail as if the disk failed (KH_ERR_LOG). */
 void kh_kms_test_fail_appends(kh_kms *k, unsigned n);
+/* Fault injection: the n-th allocation (kind 0) or write (kind 1: files
+ * under kms/, provider objects, log appends) the key service makes from now
+ * on fails as if memory or the disk failed; n = 0 disarms.  Every later call
+ * succeeds again.  For tests (tests/unit/test_kms.c). */
+void kh_kms_test_fault(kh_kms *k, int kind, unsigned n);
+/* Crash points: fn(ctx, point) is called at named points of an operation
+ * (docs/kms-rootkey.md "Crash points"), e.g. "escrow-counter-written" after
+ * an attempt is durably counted and before it is judged.  A test's fn may
+ * _exit or raise SIGKILL there.  NULL removes the hook. */
+void kh_kms_test_hook(kh_kms *k, void (*fn)(void *ctx, const char *point), void *ctx);
 /* Log batches written and entries in them since open. */
 void kh_kms_stats(const kh_kms *k, uint64_t *batches, uint64_t *entries);
 

@@ -33,6 +33,7 @@ static const char *const messages[KH_ERR__COUNT] = {
   [KH_ERR_CRYPTO] = "cryptography library unavailable",
   [KH_ERR_HSM] = "PKCS#11 token error",
   [KH_ERR_INVALID_PROOF] = "proof or signature did not verify",
+  [KH_ERR_ROLLBACK] = "log rolled back",
 };
 
 const char *kh_strerror(kh_err e)

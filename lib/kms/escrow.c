@@ -70,7 +70,7 @@ static kh_err derived(kh_kms *k, const char *what, const char *account, uint8_t 
 static kh_err ctr_mac(kh_kms *k, const char *account, const uint8_t *p, size_t n,
                       uint8_t mac[32])
 {
-  uint8_t *mk = kh_secure_alloc(32);
+  uint8_t *mk = kh_kms_secure_alloc(k, 32);
   if (!mk)
     return kh_seterr(KH_ERR_NOMEM, "out of secure memory");
   kh_err e = derived(k, "escrow-counter", account, mk);
@@ -91,8 +91,7 @@ static kh_err ctr_write(kh_kms *k, const char *account, const kh_escrow_ctr *c)
   kh_err e = ctr_mac(k, account, b, 37, b + 37);
   char *p = kh_kms_path(k, "escrow", account, "ctr");
   if (!e)
-    e = p ? kh_write_file_atomic(p, b, sizeof b, 0600, false)
-          : kh_seterr(KH_ERR_NOMEM, "out of memory");
+    e = p ? kh_kms_write_file(k, p, b, sizeof b) : kh_seterr(KH_ERR_NOMEM, "out of memory");
   free(p);
   return e;
 }
@@ -117,7 +116,7 @@ static kh_err ctr_read(kh_kms *k, const char *account, kh_escrow_ctr *c)
 static kh_err record_key(kh_kms *k, const char *account, const kh_secret *pass,
                          const uint8_t salt[16], uint32_t ops, uint32_t memkib, uint8_t out[32])
 {
-  uint8_t *pw = kh_secure_alloc(32), *dk = kh_secure_alloc(32);
+  uint8_t *pw = kh_kms_secure_alloc(k, 32), *dk = kh_kms_secure_alloc(k, 32);
   kh_err e = KH_OK;
   if (!pw || !dk) {
     e = kh_seterr(KH_ERR_NOMEM, "out of secure memory");
@@ -160,11 +159,13 @@ kh_err kh_kms_escrow_enable(kh_kms *k, const char *account, const uint8_t key[32
     return kh_seterr(KH_ERR_INVAL, "empty recovery passcode");
   if (cipher != 1 && cipher != 2)
     return kh_seterr(KH_ERR_INVAL, "unknown cipher %d", cipher);
-  pthread_mutex_lock(&k->opmu);
+  /* the account's escrow lock only: Argon2id stalls no other account */
+  pthread_mutex_t *el = kh_kms_escrow_lock(k, account);
+  pthread_mutex_lock(el);
   kh_buf rec, ad;
   kh_buf_init(&rec, 4096);
   kh_buf_init(&ad, 1024);
-  uint8_t *rk = kh_secure_alloc(32), *pt = kh_secure_alloc(33), salt[16], rid[16];
+  uint8_t *rk = kh_kms_secure_alloc(k, 32), *pt = kh_kms_secure_alloc(k, 33), salt[16], rid[16];
   char *dir = kh_kms_path(k, "escrow", NULL, NULL);
   char *rp = kh_kms_path(k, "escrow", account, "rec");
   char kid[KH_LOG_KEY_MAX + 1];
@@ -198,12 +199,17 @@ kh_err kh_kms_escrow_enable(kh_kms *k, const char *account, const uint8_t key[32
     goto out;
   memset(&c, 0, sizeof c);
   memcpy(c.rid, rid, 16);
-  if (ctr_read(k, account, &old) == KH_OK)
-    c.attempts = old.attempts; /* "every attempt ever" stays monotonic */
+  /* "every attempt ever" stays monotonic: a counter that cannot be read
+   * (other than missing) stops the enable rather than restart it at 0 */
+  kh_err re = ctr_read(k, account, &old);
+  if (re == KH_OK)
+    c.attempts = old.attempts;
+  else if (re != KH_ERR_NOTFOUND && (e = re))
+    goto out;
   /* counter before record: a record never exists without its counter */
   if ((e = kh_mkdirs(dir, 0700)) || (e = ctr_write(k, account, &c)))
     goto out;
-  e = kh_write_file_atomic(rp, rec.data, rec.len, 0600, false);
+  e = kh_kms_write_file(k, rp, rec.data, rec.len);
 out:
   kh_aead_free(a);
   kh_secure_free(rk);
@@ -212,7 +218,7 @@ out:
   kh_buf_release(&ad);
   free(dir);
   free(rp);
-  pthread_mutex_unlock(&k->opmu);
+  pthread_mutex_unlock(el);
   return e;
 }
 
@@ -221,7 +227,8 @@ kh_err kh_kms_escrow_status(kh_kms *k, const char *account, kh_kms_escrow_info *
   memset(info, 0, sizeof *info);
   if (!kh_kms_account_ok(account))
     return kh_seterr(KH_ERR_INVAL, "bad account id");
-  pthread_mutex_lock(&k->opmu);
+  pthread_mutex_t *el = kh_kms_escrow_lock(k, account);
+  pthread_mutex_lock(el);
   kh_escrow_ctr c;
   kh_err e = ctr_read(k, account, &c);
   if (e == KH_ERR_NOTFOUND) {
@@ -234,8 +241,31 @@ kh_err kh_kms_escrow_status(kh_kms *k, const char *account, kh_kms_escrow_info *
     info->present = rp && access(rp, F_OK) == 0;
     free(rp);
   }
-  pthread_mutex_unlock(&k->opmu);
+  pthread_mutex_unlock(el);
   return e;
+}
+
+/* The limit is reached (c->failed == KH_KMS_ESCROW_LIMIT): make the
+ * destruction durable (counter first, then the record), then log it.  Also
+ * the roll-forward of a destruction a crash interrupted. */
+static kh_err destroy_record(kh_kms *k, const char *account, kh_escrow_ctr *c, const char *rp)
+{
+  char kid[KH_LOG_KEY_MAX + 1];
+  c->destroyed = true;
+  kh_err e = ctr_write(k, account, c);
+  if (e)
+    return e;
+  kh_kms_point(k, "escrow-destroy-counted");
+  if ((e = kh_kms_unlink(k, rp)))
+    return e;
+  kh_kms_point(k, "escrow-destroyed");
+  escrow_kid(kid, sizeof kid, c->rid);
+  kh_kms_request drq = {"key service", "escrow record destroyed after 10 wrong attempts",
+                        NULL, NULL, NULL};
+  /* the record is gone for good whether or not this entry makes it; the
+   * attempts that led here are logged */
+  kh_kms_log(k, KH_LOG_OP_DESTROY, account, kid, &drq, false, 0, NULL);
+  return KH_OK;
 }
 
 kh_err kh_kms_escrow_recover(kh_kms *k, const char *account, const kh_secret *passcode,
@@ -248,9 +278,12 @@ kh_err kh_kms_escrow_recover(kh_kms *k, const char *account, const kh_secret *pa
     return kh_seterr(KH_ERR_INVAL, "bad account id");
   if (!passcode || !passcode->len)
     return kh_seterr(KH_ERR_INVAL, "empty recovery passcode");
-  pthread_mutex_lock(&k->opmu);
+  /* the account's escrow lock, not a global one: Argon2id below stalls only
+   * attempts on this account (which must queue: each is counted first) */
+  pthread_mutex_t *el = kh_kms_escrow_lock(k, account);
+  pthread_mutex_lock(el);
   char *rp = kh_kms_path(k, "escrow", account, "rec");
-  uint8_t *data = NULL, *rk = kh_secure_alloc(32);
+  uint8_t *data = NULL, *rk = kh_kms_secure_alloc(k, 32);
   size_t len = 0;
   char kid[KH_LOG_KEY_MAX + 1];
   kh_aead *a = NULL;
@@ -275,7 +308,16 @@ kh_err kh_kms_escrow_recover(kh_kms *k, const char *account, const kh_secret *pa
   }
   if (e)
     goto out;
+  if (!c.destroyed && c.failed >= KH_KMS_ESCROW_LIMIT) {
+    /* the last allowed attempt was counted but the process died before its
+     * answer: that attempt is spent, finish the destruction */
+    if ((e = destroy_record(k, account, &c, rp)))
+      goto out;
+  }
   if (c.destroyed) {
+    /* a destruction killed between its counter and the record's removal */
+    if ((e = kh_kms_unlink(k, rp)))
+      goto out;
     e = kh_seterr(KH_ERR_DENIED, "the escrow record of %s was destroyed after %d wrong "
                   "attempts", account, KH_KMS_ESCROW_LIMIT);
     goto out;
@@ -290,13 +332,16 @@ kh_err kh_kms_escrow_recover(kh_kms *k, const char *account, const kh_secret *pa
     goto out;
   }
   /* 1. count the attempt durably, 2. log it, 3. only then judge it */
+  kh_kms_point(k, "escrow-before-counter");
   c.failed++;
   c.attempts++;
   if ((e = ctr_write(k, account, &c)))
     goto out;
+  kh_kms_point(k, "escrow-counter-written");
   escrow_kid(kid, sizeof kid, r.rid);
   if ((e = kh_kms_log(k, KH_LOG_OP_ESCROW_ATTEMPT, account, kid, rq, true, c.failed, out)))
     goto out;
+  kh_kms_point(k, "escrow-attempt-logged");
   bool right = false;
   if ((e = record_key(k, account, passcode, r.salt, r.ops, r.memkib, rk)) ||
       (e = kh_aead_new(&a, KH_CIPHER_XCHACHA20POLY1305, rk)) ||
@@ -304,11 +349,13 @@ kh_err kh_kms_escrow_recover(kh_kms *k, const char *account, const kh_secret *pa
     goto out;
   right = kh_aead_open_box(a, &pt, r.box, 24 + 33 + 16, ad.data, ad.len) == KH_OK &&
           pt.len == 33;
+  kh_kms_point(k, "escrow-judged");
   if (right) {
+    /* the key leaves only after the reset is durable */
     c.failed = 0;
     if ((e = ctr_write(k, account, &c)))
       goto out;
-    if (!(out->key = kh_secure_alloc(32))) {
+    if (!(out->key = kh_kms_secure_alloc(k, 32))) {
       e = kh_seterr(KH_ERR_NOMEM, "out of secure memory");
       goto out;
     }
@@ -325,23 +372,9 @@ kh_err kh_kms_escrow_recover(kh_kms *k, const char *account, const kh_secret *pa
                   KH_KMS_ESCROW_LIMIT - c.failed);
     goto out;
   }
-  /* the limit: destroy for good, then log it */
-  c.destroyed = true;
-  if ((e = ctr_write(k, account, &c)))
+  /* the limit: destroy for good (durably) before answering */
+  if ((e = destroy_record(k, account, &c, rp)))
     goto out;
-  if (unlink(rp) != 0 && errno != ENOENT) {
-    e = kh_seterr(KH_ERR_IO, "unlink %s: %s", rp, strerror(errno));
-    goto out;
-  }
-  {
-    char *dir = kh_kms_path(k, "escrow", NULL, NULL);
-    if (dir)
-      kh_fsync_dir(dir);
-    free(dir);
-  }
-  kh_kms_request drq = {"key service", "escrow record destroyed after 10 wrong attempts",
-                        NULL, NULL, NULL};
-  kh_kms_log(k, KH_LOG_OP_DESTROY, account, kid, &drq, false, 0, NULL);
   e = kh_seterr(KH_ERR_PASSCODE, "wrong recovery passcode: %d wrong attempts, the escrow "
                 "record is destroyed", KH_KMS_ESCROW_LIMIT);
 out:
@@ -354,6 +387,6 @@ out:
   kh_buf_release(&ad);
   free(data);
   free(rp);
-  pthread_mutex_unlock(&k->opmu);
+  pthread_mutex_unlock(el);
   return e;
 }

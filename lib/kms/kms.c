@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -396,6 +397,210 @@ static kh_err read_logkey(const char *path, const char *region, kh_rootkey *rk, 
   return e;
 }
 
+/* ---- the key service's own record of its log (kms/log-state) ----------------------- */
+
+static kh_err logstate_mac(kh_kms *k, const uint8_t *p, size_t n, uint8_t mac[32])
+{
+  static const uint8_t ctx[] = "kms-log-state";
+  uint8_t *mk = kh_kms_secure_alloc(k, 32);
+  if (!mk)
+    return kh_seterr(KH_ERR_NOMEM, "out of secure memory");
+  kh_err e = kh_rootkey_derive(k->rk, ctx, sizeof ctx - 1, mk);
+  if (!e)
+    kh_mac(mac, mk, p, n);
+  kh_secure_free(mk);
+  return e;
+}
+
+static kh_err logstate_create(kh_kms *k, const char *p, const uint8_t b[KH_LOGSTATE_BYTES])
+{
+  char *tmp = kh_kms_path(k, "log-state.tmp", NULL, NULL);
+  kh_err e = KH_OK;
+  int fd = -1;
+  if (!tmp)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || pwrite(fd, b, KH_LOGSTATE_BYTES, 0) != KH_LOGSTATE_BYTES || fsync(fd) != 0 ||
+      rename(tmp, p) != 0) {
+    e = kh_seterr(kh_errno_code(errno), "write %s: %s", p, strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    unlink(tmp);
+    goto out;
+  }
+  if ((e = kh_fsync_dir(k->kms_dir))) {
+    close(fd);
+    goto out;
+  }
+  k->lsfd = fd; /* the same inode, now named log-state */
+out:
+  free(tmp);
+  return e;
+}
+
+/* Remember (size, root) as the last checkpoint this service signed.  The
+ * first write creates the file atomically (fsync'd, directory too); later
+ * ones overwrite its 80 bytes in place and fdatasync (one small data write
+ * per batch, no metadata; a record one batch behind after a crash is fine:
+ * the log then proves consistent with it). */
+static kh_err logstate_write(kh_kms *k, uint64_t size, const kh_log_hash root)
+{
+  uint8_t b[KH_LOGSTATE_BYTES];
+  memcpy(b, KH_LOGSTATE_MAGIC, 8);
+  kh_le64_put(b + 8, size);
+  memcpy(b + 16, root, 32);
+  char *p = kh_kms_path(k, "log-state", NULL, NULL);
+  kh_err e = p ? logstate_mac(k, b, 48, b + 48) : kh_seterr(KH_ERR_NOMEM, "out of memory");
+  if (e)
+    goto out;
+  if (kh_fault_kms_hit(k, KH_FAULT_WRITE)) {
+    e = kh_seterr(KH_ERR_IO, "write %s: input/output error (injected)", p);
+    goto out;
+  }
+  if (k->lsfd < 0) {
+    /* created under a fixed temporary name (the kms lock is held): no
+     * random name, so opening a region draws nothing from the RNG */
+    e = logstate_create(k, p, b);
+    goto out;
+  }
+  if (pwrite(k->lsfd, b, sizeof b, 0) != (ssize_t)sizeof b || fdatasync(k->lsfd) != 0)
+    e = kh_seterr(kh_errno_code(errno), "write %s: %s", p, strerror(errno));
+out:
+  free(p);
+  return e;
+}
+
+static kh_err rollback(kh_kms *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static kh_err rollback(kh_kms *k, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(k->rollback_detail, sizeof k->rollback_detail, fmt, ap);
+  va_end(ap);
+  k->rolled_back = true;
+  return kh_seterr(KH_ERR_ROLLBACK, "%s", k->rollback_detail);
+}
+
+/* Does the log (its checkpoint: size, root) extend what the service signed
+ * last?  Called on open; KH_ERR_ROLLBACK (sticky) if not. */
+static kh_err logstate_check(kh_kms *k)
+{
+  char *p = kh_kms_path(k, "log-state", NULL, NULL);
+  uint8_t *data = NULL, mac[32];
+  size_t len = 0;
+  uint64_t size = kh_tlog_size(k->log);
+  kh_log_hash root, proof[KH_LOG_PROOF_MAX];
+  size_t plen = 0;
+  kh_tlog_root(k->log, root);
+  kh_err e = p ? kh_read_file(p, 4096, &data, &len) : kh_seterr(KH_ERR_NOMEM, "out of memory");
+  if (e == KH_ERR_NOTFOUND) {
+    /* a region made before kms/log-state existed: trust the log on first use */
+    e = logstate_write(k, size, root);
+    goto out;
+  }
+  if (e)
+    goto out;
+  if (len != KH_LOGSTATE_BYTES || memcmp(data, KH_LOGSTATE_MAGIC, 8)) {
+    e = kh_seterr(KH_ERR_FORMAT, "%s is malformed", p);
+    goto out;
+  }
+  if ((k->lsfd = open(p, O_RDWR | O_CLOEXEC)) < 0) {
+    e = kh_seterr(kh_errno_code(errno), "open %s: %s", p, strerror(errno));
+    goto out;
+  }
+  if ((e = logstate_mac(k, data, 48, mac)))
+    goto out;
+  if (sodium_memcmp(mac, data + 48, 32) != 0) {
+    e = kh_seterr(KH_ERR_AUTH, "%s does not authenticate under the root key", p);
+    goto out;
+  }
+  uint64_t was = kh_le64_get(data + 8);
+  const uint8_t *wroot = data + 16;
+  if (size < was) {
+    e = rollback(k, "the log has %llu entries but this key service signed a checkpoint of "
+                 "%llu: the log was rolled back", (unsigned long long)size,
+                 (unsigned long long)was);
+  } else if (size == was && sodium_memcmp(root, wroot, 32) != 0) {
+    e = rollback(k, "the log's checkpoint of size %llu has another root than the one this "
+                 "key service signed: the log was replaced", (unsigned long long)size);
+  } else if (size > was && (kh_tlog_consistency_proof(k->log, was, size, proof, &plen) ||
+                            kh_log_verify_consistency(was, size, proof, plen, wroot, root))) {
+    e = rollback(k, "the log of size %llu does not extend the checkpoint of size %llu this key "
+                 "service signed: the log was forked", (unsigned long long)size,
+                 (unsigned long long)was);
+  } else if (size > was) {
+    e = logstate_write(k, size, root); /* a crash after an append, before its record */
+  }
+  if (e == KH_ERR_ROLLBACK)
+    e = KH_OK; /* the handle opens (status, audit) but logs and releases nothing */
+out:
+  free(data);
+  free(p);
+  return e;
+}
+
+/* Note which file holds the checkpoint we just checked or wrote. */
+static void cp_remember(kh_kms *k)
+{
+  char *p = kh_path_join(k->log_dir, "checkpoint");
+  struct stat st;
+  k->cp_stat.ino = 0;
+  if (p && stat(p, &st) == 0) {
+    k->cp_stat.dev = (unsigned long long)st.st_dev;
+    k->cp_stat.ino = (unsigned long long)st.st_ino;
+    k->cp_stat.size = (unsigned long long)st.st_size;
+    k->cp_stat.mtime_s = (long long)st.st_mtim.tv_sec;
+    k->cp_stat.mtime_ns = (long long)st.st_mtim.tv_nsec;
+  }
+  free(p);
+}
+
+/* Before an append: was the log's checkpoint replaced underneath us since
+ * our last append?  Cheap when the file is the one we wrote. */
+static kh_err log_fresh(kh_kms *k)
+{
+  if (k->rolled_back)
+    return kh_seterr(KH_ERR_ROLLBACK, "%s; nothing is logged or released until an operator "
+                     "resolves it (docs/kms-rootkey.md)", k->rollback_detail);
+  char *p = kh_path_join(k->log_dir, "checkpoint");
+  uint8_t *data = NULL;
+  size_t len = 0;
+  struct stat st;
+  kh_checkpoint c;
+  kh_log_hash root;
+  kh_err e = KH_OK;
+  if (!p)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  if (stat(p, &st) == 0 && k->cp_stat.ino && (unsigned long long)st.st_dev == k->cp_stat.dev &&
+      (unsigned long long)st.st_ino == k->cp_stat.ino &&
+      (unsigned long long)st.st_size == k->cp_stat.size &&
+      (long long)st.st_mtim.tv_sec == k->cp_stat.mtime_s &&
+      (long long)st.st_mtim.tv_nsec == k->cp_stat.mtime_ns)
+    goto out;
+  if ((e = kh_read_file(p, KH_NOTE_MAX, &data, &len)) ||
+      (e = kh_checkpoint_open(data, len, k->verifier, &c, NULL))) {
+    /* fail closed for this batch; only a readable, signed, older or other
+     * checkpoint is a rollback (a read error may pass) */
+    e = kh_adderr(KH_ERR_LOG, "the log's checkpoint cannot be read back (%s), nothing "
+                  "released", kh_strerror(e));
+    goto out;
+  }
+  kh_tlog_root(k->log, root);
+  if (c.size != kh_tlog_size(k->log) || sodium_memcmp(c.root, root, 32) != 0) {
+    e = rollback(k, "the log's checkpoint was replaced underneath the key service (size %llu, "
+                 "the service signed %llu)", (unsigned long long)c.size,
+                 (unsigned long long)kh_tlog_size(k->log));
+    e = kh_seterr(e, "%s; nothing is logged or released until an operator resolves it "
+                  "(docs/kms-rootkey.md)", k->rollback_detail);
+    goto out;
+  }
+  cp_remember(k);
+out:
+  free(data);
+  free(p);
+  return e;
+}
+
 /* ---- create / open ---------------------------------------------------------------- */
 
 bool kh_kms_exists(const char *region_path)
@@ -546,11 +751,17 @@ kh_err kh_kms_open(const char *region_path, kh_kms **out)
   if (!k)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
   k->lockfd = -1;
+  k->lsfd = -1;
   pthread_mutex_init(&k->mu, NULL);
   pthread_cond_init(&k->cv, NULL);
   pthread_mutex_init(&k->opmu, NULL);
   pthread_mutex_init(&k->cmu, NULL);
   pthread_mutex_init(&k->smu, NULL);
+  pthread_mutex_init(&k->tmu, NULL);
+  for (size_t i = 0; i < KH_KMS_ACCT_LOCKS; i++) {
+    pthread_rwlock_init(&k->acct[i], NULL);
+    pthread_mutex_init(&k->esc[i], NULL);
+  }
   if ((k->slab = kh_secure_alloc((size_t)KH_KMS_SLOTS * 32)) &&
       (k->free_slots = malloc(KH_KMS_SLOTS * sizeof *k->free_slots)))
     for (uint32_t i = 0; i < KH_KMS_SLOTS; i++)
@@ -600,6 +811,8 @@ kh_err kh_kms_open(const char *region_path, kh_kms **out)
   }
   if ((e = kh_tlog_open(k->log_dir, k->cfg.origin, skey, NULL, &k->log)))
     goto out;
+  if ((e = kh_note_verifier_new(k->vkey, &k->verifier)) || (e = logstate_check(k)))
+    goto out;
   if ((e = kh_provider_dir_new(region_path, &k->prov)))
     goto out;
   *out = k;
@@ -632,11 +845,19 @@ void kh_kms_free(kh_kms *k)
   kh_provider_free(k->prov);
   for (size_t i = 0; i < KH_KMS_WITNESS_MAX; i++)
     kh_witness_free(k->witness[i]);
+  if (k->lsfd >= 0)
+    close(k->lsfd);
   if (k->lockfd >= 0)
     close(k->lockfd);
   pthread_mutex_destroy(&k->mu);
   pthread_cond_destroy(&k->cv);
   pthread_mutex_destroy(&k->opmu);
+  pthread_mutex_destroy(&k->tmu);
+  for (size_t i = 0; i < KH_KMS_ACCT_LOCKS; i++) {
+    pthread_rwlock_destroy(&k->acct[i]);
+    pthread_mutex_destroy(&k->esc[i]);
+  }
+  kh_note_verifier_free(k->verifier);
   free(k->vkey);
   free(k->region_path);
   free(k->kms_dir);
@@ -665,6 +886,118 @@ void kh_kms_stats(const kh_kms *k, uint64_t *batches, uint64_t *entries)
   pthread_mutex_unlock(&m->mu);
 }
 
+/* ---- test hooks: crash points and fault injection -------------------------------- */
+
+void kh_kms_test_fault(kh_kms *k, int kind, unsigned n)
+{
+  if (kind != KH_FAULT_ALLOC && kind != KH_FAULT_WRITE)
+    return;
+  pthread_mutex_lock(&k->tmu);
+  k->fault_n[kind] = n;
+  pthread_mutex_unlock(&k->tmu);
+}
+
+bool kh_fault_kms_hit(kh_kms *k, kh_fault_kind kind)
+{
+  bool hit = false;
+  pthread_mutex_lock(&k->tmu);
+  if (k->fault_n[kind] && --k->fault_n[kind] == 0)
+    hit = true;
+  pthread_mutex_unlock(&k->tmu);
+  return hit;
+}
+
+void kh_kms_test_hook(kh_kms *k, void (*fn)(void *ctx, const char *point), void *ctx)
+{
+  pthread_mutex_lock(&k->tmu);
+  k->hook = fn;
+  k->hook_ctx = ctx;
+  pthread_mutex_unlock(&k->tmu);
+}
+
+void kh_kms_point(kh_kms *k, const char *point)
+{
+  pthread_mutex_lock(&k->tmu);
+  void (*fn)(void *, const char *) = k->hook;
+  void *ctx = k->hook_ctx;
+  pthread_mutex_unlock(&k->tmu);
+  if (fn)
+    fn(ctx, point);
+}
+
+void *kh_kms_malloc(kh_kms *k, size_t n)
+{
+  return kh_fault_kms_hit(k, KH_FAULT_ALLOC) ? NULL : malloc(n);
+}
+
+void *kh_kms_secure_alloc(kh_kms *k, size_t n)
+{
+  return kh_fault_kms_hit(k, KH_FAULT_ALLOC) ? NULL : kh_secure_alloc(n);
+}
+
+kh_err kh_kms_write_file(kh_kms *k, const char *path, const void *data, size_t len)
+{
+  if (kh_fault_kms_hit(k, KH_FAULT_WRITE))
+    return kh_seterr(KH_ERR_IO, "write %s: input/output error (injected)", path);
+  return kh_write_file_atomic(path, data, len, 0600, false);
+}
+
+kh_err kh_kms_unlink(kh_kms *k, const char *path)
+{
+  if (kh_fault_kms_hit(k, KH_FAULT_WRITE))
+    return kh_seterr(KH_ERR_IO, "unlink %s: input/output error (injected)", path);
+  if (unlink(path) != 0) {
+    if (errno == ENOENT)
+      return KH_OK;
+    return kh_seterr(kh_errno_code(errno), "unlink %s: %s", path, strerror(errno));
+  }
+  char *slash = strrchr(path, '/');
+  kh_err e = KH_OK;
+  if (slash) {
+    *slash = '\0';
+    e = kh_fsync_dir(path);
+    *slash = '/';
+  }
+  return e;
+}
+
+static kh_err prov_put(kh_kms *k, const char *name, const kh_buf *obj, bool excl)
+{
+  if (kh_fault_kms_hit(k, KH_FAULT_WRITE))
+    return kh_seterr(KH_ERR_IO, "put %s: input/output error (injected)", name);
+  return kh_provider_put(k->prov, name, obj->data, obj->len, excl);
+}
+
+static kh_err prov_del(kh_kms *k, const char *name)
+{
+  if (kh_fault_kms_hit(k, KH_FAULT_WRITE))
+    return kh_seterr(KH_ERR_IO, "delete %s: input/output error (injected)", name);
+  return kh_provider_del(k->prov, name);
+}
+
+static size_t acct_stripe(const char *account)
+{
+  uint64_t h = 1469598103934665603ull;
+  for (const char *p = account; *p; p++)
+    h = (h ^ (uint8_t)*p) * 1099511628211ull;
+  return (size_t)(h % KH_KMS_ACCT_LOCKS);
+}
+
+pthread_rwlock_t *kh_kms_acct_lock(kh_kms *k, const char *account)
+{
+  return &k->acct[acct_stripe(account)];
+}
+
+pthread_mutex_t *kh_kms_escrow_lock(kh_kms *k, const char *account)
+{
+  return &k->esc[acct_stripe(account)];
+}
+
+static void rk_id(kh_kms *k, char *out, size_t n)
+{
+  kh_rootkey_id_copy(k->rk, out, n);
+}
+
 /* A 32-byte secret for a release: a slab slot, else kh_secure_alloc. */
 static uint8_t *key_alloc(kh_kms *k, kh_kms_release *r)
 {
@@ -674,6 +1007,15 @@ static uint8_t *key_alloc(kh_kms *k, kh_kms_release *r)
     r->pool_ = k;
   }
   pthread_mutex_unlock(&k->smu);
+  if (kh_fault_kms_hit(k, KH_FAULT_ALLOC)) {
+    if (r->pool_) {
+      pthread_mutex_lock(&k->smu);
+      k->free_slots[k->nfree++] = r->slot_;
+      pthread_mutex_unlock(&k->smu);
+    }
+    r->pool_ = NULL;
+    return NULL;
+  }
   return r->pool_ ? k->slab + (size_t)r->slot_ * 32 : kh_secure_alloc(32);
 }
 
@@ -820,8 +1162,8 @@ static void commit_batch(kh_kms *k, kh_kms_pending *batch, bool fail)
   size_t n = 0;
   for (kh_kms_pending *p = batch; p; p = p->next)
     n++;
-  const void **ents = malloc(n * sizeof *ents);
-  size_t *lens = malloc(n * sizeof *lens), i = 0;
+  const void **ents = kh_kms_malloc(k, n * sizeof *ents);
+  size_t *lens = kh_kms_malloc(k, n * sizeof *lens), i = 0;
   uint64_t first = 0;
   kh_err e = KH_OK;
   char *note = NULL;
@@ -835,15 +1177,29 @@ static void commit_batch(kh_kms *k, kh_kms_pending *batch, bool fail)
     ents[i] = p->entry;
     lens[i] = p->len;
   }
-  if (fail) {
+  if (fail || kh_fault_kms_hit(k, KH_FAULT_WRITE)) {
     e = kh_seterr(KH_ERR_LOG, "log append failed (injected)");
     goto out;
   }
+  if ((e = log_fresh(k)))
+    goto out;
   mtree_build(k);
   if ((e = kh_tlog_append(k->log, ents, lens, n, &first))) {
     e = kh_seterr(KH_ERR_LOG, "the log could not be written, nothing released: %s: %s",
                   kh_strerror(e), kh_errdetail());
     goto out;
+  }
+  {
+    /* our own record of what we signed, and of the file we wrote it to */
+    kh_log_hash nroot;
+    kh_tlog_root(k->log, nroot);
+    k->cp_stat.ino = 0;
+    if ((e = logstate_write(k, kh_tlog_size(k->log), nroot))) {
+      e = kh_seterr(KH_ERR_LOG, "the key service could not record its checkpoint, nothing "
+                    "released: %s", kh_errdetail());
+      goto out;
+    }
+    cp_remember(k);
   }
   if (k->mt.built) {
     for (i = 0; i < n; i++) {
@@ -954,14 +1310,17 @@ kh_err kh_kms_log(kh_kms *k, kh_log_op op, const char *account, const char *key,
                   const kh_kms_request *rq, bool has_attempt, uint32_t attempt,
                   kh_kms_release *rel)
 {
-  kh_log_entry *en = calloc(1, sizeof *en);
+  kh_log_entry *en = kh_kms_malloc(k, sizeof *en);
   char *text = NULL, *signed_text = NULL;
   size_t len = 0, slen = 0;
   kh_buf msg;
   kh_buf_init(&msg, KH_LOG_ENTRY_MAX + 64);
   kh_err e = KH_OK;
-  if (!en)
+  if (!en) {
+    kh_buf_release(&msg);
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  }
+  memset(en, 0, sizeof *en);
   if (!rq || !rq->requester || !rq->reason) {
     e = kh_seterr(KH_ERR_INVAL, "a key service request needs a requester and a reason");
     goto out;
@@ -1069,56 +1428,89 @@ static kh_err wrap_ad(kh_buf *ad, const char *region, const char *account,
   return e ? e : kh_buf_append(ad, hdr, 8);
 }
 
+/* Every key object of an account (no cap: an account may hold any number of
+ * passcode wraps, and the kind-2 one must never hide behind them). */
 typedef struct wrap_find {
-  char names[16][33];
-  int n;
+  char (*names)[33];
+  size_t n, cap;
+  bool oom;
+  kh_kms *k;
 } wrap_find;
 
 static int collect_keys(const char *name, uint64_t size, void *ctx)
 {
   wrap_find *w = ctx;
-  if (strlen(name) == 32 && w->n < 16 && size < 4096)
-    snprintf(w->names[w->n++], sizeof w->names[0], "%s", name);
+  if (strlen(name) != 32)
+    return 0;
+  if (w->n == w->cap) {
+    size_t nc = w->cap ? 2 * w->cap : 16;
+    void *p = kh_kms_malloc(w->k, nc * sizeof *w->names);
+    if (!p) {
+      w->oom = true;
+      return 1;
+    }
+    if (w->n)
+      memcpy(p, w->names, w->n * sizeof *w->names);
+    free(w->names);
+    w->names = p;
+    w->cap = nc;
+  }
+  snprintf(w->names[w->n++], sizeof w->names[0], "%s", name);
+  (void)size;
   return 0;
 }
 
-/* Find the account's kind-2 object: *obj receives it, wid its id. */
+/* Find the account's kind-2 object: *obj receives it, wid its id.
+ * KH_ERR_NOTFOUND if there is none; any other failure to list or read an
+ * object is returned (never taken for "no wrap"). */
 static kh_err find_wrap(kh_kms *k, const char *account, kh_buf *obj, uint8_t wid[16])
 {
   char prefix[200], name[300];
   wrap_find wf;
   memset(&wf, 0, sizeof wf);
+  wf.k = k;
   snprintf(prefix, sizeof prefix, "accounts/%s/keys", account);
   kh_err e = kh_provider_list(k->prov, prefix, collect_keys, &wf);
+  if (!e && wf.oom)
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
   if (e)
-    return e;
-  for (int i = 0; i < wf.n; i++) {
+    goto out;
+  e = kh_seterr(KH_ERR_NOTFOUND, "account %s has no key-service wrap", account);
+  for (size_t i = 0; i < wf.n; i++) {
+    uint8_t id[16];
+    if (kh_hex_decode(id, 16, wf.names[i], 32))
+      continue;
     snprintf(name, sizeof name, "%s/%s", prefix, wf.names[i]);
     kh_buf_reset(obj);
-    if (kh_provider_read(k->prov, name, KH_OBJMAX_KEY, obj) || obj->len < 7 ||
+    kh_err ge = kh_provider_get(k->prov, name, 0, 7, obj);
+    if (ge == KH_ERR_NOTFOUND || ge == KH_ERR_FORMAT)
+      continue; /* removed while we listed, or too short to be a key object */
+    if (ge) {
+      e = ge;
+      goto out;
+    }
+    if (obj->len < 7 || memcmp(obj->data, KH_KMS_WRAP_MAGIC, 6) ||
         obj->data[6] != KH_KMS_WRAP_KIND)
       continue;
-    if (kh_hex_decode(wid, 16, wf.names[i], 32))
-      continue;
-    return KH_OK;
+    kh_buf_reset(obj);
+    if ((e = kh_provider_read(k->prov, name, KH_OBJMAX_KEY, obj)))
+      goto out;
+    memcpy(wid, id, 16);
+    e = KH_OK;
+    break;
   }
-  return kh_seterr(KH_ERR_NOTFOUND, "account %s has no key-service wrap", account);
+out:
+  free(wf.names);
+  return e;
 }
 
-bool kh_kms_destroyed(kh_kms *k, const char *account)
-{
-  char *p = kh_kms_path(k, "destroyed", account, NULL);
-  struct stat st;
-  bool r = !p || stat(p, &st) == 0; /* fail closed on OOM */
-  free(p);
-  return r;
-}
 
 static void key_id(char *out, size_t n, const char *kind, const uint8_t id[16], const char *rk)
 {
   char hex[33];
   kh_hex_encode(hex, id, 16);
-  snprintf(out, n, "%s/%s@%s", kind, hex, rk);
+  if (snprintf(out, n, "%s/%s@%s", kind, hex, rk) >= (int)n)
+    out[n - 1] = '\0'; /* root-key ids are short; a long one is cut, not overrun */
 }
 
 static kh_err build_wrapobj(kh_kms *k, const char *account, const uint8_t wid[16],
@@ -1152,10 +1544,12 @@ kh_err kh_kms_wrap(kh_kms *k, const char *account, const uint8_t key[32], int ci
   if (cipher != 1 && cipher != 2)
     return kh_seterr(KH_ERR_INVAL, "unknown cipher %d", cipher);
   pthread_mutex_lock(&k->opmu);
+  pthread_rwlock_t *al = kh_kms_acct_lock(k, account);
+  pthread_rwlock_wrlock(al);
   kh_buf obj;
   kh_buf_init(&obj, 4096);
   uint8_t wid[16];
-  char kid[KH_LOG_KEY_MAX + 1], name[300], hex[33];
+  char kid[KH_LOG_KEY_MAX + 1], name[300], hex[33], rid[96];
   kh_err e;
   if (kh_kms_destroyed(k, account)) {
     e = kh_seterr(KH_ERR_STATE, "account %s is end-to-end protected: the key service may "
@@ -1172,15 +1566,17 @@ kh_err kh_kms_wrap(kh_kms *k, const char *account, const uint8_t key[32], int ci
   randombytes_buf(wid, 16);
   if ((e = build_wrapobj(k, account, wid, key, cipher, &obj)))
     goto out;
-  key_id(kid, sizeof kid, "kms-wrap", wid, kh_rootkey_id(k->rk));
+  rk_id(k, rid, sizeof rid);
+  key_id(kid, sizeof kid, "kms-wrap", wid, rid);
   /* log first: a wrap the log does not show must not exist */
   if ((e = kh_kms_log(k, KH_LOG_OP_WRAP, account, kid, rq, false, 0, NULL)))
     goto out;
   kh_hex_encode(hex, wid, 16);
   snprintf(name, sizeof name, "accounts/%s/keys/%s", account, hex);
-  e = kh_provider_put(k->prov, name, obj.data, obj.len, true);
+  e = prov_put(k, name, &obj, true);
 out:
   kh_buf_release(&obj);
+  pthread_rwlock_unlock(al);
   pthread_mutex_unlock(&k->opmu);
   return e;
 }
@@ -1190,13 +1586,14 @@ kh_err kh_kms_has_wrap(kh_kms *k, const char *account, bool *has)
   *has = false;
   if (!kh_kms_account_ok(account))
     return kh_seterr(KH_ERR_INVAL, "bad account id");
-  if (kh_kms_destroyed(k, account))
-    return KH_OK;
+  pthread_rwlock_t *al = kh_kms_acct_lock(k, account);
+  pthread_rwlock_rdlock(al);
   kh_buf obj;
   kh_buf_init(&obj, 4096);
   uint8_t wid[16];
-  kh_err e = find_wrap(k, account, &obj, wid);
+  kh_err e = kh_kms_destroyed(k, account) ? KH_ERR_NOTFOUND : find_wrap(k, account, &obj, wid);
   kh_buf_release(&obj);
+  pthread_rwlock_unlock(al);
   if (e == KH_ERR_NOTFOUND)
     return KH_OK;
   *has = !e;
@@ -1291,8 +1688,12 @@ kh_err kh_kms_unwrap(kh_kms *k, const char *account, const kh_kms_request *rq,
   kh_buf obj, ad;
   kh_buf_init(&obj, 4096);
   kh_buf_init(&ad, 1024);
+  /* shared with other releases of the account, exclusive with its destroy:
+   * the destroyed check, the log entry and the release form one step */
+  pthread_rwlock_t *al = kh_kms_acct_lock(k, account);
+  pthread_rwlock_rdlock(al);
   uint8_t wid[16], *key = key_alloc(k, out);
-  char kid[KH_LOG_KEY_MAX + 1];
+  char kid[KH_LOG_KEY_MAX + 1], rid[96];
   kh_kms_wrapobj w;
   kh_err e;
   if (!key) {
@@ -1319,9 +1720,11 @@ kh_err kh_kms_unwrap(kh_kms *k, const char *account, const kh_kms_request *rq,
       goto out;
     }
     cipher = w.cipher;
-    key_id(kid, sizeof kid, "kms-wrap", wid, kh_rootkey_id(k->rk));
+    rk_id(k, rid, sizeof rid);
+    key_id(kid, sizeof kid, "kms-wrap", wid, rid);
     cache_put(k, account, key, cipher, kid);
   }
+  kh_kms_point(k, "unwrap-before-log");
   /* fail closed: the key leaves only after the entry is durable and signed */
   if ((e = kh_kms_log(k, KH_LOG_OP_UNWRAP, account, kid, rq, false, 0, out)))
     goto out;
@@ -1335,6 +1738,7 @@ out:
   }
   if (e)
     kh_kms_release_clear(out);
+  pthread_rwlock_unlock(al);
   kh_buf_release(&obj);
   kh_buf_release(&ad);
   return e;
@@ -1344,16 +1748,21 @@ kh_err kh_kms_destroy(kh_kms *k, const char *account, const kh_kms_request *rq)
 {
   if (!kh_kms_account_ok(account))
     return kh_seterr(KH_ERR_INVAL, "bad account id");
-  pthread_mutex_lock(&k->opmu);
+  /* exclusive with every release of the account: an unwrap either logged
+   * its entry before this destroy's, or sees the tombstone and fails */
+  pthread_rwlock_t *al = kh_kms_acct_lock(k, account);
+  pthread_mutex_t *el = kh_kms_escrow_lock(k, account);
+  pthread_rwlock_wrlock(al);
+  pthread_mutex_lock(el);
   kh_buf obj;
   kh_buf_init(&obj, 4096);
   uint8_t wid[16];
-  char kid[KH_LOG_KEY_MAX + 1], name[300], hex[33];
+  char kid[KH_LOG_KEY_MAX + 1], name[300], hex[33], rid[96];
   char *dd = kh_kms_path(k, "destroyed", NULL, NULL);
   char *tomb = kh_kms_path(k, "destroyed", account, NULL);
   char *rec = kh_kms_path(k, "escrow", account, "rec");
   kh_err e = KH_OK;
-  if (!dd || !tomb || !rec) {
+  if (!dd || !tomb || !rec || kh_fault_kms_hit(k, KH_FAULT_ALLOC)) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
@@ -1362,41 +1771,66 @@ kh_err kh_kms_destroy(kh_kms *k, const char *account, const kh_kms_request *rq)
     e = fe;
     goto out;
   }
+  rk_id(k, rid, sizeof rid);
   if (fe == KH_OK)
-    key_id(kid, sizeof kid, "kms-wrap", wid, kh_rootkey_id(k->rk));
+    key_id(kid, sizeof kid, "kms-wrap", wid, rid);
   else
-    snprintf(kid, sizeof kid, "kms-wrap/none@%s", kh_rootkey_id(k->rk));
+    snprintf(kid, sizeof kid, "kms-wrap/none@%s", rid);
   cache_clear(k, account);
   if ((e = kh_kms_log(k, KH_LOG_OP_DESTROY, account, kid, rq, false, 0, NULL)))
     goto out;
+  kh_kms_point(k, "destroy-logged");
   /* the tombstone first: from now on nothing is released for this account,
    * even if the provider brings an old wrap back */
   char text[64];
   int tl = snprintf(text, sizeof text, "destroyed %lld\n", (long long)time(NULL));
-  if ((e = kh_mkdirs(dd, 0700)) ||
-      (e = kh_write_file_atomic(tomb, text, (size_t)tl, 0600, false)))
+  if ((e = kh_mkdirs(dd, 0700)) || (e = kh_kms_write_file(k, tomb, text, (size_t)tl)))
     goto out;
+  kh_kms_point(k, "destroy-tombstoned");
   if (fe == KH_OK) {
     kh_hex_encode(hex, wid, 16);
     snprintf(name, sizeof name, "accounts/%s/keys/%s", account, hex);
-    if ((e = kh_provider_del(k->prov, name)))
+    if ((e = prov_del(k, name)))
       goto out;
   }
-  if (unlink(rec) != 0 && errno != ENOENT) {
-    e = kh_seterr(KH_ERR_IO, "unlink %s: %s", rec, strerror(errno));
+  if ((e = kh_kms_unlink(k, rec)))
     goto out;
-  }
-  char *esc = kh_kms_path(k, "escrow", NULL, NULL);
-  if (esc) {
-    kh_fsync_dir(esc);
-    free(esc);
-  }
+  kh_kms_point(k, "destroy-done");
 out:
   free(dd);
   free(tomb);
   free(rec);
   kh_buf_release(&obj);
-  pthread_mutex_unlock(&k->opmu);
+  pthread_mutex_unlock(el);
+  pthread_rwlock_unlock(al);
+  return e;
+}
+
+bool kh_kms_destroyed(kh_kms *k, const char *account)
+{
+  bool d = true; /* fail closed */
+  if (kh_kms_account_destroyed(k->region_path, account, &d))
+    d = true;
+  return d;
+}
+
+kh_err kh_kms_account_destroyed(const char *region_path, const char *account, bool *destroyed)
+{
+  *destroyed = false;
+  if (!kh_kms_account_ok(account))
+    return kh_seterr(KH_ERR_INVAL, "bad account id");
+  char name[128];
+  snprintf(name, sizeof name, "kms/destroyed/%s", account);
+  char *p = kh_path_join(region_path, name);
+  struct stat st;
+  kh_err e = KH_OK;
+  if (!p)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  if (stat(p, &st) == 0)
+    *destroyed = true;
+  else if (errno != ENOENT)
+    e = kh_seterr(kh_errno_code(errno), "stat %s: %s", p, strerror(errno));
+  free(p);
   return e;
 }
 
@@ -1436,10 +1870,11 @@ kh_err kh_kms_rotate(kh_kms *k, const kh_kms_request *rq, size_t *nout)
   kh_buf_init(&obj, 4096);
   kh_buf_init(&nobj, 4096);
   kh_buf_init(&ad, 1024);
-  char kid[KH_LOG_KEY_MAX + 1], name[300], hex[33];
+  char kid[KH_LOG_KEY_MAX + 1], name[300], hex[33], rid[96];
   char *lkp = kh_kms_path(k, "log.key", NULL, NULL), *skey = NULL;
   char lname[KH_CHECKPOINT_ORIGIN_MAX + 1];
-  uint8_t *seed = kh_secure_alloc(32), *key = kh_secure_alloc(32);
+  uint8_t *seed = kh_kms_secure_alloc(k, 32), *key = kh_kms_secure_alloc(k, 32);
+  pthread_rwlock_t *held = NULL;
   size_t n = 0;
   kh_err e;
   if (!lkp || !seed || !key) {
@@ -1449,7 +1884,7 @@ kh_err kh_kms_rotate(kh_kms *k, const kh_kms_request *rq, size_t *nout)
   if ((e = kh_rootkey_rotate(k->rk)))
     goto out;
   cache_clear(k, NULL);
-  snprintf(kid, sizeof kid, "%s", kh_rootkey_id(k->rk));
+  rk_id(k, kid, sizeof kid);
   if ((e = kh_kms_log(k, KH_LOG_OP_ROTATE, "0", kid, rq, false, 0, NULL)))
     goto out;
   /* the log key moves to the new version too */
@@ -1467,6 +1902,8 @@ kh_err kh_kms_rotate(kh_kms *k, const kh_kms_request *rq, size_t *nout)
     if (!e)
       e = kh_rootkey_unwrap(k->rk, f.blob, f.bloblen, ad.data, ad.len, seed);
     free(data);
+    if (!e && kh_fault_kms_hit(k, KH_FAULT_WRITE))
+      e = kh_seterr(KH_ERR_IO, "write %s: input/output error (injected)", lkp);
     if (e || (e = write_logkey(lkp, k->cfg.region, lname, k->rk, seed)))
       goto out;
   }
@@ -1476,11 +1913,15 @@ kh_err kh_kms_rotate(kh_kms *k, const kh_kms_request *rq, size_t *nout)
     const char *acct = al.ids[i];
     uint8_t wid[16];
     kh_kms_wrapobj w;
-    if (kh_kms_destroyed(k, acct))
+    /* the account's lock: no destroy or release of it sees half a rewrap */
+    held = kh_kms_acct_lock(k, acct);
+    pthread_rwlock_wrlock(held);
+    kh_err fe = kh_kms_destroyed(k, acct) ? KH_ERR_NOTFOUND : find_wrap(k, acct, &obj, wid);
+    if (fe == KH_ERR_NOTFOUND) {
+      pthread_rwlock_unlock(held);
+      held = NULL;
       continue;
-    kh_err fe = find_wrap(k, acct, &obj, wid);
-    if (fe == KH_ERR_NOTFOUND)
-      continue;
+    }
     if ((e = fe) || (e = kh_kms_wrapobj_parse(obj.data, obj.len, &w)))
       goto out;
     kh_buf_reset(&ad);
@@ -1488,18 +1929,23 @@ kh_err kh_kms_rotate(kh_kms *k, const kh_kms_request *rq, size_t *nout)
         (e = kh_rootkey_unwrap(k->rk, w.blob, w.bloblen, ad.data, ad.len, key)) ||
         (e = build_wrapobj(k, acct, wid, key, w.cipher, &nobj)))
       goto out;
-    key_id(kid, sizeof kid, "kms-wrap", wid, kh_rootkey_id(k->rk));
+    rk_id(k, rid, sizeof rid);
+    key_id(kid, sizeof kid, "kms-wrap", wid, rid);
     if ((e = kh_kms_log(k, KH_LOG_OP_REWRAP, acct, kid, rq, false, 0, NULL)))
       goto out;
     kh_hex_encode(hex, wid, 16);
     snprintf(name, sizeof name, "accounts/%s/keys/%s", acct, hex);
-    if ((e = kh_provider_put(k->prov, name, nobj.data, nobj.len, false)))
+    if ((e = prov_put(k, name, &nobj, false)))
       goto out;
+    pthread_rwlock_unlock(held);
+    held = NULL;
     n++;
   }
   if (nout)
     *nout = n;
 out:
+  if (held)
+    pthread_rwlock_unlock(held);
   free(al.ids);
   free(lkp);
   kh_secure_free(skey);

@@ -106,6 +106,41 @@ typedef struct kh_kms_cached {
   uint8_t *key;                /* 32 bytes, sodium memory */
 } kh_kms_cached;
 
+/* Per-account locks, striped: unwrap takes its account's lock shared, every
+ * operation that changes an account's key-service state (wrap, destroy,
+ * rotate's rewrap) takes it exclusive, so a
+ * release can never be logged after a destroy of the same account, and an
+ * escrow attempt's Argon2id stalls only its own stripe.  Lock order: opmu,
+ * then an account lock, then mu / cmu / smu. */
+#define KH_KMS_ACCT_LOCKS 256
+
+/* ---- the key service's own view of its log (kms/log-state) --------------
+ * The size and root of the last checkpoint this key service signed, MAC'd
+ * under a key derived from the root key.  Before each append the log's
+ * checkpoint must extend it; a log that is smaller, or differs at the same
+ * size, or does not prove consistent, was rolled back or forked underneath
+ * the service: KH_ERR_ROLLBACK until an operator resolves it
+ * (docs/kms-rootkey.md "Log rollback"). */
+#define KH_LOGSTATE_MAGIC "KHLOGS1\n"
+#define KH_LOGSTATE_BYTES (8 + 8 + 32 + 32)
+
+/* ---- test hooks: named crash points and fault injection ------------------ */
+typedef enum kh_fault_kind { KH_FAULT_ALLOC = 0, KH_FAULT_WRITE = 1 } kh_fault_kind;
+/* true if this call must fail (the armed count-down reached it). */
+bool kh_fault_kms_hit(kh_kms *k, kh_fault_kind kind);
+/* Call the test hook, if any, at a named point of an operation. */
+void kh_kms_point(kh_kms *k, const char *point);
+/* Allocation and write call sites of the key service, with fault injection. */
+void *kh_kms_malloc(kh_kms *k, size_t n);
+void *kh_kms_secure_alloc(kh_kms *k, size_t n);
+kh_err kh_kms_write_file(kh_kms *k, const char *path, const void *data, size_t len);
+kh_err kh_kms_unlink(kh_kms *k, const char *path);
+/* The account's stripe lock, and its escrow lock (taken after it): an
+ * escrow attempt (Argon2id, seconds) holds only the latter, so it stalls no
+ * release, and no escrow attempt of another stripe. */
+pthread_rwlock_t *kh_kms_acct_lock(kh_kms *k, const char *account);
+pthread_mutex_t *kh_kms_escrow_lock(kh_kms *k, const char *account);
+
 struct kh_kms {
   char *region_path, *kms_dir, *log_dir;
   kh_kms_config cfg;
@@ -114,6 +149,7 @@ struct kh_kms {
   kh_tlog *log;
   char *vkey;
   int lockfd;
+  int lsfd;                    /* kms/log-state, kept open (committing thread) */
   /* group commit */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -135,6 +171,18 @@ struct kh_kms {
   uint32_t *free_slots, nfree;
   /* witnesses opened on demand */
   struct kh_witness *witness[KH_KMS_WITNESS_MAX];
+  pthread_rwlock_t acct[KH_KMS_ACCT_LOCKS];
+  pthread_mutex_t esc[KH_KMS_ACCT_LOCKS]; /* escrow record and counter */
+  /* log rollback detection (mu, committing thread) */
+  struct kh_note_verifier *verifier; /* of the log's own key */
+  bool rolled_back;
+  char rollback_detail[200];
+  struct { unsigned long long dev, ino, size; long long mtime_s, mtime_ns; } cp_stat;
+  /* test hooks */
+  pthread_mutex_t tmu;
+  unsigned fault_n[2];         /* 0: off; else the n-th call of the kind fails */
+  void (*hook)(void *ctx, const char *point);
+  void *hook_ctx;
 };
 
 /* Build the entry for op on account, sign it for a device request, and

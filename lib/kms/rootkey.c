@@ -94,6 +94,13 @@ void kh_rootkey_free(kh_rootkey *k)
 
 const char *kh_rootkey_id(const kh_rootkey *k) { return k->id; }
 
+void kh_rootkey_id_copy(kh_rootkey *k, char *out, size_t n)
+{
+  pthread_rwlock_rdlock(&k->lock);
+  snprintf(out, n, "%s", k->id);
+  pthread_rwlock_unlock(&k->lock);
+}
+
 uint32_t kh_rootkey_version(const kh_rootkey *k)
 {
   return atomic_load(&((kh_rootkey *)k)->current);

@@ -69,6 +69,9 @@ void kh_rootkey_free(kh_rootkey *k);
  * until the next kh_rootkey_rotate or kh_rootkey_free (do not call it
  * concurrently with rotate). */
 const char *kh_rootkey_id(const kh_rootkey *k);
+/* The same id copied into out (n bytes, truncated) under the rotate lock:
+ * safe to call while another thread rotates. */
+void kh_rootkey_id_copy(kh_rootkey *k, char *out, size_t n);
 
 /* Current root-key version (1, 2, ...). */
 uint32_t kh_rootkey_version(const kh_rootkey *k);

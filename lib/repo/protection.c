@@ -55,12 +55,19 @@ static kh_err prot_get(kh_provider *p, const kh_keys *keys, const char *account,
   kh_buf ct, pt;
   kh_buf_init(&ct, 4096);
   kh_buf_init(&pt, 4096);
+  /* every failure keeps its own code: a read error is not "does not
+   * authenticate", and no failure leaves a mode behind */
+  *mode = (kh_protection)-1;
   kh_err e = kh_provider_read(p, name, KH_OBJMAX_PROTECTION, &ct);
   if (e == KH_ERR_NOTFOUND)
     e = kh_seterr(KH_ERR_CORRUPT, "the account's protection record is missing (removed by "
                   "the provider?)");
+  else if (e)
+    e = kh_adderr(e, "reading the account's protection record");
   if (!e && (e = kh_obj_open(keys, "protection", id, 16, ct.data, ct.len, &pt)))
-    e = kh_seterr(KH_ERR_AUTH, "the account's protection record does not authenticate");
+    e = e == KH_ERR_AUTH
+            ? kh_seterr(KH_ERR_AUTH, "the account's protection record does not authenticate")
+            : kh_adderr(e, "opening the account's protection record");
   if (!e) {
     char text[128] = {0};
     memcpy(text, pt.data, pt.len < sizeof text - 1 ? pt.len : sizeof text - 1);
@@ -110,14 +117,35 @@ kh_err kh_vault_protection(kh_vault *v, kh_protection *out)
   struct stat st;
   if (!pp)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
-  if (*out == KH_PROTECTION_E2E && stat(pp, &st) != 0) {
-    /* remember it on the device: going back is not possible, so a later
-     * "standard" record is a rollback by the provider */
-    kh_write_file_atomic(pp, "e2e\n", 4, 0600, false);
-  } else if (*out == KH_PROTECTION_STANDARD && stat(pp, &st) == 0) {
+  bool pinned = stat(pp, &st) == 0;
+  if (*out == KH_PROTECTION_STANDARD && pinned) {
+    /* this device saw e2e: going back is not possible, so a "standard"
+     * record is a rollback by the provider */
     e = kh_seterr(KH_ERR_CORRUPT, "this device saw the account in end-to-end protection, "
                   "but the region now says standard: the protection record was rolled back");
+    goto out;
   }
+  if (*out == KH_PROTECTION_STANDARD) {
+    /* the key service is the authority on whether the operator can still
+     * recover the account: a switch to e2e killed after the service's
+     * destroy but before this record was written is completed here */
+    bool gone = false;
+    if ((e = kh_kms_account_destroyed(v->region_path, v->account, &gone))) {
+      e = kh_adderr(e, "asking the key service about account %s", v->account);
+      goto out;
+    }
+    if (gone) {
+      if ((e = kh_vault_protection_set(v, KH_PROTECTION_E2E))) {
+        e = kh_adderr(e, "completing the interrupted switch to end-to-end protection");
+        goto out;
+      }
+      *out = KH_PROTECTION_E2E;
+      pinned = true;
+    }
+  }
+  if (*out == KH_PROTECTION_E2E && !pinned)
+    kh_write_file_atomic(pp, "e2e\n", 4, 0600, false); /* remember it on the device */
+out:
   free(pp);
   return e;
 }
@@ -271,19 +299,6 @@ out:
   return e;
 }
 
-typedef struct key_names {
-  char names[16][33];
-  int n;
-} key_names;
-
-static int collect_key(const char *name, uint64_t size, void *ctx)
-{
-  key_names *w = ctx;
-  if (strlen(name) == 32 && w->n < 16)
-    snprintf(w->names[w->n++], sizeof w->names[0], "%s", name);
-  return 0;
-}
-
 /* Check that key opens the account's protection record (so a wrong key
  * never replaces the passcode), then store a passcode wrap for it and
  * remove the older passcode wraps. */
@@ -296,32 +311,21 @@ static kh_err reset_passcode(kh_provider *p, const char *region, const char *acc
   kh_protection mode;
   kh_buf obj;
   kh_buf_init(&obj, 1 << 20);
-  key_names kn;
-  memset(&kn, 0, sizeof kn);
   uint8_t wid[16];
-  char name[256], hex[33];
+  char prefix[128];
   kh_err e = kh_keys_init(&keys, key, cipher, region, account);
   if (e)
     goto out;
   if ((e = prot_get(p, &keys, account, &mode))) {
-    e = kh_adderr(KH_ERR_AUTH, "the key does not open account %s", account);
+    /* only a record that does not authenticate means "wrong key" */
+    if (e == KH_ERR_AUTH)
+      e = kh_seterr(KH_ERR_AUTH, "the key does not open account %s", account);
     goto out;
   }
-  snprintf(name, sizeof name, "accounts/%s/keys", account);
-  if ((e = kh_provider_list(p, name, collect_key, &kn)) ||
-      (e = kh_vault_make_passcode_wrap(region, account, key, cipher, pass, ops, mib, wid, &obj)))
+  snprintf(prefix, sizeof prefix, "accounts/%s", account);
+  if ((e = kh_vault_make_passcode_wrap(region, account, key, cipher, pass, ops, mib, wid, &obj)))
     goto out;
-  kh_hex_encode(hex, wid, 16);
-  snprintf(name, sizeof name, "accounts/%s/keys/%s", account, hex);
-  if ((e = kh_provider_put(p, name, obj.data, obj.len, true)))
-    goto out;
-  for (int i = 0; i < kn.n; i++) {
-    kh_buf_reset(&obj);
-    snprintf(name, sizeof name, "accounts/%s/keys/%s", account, kn.names[i]);
-    if (kh_provider_get(p, name, 0, 16, &obj) == KH_OK && obj.len >= 7 && obj.data[6] == 1 &&
-        (e = kh_provider_del(p, name)))
-      goto out;
-  }
+  e = kh_vault_passcode_replace(p, prefix, wid, &obj);
 out:
   kh_keys_release(&keys);
   kh_buf_release(&obj);
@@ -365,9 +369,9 @@ kh_err kh_account_passcode_from_recovery(const char *region_path, const char *ac
   if (!pass || !pass->len)
     return kh_seterr(KH_ERR_INVAL, "empty passcode");
   kh_provider *p = NULL;
-  char region[64], name[256];
-  key_names kn;
-  memset(&kn, 0, sizeof kn);
+  char region[64], name[256], prefix[128];
+  char (*names)[33] = NULL;
+  size_t nn = 0;
   kh_aead *a = NULL;
   kh_buf obj, ad, pt;
   kh_buf_init(&obj, 4096);
@@ -376,16 +380,16 @@ kh_err kh_account_passcode_from_recovery(const char *region_path, const char *ac
   kh_err e = open_region(region_path, account, &p, region);
   if (e)
     goto out;
-  snprintf(name, sizeof name, "accounts/%s/keys", account);
-  if ((e = kh_provider_list(p, name, collect_key, &kn)) || (e = recovery_aead(rk, &a)))
+  snprintf(prefix, sizeof prefix, "accounts/%s", account);
+  if ((e = kh_vault_key_names(p, prefix, &names, &nn)) || (e = recovery_aead(rk, &a)))
     goto out;
   e = kh_seterr(KH_ERR_AUTH, "the recovery key does not open account %s", account);
-  for (int i = 0; i < kn.n; i++) {
+  for (size_t i = 0; i < nn; i++) {
     uint8_t wid[16];
     kh_buf_reset(&obj);
     kh_buf_reset(&ad);
-    snprintf(name, sizeof name, "accounts/%s/keys/%s", account, kn.names[i]);
-    if (kh_hex_decode(wid, 16, kn.names[i], 32) ||
+    snprintf(name, sizeof name, "accounts/%s/keys/%s", account, names[i]);
+    if (kh_hex_decode(wid, 16, names[i], 32) ||
         kh_provider_read(p, name, KH_OBJMAX_KEY, &obj) || obj.len < 7 ||
         memcmp(obj.data, KEY_MAGIC, 6) || obj.data[6] != KEY_KIND_RECOVERY)
       continue;
@@ -396,6 +400,7 @@ kh_err kh_account_passcode_from_recovery(const char *region_path, const char *ac
     break;
   }
 out:
+  free(names);
   kh_buf_wipe(&pt);
   kh_buf_release(&pt);
   kh_buf_release(&obj);

@@ -424,16 +424,79 @@ static bool valid_account(const char *a)
 }
 
 typedef struct wrap_list {
-  char names[16][40];
-  int n;
+  char (*names)[33];
+  size_t n, cap;
+  bool oom;
 } wrap_list;
 
 static int collect_wrap(const char *name, uint64_t size, void *ctx)
 {
   wrap_list *w = ctx;
-  if (strlen(name) == 32 && w->n < 16)
-    snprintf(w->names[w->n++], sizeof w->names[0], "%s", name);
+  if (strlen(name) != 32)
+    return 0;
+  if (w->n == w->cap) {
+    size_t nc = w->cap ? 2 * w->cap : 16;
+    void *p = realloc(w->names, nc * sizeof *w->names);
+    if (!p) {
+      w->oom = true;
+      return 1;
+    }
+    w->names = p;
+    w->cap = nc;
+  }
+  snprintf(w->names[w->n++], sizeof w->names[0], "%s", name);
   return 0;
+}
+
+kh_err kh_vault_key_names(kh_provider *p, const char *prefix, char (**names)[33], size_t *n)
+{
+  char name[256];
+  wrap_list wl = {0};
+  snprintf(name, sizeof name, "%s/keys", prefix);
+  kh_err e = kh_provider_list(p, name, collect_wrap, &wl);
+  if (!e && wl.oom)
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+  if (e) {
+    free(wl.names);
+    wl.names = NULL;
+    wl.n = 0;
+  }
+  *names = wl.names;
+  *n = wl.n;
+  return e;
+}
+
+kh_err kh_vault_passcode_replace(kh_provider *p, const char *prefix, const uint8_t wid[16],
+                                 const kh_buf *obj)
+{
+  char name[256], hex[33];
+  char (*names)[33] = NULL;
+  size_t n = 0;
+  kh_buf head;
+  kh_buf_init(&head, 64);
+  kh_hex_encode(hex, wid, 16);
+  snprintf(name, sizeof name, "%s/keys/%s", prefix, hex);
+  kh_err e = kh_provider_put(p, name, obj->data, obj->len, true);
+  /* the new wrap is durable: list AFTER it, so every older passcode wrap,
+   * also those an interrupted change left, is retired */
+  if (!e)
+    e = kh_vault_key_names(p, prefix, &names, &n);
+  for (size_t i = 0; !e && i < n; i++) {
+    if (!strcmp(names[i], hex))
+      continue;
+    snprintf(name, sizeof name, "%s/keys/%s", prefix, names[i]);
+    kh_buf_reset(&head);
+    kh_err ge = kh_provider_get(p, name, 0, 7, &head);
+    if (ge == KH_ERR_NOTFOUND || ge == KH_ERR_FORMAT)
+      continue; /* gone already, or too short to be a key object */
+    if (ge)
+      e = kh_adderr(ge, "retiring old passcode wraps");
+    else if (!memcmp(head.data, KEY_MAGIC, 6) && head.data[6] == KEY_KIND_PASSCODE)
+      e = kh_provider_del(p, name);
+  }
+  free(names);
+  kh_buf_release(&head);
+  return e;
 }
 
 /* Device keys live on the device (device_dir), sealed under a key derived
@@ -557,6 +620,8 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
   kh_buf obj;
   kh_buf_init(&obj, 1 << 20);
   char *dir = NULL;
+  char (*wnames)[33] = NULL;
+  size_t nw = 0;
   if (!v || !(v->master = kh_secure_alloc(32)) || !(v->device_sk = kh_secure_alloc(64)) ||
       !(v->region_path = strdup(o->region_path))) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
@@ -584,16 +649,15 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
     e = kh_seterr(KH_ERR_NOTFOUND, "no account %s in this region", v->account);
     goto out;
   }
-  wrap_list wl = {0};
-  snprintf(name, sizeof name, "%s/keys", v->prefix);
-  if ((e = kh_provider_list(v->prov, name, collect_wrap, &wl)))
+  /* every wrap present: an interrupted passcode change may have left several */
+  if ((e = kh_vault_key_names(v->prov, v->prefix, &wnames, &nw)))
     goto out;
   e = kh_seterr(KH_ERR_PASSCODE, "no passcode wrap for this account");
-  for (int i = 0; i < wl.n && e; i++) {
+  for (size_t i = 0; i < nw && e; i++) {
     uint8_t wid[16];
-    if (kh_hex_decode(wid, 16, wl.names[i], 32))
+    if (kh_hex_decode(wid, 16, wnames[i], 32))
       continue;
-    snprintf(name, sizeof name, "%s/keys/%s", v->prefix, wl.names[i]);
+    snprintf(name, sizeof name, "%s/keys/%s", v->prefix, wnames[i]);
     kh_buf_reset(&obj);
     if (kh_provider_read(v->prov, name, KH_OBJMAX_KEY, &obj))
       continue;
@@ -646,6 +710,7 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
   v = NULL;
 out:
   free(dir);
+  free(wnames);
   kh_buf_release(&obj);
   kh_vault_free(v);
   return e;
@@ -684,29 +749,11 @@ kh_err kh_vault_passcode_change(kh_vault *v, const kh_secret *newpass, uint32_t 
   kh_buf obj;
   kh_buf_init(&obj, 1 << 20);
   uint8_t wid[16];
-  char name[256], hex[33];
-  wrap_list wl = {0};
-  snprintf(name, sizeof name, "%s/keys", v->prefix);
-  kh_err e = kh_provider_list(v->prov, name, collect_wrap, &wl);
+  kh_err e = make_passcode_wrap(v->region_id, v->account, v->master, v->cipher, newpass,
+                                ops ? ops : DEFAULT_KDF_OPS, mib ? mib : DEFAULT_KDF_MIB, wid,
+                                &obj);
   if (!e)
-    e = make_passcode_wrap(v->region_id, v->account, v->master, v->cipher, newpass,
-                           ops ? ops : DEFAULT_KDF_OPS, mib ? mib : DEFAULT_KDF_MIB, wid, &obj);
-  if (e)
-    goto out;
-  kh_hex_encode(hex, wid, 16);
-  snprintf(name, sizeof name, "%s/keys/%s", v->prefix, hex);
-  if ((e = kh_provider_put(v->prov, name, obj.data, obj.len, true)))
-    goto out;
-  /* the new wrap is durable: now retire the old passcode wraps */
-  for (int i = 0; i < wl.n; i++) {
-    kh_buf_reset(&obj);
-    snprintf(name, sizeof name, "%s/keys/%s", v->prefix, wl.names[i]);
-    if (kh_provider_get(v->prov, name, 0, 16, &obj) == KH_OK && obj.len >= 7 &&
-        obj.data[6] == KEY_KIND_PASSCODE)
-      if ((e = kh_provider_del(v->prov, name)))
-        goto out;
-  }
-out:
+    e = kh_vault_passcode_replace(v->prov, v->prefix, wid, &obj);
   kh_buf_release(&obj);
   return e;
 }

@@ -176,6 +176,16 @@ int64_t kh_wall_ns(void);
 kh_err kh_vault_make_passcode_wrap(const char *region, const char *account,
                                    const uint8_t *master, int cipher, const kh_secret *pass,
                                    uint32_t ops, uint32_t mib, uint8_t wid[16], kh_buf *out);
+/* Every key object of an account (names of 32 hex digits under
+ * <prefix>/keys), however many: *names is malloc'd (caller frees). */
+kh_err kh_vault_key_names(kh_provider *p, const char *prefix, char (**names)[33], size_t *n);
+/* A passcode change: store the passcode wrap obj as <prefix>/keys/<wid>,
+ * then delete EVERY other passcode wrap (kind 1) of the account, so that
+ * exactly the new passcode opens it.  An interrupted run leaves the new wrap
+ * and some old ones, all of which open (kh_vault_open tries every wrap);
+ * the next change removes them all. */
+kh_err kh_vault_passcode_replace(kh_provider *p, const char *prefix, const uint8_t wid[16],
+                                 const kh_buf *obj);
 /* protection.c: standard protection for a new account (key-service wrap,
  * logged) and its protection record. */
 kh_err kh_vault_protect_new_account(kh_provider *p, const char *region_path,

@@ -105,6 +105,46 @@ assert_fail "passcode change to an empty passcode"
 khr snapshots
 assert_ok "passcode still works after a refused change"
 
+# ---- interrupted passcode changes -------------------------------------------
+# A change killed after storing its new wrap and before retiring the old ones
+# leaves both.  Twenty such runs (more than the 16 wraps once read): every
+# passcode so far must still open the account, and the next complete change
+# must leave exactly one passcode wrap (the key service's wrap stays).
+KEYS=$(account_dir)/keys
+cp "$KH_T/third" "$KH_T/pc0"
+i=1
+while [ $i -le 20 ]; do
+  printf 'interrupted passcode %d\n' $i >"$KH_T/pc$i"
+  rm -rf "$KH_W/keys.before"
+  cp -a "$KEYS" "$KH_W/keys.before"
+  khr --passcode-file "$KH_T/pc$((i - 1))" passcode change --new-passcode-file "$KH_T/pc$i" --kdf-memory 8 --kdf-ops 1
+  assert_ok "passcode change $i"
+  cp -a "$KH_W/keys.before/." "$KEYS/"   # as if killed before the old wraps went
+  i=$((i + 1))
+done
+assert_eq "$(find "$KEYS" -type f | wc -l)" 22 "21 passcode wraps and the key service's wrap"
+i=0
+while [ $i -le 20 ]; do
+  khr --passcode-file "$KH_T/pc$i" snapshots
+  assert_ok "passcode $i of the interrupted changes still opens the account"
+  i=$((i + 1))
+done
+printf 'after the interruptions\n' >"$KH_T/final"
+khr --passcode-file "$KH_T/pc7" passcode change --new-passcode-file "$KH_T/final" --kdf-memory 8 --kdf-ops 1
+assert_ok "a complete passcode change after interrupted ones"
+assert_eq "$(find "$KEYS" -type f | wc -l)" 2 "one passcode wrap and the key service's wrap left"
+i=0
+while [ $i -le 20 ]; do
+  khr --passcode-file "$KH_T/pc$i" snapshots
+  assert_rc 1 "old passcode $i after the complete change"
+  assert_eq "$(cat "$ERR")" "keyhold: open account: wrong passcode" "old passcode $i: message"
+  i=$((i + 1))
+done
+KEYHOLD_PASSCODE_FILE=$KH_T/final
+khr snapshots --json
+assert_ok "the final passcode opens the account"
+json_check "$OUT" "len(d) == 2" "both snapshots readable with the final passcode"
+
 # ---- regions that are not there or not regions ----------------------------
 khr --region "$KH_T/no-region" snapshots
 assert_fail "missing region directory"

@@ -67,4 +67,48 @@ assert_fail "whoami with a forged protection record"
 cp "$KH_T/protection.e2e" "$(account_dir)/protection"
 KEYHOLD_PASSCODE_FILE=$KH_T/newpass khr whoami
 assert_ok "whoami with the real record"
+
+# ---- protection e2e killed between the key service's destroy and the record
+# A second region: the switch runs, then the account's protection record and
+# the device are put back as they were before it (what a kill -9 right after
+# the key service's destroy leaves).  The key service's tombstone is the
+# authority: the account says e2e and the next command completes the switch.
+KEYHOLD_REGION=$KH_T/region2
+kh_init
+ACC2=$ACCOUNT
+cp "$(account_dir)/protection" "$KH_T/protection2.standard"
+khr protection e2e --recovery-key-file "$KH_T/rk2.txt"
+assert_ok "protection e2e (second region)"
+assert_exists "$KEYHOLD_REGION/kms/destroyed/$ACC2" "the key service's tombstone"
+cp "$KH_T/protection2.standard" "$(account_dir)/protection"
+rm -f "$KEYHOLD_DEVICE_DIR/local-$ACC2/protection-e2e"
+khr protection show
+assert_ok "protection show after an interrupted switch"
+assert_eq "$(cat "$OUT")" "e2e" "an account whose operator recovery is gone does not claim standard"
+cmp -s "$KH_T/protection2.standard" "$(account_dir)/protection" && fail "the protection record was not rolled forward"
+assert_exists "$KEYHOLD_DEVICE_DIR/local-$ACC2/protection-e2e" "the device remembers e2e again"
+khr whoami --json
+assert_ok "whoami after the roll-forward"
+json_check "$OUT" "d['protection'] == 'e2e'" "whoami says e2e"
+khr protection e2e --recovery-key-file "$KH_T/rk2b.txt"
+assert_ok "protection e2e again completes nothing twice"
+assert_grep "already end-to-end protected" "$OUT" "the switch is complete"
+khr admin unwrap --account "$ACC2" --reason "after the interrupted switch"
+assert_rc 1 "admin unwrap after the interrupted switch"
+assert_grep "end-to-end" "$ERR" "refusal says why"
+
+# ---- a protection record that cannot be read is not "wrong key" -------------
+# (prot_get kept the read error's code, reset_passcode no longer turns it into
+# "the recovery key does not open the account")
+mv "$(account_dir)/protection" "$KH_T/protection2.saved"
+mkdir "$(account_dir)/protection"
+printf 'another passcode\n' >"$KH_T/newpass2"
+KEYHOLD_PASSCODE_FILE=$KH_T/newpass2 khr protection recover --recovery-key-file "$KH_T/rk2.txt"
+assert_rc 1 "protection recover with an unreadable protection record"
+assert_grep "protection record" "$ERR" "the error names the protection record"
+assert_no_grep "does not open" "$ERR" "a read error is not reported as a wrong recovery key"
+rmdir "$(account_dir)/protection"
+mv "$KH_T/protection2.saved" "$(account_dir)/protection"
+KEYHOLD_PASSCODE_FILE=$KH_T/newpass2 khr protection recover --recovery-key-file "$KH_T/rk2.txt"
+assert_ok "protection recover with the record back"
 pass

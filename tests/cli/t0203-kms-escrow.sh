@@ -64,4 +64,23 @@ assert_ok "admin rotate"
 assert_grep "v2; 1 account" "$OUT" "rotation output"
 khr admin unwrap --account "$ACCOUNT" --reason "after rotation"
 assert_ok "unwrap after rotation"
+
+# the log is rolled back underneath the key service: it refuses to release
+# anything (exit 1, "log rolled back") and appends nothing until the operator
+# puts the newest log back (docs/kms-rootkey.md §8)
+cp "$KEYHOLD_REGION/log/checkpoint" "$KH_T/checkpoint.old"
+khr admin unwrap --account "$ACCOUNT" --reason "one more"
+assert_ok "unwrap before the rollback"
+cp "$KEYHOLD_REGION/log/checkpoint" "$KH_T/checkpoint.new"
+cp "$KH_T/checkpoint.old" "$KEYHOLD_REGION/log/checkpoint"
+khr admin unwrap --account "$ACCOUNT" --reason "after the rollback" --key-out "$KH_T/k.hex"
+assert_rc 1 "unwrap over a rolled-back log"
+assert_grep "log rolled back" "$ERR" "the refusal names the rollback"
+assert_absent "$KH_T/k.hex" "no key released over a rolled-back log"
+cmp -s "$KH_T/checkpoint.old" "$KEYHOLD_REGION/log/checkpoint" || fail "the key service appended over the older log"
+cp "$KH_T/checkpoint.new" "$KEYHOLD_REGION/log/checkpoint"
+khr admin unwrap --account "$ACCOUNT" --reason "after the operator's fix"
+assert_ok "unwrap once the newest log is back"
+khr log verify
+assert_ok "log verify after the fix"
 pass

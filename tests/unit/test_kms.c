@@ -9,6 +9,7 @@
 #include "kh_test.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
@@ -557,11 +558,26 @@ static void test_kill9(void)
     close(pfd[1]);
     char ready = 0;
     CHECK(read(pfd[0], &ready, 1) == 1 && ready == 'R');
-    struct timespec d = {0, (long)(100 + randombytes_uniform(300)) * 1000000L};
-    nanosleep(&d, NULL);
-    kill(pid, SIGKILL);
+    /* the kill lands only after this child judged an escrow attempt and
+     * released a key (however slow the machine), then at a random moment:
+     * no fixed sleep that a busy machine can outrun */
+    size_t seen0 = nseen;
+    uint64_t judged0 = judged;
+    bool killed = false;
+    double deadline = now() + 120, kill_at = 0;
     report rep;
     for (;;) {
+      if (!killed && nseen > seen0 && judged > judged0 && kill_at == 0)
+        kill_at = now() + (double)randombytes_uniform(200) / 1000.0;
+      if (!killed && ((kill_at > 0 && now() >= kill_at) || now() > deadline)) {
+        kill(pid, SIGKILL);
+        killed = true;
+      }
+      if (!killed) {
+        struct pollfd pf = {pfd[0], POLLIN, 0};
+        if (poll(&pf, 1, 20) <= 0)
+          continue;
+      }
       ssize_t got = read(pfd[0], &rep, sizeof rep);
       if (got != (ssize_t)sizeof rep)
         break;
@@ -575,6 +591,7 @@ static void test_kill9(void)
       }
       seen[nseen++] = rep;
     }
+    CHECK(nseen > seen0 && judged > judged0); /* each child got that far */
     close(pfd[0]);
     int st;
     waitpid(pid, &st, 0);
@@ -622,6 +639,512 @@ static void test_kill9(void)
 out:
   free(seen);
   kh_kms_free(k);
+}
+
+/* ---- crash points: a kill at exactly the interesting step ------------------- */
+
+static void kill_at_point(void *ctx, const char *point)
+{
+  if (!strcmp(point, (const char *)ctx))
+    raise(SIGKILL);
+}
+
+/* In a child process: one escrow attempt with pass, killed by SIGKILL at
+ * point.  true if the child really died there. */
+static bool escrow_killed_at(const char *acct, const kh_secret *pass, const char *point)
+{
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    kh_kms *ck = NULL;
+    if (kh_kms_open(region, &ck))
+      _exit(2);
+    kh_kms_test_hook(ck, kill_at_point, (void *)point);
+    kh_kms_release r;
+    uint32_t left;
+    kh_kms_escrow_recover(ck, acct, pass, &op_rq, &r, &left);
+    _exit(0);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
+}
+
+static void wrong_attempts(kh_kms *k, const char *acct, const kh_secret *bad, int n)
+{
+  for (int i = 0; i < n; i++) {
+    kh_kms_release r;
+    uint32_t left = 0;
+    CHECK_EQ(kh_kms_escrow_recover(k, acct, bad, &op_rq, &r, &left), KH_ERR_PASSCODE);
+  }
+}
+
+static void test_escrow_crash_points(void)
+{
+  const char *acct = "c0ffee00c0ffee00c0ffee00c0ffee00";
+  kh_secret *good = kh_secret_new("right words", 11), *bad = kh_secret_new("guess", 5);
+  kh_kms_release r;
+  uint32_t left = 0;
+  kh_kms_escrow_info in;
+  kh_kms *k = open_kms();
+  if (!k)
+    goto out;
+  CHECK_OK(kh_kms_escrow_enable(k, acct, key1, 2, good, &op_rq));
+  /* killed before the 10th attempt is counted: nothing spent */
+  wrong_attempts(k, acct, bad, 9);
+  kh_kms_free(k);
+  CHECK(escrow_killed_at(acct, bad, "escrow-before-counter"));
+  k = open_kms();
+  if (!k)
+    goto out;
+  CHECK_OK(kh_kms_escrow_status(k, acct, &in));
+  CHECK(in.present && !in.destroyed && in.failed == 9 && in.attempts == 9);
+  CHECK_OK(kh_kms_escrow_recover(k, acct, good, &op_rq, &r, &left));
+  CHECK(r.key && !memcmp(r.key, key1, 32));
+  kh_kms_release_clear(&r);
+  CHECK_OK(kh_kms_escrow_status(k, acct, &in));
+  CHECK(in.failed == 0 && in.attempts == 10); /* a right guess resets the counter */
+  /* killed after the 10th attempt is counted, before it is judged: that was
+   * the last guess; the restart finds the same count and destroys */
+  wrong_attempts(k, acct, bad, 9);
+  kh_kms_free(k);
+  CHECK(escrow_killed_at(acct, bad, "escrow-counter-written"));
+  k = open_kms();
+  if (!k)
+    goto out;
+  CHECK_OK(kh_kms_escrow_status(k, acct, &in));
+  CHECK(in.failed == 10 && in.attempts == 20);
+  CHECK_EQ(kh_kms_escrow_recover(k, acct, good, &op_rq, &r, &left), KH_ERR_DENIED);
+  CHECK(r.key == NULL);
+  CHECK_OK(kh_kms_escrow_status(k, acct, &in));
+  CHECK(in.destroyed && !in.present && in.attempts == 20);
+  /* killed after the destruction is durable, before the answer */
+  CHECK_OK(kh_kms_escrow_enable(k, acct, key1, 2, good, &op_rq));
+  wrong_attempts(k, acct, bad, 9);
+  kh_kms_free(k);
+  CHECK(escrow_killed_at(acct, bad, "escrow-destroyed"));
+  k = open_kms();
+  if (!k)
+    goto out;
+  CHECK_OK(kh_kms_escrow_status(k, acct, &in));
+  CHECK(in.destroyed && !in.present && in.failed == 10 && in.attempts == 30);
+  CHECK_EQ(kh_kms_escrow_recover(k, acct, good, &op_rq, &r, &left), KH_ERR_DENIED);
+  CHECK(r.key == NULL);
+  /* killed between the destroyed counter and the record's removal */
+  CHECK_OK(kh_kms_escrow_enable(k, acct, key1, 2, good, &op_rq));
+  wrong_attempts(k, acct, bad, 9);
+  kh_kms_free(k);
+  CHECK(escrow_killed_at(acct, bad, "escrow-destroy-counted"));
+  k = open_kms();
+  if (!k)
+    goto out;
+  CHECK_EQ(kh_kms_escrow_recover(k, acct, good, &op_rq, &r, &left), KH_ERR_DENIED);
+  CHECK(r.key == NULL);
+  CHECK_OK(kh_kms_escrow_status(k, acct, &in));
+  CHECK(in.destroyed && !in.present && in.attempts == 40);
+out:
+  kh_kms_free(k);
+  kh_secret_free(good);
+  kh_secret_free(bad);
+}
+
+/* ---- races: unwrap against destroy, escrow against everything else ----------- */
+
+static struct gate {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int state;          /* 0 armed, 1 paused at the point, 2 passed it */
+  bool go;
+  const char *point;
+  int hold_ms;        /* how long the paused thread waits for go at most */
+} gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false, NULL, 0};
+
+static void gate_arm(const char *point, int hold_ms)
+{
+  pthread_mutex_lock(&gate.mu);
+  gate.state = 0;
+  gate.go = false;
+  gate.point = point;
+  gate.hold_ms = hold_ms;
+  pthread_mutex_unlock(&gate.mu);
+}
+
+/* The first thread to reach gate.point pauses there (until go, or hold_ms). */
+static void gate_hook(void *ctx, const char *point)
+{
+  (void)ctx;
+  pthread_mutex_lock(&gate.mu);
+  if (gate.point && !strcmp(point, gate.point) && gate.state == 0) {
+    gate.state = 1;
+    pthread_cond_broadcast(&gate.cv);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += gate.hold_ms / 1000;
+    dl.tv_nsec += (long)(gate.hold_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+      dl.tv_sec++;
+      dl.tv_nsec -= 1000000000L;
+    }
+    while (!gate.go && pthread_cond_timedwait(&gate.cv, &gate.mu, &dl) == 0)
+      ;
+    gate.state = 2;
+    pthread_cond_broadcast(&gate.cv);
+  }
+  pthread_mutex_unlock(&gate.mu);
+}
+
+static void gate_wait_paused(void)
+{
+  pthread_mutex_lock(&gate.mu);
+  while (gate.state == 0)
+    pthread_cond_wait(&gate.cv, &gate.mu);
+  pthread_mutex_unlock(&gate.mu);
+}
+
+static int gate_state(void)
+{
+  pthread_mutex_lock(&gate.mu);
+  int s = gate.state;
+  pthread_mutex_unlock(&gate.mu);
+  return s;
+}
+
+static void gate_open(void)
+{
+  pthread_mutex_lock(&gate.mu);
+  gate.go = true;
+  pthread_cond_broadcast(&gate.cv);
+  pthread_mutex_unlock(&gate.mu);
+}
+
+typedef struct race_unwrap {
+  kh_kms *k;
+  const char *acct;
+  kh_err e;
+  uint64_t index;
+  bool keyok;
+} race_unwrap;
+
+static void *race_unwrapper(void *arg)
+{
+  race_unwrap *u = arg;
+  kh_kms_release r;
+  u->e = kh_kms_unwrap(u->k, u->acct, &op_rq, &r);
+  u->index = r.index;
+  u->keyok = r.key && !memcmp(r.key, key2, 32);
+  kh_kms_release_clear(&r);
+  return NULL;
+}
+
+/* Index of the last entry with op for account, or UINT64_MAX. */
+static uint64_t last_entry(kh_kms *k, kh_log_op op, const char *acct)
+{
+  uint64_t found = UINT64_MAX;
+  for (uint64_t i = 0; i < kh_tlog_size(k->log); i++) {
+    uint8_t *e = NULL;
+    size_t len = 0;
+    kh_log_entry en;
+    if (kh_tlog_entry(k->log, i, &e, &len) == KH_OK && kh_log_entry_parse(e, len, &en) == KH_OK &&
+        en.op == op && !strcmp(en.account, acct))
+      found = i;
+    free(e);
+  }
+  return found;
+}
+
+/* An unwrap that passed its destroyed check when a destroy starts: either its
+ * entry comes before the destroy's, or it releases nothing. */
+static void test_unwrap_destroy_race(void)
+{
+  const char *acct = "d00dd00dd00dd00dd00dd00dd00dd00d";
+  mark_account(acct);
+  kh_kms *k = open_kms();
+  if (!k)
+    return;
+  CHECK_OK(kh_kms_wrap(k, acct, key2, 1, &op_rq));
+  gate_arm("unwrap-before-log", 500);
+  kh_kms_test_hook(k, gate_hook, NULL);
+  race_unwrap u = {k, acct, KH_OK, 0, false};
+  pthread_t th;
+  pthread_create(&th, NULL, race_unwrapper, &u);
+  gate_wait_paused();                    /* the unwrap holds the key, not yet logged */
+  CHECK_OK(kh_kms_destroy(k, acct, &op_rq));
+  gate_open();
+  pthread_join(th, NULL);
+  kh_kms_test_hook(k, NULL, NULL);
+  uint64_t d = last_entry(k, KH_LOG_OP_DESTROY, acct), un = last_entry(k, KH_LOG_OP_UNWRAP, acct);
+  CHECK(d != UINT64_MAX);
+  if (u.e == KH_OK) {
+    CHECK(u.keyok);
+    CHECK(u.index == un && un < d);      /* released before the destroy entry */
+  } else {
+    CHECK_EQ(u.e, KH_ERR_STATE);
+    CHECK(un == UINT64_MAX || un < d);
+  }
+  kh_kms_release r;
+  CHECK_EQ(kh_kms_unwrap(k, acct, &op_rq, &r), KH_ERR_STATE);
+  kh_kms_free(k);
+}
+
+typedef struct race_escrow {
+  kh_kms *k;
+  const char *acct;
+  const kh_secret *pass;
+  kh_err e;
+} race_escrow;
+
+static void *race_escrower(void *arg)
+{
+  race_escrow *x = arg;
+  kh_kms_release r;
+  uint32_t left;
+  x->e = kh_kms_escrow_recover(x->k, x->acct, x->pass, &op_rq, &r, &left);
+  kh_kms_release_clear(&r);
+  return NULL;
+}
+
+/* An escrow attempt in progress (Argon2id) does not hold up other accounts. */
+static void test_escrow_not_global(void)
+{
+  const char *a = "e5c0e5c0e5c0e5c0e5c0e5c0e5c0e5c0";
+  char b[33] = "e5c0e5c0e5c0e5c0e5c0e5c0e5c0e5c1";
+  kh_kms *k = open_kms();
+  if (!k)
+    return;
+  /* another stripe for b */
+  for (char c = '1'; c <= '9' && kh_kms_escrow_lock(k, a) == kh_kms_escrow_lock(k, b); c++)
+    b[31] = c;
+  kh_secret *good = kh_secret_new("pa", 2);
+  CHECK_OK(kh_kms_escrow_enable(k, a, key1, 2, good, &op_rq));
+  CHECK_OK(kh_kms_escrow_enable(k, b, key2, 1, good, &op_rq));
+  gate_arm("escrow-attempt-logged", 3000);
+  kh_kms_test_hook(k, gate_hook, NULL);
+  race_escrow x = {k, a, good, KH_OK};
+  pthread_t th;
+  pthread_create(&th, NULL, race_escrower, &x);
+  gate_wait_paused();                    /* a's attempt is counted, logged, not judged */
+  kh_kms_escrow_info in;
+  CHECK_OK(kh_kms_escrow_status(k, b, &in));
+  CHECK(in.present && in.failed == 0);
+  CHECK_EQ(gate_state(), 1);             /* ... and still in progress */
+  kh_secret *pw = kh_secret_new("other", 5);
+  CHECK_OK(kh_kms_escrow_enable(k, b, key2, 1, pw, &op_rq));
+  CHECK_EQ(gate_state(), 1);
+  gate_open();
+  pthread_join(th, NULL);
+  kh_kms_test_hook(k, NULL, NULL);
+  CHECK_OK(x.e);
+  kh_secret_free(pw);
+  kh_secret_free(good);
+  kh_kms_free(k);
+}
+
+/* ---- the log rolled back underneath the service --------------------------------- */
+
+static void test_log_rollback(void)
+{
+  const char *acct = "10ba10ba10ba10ba10ba10ba10ba10ba";
+  char cp[400], old[400], cur[400];
+  uint8_t *data = NULL;
+  size_t len = 0;
+  snprintf(cp, sizeof cp, "%s/log/checkpoint", region);
+  snprintf(old, sizeof old, "%s/checkpoint.old", tmp);
+  snprintf(cur, sizeof cur, "%s/checkpoint.cur", tmp);
+  mark_account(acct);
+  kh_kms *k = open_kms();
+  if (!k)
+    return;
+  kh_kms_release r;
+  CHECK_OK(kh_kms_wrap(k, acct, key1, 2, &op_rq));
+  CHECK_OK(kh_kms_unwrap(k, acct, &op_rq, &r));
+  kh_kms_release_clear(&r);
+  CHECK_OK(kh_read_file(cp, 1 << 16, &data, &len));
+  CHECK_OK(kh_write_file_atomic(old, data, len, 0600, false));
+  free(data);
+  for (int i = 0; i < 3; i++) {
+    CHECK_OK(kh_kms_unwrap(k, acct, &op_rq, &r));
+    kh_kms_release_clear(&r);
+  }
+  CHECK_OK(kh_read_file(cp, 1 << 16, &data, &len));
+  CHECK_OK(kh_write_file_atomic(cur, data, len, 0600, false));
+  free(data);
+  /* while the service runs: its checkpoint is replaced by an older one */
+  CHECK_OK(kh_read_file(old, 1 << 16, &data, &len));
+  CHECK_OK(kh_write_file_atomic(cp, data, len, 0644, false));
+  free(data);
+  CHECK_EQ(kh_kms_unwrap(k, acct, &op_rq, &r), KH_ERR_ROLLBACK);
+  CHECK(r.key == NULL);
+  kh_secret *pw = kh_secret_new("pw", 2);
+  CHECK_EQ(kh_kms_escrow_enable(k, acct, key1, 2, pw, &op_rq), KH_ERR_ROLLBACK);
+  kh_kms_free(k);
+  /* a restart over the older log refuses too (the service's own record) */
+  k = open_kms();
+  if (k) {
+    uint64_t size = kh_tlog_size(k->log);
+    CHECK_EQ(kh_kms_unwrap(k, acct, &op_rq, &r), KH_ERR_ROLLBACK);
+    CHECK(r.key == NULL);
+    CHECK_EQ(kh_kms_destroy(k, acct, &op_rq), KH_ERR_ROLLBACK);
+    CHECK_EQ(kh_tlog_size(k->log), size); /* nothing appended */
+    CHECK(strstr(kh_errdetail(), "rolled back") != NULL);
+    kh_kms_free(k);
+  }
+  /* the operator puts the newest checkpoint back: the service resumes */
+  CHECK_OK(kh_read_file(cur, 1 << 16, &data, &len));
+  CHECK_OK(kh_write_file_atomic(cp, data, len, 0644, false));
+  free(data);
+  k = open_kms();
+  if (k) {
+    CHECK_OK(kh_kms_unwrap(k, acct, &op_rq, &r));
+    CHECK(r.key && !memcmp(r.key, key1, 32) && proof_ok(k, &r));
+    kh_kms_release_clear(&r);
+    kh_kms_free(k);
+  }
+  kh_secret_free(pw);
+}
+
+/* ---- fault injection: every allocation and write of each operation ------------- */
+
+typedef kh_err (*fault_op)(kh_kms *k, const char *acct);
+
+static kh_secret *f_good, *f_bad;
+
+static kh_err op_unwrap(kh_kms *k, const char *acct)
+{
+  kh_kms_release r;
+  kh_err e = kh_kms_unwrap(k, acct, &op_rq, &r);
+  if (!e && (!r.key || memcmp(r.key, key1, 32)))
+    e = KH_ERR_AUTH;
+  kh_kms_release_clear(&r);
+  return e;
+}
+
+static kh_err op_escrow_right(kh_kms *k, const char *acct)
+{
+  kh_kms_release r;
+  uint32_t left;
+  kh_err e = kh_kms_escrow_recover(k, acct, f_good, &op_rq, &r, &left);
+  if (!e && (!r.key || memcmp(r.key, key1, 32)))
+    e = KH_ERR_AUTH;
+  kh_kms_release_clear(&r);
+  return e;
+}
+
+static kh_err op_escrow_wrong(kh_kms *k, const char *acct)
+{
+  kh_kms_release r;
+  uint32_t left;
+  kh_err e = kh_kms_escrow_recover(k, acct, f_bad, &op_rq, &r, &left);
+  kh_kms_release_clear(&r);
+  return e == KH_ERR_PASSCODE ? KH_OK : e ? e : KH_ERR_AUTH;
+}
+
+static kh_err op_escrow_enable(kh_kms *k, const char *acct)
+{
+  return kh_kms_escrow_enable(k, acct, key1, 2, f_good, &op_rq);
+}
+
+static kh_err op_rotate(kh_kms *k, const char *acct)
+{
+  (void)acct;
+  return kh_kms_rotate(k, &op_rq, NULL);
+}
+
+static kh_err op_destroy(kh_kms *k, const char *acct)
+{
+  return kh_kms_destroy(k, acct, &op_rq);
+}
+
+/* After a failed operation the account still works (or, for destroy, is
+ * either intact or destroyed for good), and its escrow counter is sane. */
+static void check_usable(kh_kms *k, const char *acct, uint64_t *attempts, bool destroying)
+{
+  kh_kms_release r;
+  kh_err e = kh_kms_unwrap(k, acct, &op_rq, &r);
+  bool gone = false;
+  kh_kms_account_destroyed(region, acct, &gone);
+  if (destroying && gone)
+    CHECK_EQ(e, KH_ERR_STATE);
+  else
+    CHECK(e == KH_OK && r.key && !memcmp(r.key, key1, 32));
+  kh_kms_release_clear(&r);
+  kh_kms_escrow_info in;
+  CHECK_OK(kh_kms_escrow_status(k, acct, &in));
+  CHECK(in.attempts >= *attempts && in.failed < KH_KMS_ESCROW_LIMIT && !in.destroyed);
+  *attempts = in.attempts;
+  if (in.failed >= 5) { /* keep the wrong-passcode loops off the limit */
+    CHECK_OK(op_escrow_right(k, acct));
+  }
+}
+
+static void test_faults(void)
+{
+  const char *acct = "fa017fa017fa017fa017fa017fa017fa";
+  static const struct { const char *name; fault_op fn; } ops[] = {
+    {"unwrap", op_unwrap},           {"escrow right", op_escrow_right},
+    {"escrow wrong", op_escrow_wrong}, {"escrow enable", op_escrow_enable},
+    {"rotate", op_rotate},           {"destroy", op_destroy},
+  };
+  f_good = kh_secret_new("fault pass", 10);
+  f_bad = kh_secret_new("not it", 6);
+  mark_account(acct);
+  kh_kms *k = open_kms();
+  if (!k)
+    goto out;
+  CHECK_OK(kh_kms_wrap(k, acct, key1, 2, &op_rq));
+  CHECK_OK(kh_kms_escrow_enable(k, acct, key1, 2, f_good, &op_rq));
+  uint64_t attempts = 0;
+  unsigned failures = 0;
+  for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+    for (int kind = 0; kind < 2; kind++) {
+      bool destroying = ops[o].fn == op_destroy;
+      if (destroying && kind == 1)
+        break; /* destroy runs once per kind below */
+      unsigned n;
+      for (n = 1; n < 400; n++) {
+        kh_kms_test_fault(k, destroying ? 0 : kind, n);
+        kh_err e = ops[o].fn(k, acct);
+        kh_kms_test_fault(k, 0, 0);
+        kh_kms_test_fault(k, 1, 0);
+        if (e == KH_OK)
+          break;
+        failures++;
+        if (e != KH_ERR_NOMEM && e != KH_ERR_IO && e != KH_ERR_LOG) {
+          fprintf(stderr, "   %s, %s fault %u: unexpected %s (%s)\n", ops[o].name,
+                  kind ? "write" : "alloc", n, kh_strerror(e), kh_errdetail());
+          CHECK(false);
+        }
+        check_usable(k, acct, &attempts, destroying);
+      }
+      CHECK(n < 400);
+    }
+  }
+  /* destroy under write faults, on a second account */
+  {
+    const char *acct2w = "fa027fa027fa027fa027fa027fa027fa";
+    mark_account(acct2w);
+    CHECK_OK(kh_kms_wrap(k, acct2w, key1, 2, &op_rq));
+    uint64_t a2 = 0;
+    unsigned n;
+    for (n = 1; n < 400; n++) {
+      kh_kms_test_fault(k, 1, n);
+      kh_err e = op_destroy(k, acct2w);
+      kh_kms_test_fault(k, 1, 0);
+      if (e == KH_OK)
+        break;
+      failures++;
+      CHECK(e == KH_ERR_IO || e == KH_ERR_LOG);
+      check_usable(k, acct2w, &a2, true);
+    }
+    CHECK(n < 400);
+    CHECK_EQ(op_unwrap(k, acct2w), KH_ERR_STATE);
+  }
+  CHECK_EQ(op_unwrap(k, acct), KH_ERR_STATE);
+  CHECK(failures > 20);
+  fprintf(stderr, "   %u injected failures, each left the account usable\n", failures);
+out:
+  kh_kms_free(k);
+  kh_secret_free(f_good);
+  kh_secret_free(f_bad);
 }
 
 /* ---- benchmark (KH_KMS_BENCH=1) ---------------------------------------------- */
@@ -716,6 +1239,11 @@ int main(void)
     RUN(test_rotate_destroy);
     RUN(test_witnesses);
     RUN(test_kill9);
+    RUN(test_escrow_crash_points);
+    RUN(test_unwrap_destroy_race);
+    RUN(test_escrow_not_global);
+    RUN(test_log_rollback);
+    RUN(test_faults);
   }
   int rc = kh_test_done("test_kms");
   kh_remove_tree(tmp);
