@@ -118,9 +118,11 @@ assert_rc() { # EXPECTED WHAT
   [ "$RC" -eq "$1" ] || fail "$2: exit status $RC, expected $1"
 }
 assert_ok() { assert_rc 0 "$1"; }
-assert_fail() { # WHAT (any non-zero status, but not a crash by signal)
-  [ "$RC" -ne 0 ] || fail "$1: succeeded, expected a failure"
+# assert_fail WHAT: exit status exactly 1, "failure" in docs/cli.md (usage
+# errors are 2 and partial backups 3: assert those with assert_rc).
+assert_fail() {
   [ "$RC" -lt 128 ] || fail "$1: died with signal $((RC - 128))"
+  assert_rc 1 "$1"
 }
 
 # assert_grep [-F] PATTERN FILE WHAT (grep -E by default, case-insensitive)
