@@ -1,5 +1,6 @@
 #include "common/fsutil.h"
 #include "common/err.h"
+#include "keyhold/file.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -102,6 +103,11 @@ kh_err kh_write_file_atomic(const char *path, const void *data, size_t len,
   return kh_write_filev_atomic(path, &one, 1, mode, excl);
 }
 
+kh_err kh_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode)
+{
+  return kh_write_file_atomic(path, data, len, mode, false);
+}
+
 kh_err kh_write_filev_atomic(const char *path, const struct iovec *iov, size_t niov,
                              unsigned mode, bool excl)
 {
@@ -128,7 +134,11 @@ kh_err kh_write_filev_atomic(const char *path, const struct iovec *iov, size_t n
     e = kh_seterr(kh_errno_code(errno), "fsync %s: %s", tmp, strerror(errno));
     goto fail;
   }
-  close(fd);
+  if (close(fd) != 0) { /* NFS and quotas report write errors here */
+    fd = -1;
+    e = kh_seterr(kh_errno_code(errno), "close %s: %s", tmp, strerror(errno));
+    goto fail;
+  }
   fd = -1;
   if (excl) {
     if (link(tmp, path) != 0) {
