@@ -1,5 +1,6 @@
 #include "common/fsutil.h"
 #include "common/err.h"
+#include "common/fault.h"
 #include "keyhold/file.h"
 
 #include <dirent.h>
@@ -117,6 +118,10 @@ kh_err kh_write_filev_atomic(const char *path, const struct iovec *iov, size_t n
   int fd = -1;
   if (!tmp || !dir) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  if (kh_fault_point("file.write")) {
+    e = kh_seterr(KH_ERR_IO, "write %s: injected fault", path);
     goto out;
   }
   uint8_t rnd[8];

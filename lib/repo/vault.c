@@ -686,10 +686,17 @@ kh_err kh_vault_passcode_change(kh_vault *v, const kh_secret *newpass, uint32_t 
   for (int i = 0; i < wl.n; i++) {
     kh_buf_reset(&obj);
     snprintf(name, sizeof name, "%s/keys/%s", v->prefix, wl.names[i]);
-    if (kh_provider_get(v->prov, name, 0, 16, &obj) == KH_OK && obj.len >= 7 &&
-        obj.data[6] == KEY_KIND_PASSCODE)
-      if ((e = kh_provider_del(v->prov, name)))
-        goto out;
+    /* a wrap that cannot be read is not skipped: the old passcode would
+     * stay valid behind a change reported as done */
+    e = kh_provider_get(v->prov, name, 0, 16, &obj);
+    if (e == KH_ERR_NOTFOUND) {
+      e = KH_OK; /* removed meanwhile */
+      continue;
+    }
+    if (e)
+      goto out;
+    if (obj.len >= 7 && obj.data[6] == KEY_KIND_PASSCODE && (e = kh_provider_del(v->prov, name)))
+      goto out;
   }
 out:
   kh_buf_release(&obj);
