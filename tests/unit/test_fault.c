@@ -140,6 +140,45 @@ static unsigned long torture(const char *what, const char *golden, op_fn op, voi
   return total;
 }
 
+/* Opening the account (and enrolling this device on first use) under
+ * every allocation failure and every failing write: the failure is
+ * reported as what it is (KH_ERR_NOMEM / KH_ERR_IO), never as "no such
+ * account" or "wrong passcode", and a fault that was absorbed leaves a
+ * working handle. */
+static void test_open_reports_the_real_error(void)
+{
+  static const struct { const char *cls; kh_err want; } k[] = {
+    {"alloc.", KH_ERR_NOMEM}, {"provider.", KH_ERR_IO}, {"file.", KH_ERR_IO}};
+  for (size_t c = 0; c < sizeof k / sizeof k[0]; c++) {
+    bool done = false;
+    unsigned long nth, wrong = 0;
+    for (nth = 1; nth <= FAULT_CAP && !done; nth++) {
+      char dev[400];
+      snprintf(dev, sizeof dev, "%s/newdevice", F.root); /* first use: enrolls */
+      fx_rm(dev);
+      if (!fx_restore_state(&F, "fresh")) {
+        CHECK(!"restore the saved state");
+        return;
+      }
+      kh_open_opts o = {.region_path = F.region, .passcode = F.pass, .cache_dir = F.cache,
+                        .device_dir = dev};
+      kh_vault *v = NULL;
+      kh_fault_arm(k[c].cls, nth);
+      kh_err e = kh_vault_open(&o, &v);
+      done = !kh_fault_fired();
+      kh_fault_arm(NULL, 0);
+      if (e != KH_OK && e != k[c].want && wrong++ < 5)
+        fprintf(stderr, "open, %s fault %lu: %s (%s), expected %s\n", k[c].cls, nth,
+                kh_strerror(e), kh_errdetail(), kh_strerror(k[c].want));
+      CHECK(e == KH_OK || e == k[c].want);
+      CHECK((e == KH_OK) == (v != NULL));
+      kh_vault_free(v);
+    }
+    CHECK(done);
+    CHECK(nth > 2); /* at least one fault was injected */
+  }
+}
+
 int main(void)
 {
   if (kh_crypto_init() != KH_OK)
@@ -167,6 +206,9 @@ int main(void)
   kh_fault_arm(NULL, 0);
   CHECK(!kh_fault_point("x.one"));
   CHECK(!kh_fault_fired());
+
+  CHECK(fx_save(&F, "fresh"));
+  RUN(test_open_reports_the_real_error);
 
   /* snapshot 1 exists before every operation under test */
   snapref snaps[2] = {{"", src1}, {"", src2}};
