@@ -47,8 +47,11 @@ static bool fx_init(fx *f, const char *name, const char *pass)
   snprintf(f->root, sizeof f->root, "%s/kh-%s.XXXXXX", t, name);
   if (!mkdtemp(f->root))
     return false;
-  char st[300];
+  char st[300], op[300];
   snprintf(st, sizeof st, "%s/state", f->root);
+  /* the key service's operator secret stays in the scratch directory */
+  snprintf(op, sizeof op, "%s/state/operator", f->root);
+  setenv("KEYHOLD_OPERATOR_DIR", op, 1);
   fx_paths(f, st);
   f->pass = kh_secret_new(pass, strlen(pass));
   kh_init_opts io = {.region_path = f->region, .passcode = f->pass, .kdf_ops = 1,
@@ -279,13 +282,13 @@ static bool fx_copy(const char *from, const char *to)
 }
 
 /* Save and put back the whole state (region, cache, device). */
-static bool fx_save(const fx *f, const char *name)
+static inline bool fx_save(const fx *f, const char *name)
 {
   char to[400];
   snprintf(to, sizeof to, "%s/%s", f->root, name);
   return fx_rm(to) && fx_copy(f->state, to);
 }
-static bool fx_restore_state(const fx *f, const char *name)
+static inline bool fx_restore_state(const fx *f, const char *name)
 {
   char from[400];
   snprintf(from, sizeof from, "%s/%s", f->root, name);
