@@ -404,7 +404,7 @@ def jsonform(b):
 #    was named by check (check may name more: it is conservative about a
 #    truncated pack whose first blobs are still readable);
 #  - a file that is absent was reported (or lies below a directory check
-#    named as damaged); restore exits non-zero iff it reported a file.
+#    named as damaged); restore exits 1 if it reported a file, else 0.
 # Sets NDAMAGED to the number of files (and damaged directories) not restored.
 verify_damaged_restore() {
   rm -rf "$5"
@@ -482,10 +482,10 @@ for r in rels:
     elif not rep and not isdir and not any(r.startswith(b + b"/") or b == b"" for b in bad):
         problems.append("%s is missing from the target and restore did not say so" % esc(r))
 baddirs = [b for b in bad if b == b"" or os.path.isdir(exp + b"/" + b)]
-if nrep and rc == 0:
-    problems.append("restore exited 0 although files were not restored")
-if baddirs and rc == 0:
-    problems.append("restore exited 0 although a directory listing is damaged")
+if nrep and rc != 1:
+    problems.append("restore exited %d although files were not restored (docs/cli.md: 1)" % rc)
+if baddirs and rc != 1:
+    problems.append("restore exited %d although a directory listing is damaged (docs/cli.md: 1)" % rc)
 if not nrep and not baddirs and rc != 0:
     problems.append("restore exited %d although it reported no file" % rc)
 for p in problems[:20]:
