@@ -20,7 +20,9 @@ kh_init
 traced() {
   tr_what=$1 tr_re=$2 tr_min=$3
   shift 3
-  run strace -f -y -qq -o "$KH_W/strace" \
+  # LeakSanitizer cannot run under ptrace (make check-asan)
+  run env ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+    strace -f -y -qq -o "$KH_W/strace" \
     -e trace=openat,open,creat,rename,renameat,renameat2,link,fsync,fdatasync "$KEYHOLD" "$@"
   assert_ok "$tr_what"
   python3 - "$KH_W/strace" "$tr_re" "$tr_min" <<'PY' || fail "$tr_what: not written durably (see above)"
