@@ -4,9 +4,12 @@
  * until the operation completes without reaching N.
  *
  * Points are named "<class>.<where>": "alloc.buf" (kh_buf growth),
- * "alloc.secure" (kh_secure_alloc), "provider.put", "provider.del".  A
- * point that fires behaves exactly like the failure it stands for (NULL /
- * KH_ERR_NOMEM, or KH_ERR_IO from the provider before anything is written).
+ * "alloc.secure" (kh_secure_alloc), "provider.put", "provider.del" (every
+ * backend, before it is called), and in the atomic file write (fsutil.c)
+ * "file.write" (before anything), "file.fsync", "file.rename" /
+ * "file.link" and "file.dirsync" (after the rename: the new content is
+ * visible but reported as failed).  A point that fires behaves exactly like
+ * the failure it stands for (NULL / KH_ERR_NOMEM, or EIO / KH_ERR_IO).
  *
  * Disarmed (the default), a point costs one relaxed atomic load.  The
  * environment variable KH_FAULT="PREFIX:N" arms the same countdown for a

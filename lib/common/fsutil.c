@@ -14,6 +14,9 @@
 #include <unistd.h>
 #include <sodium.h>
 
+/* A system call that fault injection (fault.h) can fail with EIO. */
+#define FAULTABLE(name, call) (kh_fault_point(name) ? (errno = EIO, -1) : (call))
+
 char *kh_path_join(const char *a, const char *b)
 {
   size_t la = strlen(a), lb = strlen(b);
@@ -58,7 +61,7 @@ kh_err kh_fsync_dir(const char *dir)
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
     return kh_seterr(kh_errno_code(errno), "open %s: %s", dir, strerror(errno));
-  int r = fsync(fd);
+  int r = FAULTABLE("file.dirsync", fsync(fd));
   int err = errno;
   close(fd);
   if (r != 0)
@@ -135,7 +138,7 @@ kh_err kh_write_filev_atomic(const char *path, const struct iovec *iov, size_t n
   }
   if ((e = write_allv(fd, iov, niov, tmp)))
     goto fail;
-  if (fsync(fd) != 0) {
+  if (FAULTABLE("file.fsync", fsync(fd)) != 0) {
     e = kh_seterr(kh_errno_code(errno), "fsync %s: %s", tmp, strerror(errno));
     goto fail;
   }
@@ -146,12 +149,12 @@ kh_err kh_write_filev_atomic(const char *path, const struct iovec *iov, size_t n
   }
   fd = -1;
   if (excl) {
-    if (link(tmp, path) != 0) {
+    if (FAULTABLE("file.link", link(tmp, path)) != 0) {
       e = kh_seterr(kh_errno_code(errno), "link %s: %s", path, strerror(errno));
       goto fail;
     }
     unlink(tmp);
-  } else if (rename(tmp, path) != 0) {
+  } else if (FAULTABLE("file.rename", rename(tmp, path)) != 0) {
     e = kh_seterr(kh_errno_code(errno), "rename %s: %s", path, strerror(errno));
     goto fail;
   }
