@@ -13,7 +13,9 @@
  *
  * Disarmed (the default), a point costs one relaxed atomic load.  The
  * environment variable KH_FAULT="PREFIX:N" arms the same countdown for a
- * whole process (for CLI tests).  Safe to call from any thread. */
+ * whole process (for CLI tests), and KH_FAULT_LOG=FILE makes a fired point
+ * append "NAME N" to FILE (the only output of this module, test-only).
+ * Safe to call from any thread. */
 #ifndef KH_COMMON_FAULT_H
 #define KH_COMMON_FAULT_H
 #include <stdbool.h>

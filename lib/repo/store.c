@@ -470,9 +470,13 @@ kh_err kh_snapshots_list(kh_vault *v, kh_snapshot_info **out, size_t *n)
     free(ids);
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
   }
-  for (size_t i = 0; i < cnt; i++) {
+  for (size_t i = 0; i < cnt && !e; i++) {
     kh_snap s;
-    if (kh_vault_load_snapshot(v, ids[i], &s) != KH_OK) {
+    e = kh_vault_load_snapshot(v, ids[i], &s);
+    if (e == KH_ERR_NOMEM || e == KH_ERR_IO || e == KH_ERR_NOSPACE || e == KH_ERR_CRYPTO)
+      break; /* not damage: the caller must not see a shorter list */
+    if (e) {
+      e = KH_OK;
       skipped_tls++; /* damaged: `keyhold check` names it */
       continue;
     }
@@ -480,6 +484,10 @@ kh_err kh_snapshots_list(kh_vault *v, kh_snapshot_info **out, size_t *n)
     kh_snap_release(&s);
   }
   free(ids);
+  if (e) {
+    kh_snapshots_free(info, k);
+    return e;
+  }
   qsort(info, k, sizeof *info, cmp_info);
   *out = info;
   *n = k;

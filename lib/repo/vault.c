@@ -507,7 +507,10 @@ static kh_err load_device(kh_vault *v)
   if ((e = kh_aead_new(&a, KH_CIPHER_XCHACHA20POLY1305, k)) ||
       (e = kh_ad_build(&ad, v->region_id, v->account, "device-secret", NULL, 0)))
     goto out;
-  if (kh_aead_open_box(a, &pt, data + 6, len - 6, ad.data, ad.len) || pt.len != 80) {
+  e = kh_aead_open_box(a, &pt, data + 6, len - 6, ad.data, ad.len);
+  if (e && e != KH_ERR_AUTH) /* out of memory is not a foreign device key */
+    goto out;
+  if (e || pt.len != 80) {
     e = kh_seterr(KH_ERR_AUTH, "device key %s does not belong to this account", path);
     goto out;
   }
