@@ -320,7 +320,11 @@ kh_err cli_region_path(const char **out) {
   const char *r = g_opts.region;
   if (!r || !*r) r = getenv("KEYHOLD_REGION");
   if (!r || !*r) {
+    /* --region is required by every command that reaches here: its absence
+     * is a usage error (exit 2) whichever command notices it. */
     cli_msgf("no region: use --region DIR or KEYHOLD_REGION");
+    fputs("Try 'keyhold help' for the list of commands and options.\n", stderr);
+    g_opts.usage_error = true;
     return KH_ERR_INVAL;
   }
   *out = r;

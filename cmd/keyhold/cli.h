@@ -18,6 +18,7 @@ typedef struct cli_opts {
   bool json;                 /* --json */
   bool quiet;                /* --quiet: no progress */
   bool no_cache;             /* --no-cache */
+  bool usage_error;          /* a required global option was missing: exit 2 */
 } cli_opts;
 extern cli_opts g_opts;
 

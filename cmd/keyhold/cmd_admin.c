@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,7 +91,7 @@ static int open_kms(kh_kms **k)
   return e ? cli_fail(e, "admin: open the key service") : CLI_EXIT_OK;
 }
 
-static int write_key(const char *path, const uint8_t *key)
+static kh_err write_key(const char *path, const uint8_t *key)
 {
   char text[66];
   static const char d[] = "0123456789abcdef";
@@ -99,16 +100,9 @@ static int write_key(const char *path, const uint8_t *key)
     text[2 * i + 1] = d[key[i] & 15];
   }
   text[64] = '\n';
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  int rc = -1;
-  if (fd >= 0) {
-    if (fchmod(fd, 0600) == 0 && write(fd, text, 65) == 65 && fsync(fd) == 0)
-      rc = 0;
-    if (close(fd) != 0)
-      rc = -1;
-  }
-  memset(text, 0, sizeof text);
-  return rc;
+  kh_err e = kh_file_write_atomic(path, text, 65, 0600);
+  sodium_memzero(text, sizeof text);
+  return e;
 }
 
 static int admin_unwrap(int argc, char **argv)
@@ -146,9 +140,9 @@ static int admin_unwrap(int argc, char **argv)
     rc = cli_fail(e, "admin unwrap");
     goto out;
   }
-  if (keyout && write_key(keyout, r.key) != 0) {
+  if (keyout && (e = write_key(keyout, r.key))) {
     cli_errorf("admin unwrap: cannot write %s: %s (the release is logged at index %llu)",
-               keyout, strerror(errno), (unsigned long long)r.index);
+               keyout, kh_errdetail(), (unsigned long long)r.index);
     rc = CLI_EXIT_FAIL;
     goto out;
   }

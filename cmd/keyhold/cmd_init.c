@@ -29,9 +29,9 @@ const char cmd_init_help[] =
 "        The region's id, [a-z0-9-]{1,63}; default \"local\".  Only used when\n"
 "        the region is created.\n"
 "    --kdf-memory MIB\n"
-"        Argon2id memory in MiB (default 64).\n"
+"        Argon2id memory in MiB, 8 to 4096 (default 64).\n"
 "    --kdf-ops N\n"
-"        Argon2id passes (default 3).\n"
+"        Argon2id passes, 1 to 64 (default 3).\n"
 "\n"
 "ENVIRONMENT\n"
 "    KEYHOLD_REGION         the region directory, if --region is not given\n"
@@ -61,14 +61,14 @@ int cmd_init(int argc, char **argv) {
     switch (c) {
     case 'r': o.region_id = optarg; break;
     case 'm':
-      if (!cli_parse_u32(optarg, 1, 1u << 22, &o.kdf_mem_mib)) {
-        cli_msgf("init: --kdf-memory: not a number of MiB: %s", optarg);
+      if (!cli_parse_u32(optarg, 8, 4096, &o.kdf_mem_mib)) {
+        cli_msgf("init: --kdf-memory: not a number of MiB from 8 to 4096: %s", optarg);
         return cli_usage("init");
       }
       break;
     case 'o':
-      if (!cli_parse_u32(optarg, 1, 1u << 20, &o.kdf_ops)) {
-        cli_msgf("init: --kdf-ops: not a count: %s", optarg);
+      if (!cli_parse_u32(optarg, 1, 64, &o.kdf_ops)) {
+        cli_msgf("init: --kdf-ops: not a count from 1 to 64: %s", optarg);
         return cli_usage("init");
       }
       break;
@@ -92,6 +92,12 @@ int cmd_init(int argc, char **argv) {
   kh_err e = kh_vault_init(&o, account);
   if (e) {
     kh_secret_free(pass);
+    /* The passcode was checked above, so a bad argument can only be one of
+     * the options (region id, KDF range, a region id the region contradicts). */
+    if (e == KH_ERR_INVAL) {
+      cli_msgf("init: %s", kh_errdetail());
+      return cli_usage("init");
+    }
     return cli_fail(e, "init");
   }
   char have[64];

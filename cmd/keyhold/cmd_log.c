@@ -176,28 +176,6 @@ static void b64(char out[45], const kh_log_hash h)
   sodium_bin2base64(out, 45, h, 32, sodium_base64_VARIANT_ORIGINAL);
 }
 
-/* Write path via temp + fsync + rename (the verify cache). */
-static int write_atomic(const char *path, const void *data, size_t len)
-{
-  size_t n = strlen(path) + 8;
-  char *tmp = malloc(n);
-  int rc = -1;
-  if (!tmp)
-    return -1;
-  snprintf(tmp, n, "%s.tmp", path);
-  FILE *f = fopen(tmp, "wb");
-  if (f) {
-    bool ok = fwrite(data, 1, len, f) == len && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = fclose(f) == 0 && ok;
-    if (ok && rename(tmp, path) == 0)
-      rc = 0;
-    else
-      unlink(tmp);
-  }
-  free(tmp);
-  return rc;
-}
-
 static int mkdirs(const char *path)
 {
   char *p = strdup(path);
@@ -441,8 +419,8 @@ static int log_verify(int argc, char **argv)
   }
   size_t cl;
   const char *cp = kh_tlog_checkpoint(log, &cl);
-  if (cpath && write_atomic(cpath, cp, cl) != 0)
-    cli_warnf("log verify: cannot remember the checkpoint in %s: %s", cpath, strerror(errno));
+  if (cpath && kh_file_write_atomic(cpath, cp, cl, 0600) != KH_OK)
+    cli_warnf("log verify: cannot remember the checkpoint in %s: %s", cpath, kh_errdetail());
   if (!cpath)
     cli_warnf("log verify: no cache directory ($KEYHOLD_CACHE_DIR or $HOME): "
               "consistency over time is not being checked");

@@ -168,13 +168,13 @@ static int prot_e2e(const char *keyfile)
   }
   rk_format(rk, text);
   if (keyfile) {
-    FILE *f = fopen(keyfile, "w");
-    bool ok = f && fprintf(f, "%s\n", text) > 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (f && fclose(f) != 0)
-      ok = false;
-    if (!ok) {
+    size_t tl = strlen(text);
+    text[tl] = '\n'; /* text has room: rk_format's buffer is bigger than a key */
+    e = kh_file_write_atomic(keyfile, text, tl + 1, 0600);
+    text[tl] = '\0';
+    if (e) {
       cli_errorf("protection e2e: cannot write %s: %s; nothing destroyed", keyfile,
-                 strerror(errno));
+                 kh_errdetail());
       goto out;
     }
   } else {

@@ -74,21 +74,6 @@ static char *read_file(const char *path, size_t *len)
   return buf;
 }
 
-static int write_file(const char *path, const void *data, size_t len)
-{
-  char tmp[4200];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *f = fopen(tmp, "wb");
-  if (!f)
-    return -1;
-  bool ok = fwrite(data, 1, len, f) == len && fflush(f) == 0 && fsync(fileno(f)) == 0;
-  ok = fclose(f) == 0 && ok;
-  if (ok && rename(tmp, path) == 0)
-    return 0;
-  unlink(tmp);
-  return -1;
-}
-
 static void chomp(char *s)
 {
   size_t n = strlen(s);
@@ -231,10 +216,10 @@ int cmd_watch(int argc, char **argv)
     mkdir(dd, 0700);
     size_t l = strlen(current);
     current[l] = '\n';
-    int wr = write_file(pinp, current, l + 1);
+    kh_err wr = kh_file_write_atomic(pinp, current, l + 1, 0600);
     current[l] = '\0';
-    if (wr != 0) {
-      cli_errorf("watch: cannot pin the log key in %s: %s", pinp, strerror(errno));
+    if (wr != KH_OK) {
+      cli_errorf("watch: cannot pin the log key in %s: %s", pinp, kh_errdetail());
       goto out;
     }
     pinned = strdup(current);
@@ -295,8 +280,8 @@ int cmd_watch(int argc, char **argv)
   }
   size_t cl;
   const char *cp = kh_tlog_checkpoint(log, &cl);
-  if (write_file(cpp, cp, cl) != 0)
-    cli_warnf("watch: cannot remember the checkpoint in %s: %s", cpp, strerror(errno));
+  if (kh_file_write_atomic(cpp, cp, cl, 0600) != KH_OK)
+    cli_warnf("watch: cannot remember the checkpoint in %s: %s", cpp, kh_errdetail());
   char ts[32];
   if (g_opts.json) {
     fputs("{\"account\":", stdout);

@@ -172,6 +172,7 @@ int main(int argc, char **argv) {
   snprintf(prog, sizeof prog, "keyhold %s", c->name);
   args[1] = prog;
   rc = c->fn(n - 1, args + 1);
+  if (rc == CLI_EXIT_FAIL && g_opts.usage_error) rc = CLI_EXIT_USAGE;
 out:
   if (fflush(stdout) != 0 || ferror(stdout)) {
     cli_msgf("writing output: %s", "write error");

@@ -1,5 +1,6 @@
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/fault.h"
 
 #include <sodium.h>
 #include <stdarg.h>
@@ -39,7 +40,7 @@ kh_err kh_buf_reserve(kh_buf *b, size_t extra)
   size_t ncap = b->cap ? b->cap : 64;
   while (ncap < need)
     ncap = ncap > b->max / 2 ? b->max : ncap * 2;
-  uint8_t *p = realloc(b->data, ncap);
+  uint8_t *p = kh_fault_point("alloc.buf") ? NULL : realloc(b->data, ncap);
   if (!p)
     return kh_seterr(KH_ERR_NOMEM, "out of memory growing buffer to %zu", ncap);
   b->data = p;

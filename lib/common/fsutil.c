@@ -1,5 +1,7 @@
 #include "common/fsutil.h"
 #include "common/err.h"
+#include "common/fault.h"
+#include "keyhold/file.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -11,6 +13,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include <sodium.h>
+
+/* A system call that fault injection (fault.h) can fail with EIO. */
+#define FAULTABLE(name, call) (kh_fault_point(name) ? (errno = EIO, -1) : (call))
 
 char *kh_path_join(const char *a, const char *b)
 {
@@ -56,7 +61,7 @@ kh_err kh_fsync_dir(const char *dir)
   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
     return kh_seterr(kh_errno_code(errno), "open %s: %s", dir, strerror(errno));
-  int r = fsync(fd);
+  int r = FAULTABLE("file.dirsync", fsync(fd));
   int err = errno;
   close(fd);
   if (r != 0)
@@ -102,6 +107,11 @@ kh_err kh_write_file_atomic(const char *path, const void *data, size_t len,
   return kh_write_filev_atomic(path, &one, 1, mode, excl);
 }
 
+kh_err kh_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode)
+{
+  return kh_write_file_atomic(path, data, len, mode, false);
+}
+
 kh_err kh_write_filev_atomic(const char *path, const struct iovec *iov, size_t niov,
                              unsigned mode, bool excl)
 {
@@ -111,6 +121,10 @@ kh_err kh_write_filev_atomic(const char *path, const struct iovec *iov, size_t n
   int fd = -1;
   if (!tmp || !dir) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  if (kh_fault_point("file.write")) {
+    e = kh_seterr(KH_ERR_IO, "write %s: injected fault", path);
     goto out;
   }
   uint8_t rnd[8];
@@ -124,19 +138,23 @@ kh_err kh_write_filev_atomic(const char *path, const struct iovec *iov, size_t n
   }
   if ((e = write_allv(fd, iov, niov, tmp)))
     goto fail;
-  if (fsync(fd) != 0) {
+  if (FAULTABLE("file.fsync", fsync(fd)) != 0) {
     e = kh_seterr(kh_errno_code(errno), "fsync %s: %s", tmp, strerror(errno));
     goto fail;
   }
-  close(fd);
+  if (close(fd) != 0) { /* NFS and quotas report write errors here */
+    fd = -1;
+    e = kh_seterr(kh_errno_code(errno), "close %s: %s", tmp, strerror(errno));
+    goto fail;
+  }
   fd = -1;
   if (excl) {
-    if (link(tmp, path) != 0) {
+    if (FAULTABLE("file.link", link(tmp, path)) != 0) {
       e = kh_seterr(kh_errno_code(errno), "link %s: %s", path, strerror(errno));
       goto fail;
     }
     unlink(tmp);
-  } else if (rename(tmp, path) != 0) {
+  } else if (FAULTABLE("file.rename", rename(tmp, path)) != 0) {
     e = kh_seterr(kh_errno_code(errno), "rename %s: %s", path, strerror(errno));
     goto fail;
   }

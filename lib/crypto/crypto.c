@@ -1,5 +1,6 @@
 #include "crypto/crypto.h"
 #include "common/err.h"
+#include "common/fault.h"
 
 #include <sodium.h>
 #include <stdlib.h>
@@ -20,7 +21,7 @@ kh_err kh_crypto_init(void)
 
 uint8_t *kh_secure_alloc(size_t n)
 {
-  uint8_t *p = sodium_malloc(n);
+  uint8_t *p = kh_fault_point("alloc.secure") ? NULL : sodium_malloc(n);
   if (p)
     sodium_memzero(p, n);
   return p;

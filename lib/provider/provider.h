@@ -11,6 +11,8 @@
 #include "keyhold/error.h"
 #include <sys/uio.h>
 #include "common/buf.h"
+#include "common/err.h"
+#include "common/fault.h"
 
 /* Largest object of each kind a reader accepts (docs/format.md §1.1).  An
  * object's size is the provider's claim: a whole-object read refuses a larger
@@ -63,12 +65,18 @@ struct kh_provider {
 kh_err kh_provider_dir_new(const char *dir, kh_provider **out);
 void kh_provider_free(kh_provider *p);
 
-static inline kh_err kh_provider_put(kh_provider *p, const char *n, const void *d, size_t l, bool x)
-{ struct iovec one = {(void *)d, l}; return p->ops->put(p, n, &one, 1, x); }
-/* Store the concatenation of iov[0..niov) as one object. */
+/* Store the concatenation of iov[0..niov) as one object.  Every write and
+ * delete passes a fault point (common/fault.h) that fails it before the
+ * backend sees it. */
 static inline kh_err kh_provider_putv(kh_provider *p, const char *n, const struct iovec *iov,
                                       size_t niov, bool x)
-{ return p->ops->put(p, n, iov, niov, x); }
+{
+  if (kh_fault_point("provider.put"))
+    return kh_seterr(KH_ERR_IO, "object %s: write failed (injected fault)", n);
+  return p->ops->put(p, n, iov, niov, x);
+}
+static inline kh_err kh_provider_put(kh_provider *p, const char *n, const void *d, size_t l, bool x)
+{ struct iovec one = {(void *)d, l}; return kh_provider_putv(p, n, &one, 1, x); }
 static inline kh_err kh_provider_get(kh_provider *p, const char *n, uint64_t off, size_t len, kh_buf *o)
 { return p->ops->get(p, n, off, len, o); }
 /* The whole object, refused (KH_ERR_TOOBIG) when larger than max. */
@@ -79,6 +87,10 @@ static inline kh_err kh_provider_size(kh_provider *p, const char *n, uint64_t *s
 static inline kh_err kh_provider_list(kh_provider *p, const char *pre, kh_provider_list_fn f, void *c)
 { return p->ops->list(p, pre, f, c); }
 static inline kh_err kh_provider_del(kh_provider *p, const char *n)
-{ return p->ops->del(p, n); }
+{
+  if (kh_fault_point("provider.del"))
+    return kh_seterr(KH_ERR_IO, "object %s: delete failed (injected fault)", n);
+  return p->ops->del(p, n);
+}
 
 #endif

@@ -803,15 +803,18 @@ static kh_err worker_init(worker *w, backup_ctx *bc)
 }
 
 /* Find the parent (latest snapshot of the same host and paths) and the
- * highest counter this device used in the region. */
-static void find_parent(kh_vault *v, const char *host, char **paths, size_t np, kh_snap *s,
-                        uint64_t *maxctr)
+ * highest counter this device used in the region.  A list that cannot be
+ * read fails the backup: a snapshot without its parent and with a counter
+ * from 0 would be ordered wrongly. */
+static kh_err find_parent(kh_vault *v, const char *host, char **paths, size_t np, kh_snap *s,
+                          uint64_t *maxctr)
 {
   kh_snapshot_info *list = NULL;
   size_t n = 0;
   *maxctr = 0;
-  if (kh_snapshots_list(v, &list, &n))
-    return;
+  kh_err e = kh_snapshots_list(v, &list, &n);
+  if (e)
+    return e;
   for (size_t i = 0; i < n; i++) {
     char dev[33];
     kh_hex_encode(dev, v->device_id, 16);
@@ -828,6 +831,7 @@ static void find_parent(kh_vault *v, const char *host, char **paths, size_t np, 
     }
   }
   kh_snapshots_free(list, n);
+  return KH_OK;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -985,10 +989,11 @@ out:
     snap.npaths = o->npaths;
     memcpy(snap.tree, root->tree_id, 32);
     memcpy(snap.device, v->device_id, 16);
-    find_parent(v, host, paths, o->npaths, &snap, &maxctr);
+    e = find_parent(v, host, paths, o->npaths, &snap, &maxctr);
     snap.files = r->files;
     snap.bytes = bc->bytes_total;
-    e = kh_vault_next_counter(v, maxctr, &snap.counter);
+    if (!e)
+      e = kh_vault_next_counter(v, maxctr, &snap.counter);
     if (!e)
       e = kh_vault_write_snapshot(v, &snap, snapid);
     snap.host = NULL;

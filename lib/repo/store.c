@@ -599,9 +599,13 @@ kh_err kh_snapshots_list(kh_vault *v, kh_snapshot_info **out, size_t *n)
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
-  for (size_t i = 0; i < cnt; i++) {
+  for (size_t i = 0; i < cnt && !e; i++) {
     kh_snap s;
-    if (kh_vault_load_snapshot(v, ids[i], &s) != KH_OK) {
+    e = kh_vault_load_snapshot(v, ids[i], &s);
+    if (e == KH_ERR_NOMEM || e == KH_ERR_IO || e == KH_ERR_NOSPACE || e == KH_ERR_CRYPTO)
+      break; /* not damage: the caller must not see a shorter list */
+    if (e) {
+      e = KH_OK;
       skipped_tls++; /* damaged: `keyhold check` names it */
       continue;
     }
@@ -609,6 +613,8 @@ kh_err kh_snapshots_list(kh_vault *v, kh_snapshot_info **out, size_t *n)
     snap_info(ids[i], &s, &info[k++]);
     kh_snap_release(&s);
   }
+  if (e)
+    goto out;
   /* one order for everything that asks "which is newer" (format.md §9.1) */
   if ((e = kh_snap_order(keys, k, perm, order_ns)))
     goto out;

@@ -196,11 +196,13 @@ static kh_err open_passcode_wrap(const char *region, const char *account, const 
       (e = kh_aead_new(&a, KH_CIPHER_XCHACHA20POLY1305, k)) ||
       (e = key_ad(&ad, region, account, wid, obj, hlen)))
     goto out;
-  if (kh_aead_open_box(a, &pt, obj + hlen, n - hlen, ad.data, ad.len) != KH_OK ||
-      pt.len != 33) {
+  e = kh_aead_open_box(a, &pt, obj + hlen, n - hlen, ad.data, ad.len);
+  if (e == KH_ERR_AUTH || (!e && pt.len != 33)) {
     e = kh_seterr(KH_ERR_PASSCODE, "the passcode does not open this account");
     goto out;
   }
+  if (e) /* out of memory is not a wrong passcode */
+    goto out;
   memcpy(master, pt.data, 32);
   *cipher = pt.data[32];
 out:
@@ -588,7 +590,10 @@ static kh_err load_device(kh_vault *v)
   if ((e = kh_aead_new(&a, KH_CIPHER_XCHACHA20POLY1305, k)) ||
       (e = kh_ad_build(&ad, v->region_id, v->account, "device-secret", NULL, 0)))
     goto out;
-  if (kh_aead_open_box(a, &pt, data + 6, len - 6, ad.data, ad.len) || pt.len != 80) {
+  e = kh_aead_open_box(a, &pt, data + 6, len - 6, ad.data, ad.len);
+  if (e && e != KH_ERR_AUTH) /* out of memory is not a foreign device key */
+    goto out;
+  if (e || pt.len != 80) {
     e = kh_seterr(KH_ERR_AUTH, "device key %s does not belong to this account", path);
     goto out;
   }
@@ -646,12 +651,21 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
   snprintf(name, sizeof name, "%s/account", v->prefix);
   uint64_t sz;
   if ((e = kh_provider_size(v->prov, name, &sz))) {
-    e = kh_seterr(KH_ERR_NOTFOUND, "no account %s in this region", v->account);
+    /* only a missing object means "no such account"; anything else (out of
+     * memory, I/O error) is reported as itself */
+    if (e == KH_ERR_NOTFOUND)
+      e = kh_seterr(KH_ERR_NOTFOUND, "no account %s in this region", v->account);
+    else
+      e = kh_adderr(e, "account %s", v->account);
     goto out;
   }
   /* every wrap present: an interrupted passcode change may have left several */
   if ((e = kh_vault_key_names(v->prov, v->prefix, &wnames, &nw)))
     goto out;
+  /* Objects that are not a wrap for this passcode are skipped; a wrap that
+   * could not be tried (out of memory, I/O error) is remembered, so that
+   * such a failure is not reported as a wrong passcode. */
+  kh_err untried = KH_OK;
   e = kh_seterr(KH_ERR_PASSCODE, "no passcode wrap for this account");
   for (size_t i = 0; i < nw && e; i++) {
     uint8_t wid[16];
@@ -659,12 +673,20 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
       continue;
     snprintf(name, sizeof name, "%s/keys/%s", v->prefix, wnames[i]);
     kh_buf_reset(&obj);
-    if (kh_provider_read(v->prov, name, KH_OBJMAX_KEY, &obj))
-      continue;
-    kh_err e2 = open_passcode_wrap(v->region_id, v->account, wid, obj.data, obj.len,
-                                   o->passcode, v->master, &v->cipher);
+    kh_err e2 = kh_provider_read(v->prov, name, KH_OBJMAX_KEY, &obj);
+    if (!e2)
+      e2 = open_passcode_wrap(v->region_id, v->account, wid, obj.data, obj.len, o->passcode,
+                              v->master, &v->cipher);
     if (e2 == KH_OK || e2 == KH_ERR_PASSCODE)
       e = e2;
+    else if (!untried && (e2 == KH_ERR_NOMEM || e2 == KH_ERR_IO || e2 == KH_ERR_NOSPACE ||
+                          e2 == KH_ERR_CRYPTO))
+      untried = e2;
+  }
+  if (e == KH_ERR_PASSCODE && untried) {
+    e = kh_seterr(untried, "a passcode wrap of account %s could not be tried: %s", v->account,
+                  kh_strerror(untried));
+    goto out;
   }
   if (e == KH_ERR_PASSCODE) {
     e = kh_seterr(KH_ERR_PASSCODE, "the passcode does not open account %s", v->account);

@@ -118,9 +118,11 @@ assert_rc() { # EXPECTED WHAT
   [ "$RC" -eq "$1" ] || fail "$2: exit status $RC, expected $1"
 }
 assert_ok() { assert_rc 0 "$1"; }
-assert_fail() { # WHAT (any non-zero status, but not a crash by signal)
-  [ "$RC" -ne 0 ] || fail "$1: succeeded, expected a failure"
+# assert_fail WHAT: exit status exactly 1, "failure" in docs/cli.md (usage
+# errors are 2 and partial backups 3: assert those with assert_rc).
+assert_fail() {
   [ "$RC" -lt 128 ] || fail "$1: died with signal $((RC - 128))"
+  assert_rc 1 "$1"
 }
 
 # assert_grep [-F] PATTERN FILE WHAT (grep -E by default, case-insensitive)
@@ -402,7 +404,7 @@ def jsonform(b):
 #    was named by check (check may name more: it is conservative about a
 #    truncated pack whose first blobs are still readable);
 #  - a file that is absent was reported (or lies below a directory check
-#    named as damaged); restore exits non-zero iff it reported a file.
+#    named as damaged); restore exits 1 if it reported a file, else 0.
 # Sets NDAMAGED to the number of files (and damaged directories) not restored.
 verify_damaged_restore() {
   rm -rf "$5"
@@ -480,10 +482,10 @@ for r in rels:
     elif not rep and not isdir and not any(r.startswith(b + b"/") or b == b"" for b in bad):
         problems.append("%s is missing from the target and restore did not say so" % esc(r))
 baddirs = [b for b in bad if b == b"" or os.path.isdir(exp + b"/" + b)]
-if nrep and rc == 0:
-    problems.append("restore exited 0 although files were not restored")
-if baddirs and rc == 0:
-    problems.append("restore exited 0 although a directory listing is damaged")
+if nrep and rc != 1:
+    problems.append("restore exited %d although files were not restored (docs/cli.md: 1)" % rc)
+if baddirs and rc != 1:
+    problems.append("restore exited %d although a directory listing is damaged (docs/cli.md: 1)" % rc)
 if not nrep and not baddirs and rc != 0:
     problems.append("restore exited %d although it reported no file" % rc)
 for p in problems[:20]:

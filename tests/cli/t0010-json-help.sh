@@ -73,7 +73,13 @@ assert_rc 2 "backup --threads 1025"
 khr snapshots --region
 assert_rc 2 "--region without a value"
 khr init --region-id 'Bad_ID'
-assert_fail "init --region-id with a bad id"
+assert_rc 2 "init --region-id with a bad id"
+assert_grep -F "region id 'Bad_ID' must be" "$ERR" "init --region-id with a bad id: message"
+assert_grep -F "Try 'keyhold help init'" "$ERR" "init --region-id with a bad id: usage"
+for o in "--kdf-memory 4097" "--kdf-memory 7" "--kdf-ops 65"; do
+  khr init $o
+  assert_rc 2 "init $o (outside the range the library accepts)"
+done
 assert_absent "$KEYHOLD_REGION" "a usage error created the region"
 for v in whoami protection escrow watch admin; do
   if ! grep -q "^ *$v " "$KH_W/help"; then

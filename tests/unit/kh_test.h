@@ -18,6 +18,11 @@ static int kh_test_failures, kh_test_checks;
 #define CHECK_OK(expr) do { int _e = (expr); kh_test_checks++; if (_e != 0) { kh_test_failures++; \
   fprintf(stderr, "%s:%d: %s returned %d (%s)\n", __FILE__, __LINE__, #expr, _e, kh_errdetail()); } } while (0)
 
+/* CHECK_ERR: expr fails with exactly the code a contract promises. */
+#define CHECK_ERR(expr, want) do { int _e = (expr), _w = (want); kh_test_checks++; if (_e != _w) { \
+  kh_test_failures++; fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d (%s)\n", __FILE__, \
+  __LINE__, #expr, _e, kh_strerror((kh_err)_e), _w, kh_strerror((kh_err)_w)); } } while (0)
+
 #define RUN(fn) do { fprintf(stderr, "-- %s\n", #fn); fn(); } while (0)
 
 static inline int kh_test_done(const char *name)

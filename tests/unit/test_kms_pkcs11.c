@@ -103,7 +103,7 @@ static void test_kms_pkcs11(void)
   char save[300];
   snprintf(save, sizeof save, "%s", good_pin);
   setenv("KEYHOLD_PKCS11_PIN_FILE", pinf, 1);
-  CHECK(kh_kms_open(region, &k) != KH_OK);
+  CHECK_ERR(kh_kms_open(region, &k), KH_ERR_AUTH);
   setenv("KEYHOLD_PKCS11_PIN_FILE", save, 1);
 }
 

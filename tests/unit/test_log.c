@@ -152,33 +152,34 @@ static void test_rfc6962_vectors(void)
       CHECK_OK(kh_log_verify_inclusion(leaves[idx], idx, size, (const kh_log_hash *)proof,
                                        pl, roots[size]));
       /* corruptions (transparency-dev/merkle corruptInclusionProof) */
-      CHECK(kh_log_verify_inclusion(leaves[idx], idx + 1, size, (const kh_log_hash *)proof,
-                                    pl, roots[size]) != KH_OK);
+      CHECK_ERR(kh_log_verify_inclusion(leaves[idx], idx + 1, size, (const kh_log_hash *)proof,
+                                        pl, roots[size]), KH_ERR_INVALID_PROOF);
       if (idx > 0)
-        CHECK(kh_log_verify_inclusion(leaves[idx], idx - 1, size,
-                                      (const kh_log_hash *)proof, pl, roots[size]) != KH_OK);
-      CHECK(kh_log_verify_inclusion(leaves[idx], idx ^ 2, size, (const kh_log_hash *)proof, pl,
-                                    roots[size]) != KH_OK || (idx ^ 2) == idx);
-      CHECK(kh_log_verify_inclusion(leaves[idx], idx, size * 2, (const kh_log_hash *)proof,
-                                    pl, roots[size]) != KH_OK);
-      CHECK(kh_log_verify_inclusion(leaves[idx], idx, size / 2, (const kh_log_hash *)proof,
-                                    pl, roots[size]) != KH_OK);
-      CHECK(kh_log_verify_inclusion(roots[0], idx, size, (const kh_log_hash *)proof, pl,
-                                    roots[size]) != KH_OK);
-      CHECK(kh_log_verify_inclusion(leaves[idx], idx, size, (const kh_log_hash *)proof, pl,
-                                    roots[0]) != KH_OK);
+        CHECK_ERR(kh_log_verify_inclusion(leaves[idx], idx - 1, size, (const kh_log_hash *)proof,
+                                          pl, roots[size]), KH_ERR_INVALID_PROOF);
+      CHECK((idx ^ 2) == idx ||
+            kh_log_verify_inclusion(leaves[idx], idx ^ 2, size, (const kh_log_hash *)proof, pl,
+                                    roots[size]) == KH_ERR_INVALID_PROOF);
+      CHECK_ERR(kh_log_verify_inclusion(leaves[idx], idx, size * 2, (const kh_log_hash *)proof,
+                                        pl, roots[size]), KH_ERR_INVALID_PROOF);
+      CHECK_ERR(kh_log_verify_inclusion(leaves[idx], idx, size / 2, (const kh_log_hash *)proof,
+                                        pl, roots[size]), KH_ERR_INVALID_PROOF);
+      CHECK_ERR(kh_log_verify_inclusion(roots[0], idx, size, (const kh_log_hash *)proof, pl,
+                                        roots[size]), KH_ERR_INVALID_PROOF);
+      CHECK_ERR(kh_log_verify_inclusion(leaves[idx], idx, size, (const kh_log_hash *)proof, pl,
+                                        roots[0]), KH_ERR_INVALID_PROOF);
       memcpy(proof[pl], roots[size], 32); /* trailing root */
-      CHECK(kh_log_verify_inclusion(leaves[idx], idx, size, (const kh_log_hash *)proof,
-                                    pl + 1, roots[size]) != KH_OK);
+      CHECK_ERR(kh_log_verify_inclusion(leaves[idx], idx, size, (const kh_log_hash *)proof,
+                                        pl + 1, roots[size]), KH_ERR_INVALID_PROOF);
       for (size_t i = 0; i < pl; i++) {
         proof[i][0] ^= 8;
-        CHECK(kh_log_verify_inclusion(leaves[idx], idx, size, (const kh_log_hash *)proof, pl,
-                                      roots[size]) != KH_OK);
+        CHECK_ERR(kh_log_verify_inclusion(leaves[idx], idx, size, (const kh_log_hash *)proof, pl,
+                                          roots[size]), KH_ERR_INVALID_PROOF);
         proof[i][0] ^= 8;
       }
       if (pl)
-        CHECK(kh_log_verify_inclusion(leaves[idx], idx, size, (const kh_log_hash *)proof,
-                                      pl - 1, roots[size]) != KH_OK);
+        CHECK_ERR(kh_log_verify_inclusion(leaves[idx], idx, size, (const kh_log_hash *)proof,
+                                          pl - 1, roots[size]), KH_ERR_INVALID_PROOF);
       ninc++;
     } else if (sscanf(line, "consistency %63s %63s %4095s", b, c, d) == 3) {
       uint64_t s1 = strtoull(b, NULL, 10), s2 = strtoull(c, NULL, 10);
@@ -189,27 +190,27 @@ static void test_rfc6962_vectors(void)
       CHECK_OK(kh_log_verify_consistency(s1, s2, (const kh_log_hash *)proof, pl, roots[s1],
                                          roots[s2]));
       if (pl) {
-        CHECK(kh_log_verify_consistency(s1 - 1, s2, (const kh_log_hash *)proof, pl, roots[s1],
-                                        roots[s2]) != KH_OK);
-        CHECK(kh_log_verify_consistency(s1 + 1, s2, (const kh_log_hash *)proof, pl, roots[s1],
-                                        roots[s2]) != KH_OK);
-        CHECK(kh_log_verify_consistency(s1, s2 * 2, (const kh_log_hash *)proof, pl, roots[s1],
-                                        roots[s2]) != KH_OK);
-        CHECK(kh_log_verify_consistency(s1, s2 / 2, (const kh_log_hash *)proof, pl, roots[s1],
-                                        roots[s2]) != KH_OK);
-        CHECK(kh_log_verify_consistency(s1, s2, (const kh_log_hash *)proof, pl, roots[s2],
-                                        roots[s1]) != KH_OK); /* swapped roots */
-        CHECK(kh_log_verify_consistency(s1, s2, (const kh_log_hash *)proof, 0, roots[s1],
-                                        roots[s2]) != KH_OK); /* empty proof */
-        CHECK(kh_log_verify_consistency(s1, s2, (const kh_log_hash *)proof, pl - 1, roots[s1],
-                                        roots[s2]) != KH_OK); /* truncated */
+        CHECK_ERR(kh_log_verify_consistency(s1 - 1, s2, (const kh_log_hash *)proof, pl, roots[s1],
+                                            roots[s2]), KH_ERR_INVALID_PROOF);
+        CHECK_ERR(kh_log_verify_consistency(s1 + 1, s2, (const kh_log_hash *)proof, pl, roots[s1],
+                                            roots[s2]), KH_ERR_INVALID_PROOF);
+        CHECK_ERR(kh_log_verify_consistency(s1, s2 * 2, (const kh_log_hash *)proof, pl, roots[s1],
+                                            roots[s2]), KH_ERR_INVALID_PROOF);
+        CHECK_ERR(kh_log_verify_consistency(s1, s2 / 2, (const kh_log_hash *)proof, pl, roots[s1],
+                                            roots[s2]), KH_ERR_INVALID_PROOF);
+        CHECK_ERR(kh_log_verify_consistency(s1, s2, (const kh_log_hash *)proof, pl, roots[s2],
+                                            roots[s1]), KH_ERR_INVALID_PROOF); /* swapped roots */
+        CHECK_ERR(kh_log_verify_consistency(s1, s2, (const kh_log_hash *)proof, 0, roots[s1],
+                                            roots[s2]), KH_ERR_INVALID_PROOF); /* empty proof */
+        CHECK_ERR(kh_log_verify_consistency(s1, s2, (const kh_log_hash *)proof, pl - 1, roots[s1],
+                                            roots[s2]), KH_ERR_INVALID_PROOF); /* truncated */
         memcpy(proof[pl], roots[s1], 32);
-        CHECK(kh_log_verify_consistency(s1, s2, (const kh_log_hash *)proof, pl + 1, roots[s1],
-                                        roots[s2]) != KH_OK); /* extended */
+        CHECK_ERR(kh_log_verify_consistency(s1, s2, (const kh_log_hash *)proof, pl + 1, roots[s1],
+                                            roots[s2]), KH_ERR_INVALID_PROOF); /* extended */
         for (size_t i = 0; i < pl; i++) {
           proof[i][0] ^= 16;
-          CHECK(kh_log_verify_consistency(s1, s2, (const kh_log_hash *)proof, pl, roots[s1],
-                                          roots[s2]) != KH_OK);
+          CHECK_ERR(kh_log_verify_consistency(s1, s2, (const kh_log_hash *)proof, pl, roots[s1],
+                                              roots[s2]), KH_ERR_INVALID_PROOF);
           proof[i][0] ^= 16;
         }
       }
@@ -237,12 +238,14 @@ static void test_consistency_edges(void)
   CHECK(kh_log_verify_consistency(1, 0, NULL, 0, r1, r2) == KH_ERR_INVALID_PROOF);
   CHECK(kh_log_verify_consistency(2, 1, NULL, 0, r1, r2) == KH_ERR_INVALID_PROOF);
   CHECK(kh_log_verify_consistency(1, 2, NULL, 0, r1, r2) == KH_ERR_INVALID_PROOF);
-  CHECK(kh_log_verify_consistency(0, 1, (const kh_log_hash *)p, 1, p[0], p[0]) != KH_OK);
-  CHECK(kh_log_verify_consistency(1, 1, (const kh_log_hash *)p, 1, p[0], p[0]) != KH_OK);
-  CHECK(kh_log_verify_inclusion(r1, 0, 0, NULL, 0, r1) != KH_OK);
-  CHECK(kh_log_verify_inclusion(r1, 1, 1, NULL, 0, r1) != KH_OK);
+  CHECK_ERR(kh_log_verify_consistency(0, 1, (const kh_log_hash *)p, 1, p[0], p[0]),
+            KH_ERR_INVALID_PROOF);
+  CHECK_ERR(kh_log_verify_consistency(1, 1, (const kh_log_hash *)p, 1, p[0], p[0]),
+            KH_ERR_INVALID_PROOF);
+  CHECK_ERR(kh_log_verify_inclusion(r1, 0, 0, NULL, 0, r1), KH_ERR_INVALID_PROOF);
+  CHECK_ERR(kh_log_verify_inclusion(r1, 1, 1, NULL, 0, r1), KH_ERR_INVALID_PROOF);
   CHECK_OK(kh_log_verify_inclusion(r1, 0, 1, NULL, 0, r1));
-  CHECK(kh_log_verify_inclusion(r1, 0, 1, NULL, 0, r2) != KH_OK);
+  CHECK_ERR(kh_log_verify_inclusion(r1, 0, 1, NULL, 0, r2), KH_ERR_INVALID_PROOF);
 }
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
@@ -308,10 +311,10 @@ static void test_random_trees(void)
     uint64_t other = (idx + 1 + rnd() % size) % size;
     if (other != idx)
       neg_ok += kh_log_verify_inclusion(leaves[idx], other, size, (const kh_log_hash *)p, pl,
-                                        roots[size]) == KH_OK;
+                                        roots[size]) != KH_ERR_INVALID_PROOF;
     if (pl > 0) /* truncated proof */
       neg_ok += kh_log_verify_inclusion(leaves[idx], idx, size, (const kh_log_hash *)p,
-                                        pl - 1, roots[size]) == KH_OK;
+                                        pl - 1, roots[size]) != KH_ERR_INVALID_PROOF;
     uint64_t s2 = 1 + rnd() % N, s1 = rnd() % (s2 + 1);
     CHECK_OK(kh_log_consistency_proof((const kh_log_hash *)leaves, N, s1, s2, p, &pl));
     ql = 0;
@@ -322,10 +325,10 @@ static void test_random_trees(void)
                                           roots[s2]) != KH_OK;
     if (s1 > 0 && s1 < s2) {
       neg_ok += kh_log_verify_consistency(s1, s2, (const kh_log_hash *)p, pl, roots[s2],
-                                          roots[s1]) == KH_OK;
+                                          roots[s1]) != KH_ERR_INVALID_PROOF;
       p[rnd() % pl][rnd() % 32] ^= 1;
       neg_ok += kh_log_verify_consistency(s1, s2, (const kh_log_hash *)p, pl, roots[s1],
-                                          roots[s2]) == KH_OK;
+                                          roots[s2]) != KH_ERR_INVALID_PROOF;
     }
   }
   CHECK_EQ(bad_root, 0);
@@ -412,7 +415,7 @@ static void test_note_go_vectors(void)
       }
     }
     o += (size_t)snprintf(bad + o, 64, "%s", mal[i].post);
-    CHECK(kh_note_open(bad, o, list, 1, &info, NULL, NULL) != KH_OK);
+    CHECK_ERR(kh_note_open(bad, o, list, 1, &info, NULL, NULL), KH_ERR_FORMAT);
   }
   /* bad name with space */
   int o = snprintf(bad, nlen + 200, "%s\n\xe2\x80\x94 Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n", text);
@@ -456,11 +459,11 @@ static void test_note_go_vectors(void)
   CHECK_EQ(accepted, 0);
   free(m);
   kh_note_verifier *x = NULL;
-  CHECK(kh_note_verifier_new("PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW", &x) != KH_OK);
-  CHECK(kh_note_verifier_new("PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY==", &x) != KH_OK);
+  CHECK_ERR(kh_note_verifier_new("PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW", &x), KH_ERR_UNSUPPORTED);
+  CHECK_ERR(kh_note_verifier_new("PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY==", &x), KH_ERR_FORMAT);
   kh_note_signer *y = NULL;
-  CHECK(kh_note_signer_new(vk, &y) != KH_OK);
-  CHECK(kh_note_signer_new("PRIVATE+KEY+PeterNeumann+c74f20a4+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz", &y) != KH_OK);
+  CHECK_ERR(kh_note_signer_new(vk, &y), KH_ERR_FORMAT);
+  CHECK_ERR(kh_note_signer_new("PRIVATE+KEY+PeterNeumann+c74f20a4+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz", &y), KH_ERR_FORMAT);
 out:
   kh_note_verifier_free(v);
   kh_note_verifier_free(ev);
@@ -803,9 +806,9 @@ static void test_entry(void)
   int64_t tt;
   CHECK_OK(kh_log_time_parse("2000-02-29T00:00:00Z", 20, &tt));
   CHECK_EQ(tt, 951782400);
-  CHECK(kh_log_time_parse("1900-02-29T00:00:00Z", 20, &tt) != KH_OK);
-  CHECK(kh_log_time_parse("2024-13-01T00:00:00Z", 20, &tt) != KH_OK);
-  CHECK(kh_log_time_parse("2024-12-01T24:00:00Z", 20, &tt) != KH_OK);
+  CHECK_ERR(kh_log_time_parse("1900-02-29T00:00:00Z", 20, &tt), KH_ERR_FORMAT);
+  CHECK_ERR(kh_log_time_parse("2024-13-01T00:00:00Z", 20, &tt), KH_ERR_FORMAT);
+  CHECK_ERR(kh_log_time_parse("2024-12-01T24:00:00Z", 20, &tt), KH_ERR_FORMAT);
 }
 
 int main(void)

@@ -362,7 +362,7 @@ static void test_rotation(void)
     CHECK_EQ(kh_rootkey_file_open(dir, "local", secret, &k), KH_ERR_AUTH);
     f[9 + 0] = 2; /* claims to be a derive key */
     CHECK_OK(kh_write_file_atomic(p9, f, len, 0600, false));
-    CHECK(kh_rootkey_file_open(dir, "local", secret, &k) != KH_OK);
+    CHECK_ERR(kh_rootkey_file_open(dir, "local", secret, &k), KH_ERR_FORMAT);
     CHECK_OK(kh_write_file_atomic(p9, "junk", 4, 0600, false));
     CHECK_EQ(kh_rootkey_file_open(dir, "local", secret, &k), KH_ERR_FORMAT);
     CHECK(k == NULL);
