@@ -9,7 +9,8 @@
  * (observations persist per boot in the device directory, so successive
  * commands add up), or (b) it is authenticated and its owner is provably
  * dead: same kernel boot, same PID namespace, and no process with its pid
- * and start time.  A lock that cannot be read is held. */
+ * and start time, or this very process, which no longer holds it (a
+ * leftover of a failed delete).  A lock that cannot be read is held. */
 #include "repo/vault_internal.h"
 #include "common/err.h"
 #include "common/fsutil.h"
@@ -146,12 +147,68 @@ static void self_owner(kh_lock_info *l)
   l->has_owner = true;
 }
 
-/* Provably gone: same boot and PID namespace, and no such process. */
-static bool owner_dead(const kh_lock_info *l, const kh_lock_info *self)
+/* The locks this process holds (or is about to write), by id.  A lock whose
+ * owner is this very process but which is not in this set was left behind
+ * by it (an unlock or a refresh whose delete failed) and is provably dead;
+ * without the set such a lock would block the process itself for the whole
+ * expiry period.  An id enters the set before its object is written and
+ * leaves it after the delete was tried, so another thread of this process
+ * never takes a live lock of ours for a leftover. */
+static pthread_mutex_t held_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t (*held_ids)[16];
+static size_t held_n, held_cap;
+
+static kh_err held_add(const uint8_t id[16])
+{
+  kh_err e = KH_OK;
+  pthread_mutex_lock(&held_mu);
+  if (held_n == held_cap) {
+    size_t nc = held_cap ? 2 * held_cap : 8;
+    uint8_t(*ni)[16] = realloc(held_ids, nc * sizeof *ni);
+    if (!ni) {
+      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+      goto out;
+    }
+    held_ids = ni;
+    held_cap = nc;
+  }
+  memcpy(held_ids[held_n++], id, 16);
+out:
+  pthread_mutex_unlock(&held_mu);
+  return e;
+}
+
+static void held_remove(const uint8_t id[16])
+{
+  pthread_mutex_lock(&held_mu);
+  for (size_t i = 0; i < held_n; i++)
+    if (!memcmp(held_ids[i], id, 16)) {
+      memmove(held_ids[i], held_ids[i + 1], (held_n - i - 1) * sizeof *held_ids);
+      held_n--;
+      break;
+    }
+  pthread_mutex_unlock(&held_mu);
+}
+
+static bool held_has(const uint8_t id[16])
+{
+  bool r = false;
+  pthread_mutex_lock(&held_mu);
+  for (size_t i = 0; i < held_n && !r; i++)
+    r = !memcmp(held_ids[i], id, 16);
+  pthread_mutex_unlock(&held_mu);
+  return r;
+}
+
+/* Provably gone: same boot and PID namespace, and no such process; or this
+ * very process, which no longer holds lock id. */
+static bool owner_dead(const kh_lock_info *l, const uint8_t id[16], const kh_lock_info *self)
 {
   if (!l->has_owner || !self->has_owner || memcmp(l->boot_id, self->boot_id, 16) ||
       l->pidns_dev != self->pidns_dev || l->pidns_ino != self->pidns_ino)
     return false;
+  if (l->pid == self->pid && l->start == self->start)
+    return !held_has(id);
   uint64_t start;
   int r = proc_start(l->pid, &start);
   return r == 1 || (r == 0 && start != l->start);
@@ -385,7 +442,7 @@ static kh_err conflicts(kh_vault *v, const char *myhex, const kh_lock_info *self
     }
     const seen *old = seen_find(obs, s.names[i]);
     int64_t since = old && old->since <= t ? old->since : t;
-    bool stale = owner_dead(&l, self) || t - since >= expiry;
+    bool stale = owner_dead(&l, id, self) || t - since >= expiry;
     if (stale) {
       kh_vault_objname(v, name, sizeof name, "locks", id, 16);
       if ((e = kh_provider_del(v->prov, name)))
@@ -444,11 +501,19 @@ static kh_err refresh_locked(kh_vault *v, struct kh_lock_keeper *k)
   if (e)
     goto out;
   randombytes_buf(nid, sizeof nid);
-  if ((e = write_lock(v, nid, &k->mine)))
+  if ((e = held_add(nid)))
     goto out;
+  if ((e = write_lock(v, nid, &k->mine))) {
+    held_remove(nid);
+    goto out;
+  }
+  uint8_t oldid[16];
+  memcpy(oldid, k->id, 16);
   memcpy(k->id, nid, 16);
   kh_vault_objname(v, v->lock_name, sizeof v->lock_name, "locks", nid, 16);
-  kh_provider_del(v->prov, oldname); /* a left-over only looks like a lock of ours */
+  /* a left-over is no longer held: anyone who meets it removes it */
+  kh_provider_del(v->prov, oldname);
+  held_remove(oldid);
   if (k->mine.exclusive) {
     bool conflict = false;
     char why[400] = "";
@@ -516,17 +581,23 @@ static void *keeper_main(void *arg)
   return NULL;
 }
 
+static void keeper_stop(struct kh_lock_keeper *k)
+{
+  if (!k->running)
+    return;
+  pthread_mutex_lock(&k->cvmu);
+  k->stop = true;
+  pthread_cond_signal(&k->cv);
+  pthread_mutex_unlock(&k->cvmu);
+  pthread_join(k->tid, NULL);
+  k->running = false;
+}
+
 static void keeper_free(struct kh_lock_keeper *k)
 {
   if (!k)
     return;
-  if (k->running) {
-    pthread_mutex_lock(&k->cvmu);
-    k->stop = true;
-    pthread_cond_signal(&k->cv);
-    pthread_mutex_unlock(&k->cvmu);
-    pthread_join(k->tid, NULL);
-  }
+  keeper_stop(k);
   pthread_mutex_destroy(&k->mu);
   pthread_mutex_destroy(&k->cvmu);
   pthread_cond_destroy(&k->cv);
@@ -569,7 +640,10 @@ kh_err kh_vault_lock(kh_vault *v, bool exclusive)
     char myhex[33], why[400] = "";
     bool conflict = false;
     randombytes_buf(k->id, sizeof k->id);
+    if ((e = held_add(k->id)))
+      break;
     if ((e = write_lock(v, k->id, &k->mine))) {
+      held_remove(k->id);
       kh_adderr(e, "create lock");
       break;
     }
@@ -581,6 +655,7 @@ kh_err kh_vault_lock(kh_vault *v, bool exclusive)
       break;
     }
     kh_provider_del(v->prov, v->lock_name);
+    held_remove(k->id);
     v->lock_name[0] = 0;
     if (e)
       break;
@@ -615,10 +690,19 @@ kh_err kh_vault_lock(kh_vault *v, bool exclusive)
 
 void kh_vault_unlock(kh_vault *v)
 {
-  keeper_free(v->lock_keeper); /* stops the refresher first: lock_name is ours again */
+  struct kh_lock_keeper *k = v->lock_keeper;
+  uint8_t id[16];
+  bool have = k != NULL;
+  if (k) {
+    keeper_stop(k); /* the refresher is stopped: lock_name and k->id are ours again */
+    memcpy(id, k->id, 16);
+  }
   v->lock_keeper = NULL;
-  if (!v->lock_name[0])
-    return;
-  kh_provider_del(v->prov, v->lock_name);
+  if (v->lock_name[0])
+    kh_provider_del(v->prov, v->lock_name);
   v->lock_name[0] = 0;
+  /* even if the delete failed: the lock is no longer held (see held_ids) */
+  if (have)
+    held_remove(id);
+  keeper_free(k);
 }
