@@ -2,6 +2,7 @@
 #include "common/fault.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,18 +15,30 @@ static char env_prefix[64];
 static atomic_ulong calls, nth_call;
 static atomic_bool fired;
 
+static atomic_int action; /* what a fired point does (env only): enum below */
+enum { ACT_FAIL, ACT_STOP, ACT_KILL };
+
+/* KH_FAULT="PREFIX:N" or "PREFIX:N:stop" / "PREFIX:N:kill" */
 static void arm_from_env(void)
 {
   const char *s = getenv("KH_FAULT");
-  const char *colon = s ? strrchr(s, ':') : NULL;
+  const char *colon = s ? strchr(s, ':') : NULL;
   int on = 0;
   if (colon && (size_t)(colon - s) < sizeof env_prefix) {
     char *end;
     unsigned long n = strtoul(colon + 1, &end, 10);
-    if (*end == '\0' && n > 0) {
+    int act = -1;
+    if (*end == '\0')
+      act = ACT_FAIL;
+    else if (!strcmp(end, ":stop"))
+      act = ACT_STOP;
+    else if (!strcmp(end, ":kill"))
+      act = ACT_KILL;
+    if (act >= 0 && n > 0 && end != colon + 1) {
       snprintf(env_prefix, sizeof env_prefix, "%.*s", (int)(colon - s), s);
       arm_prefix = env_prefix;
       atomic_store(&nth_call, n);
+      atomic_store(&action, act);
       on = 1;
     }
   }
@@ -69,6 +82,14 @@ bool kh_fault_point(const char *name)
     return false;
   atomic_store(&fired, true);
   note_fired(name, n);
+  switch (atomic_load(&action)) {
+  case ACT_STOP:
+    raise(SIGSTOP); /* a test looks at the process here, then SIGCONT */
+    return false;
+  case ACT_KILL:
+    raise(SIGKILL); /* dies here, as kill -9 at this exact point would */
+    return false;
+  }
   return true;
 }
 
@@ -79,6 +100,7 @@ void kh_fault_arm(const char *prefix, unsigned long nth)
   atomic_store(&calls, 0);
   atomic_store(&fired, false);
   atomic_store(&nth_call, nth);
+  atomic_store(&action, ACT_FAIL);
   atomic_store_explicit(&armed, nth && prefix ? 1 : 0, memory_order_release);
 }
 

@@ -11,9 +11,15 @@
  * visible but reported as failed).  A point that fires behaves exactly like
  * the failure it stands for (NULL / KH_ERR_NOMEM, or EIO / KH_ERR_IO).
  *
+ * "lock.held" (lock.c, right after a lock is taken) is an event point: it
+ * never fails, it is there for the actions below.
+ *
  * Disarmed (the default), a point costs one relaxed atomic load.  The
  * environment variable KH_FAULT="PREFIX:N" arms the same countdown for a
- * whole process (for CLI tests), and KH_FAULT_LOG=FILE makes a fired point
+ * whole process (for CLI tests); "PREFIX:N:stop" makes the Nth call stop
+ * the process (SIGSTOP, then it goes on normally when continued) and
+ * "PREFIX:N:kill" kill it (SIGKILL), so a CLI test can hold or crash a
+ * command at one exact point without a tracer; and KH_FAULT_LOG=FILE makes a fired point
  * append "NAME N" to FILE (the only output of this module, test-only).
  * Safe to call from any thread. */
 #ifndef KH_COMMON_FAULT_H

@@ -13,6 +13,7 @@
  * leftover of a failed delete).  A lock that cannot be read is held. */
 #include "repo/vault_internal.h"
 #include "common/err.h"
+#include "common/fault.h"
 #include "common/fsutil.h"
 #include "common/hex.h"
 #include "common/wire.h"
@@ -682,6 +683,7 @@ kh_err kh_vault_lock(kh_vault *v, bool exclusive)
     return kh_seterr(KH_ERR_NOMEM, "cannot start the lock refresher");
   }
   k->running = true;
+  (void)kh_fault_point("lock.held"); /* test-only event point (fault.h) */
   /* what another process did before we held the lock must be seen now */
   if ((e = kh_vault_index_revalidate(v)))
     kh_vault_unlock(v);
