@@ -670,10 +670,16 @@ kh_err kh_kms_create_instance(const char *region_path, const char *region_id,
     goto out;
   if (module) {
     c.backend = KH_ROOTKEY_BACKEND_PKCS11;
+    /* the default label is keyed by the instance like the log origin and
+     * the operator secret: two regions with one short id on one token
+     * must not share a root key (8 + 23 + 1 + 32 = 64, the label limit) */
     char *label = env_dup("KEYHOLD_PKCS11_KEY_LABEL");
-    snprintf(c.pkcs11_label, sizeof c.pkcs11_label, "%s",
-             label ? label : "keyhold-");
-    if (!label)
+    if (label)
+      snprintf(c.pkcs11_label, sizeof c.pkcs11_label, "%s", label);
+    else if (c.instance[0])
+      snprintf(c.pkcs11_label, sizeof c.pkcs11_label, "keyhold-%.23s-%.32s", region_id,
+               c.instance);
+    else
       snprintf(c.pkcs11_label, sizeof c.pkcs11_label, "keyhold-%.56s", region_id);
     free(label);
   } else {

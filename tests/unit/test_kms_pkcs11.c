@@ -45,13 +45,22 @@ static void test_kms_pkcs11(void)
   size_t len = 0;
   snprintf(p, sizeof p, "%s/kms/config", region);
   CHECK_OK(kh_read_file(p, 4096, &cfg, &len));
-  CHECK(cfg && memmem(cfg, len, "backend pkcs11\npkcs11-label keyhold-hsm-region\n", 47));
+  /* the key label is keyed by the region's instance id */
+  char want[200], rkid[200];
+  const uint8_t *ins = cfg ? memmem(cfg, len, "\ninstance ", 10) : NULL;
+  CHECK(ins && ins + 10 + 32 <= cfg + len);
+  if (!ins)
+    return;
+  snprintf(want, sizeof want, "backend pkcs11\npkcs11-label keyhold-hsm-region-%.32s\n",
+           (const char *)ins + 10);
+  snprintf(rkid, sizeof rkid, "pkcs11:keyhold-hsm-region-%.32s:v1", (const char *)ins + 10);
+  CHECK(memmem(cfg, len, want, strlen(want)) != NULL);
   free(cfg);
   kh_kms *k = NULL;
   CHECK_OK(kh_kms_open(region, &k));
   if (!k)
     return;
-  CHECK(!strncmp(kh_kms_rootkey_id(k), "pkcs11:keyhold-hsm-region:v1", 28));
+  CHECK(!strcmp(kh_kms_rootkey_id(k), rkid));
   kh_kms_request rq = {"operator", "hsm test", NULL, NULL, NULL};
   CHECK_OK(kh_kms_wrap(k, account_id, key, 2, &rq));
   kh_kms_release r;
@@ -107,6 +116,56 @@ static void test_kms_pkcs11(void)
   setenv("KEYHOLD_PKCS11_PIN_FILE", save, 1);
 }
 
+/* Two regions with the same short id on one token: each gets its own root
+ * key (its label is keyed by the region's instance id), so a rotation of
+ * one leaves the other's key alone and neither unwraps the other's wrap. */
+static void test_two_regions_one_token(void)
+{
+  char r1[400], r2[400];
+  snprintf(r1, sizeof r1, "%s/twin1", tmpdir);
+  snprintf(r2, sizeof r2, "%s/twin2", tmpdir);
+  kh_mkdirs(r1, 0700);
+  kh_mkdirs(r2, 0700);
+  CHECK_OK(kh_kms_create(r1, "twin"));
+  CHECK_OK(kh_kms_create(r2, "twin"));
+  kh_kms *k1 = NULL, *k2 = NULL;
+  CHECK_OK(kh_kms_open(r1, &k1));
+  CHECK_OK(kh_kms_open(r2, &k2));
+  if (!k1 || !k2)
+    goto out;
+  char id1[200];
+  snprintf(id1, sizeof id1, "%s", kh_kms_rootkey_id(k1));
+  CHECK(strncmp(id1, "pkcs11:keyhold-twin-", 20) == 0);
+  CHECK(strcmp(id1, kh_kms_rootkey_id(k2)) != 0);
+  /* a wrap made in region 1, copied into region 2, does not unwrap there */
+  uint8_t key[32];
+  randombytes_buf(key, 32);
+  kh_kms_request rq = {"operator", "twin test", NULL, NULL, NULL};
+  CHECK_OK(kh_kms_wrap(k1, account_id, key, 2, &rq));
+  char src[500], dst[500];
+  snprintf(src, sizeof src, "%s/accounts/%s/keys", r1, account_id);
+  snprintf(dst, sizeof dst, "%s/accounts/%s", r2, account_id);
+  kh_mkdirs(dst, 0700);
+  char cmd[1400];
+  snprintf(cmd, sizeof cmd, "cp -r '%s' '%s/'", src, dst);
+  CHECK(system(cmd) == 0);
+  kh_kms_release r;
+  kh_err e = kh_kms_unwrap(k2, account_id, &rq, &r);
+  CHECK(e != KH_OK && r.key == NULL);
+  if (!e)
+    kh_kms_release_clear(&r);
+  /* rotating region 2 leaves region 1's root key version alone */
+  size_t n = 0;
+  CHECK_OK(kh_kms_rotate(k2, &rq, &n));
+  CHECK(strstr(kh_kms_rootkey_id(k2), ":v2") != NULL);
+  CHECK_OK(kh_kms_unwrap(k1, account_id, &rq, &r));
+  CHECK(r.key && !memcmp(r.key, key, 32));
+  kh_kms_release_clear(&r);
+out:
+  kh_kms_free(k1);
+  kh_kms_free(k2);
+}
+
 int main(void)
 {
   if (kh_crypto_init() != KH_OK)
@@ -130,6 +189,7 @@ int main(void)
     goto out;
   }
   RUN(test_kms_pkcs11);
+  RUN(test_two_regions_one_token);
   rc = kh_test_done("test_kms_pkcs11");
 out:
   kh_remove_tree(tmpdir);
