@@ -37,8 +37,9 @@ double kh_ratelimit_reserve(double *next, double rate, double now, uint64_t byte
 {
   if (rate <= 0)
     return now;
-  if (*next < now - BURST_SECONDS)
-    *next = now - BURST_SECONDS;
+  /* an idle bucket is full: its timeline restarts now, not in the past */
+  if (*next < now)
+    *next = now;
   *next += (double)bytes / rate;
   return *next - BURST_SECONDS > now ? *next - BURST_SECONDS : now;
 }
