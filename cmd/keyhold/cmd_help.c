@@ -45,7 +45,7 @@ static const struct { const char *opt, *desc; } global_help[] = {
   {"--passcode-command CMD", "run CMD with /bin/sh -c, passcode = first line of\n"
                              "its output (env KEYHOLD_PASSCODE_COMMAND)"},
   {"--account ID", "the account to open, or a unique prefix of its id\n"
-                   "(env KEYHOLD_ACCOUNT; default: the region's only account)"},
+                   "(env KEYHOLD_ACCOUNT; default: the only account)"},
   {"--json", "machine-readable output"},
   {"--quiet", "no progress line"},
   {"--no-cache", "do not use the local cache"},
@@ -112,9 +112,9 @@ static void list_commands(FILE *f) {
   fputs("\nGlobal options (accepted anywhere before \"--\"):\n", f);
   for (size_t i = 0; i < sizeof global_help / sizeof global_help[0]; i++) {
     const char *d = global_help[i].desc, *nl;
-    fprintf(f, "    %-21s ", global_help[i].opt);
+    fprintf(f, "    %-22s ", global_help[i].opt);
     while ((nl = strchr(d, '\n')) != NULL) {
-      fprintf(f, "%.*s\n    %-21s ", (int)(nl - d), d, "");
+      fprintf(f, "%.*s\n    %-22s ", (int)(nl - d), d, "");
       d = nl + 1;
     }
     fprintf(f, "%s\n", d);
