@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char cmd_init_help[] =
 "NAME\n"
@@ -137,7 +138,8 @@ int cmd_init(int argc, char **argv) {
     free(ids);
   }
   kh_secret *pass = NULL;
-  bool tty = cli_passcode_will_prompt(g_opts.passcode_file, "KEYHOLD_PASSCODE_FILE");
+  bool tty = isatty(STDIN_FILENO) &&
+             cli_passcode_will_prompt(g_opts.passcode_file, "KEYHOLD_PASSCODE_FILE");
   if (tty) fputs(loss_notice, stderr);
   if (cli_read_passcode(g_opts.passcode_file, "KEYHOLD_PASSCODE_FILE", "New passcode", true,
                         &pass))

@@ -123,6 +123,9 @@ assert_grep -F "cannot be used together" "$ERR" "conflicting flags message"
 # ---- the first init on a terminal ----------------------------------------------
 R3=$KH_T/region3
 export KEYHOLD_REGION="$R3"
+khr init $kdf </dev/null
+assert_fail "init with no passcode source and no terminal"
+assert_eq "$(cat "$ERR")" "keyhold: no passcode: use --passcode-file or KEYHOLD_PASSCODE_FILE (or --passcode-command, KEYHOLD_PASSCODE_COMMAND, KEYHOLD_PASSCODE), or run on a terminal" "no notice without a terminal, just the error"
 PTY_STEPS="expect New passcode:
 send abc
 expect epeat new passcode:
