@@ -11,7 +11,7 @@ TEST_PKGS := softhsm2 p11-kit xxd strace util-linux mount base-passwd time golan
 BENCH_PKGS := restic borgbackup linux-source-6.1 time xz-utils
 FUZZ_PKGS := clang
 
-.PHONY: all build deps test-deps check check-asan demo bench fuzz clean
+.PHONY: all build deps test-deps check check-asan demo bench fuzz clean install uninstall
 
 all: build
 
@@ -67,6 +67,36 @@ fuzz: deps
 	[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzzing=true -Db_lundef=false
 	ninja -C build-fuzz
 	sh scripts/fuzz.sh build-fuzz
+
+# `make install` copies what `make build` made (it does not build, so that
+# `sudo make install` leaves no root-owned files in $(BUILD)): the binary,
+# one man page per command (rendered by `keyhold help --man` from the same
+# text as `keyhold help`) and the bash, zsh and fish completions.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+KEYHOLD_BIN ?= $(BUILD)/cmd/keyhold/keyhold
+
+install:
+	@[ -x $(KEYHOLD_BIN) ] || { echo "no $(KEYHOLD_BIN): run 'make build' first" >&2; exit 1; }
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) \
+	  $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	install -m 755 $(KEYHOLD_BIN) $(DESTDIR)$(BINDIR)/keyhold
+	$(KEYHOLD_BIN) help --man > $(DESTDIR)$(MANDIR)/man1/keyhold.1
+	for v in $$($(KEYHOLD_BIN) help --list); do \
+	  $(KEYHOLD_BIN) help --man $$v > $(DESTDIR)$(MANDIR)/man1/keyhold-$$v.1 || exit 1; \
+	done
+	$(KEYHOLD_BIN) completion bash > $(DESTDIR)$(BASHCOMPDIR)/keyhold
+	$(KEYHOLD_BIN) completion zsh > $(DESTDIR)$(ZSHCOMPDIR)/_keyhold
+	$(KEYHOLD_BIN) completion fish > $(DESTDIR)$(FISHCOMPDIR)/keyhold.fish
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/keyhold $(DESTDIR)$(MANDIR)/man1/keyhold.1 \
+	  $(DESTDIR)$(MANDIR)/man1/keyhold-*.1 $(DESTDIR)$(BASHCOMPDIR)/keyhold \
+	  $(DESTDIR)$(ZSHCOMPDIR)/_keyhold $(DESTDIR)$(FISHCOMPDIR)/keyhold.fish
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

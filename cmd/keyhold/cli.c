@@ -7,13 +7,17 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 cli_opts g_opts;
 
@@ -158,39 +162,57 @@ static void option_for_env(const char *env, char *buf, size_t n) {
   buf[j] = 0;
 }
 
-static kh_err passcode_from_file(const char *path, kh_secret **out) {
-  unsigned char buf[PASSCODE_MAX + 2];
-  size_t len = 0;
+/* The first line of what fd yields, into a kh_secret.  what names the
+ * source in messages ("passcode file F", "standard input", "passcode
+ * command 'C'").  Never keeps more than PASSCODE_MAX + 1 bytes of the
+ * line.  drain_cap 0: stop reading once the line is in (a file);
+ * otherwise read to the end, at most drain_cap bytes (a command's pipe,
+ * which must not block on a full pipe or die of SIGPIPE). */
+static kh_err passcode_from_fd(int fd, const char *what, size_t drain_cap, kh_secret **out) {
+  unsigned char buf[PASSCODE_MAX + 2], junk[512];
+  size_t len = 0, total = 0;
+  bool line_done = false;
   kh_err e = KH_OK;
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) {
-    cli_msgf("passcode file %s: %s", path, strerror(errno));
-    return KH_ERR_IO;
-  }
-  /* Read up to the first newline, and never more than PASSCODE_MAX + 1
-   * bytes (one more tells "too long" apart from "exactly the maximum"). */
-  while (len < sizeof buf) {
-    ssize_t r = read(fd, buf + len, sizeof buf - len);
+  for (;;) {
+    unsigned char *dst = line_done ? junk : buf + len;
+    size_t room = line_done ? sizeof junk : sizeof buf - len;
+    if (room == 0) {
+      line_done = true;
+      if (!drain_cap) break;
+      dst = junk;
+      room = sizeof junk;
+    }
+    ssize_t r = read(fd, dst, room);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
-      cli_msgf("passcode file %s: %s", path, strerror(errno));
+      cli_msgf("%s: %s", what, strerror(errno));
       e = KH_ERR_IO;
       goto out;
     }
     if (r == 0) break;
-    if (memchr(buf + len, '\n', (size_t)r)) { len += (size_t)r; break; }
-    len += (size_t)r;
+    total += (size_t)r;
+    if (drain_cap && total > drain_cap) {
+      cli_msgf("%s: output longer than %zu bytes", what, drain_cap);
+      e = KH_ERR_TOOBIG;
+      goto out;
+    }
+    if (!line_done) {
+      if (memchr(buf + len, '\n', (size_t)r)) line_done = true;
+      len += (size_t)r;
+      /* a file needs nothing past the first line; a command is drained */
+      if (line_done && !drain_cap) break;
+    }
   }
   unsigned char *nl = memchr(buf, '\n', len);
   if (nl) len = (size_t)(nl - buf);
   if (len > 0 && buf[len - 1] == '\r') len--;
   if (len > PASSCODE_MAX) {
-    cli_msgf("passcode file %s: passcode longer than %d bytes", path, PASSCODE_MAX);
+    cli_msgf("%s: passcode longer than %d bytes", what, PASSCODE_MAX);
     e = KH_ERR_TOOBIG;
     goto out;
   }
   if (len == 0) {
-    cli_msgf("passcode file %s: empty passcode", path);
+    cli_msgf("%s: empty passcode", what);
     e = KH_ERR_INVAL;
     goto out;
   }
@@ -201,8 +223,98 @@ static kh_err passcode_from_file(const char *path, kh_secret **out) {
   }
 out:
   wipe(buf, sizeof buf);
+  wipe(junk, sizeof junk);
+  return e;
+}
+
+/* "-" is standard input. */
+static kh_err passcode_from_file(const char *path, kh_secret **out) {
+  char what[PATH_MAX + 32];
+  if (strcmp(path, "-") == 0)
+    return passcode_from_fd(STDIN_FILENO, "passcode from standard input", 0, out);
+  snprintf(what, sizeof what, "passcode file %s", path);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    cli_msgf("%s: %s", what, strerror(errno));
+    return KH_ERR_IO;
+  }
+  kh_err e = passcode_from_fd(fd, what, 0, out);
   close(fd);
   return e;
+}
+
+#define PASSCODE_COMMAND_MAX (64 * 1024)
+
+/* Run cmd with /bin/sh -c (stdin and stderr inherited) and take the first
+ * line of its stdout; a non-zero exit is an error whatever it printed. */
+static kh_err passcode_from_command(const char *cmd, kh_secret **out) {
+  char what[256];
+  snprintf(what, sizeof what, "passcode command '%.200s'", cmd);
+  int pfd[2] = {-1, -1};
+  pid_t pid = -1;
+  kh_err e = KH_OK;
+  kh_secret *got = NULL;
+  posix_spawn_file_actions_t fa;
+  bool fa_init = false;
+  if (pipe2(pfd, O_CLOEXEC) != 0) {
+    cli_msgf("%s: %s", what, strerror(errno));
+    return KH_ERR_IO;
+  }
+  if (posix_spawn_file_actions_init(&fa) != 0) {
+    e = KH_ERR_NOMEM;
+    cli_msgf("%s: out of memory", what);
+    goto out;
+  }
+  fa_init = true;
+  posix_spawn_file_actions_adddup2(&fa, pfd[1], STDOUT_FILENO);
+  char *const av[] = {"sh", "-c", (char *)cmd, NULL};
+  int rc = posix_spawn(&pid, "/bin/sh", &fa, NULL, av, environ);
+  if (rc != 0) {
+    pid = -1;
+    cli_msgf("%s: cannot run /bin/sh: %s", what, strerror(rc));
+    e = KH_ERR_IO;
+    goto out;
+  }
+  close(pfd[1]);
+  pfd[1] = -1;
+  e = passcode_from_fd(pfd[0], what, PASSCODE_COMMAND_MAX, &got);
+  close(pfd[0]);
+  pfd[0] = -1;
+  int st = 0;
+  if (e) kill(pid, SIGTERM); /* it said too much: stop it */
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  pid = -1;
+  if (e) goto out;
+  if (WIFEXITED(st) && WEXITSTATUS(st) != 0) {
+    cli_msgf("%s failed: exit status %d", what, WEXITSTATUS(st));
+    e = KH_ERR_IO;
+  } else if (WIFSIGNALED(st)) {
+    cli_msgf("%s failed: killed by signal %d", what, WTERMSIG(st));
+    e = KH_ERR_IO;
+  }
+out:
+  if (fa_init) posix_spawn_file_actions_destroy(&fa);
+  if (pfd[0] >= 0) close(pfd[0]);
+  if (pfd[1] >= 0) close(pfd[1]);
+  if (e) kh_secret_free(got);
+  else *out = got;
+  return e;
+}
+
+/* KEYHOLD_PASSCODE: the value itself (the least safe source: any process
+ * of the same user can read /proc/PID/environ). */
+static kh_err passcode_from_env_value(const char *v, kh_secret **out) {
+  size_t len = strlen(v);
+  if (len > PASSCODE_MAX) {
+    cli_msgf("KEYHOLD_PASSCODE: passcode longer than %d bytes", PASSCODE_MAX);
+    return KH_ERR_TOOBIG;
+  }
+  *out = kh_secret_new(v, len);
+  if (!*out) {
+    cli_msgf("passcode: out of memory");
+    return KH_ERR_NOMEM;
+  }
+  return KH_OK;
 }
 
 /* Terminal state restored by the signal handler if the user interrupts a
@@ -274,7 +386,11 @@ static kh_err passcode_from_tty(const char *env, const char *prompt, bool confir
   int fd = -1;
   if (isatty(STDIN_FILENO)) fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
-    cli_msgf("no passcode: use %s or %s", opt, env ? env : "KEYHOLD_PASSCODE_FILE");
+    if (env && strcmp(env, "KEYHOLD_PASSCODE_FILE") == 0)
+      cli_msgf("no passcode: use --passcode-file or KEYHOLD_PASSCODE_FILE (or --passcode-command, "
+               "KEYHOLD_PASSCODE_COMMAND, KEYHOLD_PASSCODE), or run on a terminal");
+    else
+      cli_msgf("no passcode: use %s or %s", opt, env ? env : "KEYHOLD_PASSCODE_FILE");
     return KH_ERR_INVAL;
   }
   char p1[128], p2[160];
@@ -304,16 +420,47 @@ out:
   return e;
 }
 
+static const char *env_set(const char *name) {
+  const char *v = name ? getenv(name) : NULL;
+  return v && *v ? v : NULL;
+}
+
+static bool last_prompted;
+
+bool cli_passcode_will_prompt(const char *opt_file, const char *env) {
+  if (opt_file || env_set(env)) return false;
+  if (env && strcmp(env, "KEYHOLD_PASSCODE_FILE") == 0 &&
+      (g_opts.passcode_command || env_set("KEYHOLD_PASSCODE_COMMAND") ||
+       env_set("KEYHOLD_PASSCODE")))
+    return false;
+  return true;
+}
+
+bool cli_passcode_was_prompted(void) {
+  return last_prompted;
+}
+
 kh_err cli_read_passcode(const char *opt_file, const char *env, const char *prompt,
                          bool confirm, kh_secret **out) {
   *out = NULL;
-  const char *file = opt_file;
-  if (!file && env) {
-    file = getenv(env);
-    if (file && !*file) file = NULL;
-  }
+  last_prompted = false;
+  /* The account passcode (env KEYHOLD_PASSCODE_FILE) has more sources; in
+   * order: --passcode-file, --passcode-command, KEYHOLD_PASSCODE_FILE,
+   * KEYHOLD_PASSCODE_COMMAND, KEYHOLD_PASSCODE, the terminal. */
+  bool account = env && strcmp(env, "KEYHOLD_PASSCODE_FILE") == 0;
+  if (opt_file) return passcode_from_file(opt_file, out);
+  if (account && g_opts.passcode_command)
+    return passcode_from_command(g_opts.passcode_command, out);
+  const char *file = env_set(env);
   if (file) return passcode_from_file(file, out);
-  return passcode_from_tty(env, prompt, confirm, out);
+  if (account) {
+    const char *v;
+    if ((v = env_set("KEYHOLD_PASSCODE_COMMAND"))) return passcode_from_command(v, out);
+    if ((v = env_set("KEYHOLD_PASSCODE"))) return passcode_from_env_value(v, out);
+  }
+  kh_err e = passcode_from_tty(env, prompt, confirm, out);
+  last_prompted = e == KH_OK;
+  return e;
 }
 
 kh_err cli_region_path(const char **out) {
@@ -335,14 +482,19 @@ kh_err cli_open_vault(kh_vault **out) {
   const char *region = NULL;
   kh_secret *pass = NULL;
   *out = NULL;
+  char account[KH_ACCOUNT_ID_HEX + 1];
   kh_err e = cli_region_path(&region);
   if (e) return e;
+  /* a prefix is resolved (and a wrong one reported) before the passcode */
+  if (!cli_pick_account(region, account)) return KH_ERR_NOTFOUND;
   e = cli_read_passcode(g_opts.passcode_file, "KEYHOLD_PASSCODE_FILE", "Passcode", false, &pass);
   if (e) return e;
   kh_open_opts o;
   memset(&o, 0, sizeof o);
   o.region_path = region;
-  o.account = g_opts.account;
+  o.account = account;
+  o.limit_upload = g_opts.limit_upload;
+  o.limit_download = g_opts.limit_download;
   o.passcode = pass;
   o.no_cache = g_opts.no_cache;
   e = kh_vault_open(&o, out);
@@ -566,14 +718,75 @@ void cli_progress_end(void) {
   pthread_mutex_unlock(&err_lock);
 }
 
-bool cli_pick_account(const char *region, char out[KH_ACCOUNT_ID_HEX + 1])
-{
-  if (g_opts.account) {
-    snprintf(out, KH_ACCOUNT_ID_HEX + 1, "%s", g_opts.account);
-    return true;
+bool cli_pick_account(const char *region, char out[KH_ACCOUNT_ID_HEX + 1]) {
+  char (*ids)[KH_ACCOUNT_ID_HEX + 1] = NULL;
+  size_t n = 0, hits = 0, hit = 0;
+  bool ok = false;
+  kh_err e = kh_region_accounts(region, &ids, &n);
+  if (e) {
+    cli_fail(e, "open account");
+    goto out;
   }
-  kh_err e = kh_region_account(region, out);
-  if (e)
-    cli_fail(e, "account");
-  return e == KH_OK;
+  if (!g_opts.account) {
+    if (n == 0) {
+      cli_msgf("open account: region %s has no account (run keyhold init)", region);
+    } else if (n > 1) {
+      cli_msgf("open account: the region has %zu accounts: name one with --account "
+               "(see keyhold accounts)", n);
+    } else {
+      memcpy(out, ids[0], KH_ACCOUNT_ID_HEX + 1);
+      ok = true;
+    }
+    goto out;
+  }
+  size_t plen = strlen(g_opts.account);
+  for (size_t i = 0; i < n; i++)
+    if (plen <= KH_ACCOUNT_ID_HEX && strncmp(ids[i], g_opts.account, plen) == 0) {
+      hits++;
+      hit = i;
+    }
+  if (hits == 0) {
+    cli_msgf("open account: no account %s in this region", g_opts.account);
+  } else if (hits > 1) {
+    cli_msgf("open account: account prefix %s matches %zu accounts", g_opts.account, hits);
+  } else {
+    memcpy(out, ids[hit], KH_ACCOUNT_ID_HEX + 1);
+    ok = true;
+  }
+out:
+  free(ids);
+  return ok;
+}
+
+size_t cli_edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 63 || lb > 63) return (size_t)-1;
+  unsigned d[64][64];
+  for (size_t i = 0; i <= la; i++) d[i][0] = (unsigned)i;
+  for (size_t j = 0; j <= lb; j++) d[0][j] = (unsigned)j;
+  for (size_t i = 1; i <= la; i++)
+    for (size_t j = 1; j <= lb; j++) {
+      unsigned cost = a[i - 1] != b[j - 1];
+      unsigned v = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+      if (d[i - 1][j - 1] + cost < v) v = d[i - 1][j - 1] + cost;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+          d[i - 2][j - 2] + 1 < v)
+        v = d[i - 2][j - 2] + 1;
+      d[i][j] = v;
+    }
+  return d[la][lb];
+}
+
+const char *cli_suggest(const char *word, const char *const *cands, size_t n) {
+  const char *best = NULL;
+  size_t bd = 3;
+  for (size_t i = 0; i < n; i++) {
+    size_t d = cli_edit_distance(word, cands[i]);
+    if (d < bd) {
+      bd = d;
+      best = cands[i];
+    }
+  }
+  return best;
 }

@@ -13,11 +13,14 @@
  * environment fallbacks, so these are the effective values. */
 typedef struct cli_opts {
   const char *region;        /* --region DIR or KEYHOLD_REGION */
-  const char *passcode_file; /* --passcode-file F or KEYHOLD_PASSCODE_FILE */
+  const char *passcode_file; /* --passcode-file F ("-": stdin); env read by cli_read_passcode */
+  const char *passcode_command; /* --passcode-command CMD */
   const char *account;       /* --account ID or KEYHOLD_ACCOUNT (NULL: the only one) */
   bool json;                 /* --json */
   bool quiet;                /* --quiet: no progress */
   bool no_cache;             /* --no-cache */
+  uint64_t limit_upload;     /* --limit-upload KIB/s, in bytes/s; 0: none */
+  uint64_t limit_download;   /* --limit-download KIB/s, in bytes/s; 0: none */
   bool usage_error;          /* a required global option was missing: exit 2 */
 } cli_opts;
 extern cli_opts g_opts;
@@ -41,7 +44,8 @@ const cli_command *cli_command_list(size_t *n);
 #define CLI_VERB(x) int cmd_##x(int argc, char **argv); extern const char cmd_##x##_help[]
 CLI_VERB(init); CLI_VERB(backup); CLI_VERB(snapshots); CLI_VERB(ls); CLI_VERB(diff);
 CLI_VERB(restore); CLI_VERB(check); CLI_VERB(forget); CLI_VERB(prune);
-CLI_VERB(passcode); CLI_VERB(repair); CLI_VERB(help);
+CLI_VERB(passcode); CLI_VERB(repair); CLI_VERB(help); CLI_VERB(accounts);
+CLI_VERB(completion);
 #undef CLI_VERB
 
 /* Print "keyhold: WHAT: <error text>: <detail>" to stderr (": <detail>" left
@@ -65,17 +69,56 @@ bool cli_want_help(int argc, char **argv, const char *cmd);
 /* Print the full help of cmd to f; false if there is none. */
 bool cli_print_help(FILE *f, const char *cmd);
 
-/* Read a passcode: from the file named by opt_file (or by the environment
- * variable env), else a prompt on the terminal (echo off, twice when confirm
- * is set), else an error.  At most 1024 bytes; the first line of a file.
+/* Read a passcode: from the file named by opt_file ("-": standard input, or
+ * by the environment variable env), else a prompt on the terminal (echo
+ * off, twice when confirm is set), else an error.  For the account passcode
+ * (env "KEYHOLD_PASSCODE_FILE") the order is --passcode-file,
+ * --passcode-command, KEYHOLD_PASSCODE_FILE, KEYHOLD_PASSCODE_COMMAND,
+ * KEYHOLD_PASSCODE, the terminal (docs/cli.md).  At most 1024 bytes; the
+ * first line of a file or of a command's output.
  * Prints its own error message.  Returns a kh_secret (sodium memory) the
  * caller frees with kh_secret_free(). */
 kh_err cli_read_passcode(const char *opt_file, const char *env, const char *prompt,
                          bool confirm, kh_secret **out);
+/* true if cli_read_passcode with these arguments would prompt. */
+bool cli_passcode_will_prompt(const char *opt_file, const char *env);
+/* true if the last cli_read_passcode read the passcode from the terminal. */
+bool cli_passcode_was_prompted(void);
+
+/* Damerau-Levenshtein distance (optimal string alignment) of a and b, for
+ * "did you mean" suggestions; strings longer than 63 bytes give a large
+ * number. */
+size_t cli_edit_distance(const char *a, const char *b);
+/* The candidate nearest to word (distance <= 2, ties: the first), or NULL. */
+const char *cli_suggest(const char *word, const char *const *cands, size_t n);
+
+/* "did you mean" (cli_fit.c).  Messages on stderr:
+ * "keyhold: unknown command 'bakcup'; did you mean 'backup'?" */
+void cli_unknown_command(const char *word);
+/* "keyhold: [CMD: ]unknown option '--x'[; did you mean '--y'?]" */
+void cli_unknown_option(const char *arg, const char *cmd);
+/* Before a command runs: a "--name" it does not document but that is near
+ * one it does is reported with a suggestion (true: exit 2).  Unknown ones
+ * with no near match are left to the command's parser. */
+bool cli_check_options(const char *cmd, int argc, char **argv);
+/* Validate global option values (limits; conflicting passcode flags);
+ * prints and returns false on a usage error. */
+bool cli_global_checks(const char *limit_up, const char *limit_down);
+/* The "--name" options a help text mentions, unique, in order of first
+ * appearance; returns how many were stored (at most max). */
+#define CLI_OPT_MAX 40
+size_t cli_help_options(const char *help, char names[][CLI_OPT_MAX], size_t max);
+const char *const *cli_global_options(size_t *n);
+/* Render a help text (cmd_*_help shape) as the man page keyhold-NAME(1);
+ * NAME "" is keyhold(1). */
+void cli_render_man(FILE *f, const char *name, const char *help);
+
 /* The region directory from --region / KEYHOLD_REGION or an error (printed). */
 kh_err cli_region_path(const char **out);
-/* The account named by --account/KEYHOLD_ACCOUNT, else the region's only
- * account; prints the error itself and returns false on failure. */
+/* The account named by --account/KEYHOLD_ACCOUNT (a unique prefix of an id
+ * in the region), else the region's only account; prints the error itself
+ * ("account prefix X matches N accounts", "no account X in this region")
+ * and returns false on failure. */
 bool cli_pick_account(const char *region, char out[KH_ACCOUNT_ID_HEX + 1]);
 /* Open the account in the region with the passcode; prints its own error
  * ("keyhold: open account: wrong passcode"). */

@@ -6,20 +6,32 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char cmd_init_help[] =
 "NAME\n"
 "    keyhold init - create a region (if new) and an account in it\n"
 "\n"
 "SYNOPSIS\n"
-"    keyhold init [--region-id ID] [--kdf-memory MIB] [--kdf-ops N]\n"
+"    keyhold init [--region-id ID] [--kdf-memory MIB] [--kdf-ops N] [--new-account]\n"
+"                 [--force-weak-passcode]\n"
 "\n"
 "DESCRIPTION\n"
 "    Creates the region directory given by --region (or KEYHOLD_REGION) if it\n"
 "    is missing or empty, then a new account in it whose master key is\n"
 "    wrapped under the passcode with Argon2id.  On a terminal the passcode is\n"
 "    asked twice.  The account id is printed; keep it if the region will hold\n"
-"    more than one account (pass it with --account).\n"
+"    more than one account (pass it, or a unique prefix, with --account).\n"
+"\n"
+"    A region that already has an account is refused unless --new-account\n"
+"    is given: a second init in the same directory is more often a mistake\n"
+"    than a wish for a second account.\n"
+"\n"
+"    On a terminal, init first says what losing the passcode means, then asks\n"
+"    for it twice and refuses an obviously weak one (shorter than 8\n"
+"    characters, one character repeated, or only digits and shorter than 12)\n"
+"    unless --force-weak-passcode is given.  A passcode from a file, a\n"
+"    command or the environment is taken as it is.\n"
 "\n"
 "    Prints \"created account ID in region REGION-ID at DIR\".  With --json:\n"
 "    {\"account\": ID, \"region\": REGION-ID, \"path\": DIR}.\n"
@@ -32,10 +44,16 @@ const char cmd_init_help[] =
 "        Argon2id memory in MiB, 8 to 4096 (default 64).\n"
 "    --kdf-ops N\n"
 "        Argon2id passes, 1 to 64 (default 3).\n"
+"    --new-account\n"
+"        Add another account to a region that already has one.\n"
+"    --force-weak-passcode\n"
+"        Accept a passcode typed on the terminal that looks weak.\n"
 "\n"
 "ENVIRONMENT\n"
 "    KEYHOLD_REGION         the region directory, if --region is not given\n"
 "    KEYHOLD_PASSCODE_FILE  file whose first line is the new passcode\n"
+"    KEYHOLD_PASSCODE_COMMAND, KEYHOLD_PASSCODE  other passcode sources, in\n"
+"                           the order given in keyhold(1)\n"
 "\n"
 "EXIT STATUS\n"
 "    0 on success, 1 on failure, 2 on a usage error.\n"
@@ -44,17 +62,40 @@ const char cmd_init_help[] =
 "    keyhold --region ~/vault init\n"
 "    keyhold --region /srv/eu --passcode-file pass.txt init --region-id eu-west\n";
 
-/* true if path is a directory with at least one entry */
+/* Why a passcode typed at the prompt is obviously weak, or NULL. */
+static const char *weak_reason(const kh_secret *p) {
+  const unsigned char *s = p->bytes;
+  size_t n = p->len;
+  bool same = true, digits = true;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] != s[0]) same = false;
+    if (s[i] < '0' || s[i] > '9') digits = false;
+  }
+  if (n < 8) return "it is shorter than 8 characters";
+  if (same) return "it is one character repeated";
+  if (digits && n < 12) return "it is only digits and shorter than 12";
+  return NULL;
+}
+
+static const char loss_notice[] =
+"keyhold: this passcode unlocks the account on new devices and protects its\n"
+"  key.  Nobody can reset it: lose it and a device that is not enrolled cannot\n"
+"  open the backups.  Two ways back: the recovery key (keyhold protection\n"
+"  recovery-key) and a recovery escrow with the region (keyhold escrow\n"
+"  enable).  Write the passcode down somewhere safe.\n";
 
 int cmd_init(int argc, char **argv) {
   static const struct option longopts[] = {
     {"region-id", required_argument, NULL, 'r'},
     {"kdf-memory", required_argument, NULL, 'm'},
     {"kdf-ops", required_argument, NULL, 'o'},
+    {"new-account", no_argument, NULL, 'n'},
+    {"force-weak-passcode", no_argument, NULL, 'w'},
     {NULL, 0, NULL, 0},
   };
   kh_init_opts o;
   memset(&o, 0, sizeof o);
+  bool new_account = false, force_weak = false;
   int c;
   optind = 0;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -72,6 +113,8 @@ int cmd_init(int argc, char **argv) {
         return cli_usage("init");
       }
       break;
+    case 'n': new_account = true; break;
+    case 'w': force_weak = true; break;
     default: return cli_usage("init");
     }
   }
@@ -81,10 +124,33 @@ int cmd_init(int argc, char **argv) {
   }
   const char *region;
   if (cli_region_path(&region)) return CLI_EXIT_FAIL;
+  if (!new_account) {
+    char (*ids)[KH_ACCOUNT_ID_HEX + 1] = NULL;
+    size_t n = 0;
+    /* a directory that is no region yet simply has no account */
+    if (kh_region_accounts(region, &ids, &n) == KH_OK && n > 0) {
+      cli_msgf("init: the region already has %zu account%s (%s%s): use it with --account, "
+               "or pass --new-account to add another", n, n == 1 ? "" : "s", ids[0],
+               n > 1 ? ", ..." : "");
+      free(ids);
+      return CLI_EXIT_FAIL;
+    }
+    free(ids);
+  }
   kh_secret *pass = NULL;
+  bool tty = isatty(STDIN_FILENO) &&
+             cli_passcode_will_prompt(g_opts.passcode_file, "KEYHOLD_PASSCODE_FILE");
+  if (tty) fputs(loss_notice, stderr);
   if (cli_read_passcode(g_opts.passcode_file, "KEYHOLD_PASSCODE_FILE", "New passcode", true,
                         &pass))
     return CLI_EXIT_FAIL;
+  const char *weak = cli_passcode_was_prompted() ? weak_reason(pass) : NULL;
+  if (weak && !force_weak) {
+    cli_msgf("init: passcode refused: %s; choose a longer one (or pass --force-weak-passcode)",
+             weak);
+    kh_secret_free(pass);
+    return CLI_EXIT_FAIL;
+  }
   o.region_path = region;
   o.passcode = pass;
   char account[KH_ACCOUNT_ID_HEX + 1] = "";

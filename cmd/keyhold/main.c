@@ -42,6 +42,8 @@ static const cli_command commands[] = {
   {"log", cmd_log, "inspect and verify the region's transparency log", cmd_log_help},
   {"witness", cmd_witness, "verify and cosign log checkpoints", cmd_witness_help},
   {"admin", cmd_admin, "operator tasks on a region", cmd_admin_help},
+  {"accounts", cmd_accounts, "list the accounts of a region", cmd_accounts_help},
+  {"completion", cmd_completion, "print a shell completion script", cmd_completion_help},
   {"help", cmd_help, "show help for keyhold or one command", cmd_help_help},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
@@ -82,6 +84,7 @@ static const char *env_or_null(const char *name) {
 
 int main(int argc, char **argv) {
   bool help = false, version = false, seen_dashdash = false;
+  const char *limit_up = NULL, *limit_down = NULL;
   int n = 1;
   char **args = calloc((size_t)argc + 1, sizeof *args);
   if (!args) {
@@ -95,9 +98,12 @@ int main(int argc, char **argv) {
     const char *a = argv[i];
     if (seen_dashdash) { args[n++] = argv[i]; continue; }
     if (strcmp(a, "--") == 0) { seen_dashdash = true; args[n++] = argv[i]; continue; }
-    static const struct { const char *name; const char **dst; } valued[] = {
+    const struct { const char *name; const char **dst; } valued[] = {
       {"--region", &g_opts.region},
       {"--passcode-file", &g_opts.passcode_file},
+      {"--passcode-command", &g_opts.passcode_command},
+      {"--limit-upload", &limit_up},
+      {"--limit-download", &limit_down},
       {"--account", &g_opts.account},
     };
     int took = 0;
@@ -124,10 +130,13 @@ int main(int argc, char **argv) {
   }
   args[n] = NULL;
   if (!g_opts.region) g_opts.region = env_or_null("KEYHOLD_REGION");
-  if (!g_opts.passcode_file) g_opts.passcode_file = env_or_null("KEYHOLD_PASSCODE_FILE");
   if (!g_opts.account) g_opts.account = env_or_null("KEYHOLD_ACCOUNT");
 
   int rc;
+  if (!cli_global_checks(limit_up, limit_down)) {
+    rc = CLI_EXIT_USAGE;
+    goto out;
+  }
   if (version) {
     print_version();
     rc = CLI_EXIT_OK;
@@ -145,14 +154,14 @@ int main(int argc, char **argv) {
     goto out;
   }
   if (args[1][0] == '-' && strcmp(args[1], "--") != 0) {
-    cli_msgf("unknown option '%s'", args[1]);
+    cli_unknown_option(args[1], NULL);
     fputs("Try 'keyhold help' for the list of commands and options.\n", stderr);
     rc = CLI_EXIT_USAGE;
     goto out;
   }
   const cli_command *c = cli_command_find(args[1]);
   if (!c) {
-    cli_msgf("'%s' is not a keyhold command; see 'keyhold help'", args[1]);
+    cli_unknown_command(args[1]);
     rc = CLI_EXIT_USAGE;
     goto out;
   }
@@ -168,6 +177,10 @@ int main(int argc, char **argv) {
   }
   /* argv[0] of the command reads "keyhold VERB", so getopt's own messages
    * name the command. */
+  if (cli_check_options(c->name, n - 1, args + 1)) {
+    rc = CLI_EXIT_USAGE;
+    goto out;
+  }
   char prog[64];
   snprintf(prog, sizeof prog, "keyhold %s", c->name);
   args[1] = prog;

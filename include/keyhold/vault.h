@@ -32,6 +32,10 @@ kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX +
 kh_err kh_region_id(const char *region_path, char out[64]);
 /* The region's only account (KH_ERR_AMBIGUOUS if several, NOTFOUND if none). */
 kh_err kh_region_account(const char *region_path, char out[KH_ACCOUNT_ID_HEX + 1]);
+/* Every account of the region, sorted by id.  *ids is malloc'd (caller
+ * frees; NULL when *n is 0).  NOTFOUND if the directory is not a region. */
+kh_err kh_region_accounts(const char *region_path, char (**ids)[KH_ACCOUNT_ID_HEX + 1],
+                          size_t *n);
 
 typedef struct kh_open_opts {
   const char *region_path;
@@ -40,6 +44,8 @@ typedef struct kh_open_opts {
   const char *cache_dir;    /* NULL: $KEYHOLD_CACHE_DIR, $XDG_CACHE_HOME/keyhold, ~/.cache/keyhold */
   const char *device_dir;   /* NULL: $KEYHOLD_DEVICE_DIR, $XDG_CONFIG_HOME/keyhold, ~/.config/keyhold */
   bool no_cache;            /* do not use the local file cache */
+  uint64_t limit_upload;    /* bytes per second written to the provider; 0 = unlimited */
+  uint64_t limit_download;  /* bytes per second read from the provider; 0 = unlimited */
 } kh_open_opts;
 
 /* Open an account: unwraps the master key with the passcode (KH_ERR_PASSCODE

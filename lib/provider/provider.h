@@ -65,6 +65,16 @@ struct kh_provider {
 kh_err kh_provider_dir_new(const char *dir, kh_provider **out);
 void kh_provider_free(kh_provider *p);
 
+/* A provider over inner (owned by it on success, freed with it; left to
+ * the caller on failure) that holds
+ * put to up_bps and get/read to down_bps bytes per second (0: unlimited),
+ * across every thread using it; a tenth of a second's worth may burst. */
+kh_err kh_provider_ratelimit_new(kh_provider *inner, uint64_t up_bps, uint64_t down_bps,
+                                 kh_provider **out);
+/* The limiter's bookkeeping, for tests: reserve bytes at rate on the
+ * timeline *next at time now; returns when the transfer may proceed. */
+double kh_ratelimit_reserve(double *next, double rate, double now, uint64_t bytes);
+
 /* Store the concatenation of iov[0..niov) as one object.  Every write and
  * delete passes a fault point (common/fault.h) that fails it before the
  * backend sees it. */

@@ -415,6 +415,66 @@ kh_err kh_region_account(const char *region_path, char out[KH_ACCOUNT_ID_HEX + 1
   return e;
 }
 
+typedef struct acct_all {
+  char (*ids)[KH_ACCOUNT_ID_HEX + 1];
+  size_t n, cap;
+  bool oom;
+} acct_all;
+
+static int collect_account(const char *name, uint64_t size, void *ctx)
+{
+  acct_all *a = ctx;
+  (void)size;
+  const char *slash = strchr(name, '/');
+  if (!slash || strcmp(slash, "/account") || slash - name != KH_ACCOUNT_ID_HEX)
+    return 0;
+  if (a->n == a->cap) {
+    size_t nc = a->cap ? 2 * a->cap : 8;
+    void *np = nc > (1u << 20) ? NULL : realloc(a->ids, nc * sizeof *a->ids);
+    if (!np) {
+      a->oom = true;
+      return 1;
+    }
+    a->ids = np;
+    a->cap = nc;
+  }
+  snprintf(a->ids[a->n++], KH_ACCOUNT_ID_HEX + 1, "%.*s", KH_ACCOUNT_ID_HEX, name);
+  return 0;
+}
+
+static int cmp_account(const void *x, const void *y)
+{
+  return strcmp(x, y);
+}
+
+kh_err kh_region_accounts(const char *region_path, char (**ids)[KH_ACCOUNT_ID_HEX + 1],
+                          size_t *n)
+{
+  kh_provider *p = NULL;
+  char rid[64];
+  acct_all a = {0};
+  *ids = NULL;
+  *n = 0;
+  kh_err e = kh_provider_dir_new(region_path, &p);
+  if (!e)
+    e = read_region_marker(p, rid);
+  if (!e)
+    e = kh_provider_list(p, "accounts", collect_account, &a);
+  if (!e && a.oom)
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory listing accounts");
+  if (e) {
+    free(a.ids);
+    goto out;
+  }
+  if (a.n)
+    qsort(a.ids, a.n, sizeof *a.ids, cmp_account);
+  *ids = a.ids;
+  *n = a.n;
+out:
+  kh_provider_free(p);
+  return e;
+}
+
 static bool valid_account(const char *a)
 {
   if (strlen(a) != KH_ACCOUNT_ID_HEX)
@@ -633,8 +693,15 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
     goto out;
   }
   kh_index_init(&v->index);
-  if ((e = kh_provider_dir_new(o->region_path, &v->prov)) ||
-      (e = read_region_marker(v->prov, v->region_id)))
+  if ((e = kh_provider_dir_new(o->region_path, &v->prov)))
+    goto out;
+  if (o->limit_upload || o->limit_download) {
+    kh_provider *rl = NULL;
+    if ((e = kh_provider_ratelimit_new(v->prov, o->limit_upload, o->limit_download, &rl)))
+      goto out;
+    v->prov = rl;
+  }
+  if ((e = read_region_marker(v->prov, v->region_id)))
     goto out;
   if (o->account) {
     if (!valid_account(o->account)) {

@@ -138,7 +138,7 @@ rm -rf "$KH_T/rt/latest"
 
 # ---- (e) swaps: another account's snapshot, and a snapshot under another name
 case_ e-swap
-khr init --kdf-memory 8 --kdf-ops 1
+khr init --kdf-memory 8 --kdf-ops 1 --new-account
 assert_ok "init of a second account in the same region"
 ACCB=$(sed -n 's/^created account \([0-9a-f]*\) .*/\1/p' "$OUT")
 [ "$ACCB" != "$ACC" ] || fail "second account has the same id"
