@@ -112,11 +112,26 @@ typedef void (*kh_warn_fn)(kh_err e, const char *path, const char *msg, void *ct
 
 /* ---- backup ----------------------------------------------------------- */
 
+/* One exclude pattern (docs/cli.md "Patterns"); "!" re-includes. */
+typedef struct kh_backup_pattern {
+  const char *pattern;
+  bool icase;                /* ASCII letters match either case */
+} kh_backup_pattern;
+
 typedef struct kh_backup_opts {
   const char *const *paths;
   size_t npaths;
   const char *host;          /* NULL: gethostname() */
   int threads;               /* 0: number of CPUs */
+  /* what to leave out (all off when zero) */
+  const kh_backup_pattern *excludes; /* in order: the last that matches wins */
+  size_t nexcludes;
+  const char *const *exclude_if_present; /* a directory holding one of these
+                                            names keeps only that file */
+  size_t nexclude_if_present;
+  bool exclude_caches;       /* same for a valid CACHEDIR.TAG */
+  uint64_t exclude_larger_than; /* bytes; 0: no limit */
+  bool one_file_system;      /* mount points are kept, empty */
   kh_progress_fn progress;   /* called about 4 times a second, may be NULL */
   kh_warn_fn warn;
   void *ctx;
@@ -135,6 +150,9 @@ typedef struct kh_backup_result {
 /* Back up paths into a new signed snapshot.  Paths that cannot be read are
  * reported through warn and counted in warnings; the snapshot is still made. */
 kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r);
+/* KH_OK if pattern is a valid exclude pattern, else KH_ERR_INVAL with the
+ * reason in kh_errdetail(). */
+kh_err kh_backup_check_pattern(const char *pattern);
 
 /* ---- snapshots -------------------------------------------------------- */
 

@@ -8,6 +8,7 @@
 #include "cache/cache.h"
 #include "common/err.h"
 #include "common/hex.h"
+#include "common/pattern.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -43,6 +44,7 @@ typedef struct bnode {
   uint8_t tree_id[32];
   bool failed;     /* could not be read: left out of the snapshot */
   bool from_disk;  /* read by a worker this time: goes into the cache */
+  bool no_descend; /* another file system's mount point (--one-file-system) */
 } bnode;
 
 typedef struct job {
@@ -90,6 +92,7 @@ struct backup_ctx {
   double t0, last_progress, last_refresh;
   kh_cache *cache;
   uint64_t warnings;
+  kh_pattern_set *excl; /* NULL when there are no exclude patterns */
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -547,6 +550,64 @@ static bool cache_hit(backup_ctx *bc, bnode *n, const char *path, size_t plen)
 
 static kh_err visit(backup_ctx *bc, bnode *n, char *path, size_t plen, int depth);
 
+#define CACHEDIR_TAG "CACHEDIR.TAG"
+#define CACHEDIR_SIG "Signature: 8a477f597d28d172789f06886806bc55"
+
+/* Does directory dfd hold a CACHEDIR.TAG that starts with the signature
+ * (https://bford.info/cachedir/)? */
+static bool cachedir_tagged(int dfd)
+{
+  char buf[sizeof CACHEDIR_SIG - 1];
+  int fd = openat(dfd, CACHEDIR_TAG, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  size_t got = 0;
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+    while (got < sizeof buf) {
+      ssize_t r = read(fd, buf + got, sizeof buf - got);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r <= 0)
+        break;
+      got += (size_t)r;
+    }
+  close(fd);
+  return got == sizeof buf && !memcmp(buf, CACHEDIR_SIG, sizeof buf);
+}
+
+/* Is a directory's content left out (--exclude-caches, --exclude-if-present)?
+ * Then only the tag files themselves are kept. */
+static bool dir_tagged(backup_ctx *bc, int dfd, bool *cache_tag)
+{
+  const kh_backup_opts *o = bc->o;
+  struct stat st;
+  *cache_tag = o->exclude_caches && cachedir_tagged(dfd);
+  if (*cache_tag)
+    return true;
+  for (size_t i = 0; i < o->nexclude_if_present; i++)
+    if (fstatat(dfd, o->exclude_if_present[i], &st, AT_SYMLINK_NOFOLLOW) == 0)
+      return true;
+  return false;
+}
+
+static bool is_tag_name(backup_ctx *bc, const char *name, bool cache_tag)
+{
+  if (cache_tag && !strcmp(name, CACHEDIR_TAG))
+    return true;
+  for (size_t i = 0; i < bc->o->nexclude_if_present; i++)
+    if (!strcmp(name, bc->o->exclude_if_present[i]))
+      return true;
+  return false;
+}
+
+/* Is a file too large for --exclude-larger-than? */
+static bool too_large(backup_ctx *bc, const struct stat *st)
+{
+  return bc->o->exclude_larger_than && S_ISREG(st->st_mode) &&
+         (uint64_t)st->st_size > bc->o->exclude_larger_than;
+}
+
 static kh_err walk_dir(backup_ctx *bc, bnode *dir, char *path, size_t plen, int depth)
 {
   if (depth > MAX_DEPTH) {
@@ -560,30 +621,46 @@ static kh_err walk_dir(backup_ctx *bc, bnode *dir, char *path, size_t plen, int 
   }
   kh_err e = KH_OK;
   struct dirent *de;
+  bool cache_tag = false;
+  bool tagged = (bc->o->exclude_caches || bc->o->nexclude_if_present) &&
+                dir_tagged(bc, dirfd(d), &cache_tag);
   while (!e && (de = readdir(d))) {
     if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+      continue;
+    if (tagged && !is_tag_name(bc, de->d_name, cache_tag))
       continue;
     size_t nl = strlen(de->d_name);
     if (plen + 1 + nl >= 65536) {
       warn(bc, KH_ERR_TOOBIG, path, "path too long; entry skipped");
       continue;
     }
+    size_t np = plen;
+    if (np > 1 || path[0] != '/')
+      path[np++] = '/';
+    memcpy(path + np, de->d_name, nl + 1);
+    if (bc->excl && kh_pattern_set_excludes(bc->excl, path, np + nl)) {
+      path[plen] = 0;
+      continue;
+    }
     struct stat st;
     if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      path[plen] = 0;
       if (errno != ENOENT) /* vanished meanwhile: not an error */
         warn(bc, kh_errno_code(errno), path, strerror(errno));
+      continue;
+    }
+    if (too_large(bc, &st)) {
+      path[plen] = 0;
       continue;
     }
     bnode *kid = node_new(de->d_name, nl, &st);
     if (!kid || (e = add_kid(dir, kid))) {
       node_free(kid);
       e = e ? e : kh_seterr(KH_ERR_NOMEM, "out of memory");
+      path[plen] = 0;
       break;
     }
-    size_t np = plen;
-    if (np > 1 || path[0] != '/')
-      path[np++] = '/';
-    memcpy(path + np, de->d_name, nl + 1);
+    kid->no_descend = bc->o->one_file_system && S_ISDIR(st.st_mode) && st.st_dev != dir->dev;
     e = visit(bc, kid, path, np + nl, depth + 1);
     path[plen] = 0;
   }
@@ -598,7 +675,7 @@ static kh_err visit(backup_ctx *bc, bnode *n, char *path, size_t plen, int depth
   switch (n->type) {
   case KH_NODE_DIR:
     bc->r->dirs++;
-    return walk_dir(bc, n, path, plen, depth);
+    return n->no_descend ? KH_OK : walk_dir(bc, n, path, plen, depth);
   case KH_NODE_SYMLINK: {
     char buf[4097];
     ssize_t l = readlink(path, buf, sizeof buf - 1);
@@ -692,6 +769,13 @@ static kh_err add_path(backup_ctx *bc, bnode *root, const char *abs)
       if (!kid || (e = add_kid(cur, kid))) {
         node_free(kid);
         e = e ? e : kh_seterr(KH_ERR_NOMEM, "out of memory");
+        goto out;
+      }
+      if (last && ((bc->excl && kh_pattern_set_excludes(bc->excl, path, plen)) ||
+                   too_large(bc, &cs))) {
+        /* excluded itself (the directories above it stay) */
+        cur->nkids--;
+        node_free(kid);
         goto out;
       }
       qsort(cur->kids, cur->nkids, sizeof *cur->kids, node_cmp);
@@ -885,6 +969,14 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
     if ((e = kh_vault_scan_packs(v, true, &lost)))
       goto out;
   }
+  if (o->nexcludes) {
+    if ((e = kh_pattern_set_new(&bc->excl)))
+      goto out;
+    for (size_t i = 0; i < o->nexcludes && !e; i++)
+      e = kh_pattern_set_add(bc->excl, o->excludes[i].pattern, o->excludes[i].icase);
+    if (e)
+      goto out;
+  }
   if (v->cache_path && kh_cache_open(v->cache_path, &bc->cache) != KH_OK)
     bc->cache = NULL; /* no cache: slower, nothing lost */
   if (stat("/", &rst) != 0 || !(root = node_new("", 0, &rst))) {
@@ -1032,6 +1124,7 @@ out:
   free(paths);
   node_free(root);
   kh_cache_free(bc->cache);
+  kh_pattern_set_free(bc->excl);
   kh_index_release(&bc->newidx);
   pthread_mutex_destroy(&bc->qmu);
   pthread_mutex_destroy(&bc->nmu);
@@ -1041,4 +1134,9 @@ out:
   pthread_cond_destroy(&bc->qidle);
   free(bc);
   return e;
+}
+
+kh_err kh_backup_check_pattern(const char *pattern)
+{
+  return kh_pattern_check(pattern);
 }
