@@ -31,7 +31,7 @@ for v in init backup snapshots ls diff restore check forget prune passcode; do
   khr "$v" -h
   assert_ok "keyhold $v -h"
 done
-assert_grep '^ +keyhold backup \[--host NAME\] \[--threads N\] PATH\.\.\.$' "$KH_W/help.backup" "backup synopsis"
+assert_grep '^ +keyhold backup \[--host NAME\] \[--threads N\] \[SELECTION\.\.\.\] PATH\.\.\.$' "$KH_W/help.backup" "backup synopsis"
 khr help no-such-command
 assert_rc 2 "help for an unknown command"
 khr --version
