@@ -13,7 +13,7 @@ const char cmd_backup_help[] =
 "    keyhold backup - back up files and directories into a new snapshot\n"
 "\n"
 "SYNOPSIS\n"
-"    keyhold backup [--host NAME] [--threads N] [SELECTION...] PATH...\n"
+"    keyhold backup [--host NAME] [--tag T]... [--threads N] [SELECTION...] PATH...\n"
 "    keyhold backup [SELECTION...] --files-from F [PATH...]\n"
 "\n"
 "DESCRIPTION\n"
@@ -40,6 +40,9 @@ const char cmd_backup_help[] =
 "OPTIONS\n"
 "    --host NAME\n"
 "        Host name recorded in the snapshot (default: gethostname()).\n"
+"    --tag T[,T...]\n"
+"        Tags recorded in the snapshot (shown by keyhold snapshots).\n"
+"        Repeatable; a comma separates tags; each has 1 to 1024 bytes.\n"
 "    --threads N\n"
 "        Worker threads (default: the number of CPUs).\n"
 "\n"
@@ -157,6 +160,8 @@ typedef struct sel {
   size_t npaths, pathcap;
   const char **present;       /* --exclude-if-present names (argv) */
   size_t npresent, presentcap;
+  const char **tags;          /* --tag, split at commas (into owned) */
+  size_t ntags, tagcap;
   char **owned;               /* pattern strings read from files */
   size_t nowned, ownedcap;
 } sel;
@@ -203,6 +208,26 @@ static void sel_release(sel *s) {
   free(s->owned);
   free(s->pats);
   free(s->present);
+  free(s->tags);
+}
+
+/* --tag A[,B...]: each tag 1..1024 bytes.  Returns an exit code or -1. */
+static int add_tags(sel *s, const char *arg) {
+  for (const char *p = arg;;) {
+    size_t n = strcspn(p, ",");
+    if (n == 0 || n > 1024) {
+      cli_msgf("backup: --tag: a tag must have 1 to 1024 bytes: '%s'", arg);
+      return cli_usage("backup");
+    }
+    char *t = strndup(p, n);
+    if (!add_owned(s, t) || !grow((void **)&s->tags, &s->tagcap, s->ntags, sizeof *s->tags)) {
+      cli_msgf("out of memory");
+      return CLI_EXIT_FAIL;
+    }
+    s->tags[s->ntags++] = t;
+    if (!p[n]) return -1;
+    p += n + 1;
+  }
 }
 
 /* Whole file ("-": standard input) into a NUL-terminated malloc'd buffer.
@@ -346,7 +371,7 @@ static void backup_warn(kh_err e, const char *path, const char *msg, void *ctx) 
 
 int cmd_backup(int argc, char **argv) {
   enum { O_HOST = 256, O_THREADS, O_EXCLUDE, O_IEXCLUDE, O_EXCLUDE_FILE, O_IEXCLUDE_FILE,
-         O_CACHES, O_PRESENT, O_LARGER, O_FILES_FROM, O_FILES_VERBATIM };
+         O_CACHES, O_PRESENT, O_LARGER, O_FILES_FROM, O_FILES_VERBATIM, O_TAG };
   static const struct option longopts[] = {
     {"host", required_argument, NULL, O_HOST},
     {"threads", required_argument, NULL, O_THREADS},
@@ -360,6 +385,7 @@ int cmd_backup(int argc, char **argv) {
     {"one-file-system", no_argument, NULL, 'x'},
     {"files-from", required_argument, NULL, O_FILES_FROM},
     {"files-from-verbatim", required_argument, NULL, O_FILES_VERBATIM},
+    {"tag", required_argument, NULL, O_TAG},
     {NULL, 0, NULL, 0},
   };
   kh_backup_opts o;
@@ -423,6 +449,10 @@ int cmd_backup(int argc, char **argv) {
       }
       break;
     case 'x': o.one_file_system = true; break;
+    case O_TAG:
+      r2 = add_tags(&s, optarg);
+      if (r2 >= 0) { rc = r2; goto out; }
+      break;
     case O_FILES_FROM:
     case O_FILES_VERBATIM:
       listed = true;
@@ -458,6 +488,8 @@ int cmd_backup(int argc, char **argv) {
   o.excludes = s.pats;
   o.nexcludes = s.npats;
   o.exclude_if_present = s.present;
+  o.tags = s.tags;
+  o.ntags = s.ntags;
   o.nexclude_if_present = s.npresent;
   o.progress = cli_progress_enabled() ? cli_progress : NULL;
   o.warn = backup_warn;

@@ -132,6 +132,8 @@ typedef struct kh_backup_opts {
   bool exclude_caches;       /* same for a valid CACHEDIR.TAG */
   uint64_t exclude_larger_than; /* bytes; 0: no limit */
   bool one_file_system;      /* mount points are kept, empty */
+  const char *const *tags;   /* stored in the snapshot (1..1024 bytes each) */
+  size_t ntags;
   kh_progress_fn progress;   /* called about 4 times a second, may be NULL */
   kh_warn_fn warn;
   void *ctx;
@@ -169,6 +171,8 @@ typedef struct kh_snapshot_info {
   uint64_t files, bytes;     /* summary at backup time */
   char original[KH_SNAPSHOT_ID_HEX + 1]; /* repaired copy of this snapshot; "" if none */
   int64_t order_ns;          /* the time it is ordered by (<= time_ns) */
+  char **tags;               /* backup --tag, in the order given */
+  size_t ntags;
 } kh_snapshot_info;
 
 /* All snapshots, oldest first in the one snapshot order (docs/format.md

@@ -1079,6 +1079,8 @@ out:
     snap.host = host;
     snap.paths = paths;
     snap.npaths = o->npaths;
+    snap.tags = (char **)o->tags; /* not freed: borrowed for the encoding */
+    snap.ntags = o->ntags;
     memcpy(snap.tree, root->tree_id, 32);
     memcpy(snap.device, v->device_id, 16);
     e = find_parent(v, host, paths, o->npaths, &snap, &maxctr);
@@ -1090,6 +1092,8 @@ out:
       e = kh_vault_write_snapshot(v, &snap, snapid);
     snap.host = NULL;
     snap.paths = NULL;
+    snap.tags = NULL;
+    snap.ntags = 0;
     if (!e)
       kh_hex_encode(r->snapshot_id, snapid, 32);
   }

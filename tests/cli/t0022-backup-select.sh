@@ -184,6 +184,27 @@ assert_ok "restore the files-from snapshot"
 cmp "$S/src/main.c" "$KH_T/r1$S/src/main.c" || fail "files-from: restored content"
 cd "$KH_T" || fail "cd"
 
+# ---- --tag and --host: in the snapshot, shown by snapshots -----------------
+khr snapshots --json
+assert_ok "snapshots --json"
+json_check "$OUT" "all(x['tags'] == [] for x in d)" "snapshots without tags show an empty list"
+backup_id --tag daily --tag 'work,ünï code' --tag daily --host other.example "$S/docs"
+TAGGED=$SNAP
+khr snapshots --json
+assert_ok "snapshots --json"
+json_check "$OUT" "[(x['tags'], x['host']) for x in d if x['id'] == '$TAGGED'] == [(['daily', 'work', 'ünï code', 'daily'], 'other.example')]" \
+  "tags in the order given and the --host override"
+json_check "$OUT" "sum(1 for x in d if x['tags']) == 1" "only the tagged snapshot has tags"
+khr snapshots
+assert_ok "snapshots"
+assert_grep '^ID +TIME +HOST +TAGS +PATHS$' "$OUT" "snapshots: TAGS column"
+assert_grep "^$(printf %.8s "$TAGGED") .* other\.example +daily,work,ünï code,daily +$S/docs\$" "$OUT" "snapshots: the tagged row"
+restore_and_compare "$TAGGED" "$S/docs" "tagged snapshot"
+for bad in "--tag ''" "--tag a,,b" "--tag ," "--host ''"; do
+  eval "khr backup $bad \"\$S\""
+  assert_rc 2 "backup $bad"
+done
+
 # ---- usage errors: exit 2, nothing written ------------------------------------
 ls -R "$(account_dir)" >"$KH_W/before"
 for bad in "--exclude-larger-than 12Q" "--exclude-larger-than 0" "--exclude-larger-than K" \
