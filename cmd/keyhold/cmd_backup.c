@@ -33,7 +33,7 @@ const char cmd_backup_help[] =
 "    that cannot be read are reported on stderr as\n"
 "    \"keyhold: warning: PATH: message\" and left out of the snapshot.\n"
 "\n"
-"    With --json, stdout is one JSON object: {\"id\", \"files\", \"dirs\",\n"
+"    With --json, stdout is one JSON object: {\"id\", \"dry_run\", \"files\", \"dirs\",\n"
 "    \"others\", \"bytes\", \"bytes_read\", \"blobs_new\", \"bytes_new\",\n"
 "    \"bytes_new_stored\", \"warnings\", \"seconds\"}.\n"
 "\n"
@@ -45,6 +45,12 @@ const char cmd_backup_help[] =
 "        Repeatable; a comma separates tags; each has 1 to 1024 bytes.\n"
 "    --threads N\n"
 "        Worker threads (default: the number of CPUs).\n"
+"    -n, --dry-run\n"
+"        Walk, read and chunk as usual and print the summary (how many\n"
+"        bytes are new and what they would take), but write nothing to the\n"
+"        region: no data, index, snapshot or lock.  The last line is then\n"
+"        \"dry run: nothing was written\" instead of an id (JSON: \"id\"\n"
+"        is null, \"dry_run\" true).\n"
 "\n"
 "SELECTION\n"
 "    --exclude PATTERN\n"
@@ -372,6 +378,7 @@ static void backup_warn(kh_err e, const char *path, const char *msg, void *ctx) 
 int cmd_backup(int argc, char **argv) {
   enum { O_HOST = 256, O_THREADS, O_EXCLUDE, O_IEXCLUDE, O_EXCLUDE_FILE, O_IEXCLUDE_FILE,
          O_CACHES, O_PRESENT, O_LARGER, O_FILES_FROM, O_FILES_VERBATIM, O_TAG };
+  /* (--dry-run is -n, --one-file-system -x) */
   static const struct option longopts[] = {
     {"host", required_argument, NULL, O_HOST},
     {"threads", required_argument, NULL, O_THREADS},
@@ -386,6 +393,7 @@ int cmd_backup(int argc, char **argv) {
     {"files-from", required_argument, NULL, O_FILES_FROM},
     {"files-from-verbatim", required_argument, NULL, O_FILES_VERBATIM},
     {"tag", required_argument, NULL, O_TAG},
+    {"dry-run", no_argument, NULL, 'n'},
     {NULL, 0, NULL, 0},
   };
   kh_backup_opts o;
@@ -396,7 +404,7 @@ int cmd_backup(int argc, char **argv) {
   bool listed = false; /* --files-from* given: PATH arguments are optional */
   kh_vault *v = NULL;
   optind = 0;
-  while ((c = getopt_long(argc, argv, "x", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "xn", longopts, NULL)) != -1) {
     switch (c) {
     case O_HOST:
       if (!*optarg) {
@@ -449,6 +457,7 @@ int cmd_backup(int argc, char **argv) {
       }
       break;
     case 'x': o.one_file_system = true; break;
+    case 'n': o.dry_run = true; break;
     case O_TAG:
       r2 = add_tags(&s, optarg);
       if (r2 >= 0) { rc = r2; goto out; }
@@ -500,10 +509,12 @@ int cmd_backup(int argc, char **argv) {
   if (e) { rc = cli_fail(e, "backup"); goto out; }
 
   if (g_opts.json) {
-    printf("{\"id\":\"%s\",\"files\":%llu,\"dirs\":%llu,\"others\":%llu,\"bytes\":%llu,"
+    if (o.dry_run) fputs("{\"id\":null,\"dry_run\":true,", stdout);
+    else printf("{\"id\":\"%s\",\"dry_run\":false,", r.snapshot_id);
+    printf("\"files\":%llu,\"dirs\":%llu,\"others\":%llu,\"bytes\":%llu,"
            "\"bytes_read\":%llu,\"blobs_new\":%llu,\"bytes_new\":%llu,"
            "\"bytes_new_stored\":%llu,\"warnings\":%llu,\"seconds\":%.3f}\n",
-           r.snapshot_id, (unsigned long long)r.files, (unsigned long long)r.dirs,
+           (unsigned long long)r.files, (unsigned long long)r.dirs,
            (unsigned long long)r.others, (unsigned long long)r.bytes,
            (unsigned long long)r.bytes_read, (unsigned long long)r.blobs_new,
            (unsigned long long)r.bytes_new_plain, (unsigned long long)r.bytes_new_stored,
@@ -519,13 +530,14 @@ int cmd_backup(int argc, char **argv) {
       printf("dirs:      %llu\n", (unsigned long long)r.dirs);
       if (r.others) printf("others:    %llu\n", (unsigned long long)r.others);
       printf("bytes:     %s\n", b);
-      printf("new:       %s (%llu new blobs), stored as %s\n", bn,
-             (unsigned long long)r.blobs_new, bs);
+      printf("new:       %s (%llu new blobs), %s as %s\n", bn,
+             (unsigned long long)r.blobs_new, o.dry_run ? "would be stored" : "stored", bs);
       printf("time:      %s (%.2f s)\n", t, r.seconds);
       if (r.warnings) printf("warnings:  %llu paths skipped or incomplete\n",
                              (unsigned long long)r.warnings);
     }
-    printf("%s\n", r.snapshot_id);
+    if (o.dry_run) printf("dry run: nothing was written\n");
+    else printf("%s\n", r.snapshot_id);
   }
   rc = r.warnings ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;
 out:

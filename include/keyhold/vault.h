@@ -134,6 +134,10 @@ typedef struct kh_backup_opts {
   bool one_file_system;      /* mount points are kept, empty */
   const char *const *tags;   /* stored in the snapshot (1..1024 bytes each) */
   size_t ntags;
+  /* Walk, read, chunk and count as usual, but write nothing to the
+   * provider (no pack, index, damage record, snapshot or lock) and leave
+   * the local file cache alone; r->snapshot_id stays "". */
+  bool dry_run;
   kh_progress_fn progress;   /* called about 4 times a second, may be NULL */
   kh_warn_fn warn;
   void *ctx;
@@ -150,7 +154,8 @@ typedef struct kh_backup_result {
 } kh_backup_result;
 
 /* Back up paths into a new signed snapshot.  Paths that cannot be read are
- * reported through warn and counted in warnings; the snapshot is still made. */
+ * reported through warn and counted in warnings; the snapshot is still made
+ * (unless o->dry_run). */
 kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r);
 /* KH_OK if pattern is a valid exclude pattern, else KH_ERR_INVAL with the
  * reason in kh_errdetail(). */

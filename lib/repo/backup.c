@@ -226,7 +226,7 @@ static kh_err worker_flush(worker *w)
   uint64_t total;
   kh_err e = kh_pack_finish(&w->pack, &v->keys, &iov, &niov, &total);
   char name[256];
-  if (!e) {
+  if (!e && !bc->o->dry_run) {
     kh_vault_objname(v, name, sizeof name, "data", w->pack.id, 32);
     e = kh_provider_putv(v->prov, name, iov, niov, true);
   }
@@ -958,7 +958,8 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
-  if ((e = kh_vault_lock(v, false)))
+  /* a dry run takes no lock: it writes nothing another run could trip on */
+  if (!o->dry_run && (e = kh_vault_lock(v, false)))
     goto out;
   if ((e = kh_vault_load_index(v, NULL, NULL)))
     goto out;
@@ -966,7 +967,7 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
     /* packs the index names but the provider lost are not deduplicated
      * against (and recorded, so every device and reader knows) */
     uint64_t lost;
-    if ((e = kh_vault_scan_packs(v, true, &lost)))
+    if ((e = kh_vault_scan_packs(v, !o->dry_run, &lost)))
       goto out;
   }
   if (o->nexcludes) {
@@ -1043,6 +1044,8 @@ out:
   uint8_t idxid[32], snapid[32];
   if (!e) /* still ours?  Only then may the index and snapshot name our packs */
     e = kh_vault_lock_refresh(v);
+  if (!e && o->dry_run)
+    goto done; /* counted; nothing to write */
   if (!e && bc->newidx.npacks)
     e = kh_vault_write_index(v, &bc->newidx, 0, NULL, 0, idxid);
   if (!e) {
@@ -1109,6 +1112,7 @@ out:
       free(path);
     }
   }
+done:
   progress(bc, true);
   r->bytes = bc->bytes_total;
   r->bytes_read = atomic_load(&bc->bytes_read);

@@ -205,6 +205,35 @@ for bad in "--tag ''" "--tag a,,b" "--tag ," "--host ''"; do
   assert_rc 2 "backup $bad"
 done
 
+# ---- --dry-run: counts, writes nothing ---------------------------------------
+region_state() { find "$KEYHOLD_REGION" -printf '%p %y %s %T@\n' | sort; }
+rand_file "$S/docs/new" 300
+region_state >"$KH_W/r0"
+khr snapshots --json
+assert_ok "snapshots before the dry run"
+cp "$OUT" "$KH_W/snaps0"
+khr backup --dry-run --json "$S/docs"
+assert_ok "backup --dry-run --json"
+json_check "$OUT" "d['id'] is None and d['dry_run'] is True and d['files'] == 2 and d['bytes_new'] >= 300 * 1024 and d['bytes_new_stored'] >= 300 * 1024 and d['blobs_new'] >= 1" \
+  "dry run: counts the new file"
+khr backup -n "$S/docs"
+assert_ok "backup -n"
+assert_grep '^new: .*would be stored as' "$OUT" "dry run: summary"
+assert_eq "$(tail -n 1 "$OUT")" "dry run: nothing was written" "dry run: last line"
+region_state >"$KH_W/r1"
+if ! cmp -s "$KH_W/r0" "$KH_W/r1"; then
+  diff "$KH_W/r0" "$KH_W/r1" >&2
+  fail "dry run changed the region"
+fi
+# the cache was left alone too: a real backup now reads and stores the file
+khr backup --json "$S/docs"
+assert_ok "backup after the dry runs"
+json_check "$OUT" "d['dry_run'] is False and d['bytes_new'] >= 300 * 1024 and d['bytes_read'] >= 300 * 1024" \
+  "the real backup stores what the dry run only counted"
+DOCS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT")
+restore_and_compare "$DOCS" "$S/docs" "backup after a dry run"
+rm "$S/docs/new"
+
 # ---- usage errors: exit 2, nothing written ------------------------------------
 ls -R "$(account_dir)" >"$KH_W/before"
 for bad in "--exclude-larger-than 12Q" "--exclude-larger-than 0" "--exclude-larger-than K" \
