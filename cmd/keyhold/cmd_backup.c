@@ -15,6 +15,7 @@ const char cmd_backup_help[] =
 "SYNOPSIS\n"
 "    keyhold backup [--host NAME] [--tag T]... [--threads N] [SELECTION...] PATH...\n"
 "    keyhold backup [SELECTION...] --files-from F [PATH...]\n"
+"    keyhold backup --stdin [--stdin-filename NAME]\n"
 "\n"
 "DESCRIPTION\n"
 "    Reads every PATH (recursively for directories), splits files into\n"
@@ -45,6 +46,13 @@ const char cmd_backup_help[] =
 "        Repeatable; a comma separates tags; each has 1 to 1024 bytes.\n"
 "    --threads N\n"
 "        Worker threads (default: the number of CPUs).\n"
+"    --stdin\n"
+"        Back up standard input (read to its end) as one file instead of\n"
+"        PATHs: mode 0644, owned by the caller, modified now.  The exclude\n"
+"        options do not apply.  A read error fails the backup.\n"
+"    --stdin-filename NAME\n"
+"        The file's name in the snapshot (default \"stdin\"); a relative\n"
+"        NAME is placed under /, so --stdin-filename db.sql is /db.sql.\n"
 "    -n, --dry-run\n"
 "        Walk, read and chunk as usual and print the summary (how many\n"
 "        bytes are new and what they would take), but write nothing to the\n"
@@ -101,7 +109,8 @@ const char cmd_backup_help[] =
 "    keyhold backup ~/Documents ~/Photos\n"
 "    id=$(keyhold backup --quiet /etc | tail -n 1)\n"
 "    keyhold backup --exclude-caches --exclude '*.o' -x ~\n"
-"    find ~/src -name '*.c' -print0 | keyhold backup --files-from-verbatim -\n";
+"    find ~/src -name '*.c' -print0 | keyhold backup --files-from-verbatim -\n"
+"    pg_dump app | keyhold backup --stdin --stdin-filename app.sql --tag db\n";
 
 /* true if p has a "." or ".." component */
 static bool has_dot_component(const char *p) {
@@ -377,7 +386,7 @@ static void backup_warn(kh_err e, const char *path, const char *msg, void *ctx) 
 
 int cmd_backup(int argc, char **argv) {
   enum { O_HOST = 256, O_THREADS, O_EXCLUDE, O_IEXCLUDE, O_EXCLUDE_FILE, O_IEXCLUDE_FILE,
-         O_CACHES, O_PRESENT, O_LARGER, O_FILES_FROM, O_FILES_VERBATIM, O_TAG };
+         O_CACHES, O_PRESENT, O_LARGER, O_FILES_FROM, O_FILES_VERBATIM, O_TAG, O_STDIN, O_STDIN_NAME };
   /* (--dry-run is -n, --one-file-system -x) */
   static const struct option longopts[] = {
     {"host", required_argument, NULL, O_HOST},
@@ -394,6 +403,8 @@ int cmd_backup(int argc, char **argv) {
     {"files-from-verbatim", required_argument, NULL, O_FILES_VERBATIM},
     {"tag", required_argument, NULL, O_TAG},
     {"dry-run", no_argument, NULL, 'n'},
+    {"stdin", no_argument, NULL, O_STDIN},
+    {"stdin-filename", required_argument, NULL, O_STDIN_NAME},
     {NULL, 0, NULL, 0},
   };
   kh_backup_opts o;
@@ -402,6 +413,9 @@ int cmd_backup(int argc, char **argv) {
   memset(&s, 0, sizeof s);
   int c, rc = CLI_EXIT_FAIL, r2;
   bool listed = false; /* --files-from* given: PATH arguments are optional */
+  bool use_stdin = false;
+  const char *stdin_name = NULL;
+  char *stdin_abs = NULL;
   kh_vault *v = NULL;
   optind = 0;
   while ((c = getopt_long(argc, argv, "xn", longopts, NULL)) != -1) {
@@ -458,6 +472,8 @@ int cmd_backup(int argc, char **argv) {
       break;
     case 'x': o.one_file_system = true; break;
     case 'n': o.dry_run = true; break;
+    case O_STDIN: use_stdin = true; break;
+    case O_STDIN_NAME: stdin_name = optarg; break;
     case O_TAG:
       r2 = add_tags(&s, optarg);
       if (r2 >= 0) { rc = r2; goto out; }
@@ -472,7 +488,31 @@ int cmd_backup(int argc, char **argv) {
     default: rc = cli_usage("backup"); goto out;
     }
   }
-  if (optind >= argc && !listed) {
+  if (stdin_name && !use_stdin) {
+    cli_msgf("backup: --stdin-filename needs --stdin");
+    rc = cli_usage("backup");
+    goto out;
+  }
+  if (use_stdin) {
+    if (optind < argc || listed) {
+      cli_msgf("backup: --stdin takes no PATH and no --files-from list");
+      rc = cli_usage("backup");
+      goto out;
+    }
+    const char *nm = stdin_name ? stdin_name : "stdin";
+    size_t n = strlen(nm) + 2;
+    if (!(stdin_abs = malloc(n))) { cli_msgf("out of memory"); goto out; }
+    snprintf(stdin_abs, n, "%s%s", nm[0] == '/' ? "" : "/", nm);
+    size_t l = strlen(stdin_abs);
+    if (l < 2 || stdin_abs[l - 1] == '/' || strstr(stdin_abs, "//") || has_dot_component(stdin_abs)) {
+      cli_msgf("backup: --stdin-filename: not a normalised file name: '%s'", nm);
+      rc = cli_usage("backup");
+      goto out;
+    }
+    o.stdin_name = stdin_abs;
+    o.stdin_fd = STDIN_FILENO;
+  }
+  if (optind >= argc && !listed && !use_stdin) {
     cli_msgf("backup: no PATH given");
     rc = cli_usage("backup");
     goto out;
@@ -485,7 +525,7 @@ int cmd_backup(int argc, char **argv) {
     }
     if (!add_path_arg(&s, argv[i])) { cli_msgf("out of memory"); goto out; }
   }
-  if (!s.npaths) {
+  if (!s.npaths && !use_stdin) {
     cli_msgf("backup: the --files-from lists name no path");
     rc = cli_usage("backup");
     goto out;
@@ -543,5 +583,6 @@ int cmd_backup(int argc, char **argv) {
 out:
   kh_vault_free(v);
   sel_release(&s);
+  free(stdin_abs);
   return rc;
 }

@@ -138,6 +138,12 @@ typedef struct kh_backup_opts {
    * provider (no pack, index, damage record, snapshot or lock) and leave
    * the local file cache alone; r->snapshot_id stays "". */
   bool dry_run;
+  /* Back up what fd stdin_fd yields until end of file as one regular file
+   * named stdin_name (absolute, normalised, e.g. "/db.sql"; mode 0644,
+   * owned by this process, modified now; directories above it 0755) instead
+   * of paths (npaths must be 0).  A read error fails the backup. */
+  const char *stdin_name;
+  int stdin_fd;
   kh_progress_fn progress;   /* called about 4 times a second, may be NULL */
   kh_warn_fn warn;
   void *ctx;

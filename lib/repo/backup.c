@@ -65,6 +65,7 @@ typedef struct worker {
   kh_pack_writer pack; /* reused pack after pack */
   kh_chunkref *refs;  /* chunks of the file being read */
   size_t nrefs, refcap;
+  bool stream;        /* read(2), not pread(2): a pipe (--stdin) */
 } worker;
 
 struct backup_ctx {
@@ -337,7 +338,8 @@ static kh_err read_range(worker *w, int fd, uint64_t off, uint64_t end, const ch
           eof = true;
           break;
         }
-        ssize_t r = pread(fd, w->buf + len, want, (off_t)off);
+        ssize_t r = w->stream ? read(fd, w->buf + len, want)
+                              : pread(fd, w->buf + len, want, (off_t)off);
         if (r < 0 && errno == EINTR)
           continue;
         if (r < 0)
@@ -794,6 +796,74 @@ out:
   return e;
 }
 
+/* Back up what fd yields as the file abs (o->stdin_name), read on the
+ * calling thread with worker w. */
+static kh_err add_stream(backup_ctx *bc, worker *w, bnode *root, const char *abs, int fd)
+{
+  kh_err e = KH_OK;
+  struct stat st;
+  memset(&st, 0, sizeof st);
+  st.st_uid = getuid();
+  st.st_gid = getgid();
+  st.st_nlink = 1;
+  clock_gettime(CLOCK_REALTIME, &st.st_mtim);
+  st.st_ctim = st.st_mtim;
+  bnode *cur = root, *kid = NULL;
+  const char *p = abs;
+  while (*p == '/')
+    p++;
+  while (*p) {
+    const char *end = strchr(p, '/');
+    size_t cl = end ? (size_t)(end - p) : strlen(p);
+    bool last = !end;
+    st.st_mode = last ? S_IFREG | 0644 : S_IFDIR | 0755;
+    if (!(kid = node_new(p, cl, &st)) || (e = add_kid(cur, kid))) {
+      node_free(kid);
+      return e ? e : kh_seterr(KH_ERR_NOMEM, "out of memory");
+    }
+    if (!last)
+      bc->r->dirs++;
+    cur = kid;
+    p += cl + (end ? 1 : 0);
+  }
+  w->stream = true;
+  w->nrefs = 0;
+  uint64_t got = 0;
+  e = read_range(w, fd, 0, UINT64_MAX, abs, &got);
+  w->stream = false;
+  if (e)
+    return e;
+  cur->size = got;
+  cur->nchunks = w->nrefs;
+  cur->chunks = malloc((w->nrefs ? w->nrefs : 1) * sizeof *cur->chunks);
+  if (!cur->chunks)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  if (w->nrefs)
+    memcpy(cur->chunks, w->refs, w->nrefs * sizeof *cur->chunks);
+  bc->r->files++;
+  bc->files_total++;
+  bc->bytes_total += got;
+  atomic_fetch_add(&bc->files_done, 1);
+  return KH_OK;
+}
+
+/* Is name absolute and normalised (no empty, "." or ".." component, no
+ * trailing "/"), and not "/" itself? */
+static bool stdin_name_ok(const char *name)
+{
+  if (name[0] != '/' || !name[1] || strlen(name) >= 4096)
+    return false;
+  for (const char *c = name + 1;;) {
+    const char *e = strchr(c, '/');
+    size_t n = e ? (size_t)(e - c) : strlen(c);
+    if (!n || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+      return false;
+    if (!e)
+      return true;
+    c = e + 1;
+  }
+}
+
 /* ---- trees (main thread, after the workers) ----------------------------- */
 
 static kh_err store_trees(backup_ctx *bc, worker *w, bnode *dir)
@@ -926,8 +996,13 @@ static int cmp_str(const void *a, const void *b)
 kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
 {
   memset(r, 0, sizeof *r);
-  if (!o->npaths)
+  if (o->stdin_name && (o->npaths || !stdin_name_ok(o->stdin_name)))
+    return kh_seterr(KH_ERR_INVAL, "standard input needs an absolute, normalised file name "
+                                   "and no other paths");
+  if (!o->npaths && !o->stdin_name)
     return kh_seterr(KH_ERR_INVAL, "nothing to back up");
+  const size_t np = o->stdin_name ? 1 : o->npaths;
+  const char *const *opaths = o->stdin_name ? &o->stdin_name : o->paths;
   kh_err e = KH_OK;
   backup_ctx *bc = calloc(1, sizeof *bc);
   if (!bc)
@@ -992,18 +1067,20 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
       e = kh_seterr(KH_ERR_NOMEM, "cannot start threads");
       goto out;
     }
-  paths = calloc(o->npaths, sizeof *paths);
+  paths = calloc(np, sizeof *paths);
   if (!paths) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
-  for (size_t i = 0; i < o->npaths; i++) {
-    if (!(paths[i] = strdup(o->paths[i]))) {
+  for (size_t i = 0; i < np; i++) {
+    if (!(paths[i] = strdup(opaths[i]))) {
       e = kh_seterr(KH_ERR_NOMEM, "out of memory");
       goto out;
     }
   }
-  qsort(paths, o->npaths, sizeof *paths, cmp_str);
+  qsort(paths, np, sizeof *paths, cmp_str);
+  if (o->stdin_name)
+    e = add_stream(bc, &ws[nthreads], root, paths[0], o->stdin_fd);
   for (size_t i = 0; i < o->npaths && !e; i++)
     e = add_path(bc, root, paths[i]);
   if (!e && root->nkids == 0)
@@ -1081,12 +1158,12 @@ out:
     snap.time_ns = kh_wall_ns();
     snap.host = host;
     snap.paths = paths;
-    snap.npaths = o->npaths;
+    snap.npaths = np;
     snap.tags = (char **)o->tags; /* not freed: borrowed for the encoding */
     snap.ntags = o->ntags;
     memcpy(snap.tree, root->tree_id, 32);
     memcpy(snap.device, v->device_id, 16);
-    e = find_parent(v, host, paths, o->npaths, &snap, &maxctr);
+    e = find_parent(v, host, paths, np, &snap, &maxctr);
     snap.files = r->files;
     snap.bytes = bc->bytes_total;
     if (!e)
@@ -1127,7 +1204,7 @@ done:
       worker_release(&ws[i]);
   free(ws);
   if (paths)
-    for (size_t i = 0; i < o->npaths; i++)
+    for (size_t i = 0; i < np; i++)
       free(paths[i]);
   free(paths);
   node_free(root);

@@ -234,6 +234,43 @@ DOCS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "
 restore_and_compare "$DOCS" "$S/docs" "backup after a dry run"
 rm "$S/docs/new"
 
+# ---- --stdin ---------------------------------------------------------------------
+rand_file "$KH_W/stdin.bin" 3000
+printf 'tail without newline' >>"$KH_W/stdin.bin"
+khr backup --stdin --stdin-filename dumps/db.sql --tag db <"$KH_W/stdin.bin"
+assert_ok "backup --stdin (from a file)"
+SIN=$(tail -n 1 "$OUT")
+# a pipe, which cannot be read with pread
+cat "$KH_W/stdin.bin" | "$KEYHOLD" backup --json --stdin >"$OUT" 2>"$ERR"
+RC=$?
+assert_ok "backup --stdin (from a pipe)"
+json_check "$OUT" "d['files'] == 1 and d['bytes'] == $(stat -c %s "$KH_W/stdin.bin")" "stdin: one file of the input's size"
+SPIPE=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT")
+khr snapshots --json
+json_check "$OUT" "[(x['paths'], x['tags']) for x in d if x['id'] in ('$SIN', '$SPIPE')] == [(['/dumps/db.sql'], ['db']), (['/stdin'], [])]" \
+  "stdin: snapshot paths and tags"
+khr ls --json "$SIN"
+assert_ok "ls stdin snapshot"
+ndjson_check "$OUT" "[(x['path'], x['type']) for x in d] == [('/dumps', 'dir'), ('/dumps/db.sql', 'file')] and d[1]['mode'] == 0o644 and d[0]['mode'] == 0o755" \
+  "stdin: the file and its directory"
+khr restore "$SIN" --target "$KH_T/rs"
+assert_ok "restore the stdin snapshot"
+cmp "$KH_W/stdin.bin" "$KH_T/rs/dumps/db.sql" || fail "stdin: restored bytes differ"
+khr restore "$SPIPE" --target "$KH_T/rp"
+assert_ok "restore the piped stdin snapshot"
+cmp "$KH_W/stdin.bin" "$KH_T/rp/stdin" || fail "stdin (pipe): restored bytes differ"
+khr backup --stdin --stdin-filename empty </dev/null
+assert_ok "backup --stdin of nothing"
+khr restore "$(tail -n 1 "$OUT")" --target "$KH_T/re"
+assert_ok "restore the empty stdin snapshot"
+[ -f "$KH_T/re/empty" ] && [ ! -s "$KH_T/re/empty" ] || fail "stdin: an empty input restores as an empty file"
+for bad in "--stdin $S" "--stdin --files-from $KH_W/list" "--stdin-filename x $S" \
+           "--stdin --stdin-filename a/../b" "--stdin --stdin-filename a/" "--stdin --stdin-filename /"; do
+  # shellcheck disable=SC2086
+  khr backup $bad </dev/null
+  assert_rc 2 "backup $bad"
+done
+
 # ---- usage errors: exit 2, nothing written ------------------------------------
 ls -R "$(account_dir)" >"$KH_W/before"
 for bad in "--exclude-larger-than 12Q" "--exclude-larger-than 0" "--exclude-larger-than K" \
