@@ -13,7 +13,9 @@ const char cmd_backup_help[] =
 "    keyhold backup - back up files and directories into a new snapshot\n"
 "\n"
 "SYNOPSIS\n"
-"    keyhold backup [--host NAME] [--threads N] PATH...\n"
+"    keyhold backup [--host NAME] [--tag T]... [--threads N] [SELECTION...] PATH...\n"
+"    keyhold backup [SELECTION...] --files-from F [PATH...]\n"
+"    keyhold backup --stdin [--stdin-filename NAME]\n"
 "\n"
 "DESCRIPTION\n"
 "    Reads every PATH (recursively for directories), splits files into\n"
@@ -32,26 +34,83 @@ const char cmd_backup_help[] =
 "    that cannot be read are reported on stderr as\n"
 "    \"keyhold: warning: PATH: message\" and left out of the snapshot.\n"
 "\n"
-"    With --json, stdout is one JSON object: {\"id\", \"files\", \"dirs\",\n"
+"    With --json, stdout is one JSON object: {\"id\", \"dry_run\", \"files\", \"dirs\",\n"
 "    \"others\", \"bytes\", \"bytes_read\", \"blobs_new\", \"bytes_new\",\n"
 "    \"bytes_new_stored\", \"warnings\", \"seconds\"}.\n"
 "\n"
 "OPTIONS\n"
 "    --host NAME\n"
 "        Host name recorded in the snapshot (default: gethostname()).\n"
+"    --tag T[,T...]\n"
+"        Tags recorded in the snapshot (shown by keyhold snapshots).\n"
+"        Repeatable; a comma separates tags; each has 1 to 1024 bytes.\n"
 "    --threads N\n"
 "        Worker threads (default: the number of CPUs).\n"
+"    --stdin\n"
+"        Back up standard input (read to its end) as one file instead of\n"
+"        PATHs: mode 0644, owned by the caller, modified now.  The exclude\n"
+"        options do not apply.  A read error fails the backup.\n"
+"    --stdin-filename NAME\n"
+"        The file's name in the snapshot (default \"stdin\"); a relative\n"
+"        NAME is placed under /, so --stdin-filename db.sql is /db.sql.\n"
+"    -n, --dry-run\n"
+"        Walk, read and chunk as usual and print the summary (how many\n"
+"        bytes are new and what they would take), but write nothing to the\n"
+"        region: no data, index, snapshot or lock.  The last line is then\n"
+"        \"dry run: nothing was written\" instead of an id (JSON: \"id\"\n"
+"        is null, \"dry_run\" true).\n"
+"\n"
+"SELECTION\n"
+"    --exclude PATTERN\n"
+"        Leave out what PATTERN matches (see PATTERNS).  Repeatable; the\n"
+"        last pattern that matches a path decides.\n"
+"    --iexclude PATTERN\n"
+"        The same, with ASCII letters matching either case.\n"
+"    --exclude-file F, --iexclude-file F\n"
+"        Read patterns from F, one a line; blank lines and lines starting\n"
+"        with # are ignored, $VAR is not expanded.  F \"-\" is stdin.\n"
+"    --exclude-caches\n"
+"        In a directory holding a CACHEDIR.TAG that starts with\n"
+"        \"Signature: 8a477f597d28d172789f06886806bc55\", keep only the tag.\n"
+"    --exclude-if-present NAME\n"
+"        In a directory holding a file called NAME, keep only that file.\n"
+"        Repeatable.\n"
+"    --exclude-larger-than SIZE\n"
+"        Leave out regular files larger than SIZE (bytes, or with a K, M,\n"
+"        G or T suffix: powers of 1024).\n"
+"    -x, --one-file-system\n"
+"        Do not descend into other file systems; mount points are kept as\n"
+"        empty directories.\n"
+"    --files-from F\n"
+"        Back up the paths listed in F, one a line (blank lines and lines\n"
+"        starting with # ignored; relative to the working directory).\n"
+"    --files-from-verbatim F\n"
+"        The same with NUL-separated paths, every byte kept (find -print0).\n"
+"\n"
+"PATTERNS\n"
+"    Matched against the absolute path, one component at a time: * any\n"
+"    bytes but /, ? one character, [a-z] [!a-z] a byte class, \\x a literal\n"
+"    x; a component ** matches any number of components.  A pattern that\n"
+"    starts with / is anchored at the root, any other may start at any\n"
+"    component (*.o matches /src/a.o).  A pattern that matches a directory\n"
+"    leaves out everything below it.  !PATTERN re-includes; an excluded\n"
+"    directory is not descended into, so exclude its content instead:\n"
+"    --exclude '/home/ana/*' --exclude '!/home/ana/Documents'.\n"
 "\n"
 "ENVIRONMENT\n"
 "    KEYHOLD_REGION, KEYHOLD_PASSCODE_FILE, KEYHOLD_ACCOUNT (see keyhold help)\n"
 "\n"
 "EXIT STATUS\n"
 "    0 on success; 3 if the snapshot was made but some paths were skipped or\n"
-"    read only partially; 1 on failure (no snapshot); 2 on a usage error.\n"
+"    read only partially; 1 on failure (no snapshot); 2 on a usage error\n"
+"    (also a malformed pattern or SIZE).\n"
 "\n"
 "EXAMPLES\n"
 "    keyhold backup ~/Documents ~/Photos\n"
-"    id=$(keyhold backup --quiet /etc | tail -n 1)\n";
+"    id=$(keyhold backup --quiet /etc | tail -n 1)\n"
+"    keyhold backup --exclude-caches --exclude '*.o' -x ~\n"
+"    find ~/src -name '*.c' -print0 | keyhold backup --files-from-verbatim -\n"
+"    pg_dump app | keyhold backup --stdin --stdin-filename app.sql --tag db\n";
 
 /* true if p has a "." or ".." component */
 static bool has_dot_component(const char *p) {
@@ -105,62 +164,382 @@ static char *absolute_path(const char *p) {
   return out;
 }
 
+/* ---- the selection options ------------------------------------------------ */
+
+#define LIST_FILE_MAX (64u << 20) /* bytes of one --exclude-file / --files-from */
+
+typedef struct sel {
+  kh_backup_pattern *pats;
+  size_t npats, patcap;
+  char **paths;               /* absolute, malloc'd */
+  size_t npaths, pathcap;
+  const char **present;       /* --exclude-if-present names (argv) */
+  size_t npresent, presentcap;
+  const char **tags;          /* --tag, split at commas (into owned) */
+  size_t ntags, tagcap;
+  char **owned;               /* pattern strings read from files */
+  size_t nowned, ownedcap;
+} sel;
+
+static bool grow(void **arr, size_t *cap, size_t n, size_t elem) {
+  if (n < *cap) return true;
+  size_t nc = *cap ? *cap * 2 : 16;
+  void *na = realloc(*arr, nc * elem);
+  if (!na) return false;
+  *arr = na;
+  *cap = nc;
+  return true;
+}
+
+static bool add_pattern(sel *s, const char *pat, bool icase) {
+  if (!grow((void **)&s->pats, &s->patcap, s->npats, sizeof *s->pats)) return false;
+  s->pats[s->npats++] = (kh_backup_pattern){pat, icase};
+  return true;
+}
+
+/* Takes ownership of p (freed on failure too). */
+static bool add_owned(sel *s, char *p) {
+  if (!p || !grow((void **)&s->owned, &s->ownedcap, s->nowned, sizeof *s->owned)) {
+    free(p);
+    return false;
+  }
+  s->owned[s->nowned++] = p;
+  return true;
+}
+
+/* Makes path absolute and appends it; false: out of memory. */
+static bool add_path_arg(sel *s, const char *p) {
+  if (!grow((void **)&s->paths, &s->pathcap, s->npaths, sizeof *s->paths)) return false;
+  char *a = absolute_path(p);
+  if (!a) return false;
+  s->paths[s->npaths++] = a;
+  return true;
+}
+
+static void sel_release(sel *s) {
+  for (size_t i = 0; i < s->npaths; i++) free(s->paths[i]);
+  for (size_t i = 0; i < s->nowned; i++) free(s->owned[i]);
+  free(s->paths);
+  free(s->owned);
+  free(s->pats);
+  free(s->present);
+  free(s->tags);
+}
+
+/* --tag A[,B...]: each tag 1..1024 bytes.  Returns an exit code or -1. */
+static int add_tags(sel *s, const char *arg) {
+  for (const char *p = arg;;) {
+    size_t n = strcspn(p, ",");
+    if (n == 0 || n > 1024) {
+      cli_msgf("backup: --tag: a tag must have 1 to 1024 bytes: '%s'", arg);
+      return cli_usage("backup");
+    }
+    char *t = strndup(p, n);
+    if (!add_owned(s, t) || !grow((void **)&s->tags, &s->tagcap, s->ntags, sizeof *s->tags)) {
+      cli_msgf("out of memory");
+      return CLI_EXIT_FAIL;
+    }
+    s->tags[s->ntags++] = t;
+    if (!p[n]) return -1;
+    p += n + 1;
+  }
+}
+
+/* Whole file ("-": standard input) into a NUL-terminated malloc'd buffer.
+ * Prints its own error and returns false. */
+static bool read_list(const char *opt, const char *name, char **out, size_t *outlen) {
+  FILE *f = strcmp(name, "-") ? fopen(name, "rb") : stdin;
+  char *buf = NULL;
+  size_t len = 0, cap = 0;
+  bool ok = false;
+  if (!f) {
+    cli_msgf("backup: %s: %s: %s", opt, name, strerror(errno));
+    return false;
+  }
+  for (;;) {
+    if (len + 4096 + 1 > cap) {
+      size_t nc = cap ? cap * 2 : 8192;
+      char *nb = realloc(buf, nc);
+      if (!nb) { cli_msgf("out of memory"); goto out; }
+      buf = nb;
+      cap = nc;
+    }
+    size_t r = fread(buf + len, 1, cap - len - 1, f);
+    len += r;
+    if (len > LIST_FILE_MAX) {
+      cli_msgf("backup: %s: %s: larger than %u bytes", opt, name, LIST_FILE_MAX);
+      goto out;
+    }
+    if (r == 0) break;
+  }
+  if (ferror(f)) {
+    cli_msgf("backup: %s: %s: %s", opt, name, strerror(errno));
+    goto out;
+  }
+  buf[len] = 0;
+  *out = buf;
+  *outlen = len;
+  buf = NULL;
+  ok = true;
+out:
+  free(buf);
+  if (f != stdin) fclose(f);
+  return ok;
+}
+
+/* Next line of buf (from *pos) with surrounding blanks and a trailing CR
+ * removed, in place; NULL at the end. */
+static char *next_line(char *buf, size_t len, size_t *pos, bool trim_front) {
+  if (*pos >= len) return NULL;
+  char *l = buf + *pos, *nl = memchr(l, '\n', len - *pos);
+  size_t n = nl ? (size_t)(nl - l) : len - *pos;
+  *pos += n + (nl ? 1 : 0);
+  l[n] = 0;
+  while (n && (l[n - 1] == '\r' || (trim_front && (l[n - 1] == ' ' || l[n - 1] == '\t'))))
+    l[--n] = 0;
+  if (trim_front)
+    while (*l == ' ' || *l == '\t') l++;
+  return l;
+}
+
+/* --exclude-file / --iexclude-file: one pattern a line; blank lines and
+ * lines starting with "#" are ignored.  Returns an exit code or -1 (ok). */
+static int read_exclude_file(sel *s, const char *opt, const char *name, bool icase) {
+  char *buf = NULL, *l;
+  size_t len = 0, pos = 0, lineno = 0;
+  int rc = CLI_EXIT_FAIL;
+  if (!read_list(opt, name, &buf, &len)) goto out;
+  while ((l = next_line(buf, len, &pos, true))) {
+    lineno++;
+    if (!*l || *l == '#') continue;
+    if (kh_backup_check_pattern(l)) {
+      cli_msgf("backup: %s: %s:%zu: %s", opt, name, lineno, kh_errdetail());
+      rc = cli_usage("backup");
+      goto out;
+    }
+    char *copy = strdup(l);
+    if (!add_owned(s, copy) || !add_pattern(s, copy, icase)) { cli_msgf("out of memory"); goto out; }
+  }
+  rc = -1;
+out:
+  free(buf);
+  return rc;
+}
+
+/* --files-from (one path a line, "#" comments and blank lines ignored) and
+ * --files-from-verbatim (NUL-separated, every byte kept).  Returns an exit
+ * code or -1 (ok). */
+static int read_files_from(sel *s, const char *opt, const char *name, bool verbatim) {
+  char *buf = NULL;
+  size_t len = 0, pos = 0;
+  int rc = CLI_EXIT_FAIL;
+  if (!read_list(opt, name, &buf, &len)) goto out;
+  if (verbatim) {
+    while (pos < len) {
+      char *p = buf + pos;
+      size_t n = strnlen(p, len - pos);
+      pos += n + 1;
+      if (!n) continue; /* "a\0\0b" or a final NUL */
+      if (!add_path_arg(s, p)) { cli_msgf("out of memory"); goto out; }
+    }
+  } else {
+    char *l;
+    while ((l = next_line(buf, len, &pos, false))) {
+      const char *t = l + strspn(l, " \t");
+      if (!*t || *t == '#') continue;
+      if (!add_path_arg(s, l)) { cli_msgf("out of memory"); goto out; }
+    }
+  }
+  rc = -1;
+out:
+  free(buf);
+  return rc;
+}
+
+/* SIZE with an optional K, M, G or T suffix (powers of 1024, either case). */
+static bool parse_size(const char *a, uint64_t *out) {
+  uint64_t v = 0;
+  const char *p = a;
+  if (*p < '0' || *p > '9') return false;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    if (v > (UINT64_MAX - 9) / 10) return false;
+    v = v * 10 + (uint64_t)(*p - '0');
+  }
+  int shift = 0;
+  switch (*p) {
+  case 0: break;
+  case 'k': case 'K': shift = 10; p++; break;
+  case 'm': case 'M': shift = 20; p++; break;
+  case 'g': case 'G': shift = 30; p++; break;
+  case 't': case 'T': shift = 40; p++; break;
+  default: return false;
+  }
+  if (*p || v == 0 || v > (UINT64_MAX >> shift)) return false;
+  *out = v << shift;
+  return true;
+}
+
 static void backup_warn(kh_err e, const char *path, const char *msg, void *ctx) {
   (void)ctx;
   cli_path_msg("warning", path, msg && *msg ? msg : kh_strerror(e));
 }
 
 int cmd_backup(int argc, char **argv) {
+  enum { O_HOST = 256, O_THREADS, O_EXCLUDE, O_IEXCLUDE, O_EXCLUDE_FILE, O_IEXCLUDE_FILE,
+         O_CACHES, O_PRESENT, O_LARGER, O_FILES_FROM, O_FILES_VERBATIM, O_TAG, O_STDIN, O_STDIN_NAME };
+  /* (--dry-run is -n, --one-file-system -x) */
   static const struct option longopts[] = {
-    {"host", required_argument, NULL, 'H'},
-    {"threads", required_argument, NULL, 't'},
+    {"host", required_argument, NULL, O_HOST},
+    {"threads", required_argument, NULL, O_THREADS},
+    {"exclude", required_argument, NULL, O_EXCLUDE},
+    {"iexclude", required_argument, NULL, O_IEXCLUDE},
+    {"exclude-file", required_argument, NULL, O_EXCLUDE_FILE},
+    {"iexclude-file", required_argument, NULL, O_IEXCLUDE_FILE},
+    {"exclude-caches", no_argument, NULL, O_CACHES},
+    {"exclude-if-present", required_argument, NULL, O_PRESENT},
+    {"exclude-larger-than", required_argument, NULL, O_LARGER},
+    {"one-file-system", no_argument, NULL, 'x'},
+    {"files-from", required_argument, NULL, O_FILES_FROM},
+    {"files-from-verbatim", required_argument, NULL, O_FILES_VERBATIM},
+    {"tag", required_argument, NULL, O_TAG},
+    {"dry-run", no_argument, NULL, 'n'},
+    {"stdin", no_argument, NULL, O_STDIN},
+    {"stdin-filename", required_argument, NULL, O_STDIN_NAME},
     {NULL, 0, NULL, 0},
   };
   kh_backup_opts o;
   memset(&o, 0, sizeof o);
-  int c, rc = CLI_EXIT_FAIL;
-  char **paths = NULL;
-  size_t npaths = 0;
+  sel s;
+  memset(&s, 0, sizeof s);
+  int c, rc = CLI_EXIT_FAIL, r2;
+  bool listed = false; /* --files-from* given: PATH arguments are optional */
+  bool use_stdin = false;
+  const char *stdin_name = NULL;
+  char *stdin_abs = NULL;
   kh_vault *v = NULL;
   optind = 0;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "xn", longopts, NULL)) != -1) {
     switch (c) {
-    case 'H':
+    case O_HOST:
       if (!*optarg) {
         cli_msgf("backup: --host: empty name");
-        return cli_usage("backup");
+        rc = cli_usage("backup");
+        goto out;
       }
       o.host = optarg;
       break;
-    case 't':
+    case O_THREADS:
       if (!cli_parse_int(optarg, 0, 1024, &o.threads)) {
         cli_msgf("backup: --threads: not a number from 0 to 1024: %s", optarg);
-        return cli_usage("backup");
+        rc = cli_usage("backup");
+        goto out;
       }
       break;
-    default: return cli_usage("backup");
+    case O_EXCLUDE:
+    case O_IEXCLUDE:
+      if (kh_backup_check_pattern(optarg)) {
+        cli_msgf("backup: --%s: %s", c == O_EXCLUDE ? "exclude" : "iexclude", kh_errdetail());
+        rc = cli_usage("backup");
+        goto out;
+      }
+      if (!add_pattern(&s, optarg, c == O_IEXCLUDE)) { cli_msgf("out of memory"); goto out; }
+      break;
+    case O_EXCLUDE_FILE:
+    case O_IEXCLUDE_FILE:
+      r2 = read_exclude_file(&s, c == O_EXCLUDE_FILE ? "--exclude-file" : "--iexclude-file",
+                             optarg, c == O_IEXCLUDE_FILE);
+      if (r2 >= 0) { rc = r2; goto out; }
+      break;
+    case O_CACHES: o.exclude_caches = true; break;
+    case O_PRESENT:
+      if (!*optarg || strchr(optarg, '/')) {
+        cli_msgf("backup: --exclude-if-present: not a file name: '%s'", optarg);
+        rc = cli_usage("backup");
+        goto out;
+      }
+      if (!grow((void **)&s.present, &s.presentcap, s.npresent, sizeof *s.present)) {
+        cli_msgf("out of memory");
+        goto out;
+      }
+      s.present[s.npresent++] = optarg;
+      break;
+    case O_LARGER:
+      if (!parse_size(optarg, &o.exclude_larger_than)) {
+        cli_msgf("backup: --exclude-larger-than: not a size (like 500K, 2M, 1G): %s", optarg);
+        rc = cli_usage("backup");
+        goto out;
+      }
+      break;
+    case 'x': o.one_file_system = true; break;
+    case 'n': o.dry_run = true; break;
+    case O_STDIN: use_stdin = true; break;
+    case O_STDIN_NAME: stdin_name = optarg; break;
+    case O_TAG:
+      r2 = add_tags(&s, optarg);
+      if (r2 >= 0) { rc = r2; goto out; }
+      break;
+    case O_FILES_FROM:
+    case O_FILES_VERBATIM:
+      listed = true;
+      r2 = read_files_from(&s, c == O_FILES_FROM ? "--files-from" : "--files-from-verbatim",
+                           optarg, c == O_FILES_VERBATIM);
+      if (r2 >= 0) { rc = r2; goto out; }
+      break;
+    default: rc = cli_usage("backup"); goto out;
     }
   }
-  if (optind >= argc) {
-    cli_msgf("backup: no PATH given");
-    return cli_usage("backup");
+  if (stdin_name && !use_stdin) {
+    cli_msgf("backup: --stdin-filename needs --stdin");
+    rc = cli_usage("backup");
+    goto out;
   }
-  npaths = (size_t)(argc - optind);
-  paths = calloc(npaths, sizeof *paths);
-  if (!paths) { cli_msgf("out of memory"); goto out; }
-  for (size_t i = 0; i < npaths; i++) {
-    if (!*argv[optind + (int)i]) {
+  if (use_stdin) {
+    if (optind < argc || listed) {
+      cli_msgf("backup: --stdin takes no PATH and no --files-from list");
+      rc = cli_usage("backup");
+      goto out;
+    }
+    const char *nm = stdin_name ? stdin_name : "stdin";
+    size_t n = strlen(nm) + 2;
+    if (!(stdin_abs = malloc(n))) { cli_msgf("out of memory"); goto out; }
+    snprintf(stdin_abs, n, "%s%s", nm[0] == '/' ? "" : "/", nm);
+    size_t l = strlen(stdin_abs);
+    if (l < 2 || stdin_abs[l - 1] == '/' || strstr(stdin_abs, "//") || has_dot_component(stdin_abs)) {
+      cli_msgf("backup: --stdin-filename: not a normalised file name: '%s'", nm);
+      rc = cli_usage("backup");
+      goto out;
+    }
+    o.stdin_name = stdin_abs;
+    o.stdin_fd = STDIN_FILENO;
+  }
+  if (optind >= argc && !listed && !use_stdin) {
+    cli_msgf("backup: no PATH given");
+    rc = cli_usage("backup");
+    goto out;
+  }
+  for (int i = optind; i < argc; i++) {
+    if (!*argv[i]) {
       cli_msgf("backup: empty path");
       rc = cli_usage("backup");
       goto out;
     }
-    paths[i] = absolute_path(argv[optind + (int)i]);
-    if (!paths[i]) { cli_msgf("out of memory"); goto out; }
+    if (!add_path_arg(&s, argv[i])) { cli_msgf("out of memory"); goto out; }
+  }
+  if (!s.npaths && !use_stdin) {
+    cli_msgf("backup: the --files-from lists name no path");
+    rc = cli_usage("backup");
+    goto out;
   }
   if (cli_open_vault(&v)) goto out;
 
-  o.paths = (const char *const *)paths;
-  o.npaths = npaths;
+  o.paths = (const char *const *)s.paths;
+  o.npaths = s.npaths;
+  o.excludes = s.pats;
+  o.nexcludes = s.npats;
+  o.exclude_if_present = s.present;
+  o.tags = s.tags;
+  o.ntags = s.ntags;
+  o.nexclude_if_present = s.npresent;
   o.progress = cli_progress_enabled() ? cli_progress : NULL;
   o.warn = backup_warn;
   kh_backup_result r;
@@ -170,10 +549,12 @@ int cmd_backup(int argc, char **argv) {
   if (e) { rc = cli_fail(e, "backup"); goto out; }
 
   if (g_opts.json) {
-    printf("{\"id\":\"%s\",\"files\":%llu,\"dirs\":%llu,\"others\":%llu,\"bytes\":%llu,"
+    if (o.dry_run) fputs("{\"id\":null,\"dry_run\":true,", stdout);
+    else printf("{\"id\":\"%s\",\"dry_run\":false,", r.snapshot_id);
+    printf("\"files\":%llu,\"dirs\":%llu,\"others\":%llu,\"bytes\":%llu,"
            "\"bytes_read\":%llu,\"blobs_new\":%llu,\"bytes_new\":%llu,"
            "\"bytes_new_stored\":%llu,\"warnings\":%llu,\"seconds\":%.3f}\n",
-           r.snapshot_id, (unsigned long long)r.files, (unsigned long long)r.dirs,
+           (unsigned long long)r.files, (unsigned long long)r.dirs,
            (unsigned long long)r.others, (unsigned long long)r.bytes,
            (unsigned long long)r.bytes_read, (unsigned long long)r.blobs_new,
            (unsigned long long)r.bytes_new_plain, (unsigned long long)r.bytes_new_stored,
@@ -189,19 +570,19 @@ int cmd_backup(int argc, char **argv) {
       printf("dirs:      %llu\n", (unsigned long long)r.dirs);
       if (r.others) printf("others:    %llu\n", (unsigned long long)r.others);
       printf("bytes:     %s\n", b);
-      printf("new:       %s (%llu new blobs), stored as %s\n", bn,
-             (unsigned long long)r.blobs_new, bs);
+      printf("new:       %s (%llu new blobs), %s as %s\n", bn,
+             (unsigned long long)r.blobs_new, o.dry_run ? "would be stored" : "stored", bs);
       printf("time:      %s (%.2f s)\n", t, r.seconds);
       if (r.warnings) printf("warnings:  %llu paths skipped or incomplete\n",
                              (unsigned long long)r.warnings);
     }
-    printf("%s\n", r.snapshot_id);
+    if (o.dry_run) printf("dry run: nothing was written\n");
+    else printf("%s\n", r.snapshot_id);
   }
   rc = r.warnings ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;
 out:
   kh_vault_free(v);
-  if (paths)
-    for (size_t i = 0; i < npaths; i++) free(paths[i]);
-  free(paths);
+  sel_release(&s);
+  free(stdin_abs);
   return rc;
 }

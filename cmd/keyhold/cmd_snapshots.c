@@ -61,6 +61,11 @@ static void print_json(const kh_snapshot_info *s, size_t n) {
       if (j) fputc(',', stdout);
       cli_json_cstr(stdout, s[i].paths[j] ? s[i].paths[j] : "");
     }
+    fputs("],\"tags\":[", stdout);
+    for (size_t j = 0; j < s[i].ntags; j++) {
+      if (j) fputc(',', stdout);
+      cli_json_cstr(stdout, s[i].tags[j]);
+    }
     fputs("],\"parent\":", stdout);
     if (s[i].parent[0]) printf("\"%s\"", s[i].parent);
     else fputs("null", stdout);
@@ -76,12 +81,18 @@ static void print_json(const kh_snapshot_info *s, size_t n) {
 
 static void print_table(const kh_snapshot_info *s, size_t n) {
   char t[CLI_TIME_BUF];
-  int hostw = 4;
+  int hostw = 4, tagw = 0;
   for (size_t i = 0; i < n; i++) {
     int l = s[i].host ? (int)strlen(s[i].host) : 0;
     if (l > hostw) hostw = l < 32 ? l : 32;
+    int tl = 0;
+    for (size_t j = 0; j < s[i].ntags; j++) tl += (j ? 1 : 0) + (int)strlen(s[i].tags[j]);
+    if (tl > tagw) tagw = tl < 32 ? tl : 32;
   }
-  printf("%-8s  %-19s  %-*s  %s\n", "ID", "TIME", hostw, "HOST", "PATHS");
+  if (tagw && tagw < 4) tagw = 4;
+  printf("%-8s  %-19s  %-*s  ", "ID", "TIME", hostw, "HOST");
+  if (tagw) printf("%-*s  ", tagw, "TAGS"); /* only when some snapshot has tags */
+  printf("%s\n", "PATHS");
   for (size_t i = 0; i < n; i++) {
     cli_fmt_time_local(t, sizeof t, s[i].time_ns);
     const char *h = s[i].host ? s[i].host : "";
@@ -89,6 +100,16 @@ static void print_table(const kh_snapshot_info *s, size_t n) {
     cli_print_path(stdout, h, strlen(h));
     for (int pad = hostw - (int)strlen(h); pad > 0; pad--) putchar(' ');
     fputs("  ", stdout);
+    if (tagw) {
+      int tl = 0;
+      for (size_t j = 0; j < s[i].ntags; j++) {
+        if (j) fputc(',', stdout);
+        cli_print_path(stdout, s[i].tags[j], strlen(s[i].tags[j]));
+        tl += (j ? 1 : 0) + (int)strlen(s[i].tags[j]);
+      }
+      for (int pad = tagw - tl; pad > 0; pad--) putchar(' ');
+      fputs("  ", stdout);
+    }
     for (size_t j = 0; j < s[i].npaths; j++) {
       if (j) fputc(',', stdout);
       if (s[i].paths[j]) cli_print_path(stdout, s[i].paths[j], strlen(s[i].paths[j]));

@@ -118,11 +118,38 @@ typedef void (*kh_warn_fn)(kh_err e, const char *path, const char *msg, void *ct
 
 /* ---- backup ----------------------------------------------------------- */
 
+/* One exclude pattern (docs/cli.md "Patterns"); "!" re-includes. */
+typedef struct kh_backup_pattern {
+  const char *pattern;
+  bool icase;                /* ASCII letters match either case */
+} kh_backup_pattern;
+
 typedef struct kh_backup_opts {
   const char *const *paths;
   size_t npaths;
   const char *host;          /* NULL: gethostname() */
   int threads;               /* 0: number of CPUs */
+  /* what to leave out (all off when zero) */
+  const kh_backup_pattern *excludes; /* in order: the last that matches wins */
+  size_t nexcludes;
+  const char *const *exclude_if_present; /* a directory holding one of these
+                                            names keeps only that file */
+  size_t nexclude_if_present;
+  bool exclude_caches;       /* same for a valid CACHEDIR.TAG */
+  uint64_t exclude_larger_than; /* bytes; 0: no limit */
+  bool one_file_system;      /* mount points are kept, empty */
+  const char *const *tags;   /* stored in the snapshot (1..1024 bytes each) */
+  size_t ntags;
+  /* Walk, read, chunk and count as usual, but write nothing to the
+   * provider (no pack, index, damage record, snapshot or lock) and leave
+   * the local file cache alone; r->snapshot_id stays "". */
+  bool dry_run;
+  /* Back up what fd stdin_fd yields until end of file as one regular file
+   * named stdin_name (absolute, normalised, e.g. "/db.sql"; mode 0644,
+   * owned by this process, modified now; directories above it 0755) instead
+   * of paths (npaths must be 0).  A read error fails the backup. */
+  const char *stdin_name;
+  int stdin_fd;
   kh_progress_fn progress;   /* called about 4 times a second, may be NULL */
   kh_warn_fn warn;
   void *ctx;
@@ -139,8 +166,12 @@ typedef struct kh_backup_result {
 } kh_backup_result;
 
 /* Back up paths into a new signed snapshot.  Paths that cannot be read are
- * reported through warn and counted in warnings; the snapshot is still made. */
+ * reported through warn and counted in warnings; the snapshot is still made
+ * (unless o->dry_run). */
 kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r);
+/* KH_OK if pattern is a valid exclude pattern, else KH_ERR_INVAL with the
+ * reason in kh_errdetail(). */
+kh_err kh_backup_check_pattern(const char *pattern);
 
 /* ---- snapshots -------------------------------------------------------- */
 
@@ -157,6 +188,8 @@ typedef struct kh_snapshot_info {
   uint64_t files, bytes;     /* summary at backup time */
   char original[KH_SNAPSHOT_ID_HEX + 1]; /* repaired copy of this snapshot; "" if none */
   int64_t order_ns;          /* the time it is ordered by (<= time_ns) */
+  char **tags;               /* backup --tag, in the order given */
+  size_t ntags;
 } kh_snapshot_info;
 
 /* All snapshots, oldest first in the one snapshot order (docs/format.md

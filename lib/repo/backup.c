@@ -8,6 +8,7 @@
 #include "cache/cache.h"
 #include "common/err.h"
 #include "common/hex.h"
+#include "common/pattern.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -43,6 +44,7 @@ typedef struct bnode {
   uint8_t tree_id[32];
   bool failed;     /* could not be read: left out of the snapshot */
   bool from_disk;  /* read by a worker this time: goes into the cache */
+  bool no_descend; /* another file system's mount point (--one-file-system) */
 } bnode;
 
 typedef struct job {
@@ -63,6 +65,7 @@ typedef struct worker {
   kh_pack_writer pack; /* reused pack after pack */
   kh_chunkref *refs;  /* chunks of the file being read */
   size_t nrefs, refcap;
+  bool stream;        /* read(2), not pread(2): a pipe (--stdin) */
 } worker;
 
 struct backup_ctx {
@@ -90,6 +93,7 @@ struct backup_ctx {
   double t0, last_progress, last_refresh;
   kh_cache *cache;
   uint64_t warnings;
+  kh_pattern_set *excl; /* NULL when there are no exclude patterns */
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -223,7 +227,7 @@ static kh_err worker_flush(worker *w)
   uint64_t total;
   kh_err e = kh_pack_finish(&w->pack, &v->keys, &iov, &niov, &total);
   char name[256];
-  if (!e) {
+  if (!e && !bc->o->dry_run) {
     kh_vault_objname(v, name, sizeof name, "data", w->pack.id, 32);
     e = kh_provider_putv(v->prov, name, iov, niov, true);
   }
@@ -334,7 +338,8 @@ static kh_err read_range(worker *w, int fd, uint64_t off, uint64_t end, const ch
           eof = true;
           break;
         }
-        ssize_t r = pread(fd, w->buf + len, want, (off_t)off);
+        ssize_t r = w->stream ? read(fd, w->buf + len, want)
+                              : pread(fd, w->buf + len, want, (off_t)off);
         if (r < 0 && errno == EINTR)
           continue;
         if (r < 0)
@@ -547,6 +552,64 @@ static bool cache_hit(backup_ctx *bc, bnode *n, const char *path, size_t plen)
 
 static kh_err visit(backup_ctx *bc, bnode *n, char *path, size_t plen, int depth);
 
+#define CACHEDIR_TAG "CACHEDIR.TAG"
+#define CACHEDIR_SIG "Signature: 8a477f597d28d172789f06886806bc55"
+
+/* Does directory dfd hold a CACHEDIR.TAG that starts with the signature
+ * (https://bford.info/cachedir/)? */
+static bool cachedir_tagged(int dfd)
+{
+  char buf[sizeof CACHEDIR_SIG - 1];
+  int fd = openat(dfd, CACHEDIR_TAG, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  size_t got = 0;
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+    while (got < sizeof buf) {
+      ssize_t r = read(fd, buf + got, sizeof buf - got);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r <= 0)
+        break;
+      got += (size_t)r;
+    }
+  close(fd);
+  return got == sizeof buf && !memcmp(buf, CACHEDIR_SIG, sizeof buf);
+}
+
+/* Is a directory's content left out (--exclude-caches, --exclude-if-present)?
+ * Then only the tag files themselves are kept. */
+static bool dir_tagged(backup_ctx *bc, int dfd, bool *cache_tag)
+{
+  const kh_backup_opts *o = bc->o;
+  struct stat st;
+  *cache_tag = o->exclude_caches && cachedir_tagged(dfd);
+  if (*cache_tag)
+    return true;
+  for (size_t i = 0; i < o->nexclude_if_present; i++)
+    if (fstatat(dfd, o->exclude_if_present[i], &st, AT_SYMLINK_NOFOLLOW) == 0)
+      return true;
+  return false;
+}
+
+static bool is_tag_name(backup_ctx *bc, const char *name, bool cache_tag)
+{
+  if (cache_tag && !strcmp(name, CACHEDIR_TAG))
+    return true;
+  for (size_t i = 0; i < bc->o->nexclude_if_present; i++)
+    if (!strcmp(name, bc->o->exclude_if_present[i]))
+      return true;
+  return false;
+}
+
+/* Is a file too large for --exclude-larger-than? */
+static bool too_large(backup_ctx *bc, const struct stat *st)
+{
+  return bc->o->exclude_larger_than && S_ISREG(st->st_mode) &&
+         (uint64_t)st->st_size > bc->o->exclude_larger_than;
+}
+
 static kh_err walk_dir(backup_ctx *bc, bnode *dir, char *path, size_t plen, int depth)
 {
   if (depth > MAX_DEPTH) {
@@ -560,30 +623,46 @@ static kh_err walk_dir(backup_ctx *bc, bnode *dir, char *path, size_t plen, int 
   }
   kh_err e = KH_OK;
   struct dirent *de;
+  bool cache_tag = false;
+  bool tagged = (bc->o->exclude_caches || bc->o->nexclude_if_present) &&
+                dir_tagged(bc, dirfd(d), &cache_tag);
   while (!e && (de = readdir(d))) {
     if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+      continue;
+    if (tagged && !is_tag_name(bc, de->d_name, cache_tag))
       continue;
     size_t nl = strlen(de->d_name);
     if (plen + 1 + nl >= 65536) {
       warn(bc, KH_ERR_TOOBIG, path, "path too long; entry skipped");
       continue;
     }
+    size_t np = plen;
+    if (np > 1 || path[0] != '/')
+      path[np++] = '/';
+    memcpy(path + np, de->d_name, nl + 1);
+    if (bc->excl && kh_pattern_set_excludes(bc->excl, path, np + nl)) {
+      path[plen] = 0;
+      continue;
+    }
     struct stat st;
     if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      path[plen] = 0;
       if (errno != ENOENT) /* vanished meanwhile: not an error */
         warn(bc, kh_errno_code(errno), path, strerror(errno));
+      continue;
+    }
+    if (too_large(bc, &st)) {
+      path[plen] = 0;
       continue;
     }
     bnode *kid = node_new(de->d_name, nl, &st);
     if (!kid || (e = add_kid(dir, kid))) {
       node_free(kid);
       e = e ? e : kh_seterr(KH_ERR_NOMEM, "out of memory");
+      path[plen] = 0;
       break;
     }
-    size_t np = plen;
-    if (np > 1 || path[0] != '/')
-      path[np++] = '/';
-    memcpy(path + np, de->d_name, nl + 1);
+    kid->no_descend = bc->o->one_file_system && S_ISDIR(st.st_mode) && st.st_dev != dir->dev;
     e = visit(bc, kid, path, np + nl, depth + 1);
     path[plen] = 0;
   }
@@ -598,7 +677,7 @@ static kh_err visit(backup_ctx *bc, bnode *n, char *path, size_t plen, int depth
   switch (n->type) {
   case KH_NODE_DIR:
     bc->r->dirs++;
-    return walk_dir(bc, n, path, plen, depth);
+    return n->no_descend ? KH_OK : walk_dir(bc, n, path, plen, depth);
   case KH_NODE_SYMLINK: {
     char buf[4097];
     ssize_t l = readlink(path, buf, sizeof buf - 1);
@@ -694,6 +773,13 @@ static kh_err add_path(backup_ctx *bc, bnode *root, const char *abs)
         e = e ? e : kh_seterr(KH_ERR_NOMEM, "out of memory");
         goto out;
       }
+      if (last && ((bc->excl && kh_pattern_set_excludes(bc->excl, path, plen)) ||
+                   too_large(bc, &cs))) {
+        /* excluded itself (the directories above it stay) */
+        cur->nkids--;
+        node_free(kid);
+        goto out;
+      }
       qsort(cur->kids, cur->nkids, sizeof *cur->kids, node_cmp);
       if (last) {
         e = visit(bc, kid, path, plen, 0);
@@ -708,6 +794,74 @@ static kh_err add_path(backup_ctx *bc, bnode *root, const char *abs)
 out:
   free(path);
   return e;
+}
+
+/* Back up what fd yields as the file abs (o->stdin_name), read on the
+ * calling thread with worker w. */
+static kh_err add_stream(backup_ctx *bc, worker *w, bnode *root, const char *abs, int fd)
+{
+  kh_err e = KH_OK;
+  struct stat st;
+  memset(&st, 0, sizeof st);
+  st.st_uid = getuid();
+  st.st_gid = getgid();
+  st.st_nlink = 1;
+  clock_gettime(CLOCK_REALTIME, &st.st_mtim);
+  st.st_ctim = st.st_mtim;
+  bnode *cur = root, *kid = NULL;
+  const char *p = abs;
+  while (*p == '/')
+    p++;
+  while (*p) {
+    const char *end = strchr(p, '/');
+    size_t cl = end ? (size_t)(end - p) : strlen(p);
+    bool last = !end;
+    st.st_mode = last ? S_IFREG | 0644 : S_IFDIR | 0755;
+    if (!(kid = node_new(p, cl, &st)) || (e = add_kid(cur, kid))) {
+      node_free(kid);
+      return e ? e : kh_seterr(KH_ERR_NOMEM, "out of memory");
+    }
+    if (!last)
+      bc->r->dirs++;
+    cur = kid;
+    p += cl + (end ? 1 : 0);
+  }
+  w->stream = true;
+  w->nrefs = 0;
+  uint64_t got = 0;
+  e = read_range(w, fd, 0, UINT64_MAX, abs, &got);
+  w->stream = false;
+  if (e)
+    return e;
+  cur->size = got;
+  cur->nchunks = w->nrefs;
+  cur->chunks = malloc((w->nrefs ? w->nrefs : 1) * sizeof *cur->chunks);
+  if (!cur->chunks)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  if (w->nrefs)
+    memcpy(cur->chunks, w->refs, w->nrefs * sizeof *cur->chunks);
+  bc->r->files++;
+  bc->files_total++;
+  bc->bytes_total += got;
+  atomic_fetch_add(&bc->files_done, 1);
+  return KH_OK;
+}
+
+/* Is name absolute and normalised (no empty, "." or ".." component, no
+ * trailing "/"), and not "/" itself? */
+static bool stdin_name_ok(const char *name)
+{
+  if (name[0] != '/' || !name[1] || strlen(name) >= 4096)
+    return false;
+  for (const char *c = name + 1;;) {
+    const char *e = strchr(c, '/');
+    size_t n = e ? (size_t)(e - c) : strlen(c);
+    if (!n || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+      return false;
+    if (!e)
+      return true;
+    c = e + 1;
+  }
 }
 
 /* ---- trees (main thread, after the workers) ----------------------------- */
@@ -842,8 +996,13 @@ static int cmp_str(const void *a, const void *b)
 kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
 {
   memset(r, 0, sizeof *r);
-  if (!o->npaths)
+  if (o->stdin_name && (o->npaths || !stdin_name_ok(o->stdin_name)))
+    return kh_seterr(KH_ERR_INVAL, "standard input needs an absolute, normalised file name "
+                                   "and no other paths");
+  if (!o->npaths && !o->stdin_name)
     return kh_seterr(KH_ERR_INVAL, "nothing to back up");
+  const size_t np = o->stdin_name ? 1 : o->npaths;
+  const char *const *opaths = o->stdin_name ? &o->stdin_name : o->paths;
   kh_err e = KH_OK;
   backup_ctx *bc = calloc(1, sizeof *bc);
   if (!bc)
@@ -874,7 +1033,8 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
-  if ((e = kh_vault_lock(v, false)))
+  /* a dry run takes no lock: it writes nothing another run could trip on */
+  if (!o->dry_run && (e = kh_vault_lock(v, false)))
     goto out;
   if ((e = kh_vault_load_index(v, NULL, NULL)))
     goto out;
@@ -882,7 +1042,15 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
     /* packs the index names but the provider lost are not deduplicated
      * against (and recorded, so every device and reader knows) */
     uint64_t lost;
-    if ((e = kh_vault_scan_packs(v, true, &lost)))
+    if ((e = kh_vault_scan_packs(v, !o->dry_run, &lost)))
+      goto out;
+  }
+  if (o->nexcludes) {
+    if ((e = kh_pattern_set_new(&bc->excl)))
+      goto out;
+    for (size_t i = 0; i < o->nexcludes && !e; i++)
+      e = kh_pattern_set_add(bc->excl, o->excludes[i].pattern, o->excludes[i].icase);
+    if (e)
       goto out;
   }
   if (v->cache_path && kh_cache_open(v->cache_path, &bc->cache) != KH_OK)
@@ -899,18 +1067,20 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
       e = kh_seterr(KH_ERR_NOMEM, "cannot start threads");
       goto out;
     }
-  paths = calloc(o->npaths, sizeof *paths);
+  paths = calloc(np, sizeof *paths);
   if (!paths) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
-  for (size_t i = 0; i < o->npaths; i++) {
-    if (!(paths[i] = strdup(o->paths[i]))) {
+  for (size_t i = 0; i < np; i++) {
+    if (!(paths[i] = strdup(opaths[i]))) {
       e = kh_seterr(KH_ERR_NOMEM, "out of memory");
       goto out;
     }
   }
-  qsort(paths, o->npaths, sizeof *paths, cmp_str);
+  qsort(paths, np, sizeof *paths, cmp_str);
+  if (o->stdin_name)
+    e = add_stream(bc, &ws[nthreads], root, paths[0], o->stdin_fd);
   for (size_t i = 0; i < o->npaths && !e; i++)
     e = add_path(bc, root, paths[i]);
   if (!e && root->nkids == 0)
@@ -951,6 +1121,8 @@ out:
   uint8_t idxid[32], snapid[32];
   if (!e) /* still ours?  Only then may the index and snapshot name our packs */
     e = kh_vault_lock_refresh(v);
+  if (!e && o->dry_run)
+    goto done; /* counted; nothing to write */
   if (!e && bc->newidx.npacks)
     e = kh_vault_write_index(v, &bc->newidx, 0, NULL, 0, idxid);
   if (!e) {
@@ -986,10 +1158,12 @@ out:
     snap.time_ns = kh_wall_ns();
     snap.host = host;
     snap.paths = paths;
-    snap.npaths = o->npaths;
+    snap.npaths = np;
+    snap.tags = (char **)o->tags; /* not freed: borrowed for the encoding */
+    snap.ntags = o->ntags;
     memcpy(snap.tree, root->tree_id, 32);
     memcpy(snap.device, v->device_id, 16);
-    e = find_parent(v, host, paths, o->npaths, &snap, &maxctr);
+    e = find_parent(v, host, paths, np, &snap, &maxctr);
     snap.files = r->files;
     snap.bytes = bc->bytes_total;
     if (!e)
@@ -998,6 +1172,8 @@ out:
       e = kh_vault_write_snapshot(v, &snap, snapid);
     snap.host = NULL;
     snap.paths = NULL;
+    snap.tags = NULL;
+    snap.ntags = 0;
     if (!e)
       kh_hex_encode(r->snapshot_id, snapid, 32);
   }
@@ -1013,6 +1189,7 @@ out:
       free(path);
     }
   }
+done:
   progress(bc, true);
   r->bytes = bc->bytes_total;
   r->bytes_read = atomic_load(&bc->bytes_read);
@@ -1027,11 +1204,12 @@ out:
       worker_release(&ws[i]);
   free(ws);
   if (paths)
-    for (size_t i = 0; i < o->npaths; i++)
+    for (size_t i = 0; i < np; i++)
       free(paths[i]);
   free(paths);
   node_free(root);
   kh_cache_free(bc->cache);
+  kh_pattern_set_free(bc->excl);
   kh_index_release(&bc->newidx);
   pthread_mutex_destroy(&bc->qmu);
   pthread_mutex_destroy(&bc->nmu);
@@ -1041,4 +1219,9 @@ out:
   pthread_cond_destroy(&bc->qidle);
   free(bc);
   return e;
+}
+
+kh_err kh_backup_check_pattern(const char *pattern)
+{
+  return kh_pattern_check(pattern);
 }

@@ -548,9 +548,13 @@ static void snap_info(const uint8_t id[32], kh_snap *s, kh_snapshot_info *o)
   o->host = s->host;
   o->paths = s->paths;
   o->npaths = s->npaths;
+  o->tags = s->tags;
+  o->ntags = s->ntags;
   s->host = NULL;
   s->paths = NULL;
   s->npaths = 0;
+  s->tags = NULL;
+  s->ntags = 0;
   if (s->has_parent)
     kh_hex_encode(o->parent, s->parent, 32);
   kh_hex_encode(o->tree, s->tree, 32);
@@ -645,6 +649,9 @@ void kh_snapshots_free(kh_snapshot_info *s, size_t n)
     for (size_t j = 0; j < s[i].npaths; j++)
       free(s[i].paths[j]);
     free(s[i].paths);
+    for (size_t j = 0; j < s[i].ntags; j++)
+      free(s[i].tags[j]);
+    free(s[i].tags);
   }
   free(s);
 }

@@ -9,6 +9,11 @@
 #define TREE_MAGIC "KHTR1"
 #define SNAP_MAGIC "KHSN1"
 #define SNAP_MAX_PATHS 100000u
+#define SNAP_MAX_TAGS 1024u
+#define SNAP_MAX_TAG 1024u
+/* optional trailing fields, each at most once, in this order */
+#define SNAP_FIELD_ORIGINAL 1
+#define SNAP_FIELD_TAGS 2
 /* docs/format.md §8: a name is one path component, so that restore can
  * never be steered out of the directory that holds it */
 #define BAD_NAME "entry name is empty, \".\" or \"..\", or contains '/' or NUL"
@@ -219,10 +224,22 @@ kh_err kh_snap_encode(const kh_snap *s, kh_buf *out)
   if (!e) e = kh_buf_put_uvar(out, s->files);
   if (!e) e = kh_buf_put_uvar(out, s->bytes);
   if (!e && s->has_original) {
-    e = kh_buf_put_u8(out, 1);
+    e = kh_buf_put_u8(out, SNAP_FIELD_ORIGINAL);
     if (!e) e = kh_buf_append(out, s->original, 32);
     if (!e) e = kh_buf_append(out, s->orig_device, 16);
     if (!e) e = kh_buf_put_u64(out, s->orig_counter);
+  }
+  if (!e && s->ntags) {
+    if (s->ntags > SNAP_MAX_TAGS)
+      return kh_seterr(KH_ERR_INVAL, "more than %u tags", SNAP_MAX_TAGS);
+    e = kh_buf_put_u8(out, SNAP_FIELD_TAGS);
+    if (!e) e = kh_buf_put_uvar(out, s->ntags);
+    for (size_t i = 0; !e && i < s->ntags; i++) {
+      size_t l = strlen(s->tags[i]);
+      if (!l || l > SNAP_MAX_TAG)
+        return kh_seterr(KH_ERR_INVAL, "a tag must have 1 to %u bytes", SNAP_MAX_TAG);
+      e = kh_buf_put_str(out, s->tags[i]);
+    }
   }
   return e;
 }
@@ -274,13 +291,34 @@ kh_err kh_snap_decode(const uint8_t *p, size_t n, kh_snap *s)
   s->counter = kh_rd_u64(&r);
   s->files = kh_rd_uvar(&r);
   s->bytes = kh_rd_uvar(&r);
-  if (kh_rd_ok(&r) && kh_rd_left(&r)) { /* optional: the snapshot this one replaces */
-    if (kh_rd_u8(&r) != 1)
+  /* optional fields, in increasing kind: the snapshot this one replaces,
+   * then the tags (a snapshot without tags has no tags field) */
+  for (uint8_t last = 0; kh_rd_ok(&r) && kh_rd_left(&r);) {
+    uint8_t kind = kh_rd_u8(&r);
+    if (kind <= last)
       goto bad;
-    s->has_original = true;
-    kh_rd_copy(&r, s->original, 32);
-    kh_rd_copy(&r, s->orig_device, 16);
-    s->orig_counter = kh_rd_u64(&r);
+    last = kind;
+    if (kind == SNAP_FIELD_ORIGINAL) {
+      s->has_original = true;
+      kh_rd_copy(&r, s->original, 32);
+      kh_rd_copy(&r, s->orig_device, 16);
+      s->orig_counter = kh_rd_u64(&r);
+    } else if (kind == SNAP_FIELD_TAGS) {
+      uint64_t nt = kh_rd_uvar(&r);
+      if (!kh_rd_ok(&r) || nt == 0 || nt > SNAP_MAX_TAGS || nt > kh_rd_left(&r))
+        goto bad;
+      s->tags = calloc(nt, sizeof *s->tags);
+      if (!s->tags)
+        goto bad;
+      for (uint64_t i = 0; i < nt; i++) {
+        const uint8_t *q = kh_rd_lbytes(&r, SNAP_MAX_TAG, &l);
+        if (!q || !l || !(s->tags[i] = dup_text(q, l)))
+          goto bad;
+        s->ntags++;
+      }
+    } else {
+      goto bad;
+    }
   }
   if (!kh_rd_done(&r))
     goto bad;
@@ -296,5 +334,8 @@ void kh_snap_release(kh_snap *s)
   for (size_t i = 0; i < s->npaths; i++)
     free(s->paths[i]);
   free(s->paths);
+  for (size_t i = 0; i < s->ntags; i++)
+    free(s->tags[i]);
+  free(s->tags);
   memset(s, 0, sizeof *s);
 }

@@ -62,6 +62,9 @@ typedef struct kh_snap {
   uint8_t original[32];
   uint8_t orig_device[16];
   uint64_t orig_counter;
+  /* backup --tag: in the order given; none in snapshots made before tags */
+  char **tags;
+  size_t ntags;
 } kh_snap;
 
 kh_err kh_snap_encode(const kh_snap *s, kh_buf *out);

@@ -31,7 +31,7 @@ for v in init backup snapshots ls diff restore check forget prune passcode; do
   khr "$v" -h
   assert_ok "keyhold $v -h"
 done
-assert_grep '^ +keyhold backup \[--host NAME\] \[--threads N\] PATH\.\.\.$' "$KH_W/help.backup" "backup synopsis"
+assert_grep '^ +keyhold backup \[--host NAME\] \[--tag T\]\.\.\. \[--threads N\] \[SELECTION\.\.\.\] PATH\.\.\.$' "$KH_W/help.backup" "backup synopsis"
 khr help no-such-command
 assert_rc 2 "help for an unknown command"
 khr --version
@@ -101,11 +101,11 @@ make_tree "$SRC"
 # global options after the command, and --opt=VALUE
 khr backup --json "$SRC" --region="$KEYHOLD_REGION"
 assert_ok "backup --json with --region=DIR after the command"
-json_check "$OUT" "set(d) == {'id', 'files', 'dirs', 'others', 'bytes', 'bytes_read', 'blobs_new', 'bytes_new', 'bytes_new_stored', 'warnings', 'seconds'}" "backup --json fields"
+json_check "$OUT" "set(d) == {'id', 'dry_run', 'files', 'dirs', 'others', 'bytes', 'bytes_read', 'blobs_new', 'bytes_new', 'bytes_new_stored', 'warnings', 'seconds'}" "backup --json fields"
 json_check "$OUT" "all(isinstance(d[k], int) for k in d if k not in ('id', 'seconds'))" "backup --json counts are integers"
 SNAP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT")
 khr snapshots --json
-json_check "$OUT" "set(d[0]) == {'id', 'short_id', 'time', 'host', 'paths', 'parent', 'tree', 'device', 'counter', 'files', 'bytes', 'original'}" "snapshots --json fields"
+json_check "$OUT" "set(d[0]) == {'id', 'short_id', 'time', 'host', 'paths', 'tags', 'parent', 'tree', 'device', 'counter', 'files', 'bytes', 'original'}" "snapshots --json fields"
 
 khr ls --json "$SNAP" "$SRC"
 assert_ok "ls --json"
