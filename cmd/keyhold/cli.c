@@ -301,6 +301,13 @@ out:
   return e;
 }
 
+bool cli_passcode_uses_stdin(void) {
+  if (g_opts.passcode_file) return strcmp(g_opts.passcode_file, "-") == 0;
+  if (g_opts.passcode_command) return false;
+  const char *f = getenv("KEYHOLD_PASSCODE_FILE");
+  return f && strcmp(f, "-") == 0;
+}
+
 /* KEYHOLD_PASSCODE: the value itself (the least safe source: any process
  * of the same user can read /proc/PID/environ). */
 static kh_err passcode_from_env_value(const char *v, kh_secret **out) {

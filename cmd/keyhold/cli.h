@@ -69,6 +69,11 @@ bool cli_want_help(int argc, char **argv, const char *cmd);
 /* Print the full help of cmd to f; false if there is none. */
 bool cli_print_help(FILE *f, const char *cmd);
 
+/* True if the account passcode would be read from standard input
+ * (--passcode-file - or, without a passcode flag, KEYHOLD_PASSCODE_FILE=-):
+ * a command that also reads data from standard input must refuse. */
+bool cli_passcode_uses_stdin(void);
+
 /* Read a passcode: from the file named by opt_file ("-": standard input, or
  * by the environment variable env), else a prompt on the terminal (echo
  * off, twice when confirm is set), else an error.  For the account passcode

@@ -413,7 +413,7 @@ int cmd_backup(int argc, char **argv) {
   memset(&s, 0, sizeof s);
   int c, rc = CLI_EXIT_FAIL, r2;
   bool listed = false; /* --files-from* given: PATH arguments are optional */
-  bool use_stdin = false;
+  bool use_stdin = false, list_from_stdin = false;
   const char *stdin_name = NULL;
   char *stdin_abs = NULL;
   kh_vault *v = NULL;
@@ -481,12 +481,20 @@ int cmd_backup(int argc, char **argv) {
     case O_FILES_FROM:
     case O_FILES_VERBATIM:
       listed = true;
+      if (!strcmp(optarg, "-")) list_from_stdin = true;
       r2 = read_files_from(&s, c == O_FILES_FROM ? "--files-from" : "--files-from-verbatim",
                            optarg, c == O_FILES_VERBATIM);
       if (r2 >= 0) { rc = r2; goto out; }
       break;
     default: rc = cli_usage("backup"); goto out;
     }
+  }
+  if ((use_stdin || list_from_stdin) && cli_passcode_uses_stdin()) {
+    cli_msgf("backup: standard input cannot carry both the passcode and %s; give the "
+             "passcode with --passcode-command, a file or KEYHOLD_PASSCODE",
+             use_stdin ? "the data (--stdin)" : "the list of paths");
+    rc = cli_usage("backup");
+    goto out;
   }
   if (stdin_name && !use_stdin) {
     cli_msgf("backup: --stdin-filename needs --stdin");

@@ -291,6 +291,16 @@ assert_grep -F "badex:2: unclosed [" "$ERR" "bad exclude file line: file and lin
 : >"$KH_W/empty"
 khr backup --files-from "$KH_W/empty"
 assert_rc 2 "an empty --files-from list and no PATH"
+# standard input cannot carry both the passcode and the data or the list
+run "$KEYHOLD" --passcode-file - backup --stdin <"$KH_W/stdin.bin"
+assert_rc 2 "--passcode-file - with --stdin"
+assert_grep -F "standard input cannot carry both the passcode and the data (--stdin)" "$ERR" \
+  "--passcode-file - with --stdin: message"
+printf '%s\n' "$S" | KEYHOLD_PASSCODE_FILE=- "$KEYHOLD" backup --files-from - >"$OUT" 2>"$ERR"
+RC=$?
+assert_rc 2 "KEYHOLD_PASSCODE_FILE=- with --files-from -"
+assert_grep -F "standard input cannot carry both the passcode and the list of paths" "$ERR" \
+  "KEYHOLD_PASSCODE_FILE=- with --files-from -: message"
 ls -R "$(account_dir)" >"$KH_W/after"
 cmp -s "$KH_W/before" "$KH_W/after" || fail "a usage error wrote to the account"
 
