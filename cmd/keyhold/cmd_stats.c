@@ -37,7 +37,8 @@ const char cmd_stats_help[] =
 "    followed by a human size.  With --json, stdout is one JSON object:\n"
 "    {\"mode\", \"snapshots\", and for restore-size \"files\", \"bytes\",\n"
 "    \"dirs\", \"others\"; for raw-data \"blobs\", \"data_blobs\",\n"
-"    \"tree_blobs\", \"plain_bytes\", \"stored_bytes\", \"referenced_bytes\",\n"
+"    \"tree_blobs\", \"plain_bytes\", \"stored_bytes\", \"data_plain_bytes\" (the\n"
+"    plaintext of the distinct data chunks), \"referenced_bytes\",\n"
 "    \"missing_blobs\", \"compression_ratio\", \"dedup_ratio\"} (ratios are\n"
 "    numbers, 0 when undefined).\n"
 "\n"
@@ -109,11 +110,12 @@ int cmd_stats(int argc, char **argv) {
              (unsigned long long)r.dirs, (unsigned long long)r.others);
     else
       printf(",\"blobs\":%llu,\"data_blobs\":%llu,\"tree_blobs\":%llu,\"plain_bytes\":%llu,"
-             "\"stored_bytes\":%llu,\"referenced_bytes\":%llu,\"missing_blobs\":%llu,"
+             "\"stored_bytes\":%llu,\"data_plain_bytes\":%llu,\"referenced_bytes\":%llu,\"missing_blobs\":%llu,"
              "\"compression_ratio\":%.4f,\"dedup_ratio\":%.4f}\n",
              (unsigned long long)r.blobs, (unsigned long long)r.data_blobs,
              (unsigned long long)r.tree_blobs, (unsigned long long)r.plain_bytes,
-             (unsigned long long)r.stored_bytes, (unsigned long long)r.referenced_bytes,
+             (unsigned long long)r.stored_bytes, (unsigned long long)r.data_plain_bytes,
+             (unsigned long long)r.referenced_bytes,
              (unsigned long long)r.missing_blobs, comp,
              ratio(r.referenced_bytes, r.data_plain_bytes));
   } else {

@@ -228,6 +228,7 @@ typedef struct kh_stats_result {
    * trees), their plaintext and stored (compressed, encrypted) sizes */
   uint64_t blobs, data_blobs, tree_blobs;
   uint64_t plain_bytes, stored_bytes;
+  uint64_t data_plain_bytes; /* plaintext of the distinct data chunks (dedup denominator) */
   uint64_t referenced_bytes; /* plaintext of every chunk reference (dedup numerator) */
   uint64_t missing_blobs;    /* referenced but not in the index */
 } kh_stats_result;

@@ -165,8 +165,10 @@ static kh_err count_blob(stats_ctx *c, const uint8_t id[32], bool tree)
   c->r->blobs++;
   if (tree)
     c->r->tree_blobs++;
-  else
+  else {
     c->r->data_blobs++;
+    c->r->data_plain_bytes += en->ulen;
+  }
   c->r->plain_bytes += en->ulen;
   c->r->stored_bytes += en->clen;
   return KH_OK;
