@@ -258,6 +258,23 @@ cmp -s "$OUT" "$KH_T/big/file" || fail "dump of a 200 MB file is not byte-identi
 RSS=$(tail -n 1 "$KH_W/rss")
 [ "$RSS" -lt 102400 ] || fail "dump of a 200 MB file: peak RSS $RSS KiB (limit 100 MiB)"
 note "dump of 200 MB: peak RSS $RSS KiB"
-rm -f "$KH_T/big/file" "$OUT"
+rm -f "$OUT"
+
+# ---- dump holds the shared lock: prune refuses while a dump runs ----------------------
+# the dump blocks writing into a FIFO nobody reads, holding its lock
+mkfifo "$KH_W/fifo" || fail "mkfifo"
+bg sh -c 'exec "$0" dump "$1" "$2" >"$3" 2>"$4"' "$KEYHOLD" "$SNAP" "$KH_T/big/file" "$KH_W/fifo" "$KH_W/d.err"
+PD=$BGPID
+exec 3<"$KH_W/fifo"
+wait_lock "$PD" || fail "the dump finished before a lock was seen (dump takes no lock?)"
+run timeout 60 "$KEYHOLD" prune
+[ $RC -ne 124 ] || fail "prune waited 60 s for a dump's lock"
+assert_rc 1 "prune while a dump holds a shared lock"
+assert_grep 'lock' "$ERR" "prune during dump: message"
+cat <&3 >/dev/null
+exec 3<&-
+wait "$PD"; rd=$?
+[ $rd -eq 0 ] || fail "the dump prune waited for failed: $(cat "$KH_W/d.err")"
+rm -f "$KH_T/big/file"
 
 pass
