@@ -106,6 +106,14 @@ khr dump "$S1" "$SRC/docs/deep/"
 assert_ok "dump of a subdirectory"
 assert_eq "$(tar -tf "$OUT" | LC_ALL=C sort | tr '\n' ' ')" "deep/ deep/er/ deep/er/bottom.txt " "tar -t of a subdirectory dump"
 
+# the whole snapshot: the backed-up paths without their leading slash
+khr dump "$S1" /
+assert_ok "dump of /"
+tar -tf "$OUT" >"$KH_W/root-list" || fail "tar -t of the dump of /"
+grep -qxF "${SRC#/}/docs/deep/er/bottom.txt" "$KH_W/root-list" || fail "dump of /: ${SRC#/}/docs/deep/er/bottom.txt not listed"
+grep -q '^/' "$KH_W/root-list" && fail "dump of /: an absolute name in the tar"
+assert_eq "$(grep -c "^${SRC#/}/" "$KH_W/root-list")" "$(wc -l <"$KH_W/src-list")" "dump of /: the source and every entry below it"
+
 # usage errors and failures
 khr dump "$S1" "$SRC/nope"
 assert_fail "dump of a missing path"
@@ -205,6 +213,10 @@ khr stats ffffffff
 assert_fail "stats of an unknown snapshot"
 
 # ---- help ----------------------------------------------------------------------------
+khr help
+for v in dump find stats; do
+  assert_grep "^ +$v +[a-z]" "$OUT" "keyhold help lists $v"
+done
 for v in dump find stats; do
   khr help $v
   assert_ok "help $v"
