@@ -268,7 +268,11 @@ run /usr/bin/time -o "$KH_W/rss" -f %M "$KEYHOLD" dump "$SNAP" "$KH_T/big/file"
 assert_ok "dump of a 200 MB file"
 cmp -s "$OUT" "$KH_T/big/file" || fail "dump of a 200 MB file is not byte-identical"
 RSS=$(tail -n 1 "$KH_W/rss")
-[ "$RSS" -lt 102400 ] || fail "dump of a 200 MB file: peak RSS $RSS KiB (limit 100 MiB)"
+# (under ASan, whose shadow memory and quarantine inflate RSS, the bound is
+# not meaningful: the content check above still runs)
+if [ -z "${KH_ASAN:-}" ]; then
+  [ "$RSS" -lt 102400 ] || fail "dump of a 200 MB file: peak RSS $RSS KiB (limit 100 MiB)"
+fi
 note "dump of 200 MB: peak RSS $RSS KiB"
 rm -f "$OUT"
 
