@@ -224,6 +224,9 @@ typedef struct kh_node_info {
   size_t linklen;
   uint64_t nlink;            /* > 1: hard-linked file */
   uint8_t content_id[32];    /* for diff: keyed hash over the content ids */
+  uint64_t dev, ino;         /* as backed up: identify hard links (nlink > 1) */
+  uint64_t rdev;             /* device number (types CHARDEV, BLOCKDEV) */
+  const void *node;          /* the library's node, for kh_node_read; valid in the callback only */
 } kh_node_info;
 /* Return non-zero from the callback to stop the walk (that value is returned). */
 typedef int (*kh_walk_fn)(const kh_node_info *n, void *ctx);
@@ -232,6 +235,45 @@ typedef int (*kh_walk_fn)(const kh_node_info *n, void *ctx);
  * walk to that path and what is below it; KH_ERR_NOTFOUND if absent. */
 kh_err kh_snapshot_walk(kh_vault *v, const char *snap, const char *prefix,
                         kh_walk_fn fn, void *ctx);
+
+/* A shared lock for a series of reads (dump, find, stats): prune (which
+ * takes the exclusive lock) waits until kh_vault_read_unlock; backups and
+ * other readers may run meanwhile.  KH_ERR_LOCKED while prune runs,
+ * KH_ERR_STATE if v already holds a lock.  Unlock is a no-op without one. */
+kh_err kh_vault_read_lock(kh_vault *v);
+void kh_vault_read_unlock(kh_vault *v);
+
+/* Content of a file, piece by piece: return non-zero to stop. */
+typedef int (*kh_data_fn)(const uint8_t *p, size_t n, void *ctx);
+/* Stream the content of file node n (only inside the kh_walk_fn callback
+ * that received n) to fn, one chunk at a time, in order: memory is bounded
+ * by one chunk.  fn sees a chunk only after it authenticated and its
+ * length matched the tree; holes come as zeros.  A chunk that is missing
+ * or fails authentication stops the stream with its error (KH_ERR_NOTFOUND,
+ * KH_ERR_AUTH...), so fn has then seen exactly the complete, authentic
+ * chunks before it.  KH_ERR_FORMAT if the chunk lengths do not add up to
+ * n->size; KH_ERR_INVAL if n is not a file; if fn returns non-zero the
+ * stream stops with KH_ERR_IO. */
+kh_err kh_node_read(kh_vault *v, const kh_node_info *n, kh_data_fn fn, void *ctx);
+
+/* ---- stats (docs/cli.md "stats") ------------------------------------ */
+
+typedef struct kh_stats_result {
+  uint64_t snapshots;
+  /* restore-size: what restoring each snapshot would write, summed over
+   * the snapshots; hard links are one file per snapshot, as in restore */
+  uint64_t files, dirs, others, bytes;
+  /* raw-data: the distinct blobs the snapshots reference (data chunks and
+   * trees), their plaintext and stored (compressed, encrypted) sizes */
+  uint64_t blobs, data_blobs, tree_blobs;
+  uint64_t plain_bytes, stored_bytes;
+  uint64_t data_plain_bytes; /* plaintext of the distinct data chunks (dedup denominator) */
+  uint64_t referenced_bytes; /* plaintext of every chunk reference (dedup numerator) */
+  uint64_t missing_blobs;    /* referenced but not in the index */
+} kh_stats_result;
+/* Statistics over snaps (ids, prefixes or "latest"; NULL/0: every
+ * snapshot).  Reads trees only, never file data; holds the shared lock. */
+kh_err kh_stats(kh_vault *v, const char *const *snaps, size_t nsnaps, kh_stats_result *r);
 
 /* change: '+' added, '-' removed, 'M' content changed, 'U' metadata only,
  * 'T' type changed. */

@@ -65,6 +65,10 @@ static void fill_info(const kh_tnode *t, const pathbuf *pb, kh_node_info *n)
   n->link = t->link;
   n->linklen = t->linklen;
   n->nlink = t->nlink;
+  n->dev = t->dev;
+  n->ino = t->ino;
+  n->rdev = t->rdev;
+  n->node = t;
   content_id(t, n->content_id);
 }
 
