@@ -6,4 +6,5 @@
 #include "keyhold/vault.h"
 #include "keyhold/log.h"
 #include "keyhold/kms.h"
+#include "keyhold/region.h"
 #endif
