@@ -71,6 +71,8 @@ bool cli_print_help(FILE *f, const char *cmd);
  * caller frees with kh_secret_free(). */
 kh_err cli_read_passcode(const char *opt_file, const char *env, const char *prompt,
                          bool confirm, kh_secret **out);
+/* true if s is an http:// or https:// URL (a log or server, not a directory). */
+bool cli_is_url(const char *s);
 /* The region directory from --region / KEYHOLD_REGION or an error (printed). */
 kh_err cli_region_path(const char **out);
 /* The account named by --account/KEYHOLD_ACCOUNT, else the region's only

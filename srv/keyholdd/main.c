@@ -100,7 +100,7 @@ static int cmd_init(int argc, char **argv)
   const char *dir = NULL, *rid = NULL;
   int c, rc = EXIT_FAIL;
   char inst[KH_REGION_INSTANCE_HEX + 1], *vkp = NULL, *vk = NULL;
-  optind = 1;
+  optind = 0;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     if (c == 'd')
       dir = optarg;
@@ -149,7 +149,7 @@ static int cmd_serve(int argc, char **argv)
   unsigned port = 0;
   bool locks = false;
   memset(&s, 0, sizeof s);
-  optind = 1;
+  optind = 0;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (c) {
     case 'd': dir = optarg; break;
