@@ -285,6 +285,7 @@ int kd_http_start(kd_server *s, const kd_listen *l, const char *cert, const char
       /* request line and headers must fit: MHD answers 414 / 431 itself beyond */
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(KD_HEADERS_MAX + KD_PATH_MAX + 8192),
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+      /* without TLS the option list ends here */
       cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert,
       MHD_OPTION_HTTPS_MEM_KEY, key,
       MHD_OPTION_END);
