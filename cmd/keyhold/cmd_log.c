@@ -82,6 +82,7 @@ const char cmd_log_help[] =
 "\n"
 "EXAMPLES\n"
 "    keyhold log verify --log /srv/region/log --key \"$(cat pinned.vkey)\"\n"
+"    keyhold log verify --log https://region.example/log --key \"$(cat pinned.vkey)\"\n"
 "    keyhold log note-verify --key \"$VKEY\" checkpoint\n"
 "    keyhold log consistency --size1 6 --size2 8 --root1 76e6... --root2 5dc9... \\\n"
 "        --proof 0ebc...,ca85...,d37e...\n";

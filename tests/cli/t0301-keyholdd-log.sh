@@ -159,6 +159,13 @@ cp "$KH_W/bundle.orig" "$B"
 khr log verify --log "$URL/log" --key "$VKEY"
 assert_ok "log verify after repair"
 
+# a query string is ignored and never logged; HEAD has GET's headers
+get "$URL/v1/health?token=SeCrEt123"
+assert_eq "$CODE" 200 "health with a query string"
+get "$URL/log/checkpoint" -I
+assert_eq "$CODE" 200 "HEAD checkpoint"
+assert_eq "$(header Cache-Control)" "no-cache" "HEAD checkpoint Cache-Control"
+
 # ---- metrics and the access log ------------------------------------------------
 get "$URL/metrics"
 assert_eq "$CODE" 200 "metrics status"
@@ -175,7 +182,9 @@ assert all(set(l) == keys for l in lines), lines[0]
 assert any(l["path"] == "/log/checkpoint" and l["status"] == 200 and l["method"] == "GET" and l["remote"] == "127.0.0.1" for l in lines)
 assert any(l["status"] == 405 and l["method"] == "POST" for l in lines)
 assert any(l["status"] == 413 for l in lines)
+assert any(l["method"] == "HEAD" and l["path"] == "/log/checkpoint" for l in lines)
 PY
+assert_no_grep 'SeCrEt123' "$ALOG" "query strings are not logged"
 # SIGHUP reopens the access log (log rotation)
 mv "$ALOG" "$ALOG.1"
 kill -HUP "$SPID"
