@@ -196,6 +196,24 @@ get "$URL/v1/health"
 assert_grep '"path":"/v1/health"' "$ALOG" "request logged to the reopened file"
 
 # ---- SIGTERM: graceful stop, exit 0 ----------------------------------------------
+# a stalled client (half a request line) and an idle keep-alive connection
+# do not hold the stop up
+python3 - "$PORT" "$KH_W/stalled" <<'PY' &
+import socket, sys, time
+a = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+a.sendall(b"GET /v1/hea")
+b = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+b.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+b.recv(4096)
+open(sys.argv[2], "w").close()
+time.sleep(60)
+PY
+CPID=$!
+KH_BGPIDS="$KH_BGPIDS $CPID"
+i=0
+while [ ! -e "$KH_W/stalled" ]; do
+  i=$((i + 1)); [ $i -lt 50 ] || fail "stalled client did not connect"; sleep 0.1
+done
 kill -TERM "$SPID"
 i=0
 while kill -0 "$SPID" 2>/dev/null; do
@@ -203,6 +221,8 @@ while kill -0 "$SPID" 2>/dev/null; do
 done
 wait "$SPID"
 assert_eq "$?" 0 "keyholdd exit status after SIGTERM"
+kill "$CPID" 2>/dev/null
+wait "$CPID" 2>/dev/null
 KH_BGPIDS=""
 
 # ---- HTTPS (--tls-cert/--tls-key): the client checks the certificate ---------
