@@ -34,8 +34,10 @@ static void get_checkpoint(kd_server *s, const kd_request *rq, const char *rest,
   /* A checkpoint on disk that does not verify (e) is not served: the last
    * verified one is, and clients see the log stop growing. */
   (void)e;
-  if (!body)
-    return kd_error(rs, 500, "internal", "out of memory");
+  if (!body) {
+    kd_error(rs, 500, "internal", "out of memory");
+    return;
+  }
   kd_ok(rs, "text/plain; charset=utf-8", "no-cache", body, len);
 }
 
@@ -46,8 +48,10 @@ static void get_tile(kd_server *s, const kd_request *rq, const char *rest, kd_re
   kh_tile_ref t;
   uint8_t *data = NULL;
   size_t len = 0;
-  if (kh_tile_ref_parse(rest, strlen(rest), &t) != KH_OK)
-    return kd_error(rs, 404, "not_found", "not a tile path (c2sp.org/tlog-tiles)");
+  if (kh_tile_ref_parse(rest, strlen(rest), &t) != KH_OK) {
+    kd_error(rs, 404, "not_found", "not a tile path (c2sp.org/tlog-tiles)");
+    return;
+  }
   pthread_rwlock_rdlock(&s->log_lock);
   kh_err e = kh_tlog_tile(s->log, &t, &data, &len);
   pthread_rwlock_unlock(&s->log_lock);
@@ -59,10 +63,14 @@ static void get_tile(kd_server *s, const kd_request *rq, const char *rest, kd_re
       e = kh_tlog_tile(s->log, &t, &data, &len);
     pthread_rwlock_unlock(&s->log_lock);
   }
-  if (e == KH_ERR_NOTFOUND)
-    return kd_error(rs, 404, "not_found", "no such tile in the log");
-  if (e)
-    return kd_error(rs, 500, "internal", "the tile cannot be read");
+  if (e == KH_ERR_NOTFOUND) {
+    kd_error(rs, 404, "not_found", "no such tile in the log");
+    return;
+  }
+  if (e) {
+    kd_error(rs, 500, "internal", "the tile cannot be read");
+    return;
+  }
   /* full tiles never change; a partial tile is replaced as the log grows */
   kd_ok(rs, "application/octet-stream", t.w ? "no-cache" : IMMUTABLE, data, len);
 }
@@ -79,8 +87,10 @@ static void get_health(kd_server *s, const kd_request *rq, const char *rest, kd_
     o += (size_t)snprintf(buf + o, sizeof buf - o, ",\"log_size\":%llu}\n",
                           (unsigned long long)size);
   uint8_t *body = o < sizeof buf ? malloc(o) : NULL;
-  if (!body)
-    return kd_error(rs, 500, "internal", "out of memory");
+  if (!body) {
+    kd_error(rs, 500, "internal", "out of memory");
+    return;
+  }
   memcpy(body, buf, o);
   kd_ok(rs, "application/json", "no-store", body, o);
 }
@@ -90,8 +100,10 @@ static void get_metrics(kd_server *s, const kd_request *rq, const char *rest,
 {
   size_t len = 0;
   char *text = kd_metrics_render(&s->metrics, &len);
-  if (!text)
-    return kd_error(rs, 500, "internal", "out of memory");
+  if (!text) {
+    kd_error(rs, 500, "internal", "out of memory");
+    return;
+  }
   kd_ok(rs, "text/plain; version=0.0.4; charset=utf-8", "no-store", (uint8_t *)text, len);
 }
 
@@ -119,11 +131,15 @@ void kd_dispatch(kd_server *s, const kd_request *rq, kd_route *route, kd_respons
     if (r->prefix ? strncmp(rq->path, r->path, pl) != 0 : strcmp(rq->path, r->path) != 0)
       continue;
     *route = r->route;
-    if (!(r->methods & rq->method))
-      return kd_error(rs, 405, "method_not_allowed", "method not allowed");
+    if (!(r->methods & rq->method)) {
+      kd_error(rs, 405, "method_not_allowed", "method not allowed");
+      return;
+    }
     /* the handlers of this table read no body */
-    if (rq->body_len)
-      return kd_error(rs, 400, "bad_request", "this request takes no body");
+    if (rq->body_len) {
+      kd_error(rs, 400, "bad_request", "this request takes no body");
+      return;
+    }
     /* tile handlers get the path after "/log/" */
     r->fn(s, rq, rq->path + (r->prefix ? strlen("/log/") : pl), rs);
     return;

@@ -37,6 +37,15 @@ assert_rc 2 "plain HTTP on a non-loopback address"
 assert_grep 'not a loopback address' "$ERR" "non-loopback refusal says why"
 run "$KEYHOLDD" serve --dir "$R" --listen localhost:80
 assert_rc 2 "a non-numeric listen address"
+mkdir -p "$KH_T/notregion"
+run "$KEYHOLDD" serve --dir "$KH_T/notregion" --listen 127.0.0.1:0
+assert_rc 1 "serve a directory that is not a region"
+assert_grep 'not a region' "$ERR" "serve names the problem"
+run "$KEYHOLDD"
+assert_rc 2 "keyholdd without a command"
+run "$KEYHOLDD" help
+assert_ok "keyholdd help"
+assert_grep '^SIGNALS' "$OUT" "keyholdd help text"
 
 SLOG=$KH_W/server.err
 ALOG=$KH_W/access.log
