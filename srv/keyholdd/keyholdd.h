@@ -25,6 +25,7 @@
 #define KD_HEADERS_MAX 8192       /* all header names and values: 431 beyond */
 #define KD_BODY_MAX (1u << 20)    /* request body: 413 beyond */
 #define KD_CONN_LIMIT 512         /* open connections */
+#define KD_CONN_PER_IP 256        /* open connections from one address */
 #define KD_CONN_TIMEOUT 30        /* seconds a connection may sit idle */
 #define KD_THREADS 4              /* MHD worker threads */
 
