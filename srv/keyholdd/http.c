@@ -282,7 +282,7 @@ int kd_http_start(kd_server *s, const kd_listen *l, const char *cert, const char
       MHD_OPTION_THREAD_POOL_SIZE, (unsigned)KD_THREADS,
       MHD_OPTION_CONNECTION_LIMIT, (unsigned)KD_CONN_LIMIT,
       MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)KD_CONN_PER_IP,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)KD_CONN_TIMEOUT,
+      MHD_OPTION_CONNECTION_TIMEOUT, s->idle_timeout ? s->idle_timeout : (unsigned)KD_CONN_TIMEOUT,
       /* request line and headers must fit: MHD answers 414 / 431 itself beyond */
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(KD_HEADERS_MAX + KD_PATH_MAX + 8192),
       MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,

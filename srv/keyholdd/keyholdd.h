@@ -26,7 +26,7 @@
 #define KD_BODY_MAX (1u << 20)    /* request body: 413 beyond */
 #define KD_CONN_LIMIT 512         /* open connections */
 #define KD_CONN_PER_IP 256        /* open connections from one address */
-#define KD_CONN_TIMEOUT 30        /* seconds a connection may sit idle */
+#define KD_CONN_TIMEOUT 30        /* default seconds a connection may sit idle */
 #define KD_THREADS 4              /* MHD worker threads */
 
 /* Routes, for metrics (a fixed set: labels never carry request data). */
@@ -73,6 +73,7 @@ typedef struct kd_server {
   pthread_mutex_t access_lock;
   FILE *access;                /* NULL: stderr */
   char *access_path;
+  unsigned idle_timeout;       /* seconds; 0 = KD_CONN_TIMEOUT */
   struct MHD_Daemon *mhd;
 } kd_server;
 

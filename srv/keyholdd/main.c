@@ -23,7 +23,7 @@ static const char usage_text[] =
 "SYNOPSIS\n"
 "    keyholdd init --dir DIR [--region-id ID]\n"
 "    keyholdd serve --dir DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE]\n"
-"                   [--access-log FILE]\n"
+"                   [--access-log FILE] [--idle-timeout SECONDS]\n"
 "\n"
 "DESCRIPTION\n"
 "    init creates a region in DIR (which must be missing or empty): its\n"
@@ -44,6 +44,8 @@ static const char usage_text[] =
 "    --tls-cert FILE    PEM certificate chain (enables HTTPS)\n"
 "    --tls-key FILE     PEM private key\n"
 "    --access-log FILE  JSON lines access log (default: stderr); reopened on SIGHUP\n"
+"    --idle-timeout S   close a connection idle (or stalled mid-request) for S\n"
+"                       seconds, 1-3600 (default 30)\n"
 "\n"
 "SIGNALS\n"
 "    SIGTERM, SIGINT  stop accepting, finish requests in flight, exit 0\n"
@@ -58,7 +60,7 @@ static int usage(const char *msg)
     fprintf(stderr, "keyholdd: %s\n", msg);
   fputs("usage: keyholdd init --dir DIR [--region-id ID]\n"
         "       keyholdd serve --dir DIR --listen HOST:PORT [--tls-cert F --tls-key F]"
-        " [--access-log F]\n"
+        " [--access-log F] [--idle-timeout S]\n"
         "       keyholdd help\n",
         stderr);
   return EXIT_USAGE;
@@ -140,6 +142,7 @@ static int cmd_serve(int argc, char **argv)
                                      {"tls-cert", required_argument, NULL, 'c'},
                                      {"tls-key", required_argument, NULL, 'k'},
                                      {"access-log", required_argument, NULL, 'a'},
+                                     {"idle-timeout", required_argument, NULL, 't'},
                                      {NULL, 0, NULL, 0}};
   const char *dir = NULL, *listen = NULL, *certf = NULL, *keyf = NULL, *access = NULL;
   int c, rc = EXIT_FAIL;
@@ -157,6 +160,15 @@ static int cmd_serve(int argc, char **argv)
     case 'c': certf = optarg; break;
     case 'k': keyf = optarg; break;
     case 'a': access = optarg; break;
+    case 't': {
+      char *end;
+      errno = 0;
+      unsigned long v = strtoul(optarg, &end, 10);
+      if (errno || end == optarg || *end || v < 1 || v > 3600)
+        return usage("serve: --idle-timeout takes 1-3600 seconds");
+      s.idle_timeout = (unsigned)v;
+      break;
+    }
     default: return usage(NULL);
     }
   }

@@ -234,6 +234,33 @@ kill "$CPID" 2>/dev/null
 wait "$CPID" 2>/dev/null
 KH_BGPIDS=""
 
+# ---- a stalled client is cut off after --idle-timeout ----------------------------
+run "$KEYHOLDD" serve --dir "$R" --listen 127.0.0.1:0 --idle-timeout 0
+assert_rc 2 "--idle-timeout 0"
+"$KEYHOLDD" serve --dir "$R" --listen 127.0.0.1:0 --idle-timeout 1 2>"$SLOG" &
+SPID=$!
+KH_BGPIDS="$KH_BGPIDS $SPID"
+i=0
+while ! grep -q '^listening on ' "$SLOG" 2>/dev/null; do
+  i=$((i + 1))
+  [ $i -lt 100 ] || fail "keyholdd did not start: $(cat "$SLOG")"
+  sleep 0.1
+done
+PORT=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$SLOG")
+python3 - "$PORT" <<'PY' || fail "a stalled client was not cut off within 10 s"
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(10)
+s.sendall(b"GET /v1/hea")
+t = time.monotonic()
+assert s.recv(100) == b"", "data on a stalled request"
+assert time.monotonic() - t < 10
+PY
+kill -TERM "$SPID"
+wait "$SPID"
+assert_eq "$?" 0 "keyholdd (idle timeout) exit status"
+KH_BGPIDS=""
+
 # ---- HTTPS (--tls-cert/--tls-key): the client checks the certificate ---------
 if command -v openssl >/dev/null 2>&1; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
