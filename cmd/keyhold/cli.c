@@ -470,6 +470,10 @@ kh_err cli_read_passcode(const char *opt_file, const char *env, const char *prom
   return e;
 }
 
+bool cli_is_url(const char *s) {
+  return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
+}
+
 kh_err cli_region_path(const char **out) {
   const char *r = g_opts.region;
   if (!r || !*r) r = getenv("KEYHOLD_REGION");

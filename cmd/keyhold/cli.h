@@ -118,6 +118,8 @@ const char *const *cli_global_options(size_t *n);
  * NAME "" is keyhold(1). */
 void cli_render_man(FILE *f, const char *name, const char *help);
 
+/* true if s is an http:// or https:// URL (a log or server, not a directory). */
+bool cli_is_url(const char *s);
 /* The region directory from --region / KEYHOLD_REGION or an error (printed). */
 kh_err cli_region_path(const char **out);
 /* The account named by --account/KEYHOLD_ACCOUNT (a unique prefix of an id

@@ -20,7 +20,7 @@ const char cmd_log_help[] =
 "SYNOPSIS\n"
 "    keyhold log key\n"
 "    keyhold log checkpoint\n"
-"    keyhold log verify [--log DIR] [--key VKEY]\n"
+"    keyhold log verify [--log DIR|URL] [--key VKEY] [--ca-file F]\n"
 "    keyhold log note-verify --key VKEY [--key VKEY...] FILE\n"
 "    keyhold log inclusion --leaf-hash HEX --index N --size N --root HEX --proof HEX,...\n"
 "    keyhold log consistency --size1 N --size2 N --root1 HEX --root2 HEX --proof HEX,...\n"
@@ -50,6 +50,11 @@ const char cmd_log_help[] =
 "        --key, else the log directory's 'verifier' file.  Prints the size and\n"
 "        root, or with --json {\"origin\", \"size\", \"root\", \"entries\",\n"
 "        \"previous_size\" (null if none), \"ok\": true}.\n"
+"        --log may also be the URL of a log served over HTTP(S) as C2SP\n"
+"        tlog-tiles (a region server's http://HOST:PORT/log, or any static\n"
+"        mirror): the checkpoint and tiles are fetched from it and checked\n"
+"        the same way.  A URL needs --key: a server is never trusted for the\n"
+"        key of the log it serves.\n"
 "    note-verify\n"
 "        Verify any C2SP signed note: valid if at least one signature by a\n"
 "        given key verifies (signatures by other keys are ignored; a bad\n"
@@ -61,13 +66,15 @@ const char cmd_log_help[] =
 "        comma-separated list (--proof \"\" for an empty proof).\n"
 "\n"
 "OPTIONS\n"
-"    --log DIR      a log directory (checkpoint, tile/...)\n"
+"    --log DIR|URL  a log directory (checkpoint, tile/...) or its http(s):// URL\n"
+"    --ca-file F    CA certificates for an https:// log (default: the system's)\n"
 "    --key VKEY     a verifier key: name+hash8hex+base64(alg||pubkey)\n"
 "    --json         machine-readable output (a global option)\n"
 "\n"
 "ENVIRONMENT\n"
 "    KEYHOLD_REGION     the region directory (or the global --region)\n"
 "    KEYHOLD_CACHE_DIR  where 'verify' remembers verified checkpoints\n"
+"    KEYHOLD_CA_FILE    default for --ca-file\n"
 "\n"
 "EXIT STATUS\n"
 "    0 valid / done; 1 invalid, inconsistent or damaged (one line says why);\n"
@@ -75,6 +82,7 @@ const char cmd_log_help[] =
 "\n"
 "EXAMPLES\n"
 "    keyhold log verify --log /srv/region/log --key \"$(cat pinned.vkey)\"\n"
+"    keyhold log verify --log https://region.example/log --key \"$(cat pinned.vkey)\"\n"
 "    keyhold log note-verify --key \"$VKEY\" checkpoint\n"
 "    keyhold log consistency --size1 6 --size2 8 --root1 76e6... --root2 5dc9... \\\n"
 "        --proof 0ebc...,ca85...,d37e...\n";
@@ -339,20 +347,27 @@ static int log_verify(int argc, char **argv)
   static const struct option longopts[] = {
     {"log", required_argument, NULL, 'l'},
     {"key", required_argument, NULL, 'k'},
+    {"ca-file", required_argument, NULL, 'c'},
     {NULL, 0, NULL, 0},
   };
-  const char *dir_opt = NULL, *key_opt = NULL;
+  const char *dir_opt = NULL, *key_opt = NULL, *ca_opt = getenv("KEYHOLD_CA_FILE");
   int c;
   optind = 0; /* parse argv[2..]: the subcommand is argv[1] */
   while ((c = getopt_long(argc - 1, argv + 1, "", longopts, NULL)) != -1) {
     switch (c) {
     case 'l': dir_opt = optarg; break;
     case 'k': key_opt = optarg; break;
+    case 'c': ca_opt = optarg; break;
     default: return cli_usage("log");
     }
   }
   if (optind != argc - 1)
     return cli_usage("log");
+  bool url = dir_opt && cli_is_url(dir_opt);
+  if (url && !key_opt) {
+    cli_msgf("log verify: a log URL needs --key (the server is not trusted for its key)");
+    return cli_usage("log");
+  }
   int rc = CLI_EXIT_FAIL;
   char *dir = NULL, *k = NULL, *cpath = NULL, *prev = NULL;
   kh_tlog *log = NULL;
@@ -373,7 +388,10 @@ static int log_verify(int argc, char **argv)
     if (!k)
       goto out;
   }
-  if ((e = kh_note_verifier_new(k, &v)) || (e = kh_tlog_open(dir, NULL, NULL, k, &log))) {
+  kh_http_opts ho = {.ca_file = ca_opt && *ca_opt ? ca_opt : NULL};
+  if ((e = kh_note_verifier_new(k, &v)) ||
+      (e = url ? kh_tlog_open_url(dir, &ho, NULL, k, &log)
+               : kh_tlog_open(dir, NULL, NULL, k, &log))) {
     rc = cli_fail(e, "log verify");
     goto out;
   }

@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,7 @@ const char cmd_watch_help[] =
 "    keyhold watch - watch the log for uses of this account's keys\n"
 "\n"
 "SYNOPSIS\n"
-"    keyhold watch [--json]\n"
+"    keyhold watch [--json] [--log URL [--ca-file F]]\n"
 "\n"
 "DESCRIPTION\n"
 "    Reads the region's transparency log (<region>/log) and verifies it: the\n"
@@ -34,12 +35,23 @@ const char cmd_watch_help[] =
 "    made when the account was created) is its own too.  Every other entry\n"
 "    is listed with its time, operation, requester and reason.\n"
 "\n"
+"    With --log URL the log is fetched from a server or mirror that serves\n"
+"    it as C2SP tlog-tiles (e.g. a region server's http://HOST:PORT/log)\n"
+"    instead of <region>/log, and verified the same way with the pinned\n"
+"    key: the server is never asked for the key.  A device that has not\n"
+"    pinned a key yet pins the region's <region>/log/verifier.\n"
+"\n"
 "    With --json one object: {\"account\", \"log_size\", \"count\",\n"
 "    \"entries\": [{\"index\", \"time\", \"op\", \"key\", \"requester\",\n"
 "    \"reason\", \"attempt\"}]}.\n"
 "\n"
+"OPTIONS\n"
+"    --log URL      fetch the log over HTTP(S) from URL\n"
+"    --ca-file F    CA certificates for an https:// URL (default: the system's)\n"
+"\n"
 "ENVIRONMENT\n"
-"    KEYHOLD_REGION, KEYHOLD_PASSCODE_FILE, KEYHOLD_ACCOUNT, KEYHOLD_DEVICE_DIR\n"
+"    KEYHOLD_REGION, KEYHOLD_PASSCODE_FILE, KEYHOLD_ACCOUNT, KEYHOLD_DEVICE_DIR,\n"
+"    KEYHOLD_CA_FILE (default for --ca-file)\n"
 "\n"
 "EXIT STATUS\n"
 "    0 no operation by anybody else; 1 there is at least one (listed);\n"
@@ -163,8 +175,27 @@ static void fmt_time(char out[32], int64_t t)
 
 int cmd_watch(int argc, char **argv)
 {
-  if (argc != 1) {
-    cli_msgf("watch: unexpected argument '%s'", argv[1]);
+  static const struct option longopts[] = {
+    {"log", required_argument, NULL, 'l'},
+    {"ca-file", required_argument, NULL, 'c'},
+    {NULL, 0, NULL, 0},
+  };
+  const char *url = NULL, *ca = getenv("KEYHOLD_CA_FILE");
+  int c;
+  optind = 0;
+  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'l': url = optarg; break;
+    case 'c': ca = optarg; break;
+    default: return cli_usage("watch");
+    }
+  }
+  if (optind != argc) {
+    cli_msgf("watch: unexpected argument '%s'", argv[optind]);
+    return cli_usage("watch");
+  }
+  if (url && !cli_is_url(url)) {
+    cli_msgf("watch: --log takes an http:// or https:// URL");
     return cli_usage("watch");
   }
   const char *region;
@@ -231,7 +262,9 @@ int cmd_watch(int argc, char **argv)
     rc = WATCH_BAD_LOG;
     goto out;
   }
-  if ((e = kh_tlog_open(logdir, NULL, NULL, pinned, &log))) {
+  kh_http_opts ho = {.ca_file = ca && *ca ? ca : NULL};
+  if ((e = url ? kh_tlog_open_url(url, &ho, NULL, pinned, &log)
+               : kh_tlog_open(logdir, NULL, NULL, pinned, &log))) {
     cli_fail(e, "watch: the region's log FAILED verification");
     rc = e == KH_ERR_NOTFOUND || e == KH_ERR_IO ? WATCH_ERROR : WATCH_BAD_LOG;
     goto out;

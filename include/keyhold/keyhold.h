@@ -7,4 +7,5 @@
 #include "keyhold/log.h"
 #include "keyhold/kms.h"
 #include "keyhold/file.h"
+#include "keyhold/region.h"
 #endif

@@ -227,6 +227,77 @@ kh_err kh_tlog_verify(kh_tlog *log,
                       kh_err (*each)(void *ctx, uint64_t index, const uint8_t *e, size_t len),
                       void *ctx);
 
+/* ---- reading a log from elsewhere (docs/protocol.md §3) ------------------ */
+
+/* A tile in c2sp.org/tlog-tiles terms: hash tile (level >= 0) or entry
+ * bundle (level -1), index n, width w (0 = full, 1..255 = partial). */
+typedef struct kh_tile_ref {
+  int level;
+  uint64_t n;
+  unsigned w;
+} kh_tile_ref;
+/* Longest canonical tile path ("tile/entries/x018/.../615.p/255"). */
+#define KH_TILE_PATH_MAX 64
+
+/* Parse a tile path relative to the log prefix, exactly as
+ * c2sp.org/tlog-tiles spells it: "tile/<L>/<N>[.p/<W>]" or
+ * "tile/entries/<N>[.p/<W>]"; L decimal 0..63 without leading zeros; N in
+ * zero-padded 3-digit groups, all but the last prefixed by 'x', no leading
+ * all-zero group, fitting in 64 bits; W decimal 1..255 without leading
+ * zeros.  path need not be NUL-terminated; nothing is read past len.  Any
+ * deviation is KH_ERR_FORMAT (paths longer than KH_TILE_PATH_MAX at once).
+ * Accepted paths are exactly those kh_tile_ref_format produces. */
+kh_err kh_tile_ref_parse(const char *path, size_t len, kh_tile_ref *t);
+/* The canonical path of t into buf (cap >= KH_TILE_PATH_MAX is enough). */
+kh_err kh_tile_ref_format(const kh_tile_ref *t, char *buf, size_t cap);
+
+/* A read-only source of a log's files by path relative to its prefix
+ * ("checkpoint", "tile/0/000.p/3", ...).  read stores a malloc'd buffer of
+ * at least *len + 1 bytes in *out (caller frees); a missing file is
+ * KH_ERR_NOTFOUND, one larger than max KH_ERR_TOOBIG.  free (may be NULL)
+ * releases ctx when the log is freed. */
+typedef struct kh_log_reader {
+  kh_err (*read)(void *ctx, const char *rel, size_t max, uint8_t **out, size_t *len);
+  void (*free)(void *ctx);
+  void *ctx;
+} kh_log_reader;
+
+/* Open a log read-only through r, like kh_tlog_open with only vkey; name
+ * (a URL or path) is used in error details.  The log owns r->ctx from
+ * this call on, also on failure. */
+kh_err kh_tlog_open_reader(const kh_log_reader *r, const char *name, const char *origin,
+                           const char *vkey, kh_tlog **out);
+
+/* Limits of kh_tlog_open_url's HTTP client (0 = default). */
+typedef struct kh_http_opts {
+  long connect_timeout_ms; /* default 10000 */
+  long timeout_ms;         /* whole transfer, default 60000 */
+  const char *ca_file;     /* NULL: the system's CA store */
+} kh_http_opts;
+
+/* Open a log served over HTTP(S) at prefix url ("http://host:port/log"):
+ * the checkpoint and tiles are fetched on demand (one connection, reused),
+ * every response capped at the size it can legitimately have, no
+ * redirects.  Trust comes from vkey only: the server is not trusted.
+ * Transport failures are KH_ERR_IO, a 404 KH_ERR_NOTFOUND (KH_ERR_CORRUPT
+ * for a tile the checkpoint needs). */
+kh_err kh_tlog_open_url(const char *url, const kh_http_opts *o, const char *origin,
+                        const char *vkey, kh_tlog **out);
+
+/* Server side: re-read the checkpoint of a read-only log.  If it changed,
+ * it is verified as at open (same origin) and the log moves to it;
+ * *changed (may be NULL) says whether it did.  On failure the log keeps
+ * its previous state.  Not thread-safe with any other call on log. */
+kh_err kh_tlog_refresh(kh_tlog *log, bool *changed);
+/* The stored bytes of tile t, if t belongs to the tree of the current
+ * checkpoint (a full tile wholly inside it, or the partial tile of exactly
+ * the current size: partial tiles of earlier sizes are not served, since
+ * a crashed append may have left one with other entries): KH_ERR_NOTFOUND
+ * otherwise.  The bytes are checked for shape (w hashes, or a bundle of w
+ * entries), not against the root.  *out is malloc'd (caller frees).  May
+ * run concurrently with itself, not with kh_tlog_refresh or appends. */
+kh_err kh_tlog_tile(kh_tlog *log, const kh_tile_ref *t, uint8_t **out, size_t *len);
+
 /* ---- witness (docs/log.md §7) -------------------------------------------- */
 
 typedef struct kh_witness kh_witness;

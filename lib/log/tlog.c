@@ -46,7 +46,8 @@ typedef struct edge {
 } edge;
 
 struct kh_tlog {
-  char *dir;
+  char *dir;                  /* directory, or the reader's name */
+  kh_log_reader reader;       /* read != NULL: files come from here */
   int dirfd;
   int lockfd;
   kh_note_signer *signer;     /* NULL: read-only */
@@ -97,6 +98,11 @@ static void edge_root(const edge *e, uint64_t size, kh_log_hash out)
 
 static kh_err read_rel(kh_tlog *log, const char *rel, size_t max, uint8_t **out, size_t *len)
 {
+  if (log->reader.read) {
+    *out = NULL;
+    *len = 0;
+    return log->reader.read(log->reader.ctx, rel, max, out, len);
+  }
   char *p = kh_path_join(log->dir, rel);
   if (!p)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
@@ -284,6 +290,8 @@ void kh_tlog_free(kh_tlog *log)
   free(log->next);
   kh_buf_release(&log->bundle);
   kh_buf_release(&log->nbundle);
+  if (log->reader.free)
+    log->reader.free(log->reader.ctx);
   free(log->dir);
   free(log);
 }
@@ -307,7 +315,6 @@ static kh_err load(kh_tlog *log, const char *origin)
                   c.origin, origin);
     goto out;
   }
-  snprintf(log->origin, sizeof log->origin, "%s", c.origin);
   for (int l = 0; l < LEVELS; l++) {
     unsigned w = width(c.size, l);
     if (!w)
@@ -320,18 +327,18 @@ static kh_err load(kh_tlog *log, const char *origin)
       kh_adderr(e, "log %s: tile %s", log->dir, rel);
       goto out;
     }
-    memcpy(log->edge->h[l], data, len);
+    memcpy(log->next->h[l], data, len);
     free(data);
     data = NULL;
   }
   kh_log_hash root;
-  edge_root(log->edge, c.size, root);
+  edge_root(log->next, c.size, root);
   if (sodium_memcmp(root, c.root, KH_LOG_HASH) != 0) {
     e = kh_seterr(KH_ERR_CORRUPT, "log %s: tiles do not hash to the checkpoint root",
                   log->dir);
     goto out;
   }
-  kh_buf_reset(&log->bundle);
+  kh_buf_reset(&log->nbundle);
   unsigned w0 = width(c.size, 0);
   if (w0) {
     size_t off[KH_TILE_WIDTH], el[KH_TILE_WIDTH];
@@ -346,15 +353,25 @@ static kh_err load(kh_tlog *log, const char *origin)
     for (unsigned i = 0; i < w0; i++) {
       kh_log_hash h;
       kh_log_leaf_hash(h, data + off[i], el[i]);
-      if (sodium_memcmp(h, log->edge->h[0][i], KH_LOG_HASH) != 0) {
+      if (sodium_memcmp(h, log->next->h[0][i], KH_LOG_HASH) != 0) {
         e = kh_seterr(KH_ERR_CORRUPT, "log %s: %s entry %u does not match its hash",
                       log->dir, rel, i);
         goto out;
       }
     }
-    if ((e = kh_buf_append(&log->bundle, data, len)))
+    if ((e = kh_buf_append(&log->nbundle, data, len)))
       goto out;
   }
+  /* commit: the log moves to this checkpoint only now */
+  edge *t = log->edge;
+  log->edge = log->next;
+  log->next = t;
+  kh_buf tb = log->bundle;
+  log->bundle = log->nbundle;
+  log->nbundle = tb;
+  for (int i = 0; i < CACHE_TILES; i++)
+    log->cache[i].valid = false;
+  snprintf(log->origin, sizeof log->origin, "%s", c.origin);
   log->size = c.size;
   memcpy(log->root, c.root, KH_LOG_HASH);
   free(log->checkpoint);
@@ -430,6 +447,106 @@ out:
   free(vk);
   free(lockp);
   kh_tlog_free(log);
+  return e;
+}
+
+kh_err kh_tlog_open_reader(const kh_log_reader *r, const char *name, const char *origin,
+                           const char *vkey, kh_tlog **out)
+{
+  kh_err e = KH_OK;
+  kh_tlog *log = NULL;
+  *out = NULL;
+  if (!r || !r->read || !name || !vkey) {
+    if (r && r->free)
+      r->free(r->ctx);
+    return kh_seterr(KH_ERR_INVAL, "log open needs a reader, a name and a key");
+  }
+  if (!(log = calloc(1, sizeof *log))) {
+    if (r->free)
+      r->free(r->ctx);
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  }
+  log->reader = *r; /* owned from here on */
+  log->dirfd = log->lockfd = -1;
+  kh_buf_init(&log->bundle, BUNDLE_MAX);
+  kh_buf_init(&log->nbundle, BUNDLE_MAX);
+  if ((e = kh_crypto_init()))
+    goto out;
+  if (!(log->dir = strdup(name)) || !(log->edge = calloc(1, sizeof *log->edge)) ||
+      !(log->next = calloc(1, sizeof *log->next))) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  if ((e = kh_note_verifier_new(vkey, &log->verifier)))
+    goto out;
+  if (kh_note_verifier_alg(log->verifier) != KH_NOTE_ALG_ED25519) {
+    e = kh_seterr(KH_ERR_INVAL, "log key must be an Ed25519 (0x01) note key");
+    goto out;
+  }
+  if ((e = load(log, origin)))
+    goto out;
+  *out = log;
+  log = NULL;
+out:
+  kh_tlog_free(log);
+  return e;
+}
+
+kh_err kh_tlog_refresh(kh_tlog *log, bool *changed)
+{
+  kh_err e;
+  uint8_t *note = NULL;
+  size_t nlen = 0;
+  char origin[KH_CHECKPOINT_ORIGIN_MAX + 1];
+  if (changed)
+    *changed = false;
+  if (log->signer)
+    return kh_seterr(KH_ERR_STATE, "log %s is open for writing: nothing to refresh", log->dir);
+  if ((e = read_rel(log, "checkpoint", KH_NOTE_MAX, &note, &nlen)))
+    goto out;
+  if (nlen == log->checkpoint_len && memcmp(note, log->checkpoint, nlen) == 0)
+    goto out;
+  snprintf(origin, sizeof origin, "%s", log->origin);
+  if ((e = load(log, origin)))
+    goto out;
+  if (changed)
+    *changed = true;
+out:
+  free(note);
+  return e;
+}
+
+kh_err kh_tlog_tile(kh_tlog *log, const kh_tile_ref *t, uint8_t **out, size_t *len)
+{
+  kh_err e;
+  char rel[KH_TILE_PATH_MAX + 1];
+  *out = NULL;
+  *len = 0;
+  int l = t->level < 0 ? 0 : t->level;
+  if (t->level < -1 || l >= LEVELS || t->w > 255)
+    return kh_seterr(KH_ERR_NOTFOUND, "no such tile");
+  uint64_t full = shr(log->size, 8 * (unsigned)(l + 1)); /* full tiles at level l */
+  /* Only the partial tiles of the current checkpoint: an older width may
+   * have been left by a crashed append with other entries (tlog.c top). */
+  bool in = t->w == 0 ? t->n < full : t->n == full && t->w == width(log->size, l);
+  if (!in)
+    return kh_seterr(KH_ERR_NOTFOUND, "tile beyond the log's checkpoint");
+  unsigned count = t->w ? t->w : KH_TILE_WIDTH;
+  if ((e = kh_tile_path(rel, sizeof rel, t->level, t->n, t->w)) ||
+      (e = read_rel(log, rel, t->level < 0 ? BUNDLE_MAX : TILE_BYTES, out, len)))
+    goto out;
+  if (t->level < 0)
+    e = kh_bundle_parse(*out, *len, count, NULL, NULL);
+  else
+    e = kh_tile_check(*out, *len, count);
+  if (e)
+    kh_adderr(e, "log %s: %s", log->dir, rel);
+out:
+  if (e) {
+    free(*out);
+    *out = NULL;
+    *len = 0;
+  }
   return e;
 }
 

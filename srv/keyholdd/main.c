@@ -1,0 +1,285 @@
+/* keyholdd: the region server's command line (docs/operations.md).
+ *
+ *   keyholdd init  --dir DIR [--region-id ID]
+ *   keyholdd serve --dir DIR --listen HOST:PORT [--tls-cert F --tls-key F]
+ *                  [--access-log FILE]
+ *
+ * Exit status: 0 success, 1 failure, 2 usage error (docs/cli.md). */
+#include "keyholdd.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+static const char usage_text[] =
+"NAME\n"
+"    keyholdd - the keyhold region server\n"
+"\n"
+"SYNOPSIS\n"
+"    keyholdd init --dir DIR [--region-id ID]\n"
+"    keyholdd serve --dir DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE]\n"
+"                   [--access-log FILE] [--idle-timeout SECONDS]\n"
+"\n"
+"DESCRIPTION\n"
+"    init creates a region in DIR (which must be missing or empty): its\n"
+"    key service, its transparency log and the region marker, the same\n"
+"    layout `keyhold init` makes.  It prints \"region ID\" and \"log-key VKEY\"\n"
+"    (the log's verifier key: give it to auditors through a channel you\n"
+"    trust, not through the server).\n"
+"\n"
+"    serve answers HTTP on HOST:PORT (numeric address; port 0 picks a free\n"
+"    one) and prints \"listening on http://HOST:PORT\" to stderr when ready.\n"
+"    Plain HTTP only on a loopback address; any other address needs\n"
+"    --tls-cert and --tls-key (PEM).  Endpoints: docs/protocol.md.\n"
+"\n"
+"OPTIONS\n"
+"    --dir DIR          the region directory\n"
+"    --region-id ID     1-63 of [a-z0-9-] (default: local)\n"
+"    --listen HOST:PORT address to listen on, e.g. 127.0.0.1:8443, [::1]:0\n"
+"    --tls-cert FILE    PEM certificate chain (enables HTTPS)\n"
+"    --tls-key FILE     PEM private key\n"
+"    --access-log FILE  JSON lines access log (default: stderr); reopened on SIGHUP\n"
+"    --idle-timeout S   close a connection idle (or stalled mid-request) for S\n"
+"                       seconds, 1-3600 (default 30)\n"
+"\n"
+"SIGNALS\n"
+"    SIGTERM, SIGINT  stop accepting, finish requests in flight, exit 0\n"
+"    SIGHUP           reopen the access log file\n"
+"\n"
+"EXIT STATUS\n"
+"    0 success, 1 failure, 2 usage error\n";
+
+static int usage(const char *msg)
+{
+  if (msg)
+    fprintf(stderr, "keyholdd: %s\n", msg);
+  fputs("usage: keyholdd init --dir DIR [--region-id ID]\n"
+        "       keyholdd serve --dir DIR --listen HOST:PORT [--tls-cert F --tls-key F]"
+        " [--access-log F] [--idle-timeout S]\n"
+        "       keyholdd help\n",
+        stderr);
+  return EXIT_USAGE;
+}
+
+static int fail(kh_err e, const char *what)
+{
+  const char *d = kh_errdetail();
+  fprintf(stderr, "keyholdd: %s: %s%s%s\n", what, kh_strerror(e), d && *d ? ": " : "",
+          d && *d ? d : "");
+  return EXIT_FAIL;
+}
+
+/* A small text file (verifier key, PEM) into a NUL-terminated string. */
+static char *slurp(const char *path, size_t max)
+{
+  FILE *f = fopen(path, "rbe");
+  char *b = NULL;
+  if (!f)
+    return NULL;
+  if ((b = malloc(max + 1))) {
+    size_t n = fread(b, 1, max + 1, f);
+    if (n > max || ferror(f)) {
+      free(b);
+      b = NULL;
+    } else {
+      b[n] = '\0';
+    }
+  }
+  fclose(f);
+  return b;
+}
+
+static int cmd_init(int argc, char **argv)
+{
+  static const struct option lo[] = {{"dir", required_argument, NULL, 'd'},
+                                     {"region-id", required_argument, NULL, 'r'},
+                                     {NULL, 0, NULL, 0}};
+  const char *dir = NULL, *rid = NULL;
+  int c, rc = EXIT_FAIL;
+  char inst[KH_REGION_INSTANCE_HEX + 1], *vkp = NULL, *vk = NULL;
+  optind = 0;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    if (c == 'd')
+      dir = optarg;
+    else if (c == 'r')
+      rid = optarg;
+    else
+      return usage(NULL);
+  }
+  if (optind != argc)
+    return usage("init: unexpected argument");
+  if (!dir)
+    return usage("init: --dir is required");
+  kh_err e = kh_region_create(dir, rid, inst);
+  if (e)
+    return fail(e, "init");
+  size_t n = strlen(dir) + 16;
+  if (!(vkp = malloc(n)))
+    goto out;
+  snprintf(vkp, n, "%s/log/verifier", dir);
+  if (!(vk = slurp(vkp, 4096))) {
+    fprintf(stderr, "keyholdd: init: cannot read %s\n", vkp);
+    goto out;
+  }
+  vk[strcspn(vk, "\n")] = '\0';
+  printf("region %s\ninstance %s\nlog-key %s\n", rid ? rid : "local", inst, vk);
+  rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
+out:
+  free(vkp);
+  free(vk);
+  return rc;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+  static const struct option lo[] = {{"dir", required_argument, NULL, 'd'},
+                                     {"listen", required_argument, NULL, 'l'},
+                                     {"tls-cert", required_argument, NULL, 'c'},
+                                     {"tls-key", required_argument, NULL, 'k'},
+                                     {"access-log", required_argument, NULL, 'a'},
+                                     {"idle-timeout", required_argument, NULL, 't'},
+                                     {NULL, 0, NULL, 0}};
+  const char *dir = NULL, *listen = NULL, *certf = NULL, *keyf = NULL, *access = NULL;
+  int c, rc = EXIT_FAIL;
+  kd_server s;
+  kd_listen l;
+  char *vkp = NULL, *vk = NULL, *logdir = NULL, *cert = NULL, *key = NULL;
+  unsigned port = 0;
+  bool locks = false;
+  memset(&s, 0, sizeof s);
+  optind = 0;
+  while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    switch (c) {
+    case 'd': dir = optarg; break;
+    case 'l': listen = optarg; break;
+    case 'c': certf = optarg; break;
+    case 'k': keyf = optarg; break;
+    case 'a': access = optarg; break;
+    case 't': {
+      char *end;
+      errno = 0;
+      unsigned long v = strtoul(optarg, &end, 10);
+      if (errno || end == optarg || *end || v < 1 || v > 3600)
+        return usage("serve: --idle-timeout takes 1-3600 seconds");
+      s.idle_timeout = (unsigned)v;
+      break;
+    }
+    default: return usage(NULL);
+    }
+  }
+  if (optind != argc)
+    return usage("serve: unexpected argument");
+  if (!dir || !listen)
+    return usage("serve: --dir and --listen are required");
+  if (kd_parse_listen(listen, &l) != 0)
+    return usage("serve: --listen must be a numeric HOST:PORT (e.g. 127.0.0.1:8443, [::1]:0)");
+  if (!certf != !keyf)
+    return usage("serve: --tls-cert and --tls-key go together");
+  if (!l.loopback && !certf) {
+    fprintf(stderr, "keyholdd: serve: %s is not a loopback address: plain HTTP is only "
+                    "served on loopback; give --tls-cert and --tls-key\n", l.host);
+    return EXIT_USAGE;
+  }
+  if (certf && (!(cert = slurp(certf, 1 << 20)) || !(key = slurp(keyf, 1 << 20)))) {
+    fprintf(stderr, "keyholdd: serve: cannot read %s: %s\n", cert ? keyf : certf,
+            strerror(errno));
+    goto out;
+  }
+  s.dir = (char *)dir;
+  s.access_path = (char *)access;
+  pthread_rwlock_init(&s.log_lock, NULL);
+  pthread_mutex_init(&s.access_lock, NULL);
+  locks = true;
+  if (access && kd_access_reopen(&s) != 0) {
+    fprintf(stderr, "keyholdd: serve: cannot open %s: %s\n", access, strerror(errno));
+    goto out;
+  }
+  kh_err e = kh_region_id(dir, s.region_id);
+  if (e) {
+    rc = fail(e, "serve: not a region");
+    goto out;
+  }
+  size_t n = strlen(dir) + 16;
+  if (!(vkp = malloc(n)) || !(logdir = malloc(n)))
+    goto out;
+  snprintf(vkp, n, "%s/log/verifier", dir);
+  snprintf(logdir, n, "%s/log", dir);
+  if (!(vk = slurp(vkp, 4096))) {
+    fprintf(stderr, "keyholdd: serve: cannot read %s\n", vkp);
+    goto out;
+  }
+  vk[strcspn(vk, "\n")] = '\0';
+  if ((e = kh_tlog_open(logdir, NULL, NULL, vk, &s.log))) {
+    rc = fail(e, "serve: the region's log");
+    goto out;
+  }
+  /* signals are taken by sigwait below; MHD's threads inherit the mask */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  if (kd_http_start(&s, &l, cert, key, &port) != 0) {
+    fprintf(stderr, "keyholdd: serve: cannot listen on %s\n", listen);
+    goto out;
+  }
+  bool v6 = strchr(l.host, ':') != NULL;
+  fprintf(stderr, "listening on %s://%s%s%s:%u\n", cert ? "https" : "http", v6 ? "[" : "",
+          l.host, v6 ? "]" : "", port);
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0)
+      continue;
+    if (sig == SIGHUP) {
+      if (kd_access_reopen(&s) != 0)
+        fprintf(stderr, "keyholdd: cannot reopen %s: %s (still writing the old file)\n",
+                access, strerror(errno));
+      continue;
+    }
+    break;
+  }
+  kd_http_stop(&s, 10000);
+  fprintf(stderr, "keyholdd: stopped\n");
+  rc = EXIT_OK;
+out:
+  if (s.mhd)
+    kd_http_stop(&s, 0);
+  kh_tlog_free(s.log);
+  if (s.access)
+    fclose(s.access);
+  if (locks) {
+    pthread_rwlock_destroy(&s.log_lock);
+    pthread_mutex_destroy(&s.access_lock);
+  }
+  free(vkp);
+  free(vk);
+  free(logdir);
+  free(cert);
+  if (key) {
+    memset(key, 0, strlen(key)); /* private key text */
+    free(key);
+  }
+  return rc;
+}
+
+int main(int argc, char **argv)
+{
+  if (argc < 2)
+    return usage(NULL);
+  if (!strcmp(argv[1], "init"))
+    return cmd_init(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "serve"))
+    return cmd_serve(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help")) {
+    fputs(usage_text, stdout);
+    return EXIT_OK;
+  }
+  return usage("unknown command");
+}
