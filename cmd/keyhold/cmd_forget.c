@@ -177,7 +177,10 @@ static void forget_report(const kh_snapshot_info *list, const kh_forget_decision
       continue;
     }
     fputs("group", f);
-    if (g_group_by & KH_GROUP_HOST) fprintf(f, " host %s", r->host ? r->host : "");
+    if (g_group_by & KH_GROUP_HOST) {
+      fputs(" host ", f);
+      cli_print_path(f, r->host ? r->host : "", r->host ? strlen(r->host) : 0);
+    }
     if (g_group_by & KH_GROUP_PATHS) { fputs(" paths ", f); out_paths(f, r, false); }
     if (g_group_by & KH_GROUP_TAGS) { fputs(" tags ", f); out_tags(f, r, false); }
     if (!g_group_by) fputs(" (all snapshots)", f);
@@ -187,7 +190,9 @@ static void forget_report(const kh_snapshot_info *list, const kh_forget_decision
       if (plan[i].group != g) continue;
       char t[CLI_TIME_BUF];
       cli_fmt_time_local(t, sizeof t, list[i].time_ns);
-      fprintf(f, "  %.8s  %s  %s  ", list[i].id, t, list[i].host ? list[i].host : "");
+      fprintf(f, "  %.8s  %s  ", list[i].id, t);
+      cli_print_path(f, list[i].host ? list[i].host : "", list[i].host ? strlen(list[i].host) : 0);
+      fputs("  ", f);
       out_paths(f, &list[i], false);
       fputc(' ', f);
       out_tags(f, &list[i], false);
