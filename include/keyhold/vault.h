@@ -322,10 +322,41 @@ kh_err kh_check(kh_vault *v, bool read_data, kh_check_fn fn, void *ctx, kh_check
 /* ---- forget and prune ------------------------------------------------- */
 
 kh_err kh_forget(kh_vault *v, const char *const *snaps, size_t n);
-typedef struct kh_keep_policy { uint32_t last, daily; } kh_keep_policy;
-/* Calls fn(id, keep, ctx) for each snapshot with the decision, then removes
- * the ones not kept (unless dry_run). */
-typedef void (*kh_forget_fn)(const kh_snapshot_info *s, bool keep, void *ctx);
+/* A keep policy (docs/cli.md "forget").  Snapshots are grouped by the
+ * keys in group_by (0: one group) and each rule is applied to each group
+ * separately; a snapshot kept by any rule is kept.  Periods are local
+ * calendar periods of the snapshot's order_ns, "newest" is the snapshot
+ * order (docs/format.md §9.1).  within_* is a span back from the newest
+ * snapshot of the group (all 0: no such rule); tags keeps every snapshot
+ * carrying one of them. */
+enum { KH_GROUP_HOST = 1, KH_GROUP_PATHS = 2, KH_GROUP_TAGS = 4 };
+typedef struct kh_keep_policy {
+  uint32_t last, hourly, daily, weekly, monthly, yearly;
+  uint32_t within_years, within_months, within_days, within_hours;
+  const char *const *tags;
+  size_t ntags;
+  unsigned group_by;
+} kh_keep_policy;
+/* Rules, one reason each: "last 1", "hourly 2026-11-28 14:00", "daily
+ * 2026-11-28", "weekly 2026-W48", "monthly 2026-11", "yearly 2026",
+ * "within 1y2m3d4h", "tag important". */
+enum { KH_KEEP_NRULES = 8, KH_KEEP_REASON_MAX = 96 };
+typedef struct kh_forget_decision {
+  size_t group;       /* 0..ngroups-1, numbered in list order of first member */
+  bool keep;
+  size_t nreasons;    /* 0 iff !keep */
+  char reasons[KH_KEEP_NRULES][KH_KEEP_REASON_MAX];
+} kh_forget_decision;
+/* Pure: decides for each of the n snapshots of list (in kh_snapshots_list
+ * order, oldest first) into out[n]; *ngroups gets the number of groups.
+ * KH_ERR_INVAL if the policy has no rule. */
+kh_err kh_forget_plan(const kh_snapshot_info *list, size_t n, const kh_keep_policy *p,
+                      kh_forget_decision *out, size_t *ngroups);
+/* Plans over every snapshot, removes the ones not kept (unless dry_run),
+ * then calls fn once with the list and the plan.  Refuses (KH_ERR_CORRUPT)
+ * if some snapshot could not be read. */
+typedef void (*kh_forget_fn)(const kh_snapshot_info *list, const kh_forget_decision *plan,
+                             size_t n, size_t ngroups, void *ctx);
 kh_err kh_forget_policy(kh_vault *v, const kh_keep_policy *p, bool dry_run,
                         kh_forget_fn fn, void *ctx);
 

@@ -32,61 +32,6 @@ kh_err kh_forget(kh_vault *v, const char *const *snaps, size_t n)
   return e;
 }
 
-kh_err kh_forget_policy(kh_vault *v, const kh_keep_policy *p, bool dry_run, kh_forget_fn fn,
-                        void *ctx)
-{
-  if (!p->last && !p->daily)
-    return kh_seterr(KH_ERR_INVAL, "a policy must keep something (--keep-last or --keep-daily)");
-  kh_snapshot_info *list = NULL;
-  size_t n = 0;
-  kh_err e = kh_snapshots_list(v, &list, &n);
-  if (e)
-    return e;
-  if (kh_snapshots_skipped()) {
-    kh_snapshots_free(list, n);
-    return kh_seterr(KH_ERR_CORRUPT,
-                     "%llu snapshots could not be read; run keyhold check before forgetting",
-                     (unsigned long long)kh_snapshots_skipped());
-  }
-  bool *keep = calloc(n ? n : 1, sizeof *keep);
-  if (!keep) {
-    kh_snapshots_free(list, n);
-    return kh_seterr(KH_ERR_NOMEM, "out of memory");
-  }
-  uint32_t days = 0;
-  char lastday[16] = "";
-  for (size_t k = 0; k < n; k++) { /* newest first */
-    size_t i = n - 1 - k;
-    if (k < p->last)
-      keep[i] = true;
-    /* the day it is ordered by: a clock running ahead does not invent days */
-    time_t t = (time_t)(list[i].order_ns / 1000000000);
-    struct tm tm;
-    char day[16];
-    localtime_r(&t, &tm);
-    strftime(day, sizeof day, "%Y-%m-%d", &tm);
-    if (days < p->daily && strcmp(day, lastday)) {
-      keep[i] = true;
-      days++;
-      snprintf(lastday, sizeof lastday, "%s", day);
-    }
-  }
-  for (size_t i = 0; i < n && !e; i++) {
-    if (fn)
-      fn(&list[i], keep[i], ctx);
-    if (!keep[i] && !dry_run) {
-      uint8_t id[32];
-      char name[256];
-      kh_hex_decode(id, 32, list[i].id, 64);
-      kh_vault_objname(v, name, sizeof name, "snapshots", id, 32);
-      e = kh_provider_del(v->prov, name);
-    }
-  }
-  free(keep);
-  kh_snapshots_free(list, n);
-  return e;
-}
-
 /* ---- prune -------------------------------------------------------------- */
 
 enum { USED = 1 };

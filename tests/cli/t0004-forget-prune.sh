@@ -34,19 +34,23 @@ assert_fail "forget of a known and an unknown snapshot"
 assert_eq "$(snap_ids)" "$before" "a failed forget removed something"
 
 # ---- --keep-daily 1 --dry-run: decisions printed, nothing removed -----------
+# (grouped by host and paths: $BIG is its own group, its only snapshot stays)
+short() { printf %.8s "$1"; }
 khr forget --keep-daily 1 --dry-run
 assert_ok "forget --keep-daily 1 --dry-run"
-assert_grep -F "keep $S4" "$OUT" "dry run keeps the newest snapshot of the day"
-for s in "$S1" "$S2" "$SBIG" "$S3"; do
-  assert_grep -F "would remove $s" "$OUT" "dry run would remove an older snapshot of the same day"
+assert_grep "^  $(short "$S4")  .*  keep: daily " "$OUT" "dry run keeps the newest snapshot of the day"
+assert_grep "^  $(short "$SBIG")  .*  keep: daily " "$OUT" "dry run keeps the only snapshot of the other folder"
+for s in "$S1" "$S2" "$S3"; do
+  assert_grep "^  $(short "$s")  .*  remove\$" "$OUT" "dry run would remove an older snapshot of the same day"
 done
-assert_eq "$(grep -c . "$OUT")" 5 "dry run prints one line per snapshot"
-assert_no_grep '^removed ' "$OUT" "dry run says it removed something"
+assert_eq "$(grep -c '^  ' "$OUT")" 5 "dry run prints one line per snapshot"
+assert_eq "$(grep -c '^group host ' "$OUT")" 2 "dry run prints one line per group"
+assert_no_grep 'removed$' "$OUT" "dry run says it removed something"
 assert_eq "$(snap_ids)" "$before" "forget --dry-run removed something"
-khr forget --keep-last 3 -n --json
+khr forget --group-by '' --keep-last 3 -n --json
 assert_ok "forget -n --json"
-ndjson_check "$OUT" "len(d) == 5 and all(x['dry_run'] is True and x['action'] in ('keep', 'remove') and x['short_id'] == x['id'][:8] and 'time' in x and 'host' in x for x in d)" "forget --json fields"
-ndjson_check "$OUT" "sorted(x['id'] for x in d if x['action'] == 'keep') == sorted(['$SBIG', '$S3', '$S4'])" "forget --keep-last 3 keeps the newest 3"
+json_check "$OUT" "d['dry_run'] is True and len(d['groups']) == 1 and all(x['short_id'] == x['id'][:8] and 'time' in x and 'host' in x for x in d['groups'][0]['keep'] + d['groups'][0]['remove'])" "forget --json fields"
+json_check "$OUT" "sorted(x['id'] for x in d['groups'][0]['keep']) == sorted(['$SBIG', '$S3', '$S4']) and sorted(x['id'] for x in d['groups'][0]['remove']) == sorted(['$S1', '$S2'])" "forget --group-by '' --keep-last 3 keeps the newest 3"
 assert_eq "$(snap_ids)" "$before" "forget -n --json removed something"
 
 # ---- forget the only snapshot of a big unique file, prune ------------------
@@ -77,10 +81,10 @@ json_check "$OUT" "d['bytes_freed'] == 0 and d['packs_deleted'] == 0 and d['pack
 # ---- --keep-last 2, prune --------------------------------------------------
 khr forget --keep-last 2
 assert_ok "forget --keep-last 2"
-assert_grep -F "keep $S4" "$OUT" "keep-last keeps S4"
-assert_grep -F "keep $S3" "$OUT" "keep-last keeps S3"
-assert_grep -F "removed $S1" "$OUT" "keep-last removes S1"
-assert_grep -F "removed $S2" "$OUT" "keep-last removes S2"
+assert_grep "^  $(short "$S4")  .*  keep: last 1\$" "$OUT" "keep-last keeps S4"
+assert_grep "^  $(short "$S3")  .*  keep: last 2\$" "$OUT" "keep-last keeps S3"
+assert_grep "^  $(short "$S1")  .*  removed\$" "$OUT" "keep-last removes S1"
+assert_grep "^  $(short "$S2")  .*  removed\$" "$OUT" "keep-last removes S2"
 assert_eq "$(snap_ids)" "$(printf '%s\n' "$S3" "$S4" | sort | tr '\n' ' ')" "snapshots left after keep-last 2"
 size1=$(region_bytes)
 khr prune

@@ -32,17 +32,17 @@ assert_eq "$(cat "$KH_T/rt/latest$SRC/f")" "made with the right time, later" "re
 
 khr forget --keep-last 1 --dry-run --json
 assert_ok "forget --keep-last 1 --dry-run"
-ndjson_check "$OUT" "[x['id'] for x in d if x['action'] == 'keep'] == ['$SNOW'] and [x['id'] for x in d if x['action'] == 'remove'] == ['$SFUT']" "keep-last 1 would keep the newest real backup"
+json_check "$OUT" "len(d['groups']) == 1 and [x['id'] for x in d['groups'][0]['keep']] == ['$SNOW'] and [x['id'] for x in d['groups'][0]['remove']] == ['$SFUT']" "keep-last 1 would keep the newest real backup"
 
 # --keep-daily 1: the day that counts is the one the snapshot is ordered by
 khr forget --keep-daily 1 --dry-run --json
 assert_ok "forget --keep-daily 1 --dry-run"
-ndjson_check "$OUT" "[x['id'] for x in d if x['action'] == 'keep'] == ['$SNOW']" "keep-daily 1 keeps only today's newest"
+json_check "$OUT" "[x['id'] for x in d['groups'][0]['keep']] == ['$SNOW']" "keep-daily 1 keeps only today's newest"
 
 khr forget --keep-last 1
 assert_ok "forget --keep-last 1"
-assert_grep -F "keep $SNOW" "$OUT" "forget keeps the newest real backup"
-assert_grep -F "removed $SFUT" "$OUT" "forget removes the future-dated one"
+assert_grep "^  $(printf %.8s "$SNOW")  .*  keep: last 1\$" "$OUT" "forget keeps the newest real backup"
+assert_grep "^  $(printf %.8s "$SFUT")  .*  removed\$" "$OUT" "forget removes the future-dated one"
 assert_exists "$(account_dir)/snapshots/$SNOW" "the newest real backup"
 assert_absent "$(account_dir)/snapshots/$SFUT" "the future-dated snapshot"
 
