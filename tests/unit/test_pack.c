@@ -74,11 +74,16 @@ static void make_blobs(plain *pl, size_t n)
     pl[i].data = malloc(pl[i].len);
     pl[i].compressed = i % 2 == 0;
     pl[i].type = i % 3 == 0 ? KH_BLOB_TREE : KH_BLOB_DATA;
-    if (pl[i].compressed) /* compressible: repeated text */
+    if (pl[i].compressed) { /* compressible: repeated text */
       for (size_t j = 0; j < pl[i].len; j++)
         pl[i].data[j] = (uint8_t)("keyhold "[j % 8] + i % 5);
-    else
+      /* unique: two blobs of one pattern and length would share an id, and
+       * the checks below would compare one with the other's type */
+      pl[i].data[0] = (uint8_t)i;
+      pl[i].data[1] = (uint8_t)(i >> 8);
+    } else {
       randombytes_buf(pl[i].data, pl[i].len);
+    }
     kh_blob_id(&keys, pl[i].id, pl[i].data, pl[i].len);
   }
 }
