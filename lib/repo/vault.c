@@ -1,6 +1,7 @@
 /* Creating and opening accounts: the region marker, key wraps (passcode
  * under Argon2id), this device's keys (docs/format.md §1, §4). */
 #include "repo/vault_internal.h"
+#include "keyhold/region.h"
 #include "cache/cache.h"
 #include "common/err.h"
 #include "common/fsutil.h"
@@ -294,30 +295,11 @@ kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX +
                     o->region_path);
       goto out;
     }
-    /* the region's key service and log first (docs/threat-model.md); a
-     * random instance id tells this region from any other with its id
-     * (docs/format.md §1) */
-    uint8_t inst[KH_REGION_INSTANCE_HEX / 2];
-    char inst_hex[KH_REGION_INSTANCE_HEX + 1];
-    randombytes_buf(inst, sizeof inst);
-    kh_hex_encode(inst_hex, inst, sizeof inst);
-    if ((e = kh_kms_create_instance(o->region_path, rid, inst_hex)) == KH_OK) {
-      char marker[160];
-      int ml = snprintf(marker, sizeof marker, "keyhold-region v1\nid %s\ninstance %s\n", rid,
-                        inst_hex);
-      e = kh_provider_put(p, KH_REGION_MARKER, marker, (size_t)ml, true);
-    }
-    if (e) {
-      /* leave the directory empty again, so that init can simply be rerun */
-      char *k = kh_path_join(o->region_path, "kms"), *l = kh_path_join(o->region_path, "log");
-      if (k)
-        kh_remove_tree(k);
-      if (l)
-        kh_remove_tree(l);
-      free(k);
-      free(l);
+    /* the region's key service and log first, then its marker, with a
+     * random instance id (docs/format.md §1): the one writer of regions;
+     * on failure it leaves the directory empty, so init can be rerun */
+    if ((e = kh_region_create(o->region_path, rid, NULL)))
       goto out;
-    }
   } else if (e) {
     goto out;
   } else if (o->region_id && strcmp(have, rid)) {
