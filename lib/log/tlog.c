@@ -386,6 +386,35 @@ out:
   return e;
 }
 
+/* A handle for the log called name with nothing open yet; NULL when out
+ * of memory (nothing left allocated). */
+static kh_tlog *tlog_alloc(const char *name)
+{
+  kh_tlog *log = calloc(1, sizeof *log);
+  if (!log)
+    return NULL;
+  log->dirfd = log->lockfd = -1;
+  kh_buf_init(&log->bundle, BUNDLE_MAX);
+  kh_buf_init(&log->nbundle, BUNDLE_MAX);
+  if (!(log->dir = strdup(name)) || !(log->edge = calloc(1, sizeof *log->edge)) ||
+      !(log->next = calloc(1, sizeof *log->next))) {
+    kh_tlog_free(log);
+    return NULL;
+  }
+  return log;
+}
+
+/* The common end of opening: the Ed25519 verifier, then the state. */
+static kh_err tlog_verify_and_load(kh_tlog *log, const char *vkey, const char *origin)
+{
+  kh_err e = kh_note_verifier_new(vkey, &log->verifier);
+  if (e)
+    return e;
+  if (kh_note_verifier_alg(log->verifier) != KH_NOTE_ALG_ED25519)
+    return kh_seterr(KH_ERR_INVAL, "log key must be an Ed25519 (0x01) note key");
+  return load(log, origin);
+}
+
 kh_err kh_tlog_open(const char *dir, const char *origin, const char *skey,
                     const char *vkey, kh_tlog **out)
 {
@@ -397,15 +426,7 @@ kh_err kh_tlog_open(const char *dir, const char *origin, const char *skey,
     return e;
   if (!dir || (!skey && !vkey))
     return kh_seterr(KH_ERR_INVAL, "log open needs a directory and a key");
-  if (!(log = calloc(1, sizeof *log))) {
-    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
-    goto out;
-  }
-  log->dirfd = log->lockfd = -1;
-  kh_buf_init(&log->bundle, BUNDLE_MAX);
-  kh_buf_init(&log->nbundle, BUNDLE_MAX);
-  if (!(log->dir = strdup(dir)) || !(log->edge = calloc(1, sizeof *log->edge)) ||
-      !(log->next = calloc(1, sizeof *log->next))) {
+  if (!(log = tlog_alloc(dir))) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
@@ -433,13 +454,7 @@ kh_err kh_tlog_open(const char *dir, const char *origin, const char *skey,
       goto out;
     }
   }
-  if ((e = kh_note_verifier_new(vkey, &log->verifier)))
-    goto out;
-  if (kh_note_verifier_alg(log->verifier) != KH_NOTE_ALG_ED25519) {
-    e = kh_seterr(KH_ERR_INVAL, "log key must be an Ed25519 (0x01) note key");
-    goto out;
-  }
-  if ((e = load(log, origin)))
+  if ((e = tlog_verify_and_load(log, vkey, origin)))
     goto out;
   *out = log;
   log = NULL;
@@ -461,29 +476,15 @@ kh_err kh_tlog_open_reader(const kh_log_reader *r, const char *name, const char 
       r->free(r->ctx);
     return kh_seterr(KH_ERR_INVAL, "log open needs a reader, a name and a key");
   }
-  if (!(log = calloc(1, sizeof *log))) {
+  if (!(log = tlog_alloc(name))) {
     if (r->free)
       r->free(r->ctx);
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
   }
   log->reader = *r; /* owned from here on */
-  log->dirfd = log->lockfd = -1;
-  kh_buf_init(&log->bundle, BUNDLE_MAX);
-  kh_buf_init(&log->nbundle, BUNDLE_MAX);
   if ((e = kh_crypto_init()))
     goto out;
-  if (!(log->dir = strdup(name)) || !(log->edge = calloc(1, sizeof *log->edge)) ||
-      !(log->next = calloc(1, sizeof *log->next))) {
-    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
-    goto out;
-  }
-  if ((e = kh_note_verifier_new(vkey, &log->verifier)))
-    goto out;
-  if (kh_note_verifier_alg(log->verifier) != KH_NOTE_ALG_ED25519) {
-    e = kh_seterr(KH_ERR_INVAL, "log key must be an Ed25519 (0x01) note key");
-    goto out;
-  }
-  if ((e = load(log, origin)))
+  if ((e = tlog_verify_and_load(log, vkey, origin)))
     goto out;
   *out = log;
   log = NULL;
