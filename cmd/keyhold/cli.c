@@ -801,3 +801,27 @@ const char *cli_suggest(const char *word, const char *const *cands, size_t n) {
   }
   return best;
 }
+
+const char *cli_node_type(int t) {
+  switch (t) {
+  case KH_NODE_FILE: return "file";
+  case KH_NODE_DIR: return "dir";
+  case KH_NODE_SYMLINK: return "symlink";
+  case KH_NODE_CHARDEV: return "chardev";
+  case KH_NODE_BLOCKDEV: return "blockdev";
+  case KH_NODE_FIFO: return "fifo";
+  case KH_NODE_SOCKET: return "socket";
+  default: return "unknown";
+  }
+}
+
+void cli_mode_string(int type, uint32_t m, char s[11]) {
+  static const char tc[] = "?-dlcbps";
+  s[0] = type >= 1 && type <= 7 ? tc[type] : '?';
+  const char *rwx = "rwxrwxrwx";
+  for (int i = 0; i < 9; i++) s[1 + i] = (m & (1u << (8 - i))) ? rwx[i] : '-';
+  if (m & 04000) s[3] = (m & 0100) ? 's' : 'S';
+  if (m & 02000) s[6] = (m & 0010) ? 's' : 'S';
+  if (m & 01000) s[9] = (m & 0001) ? 't' : 'T';
+  s[10] = 0;
+}

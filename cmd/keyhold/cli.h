@@ -162,4 +162,9 @@ bool cli_progress_enabled(void);
 /* Seconds on a monotonic clock. */
 double cli_now(void);
 
+/* A tree node's type as ls and find print it ("file", "dir", "symlink",
+ * ...), and its mode as "ls -l" shows it ("drwxr-xr-x"; s must hold 11). */
+const char *cli_node_type(int t);
+void cli_mode_string(int type, uint32_t m, char s[11]);
+
 #endif

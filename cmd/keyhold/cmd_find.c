@@ -73,30 +73,6 @@ const char cmd_find_help[] =
 "    keyhold find -i --snapshot latest 'readme*'\n"
 "    keyhold find --pathname '/home/*/.ssh/*' --json | jq -r '.[].path'\n";
 
-static const char *type_name(int t) {
-  switch (t) {
-  case KH_NODE_FILE: return "file";
-  case KH_NODE_DIR: return "dir";
-  case KH_NODE_SYMLINK: return "symlink";
-  case KH_NODE_CHARDEV: return "chardev";
-  case KH_NODE_BLOCKDEV: return "blockdev";
-  case KH_NODE_FIFO: return "fifo";
-  case KH_NODE_SOCKET: return "socket";
-  default: return "unknown";
-  }
-}
-
-static void mode_string(int type, uint32_t m, char s[11]) {
-  static const char tc[] = "?-dlcbps";
-  s[0] = type >= 1 && type <= 7 ? tc[type] : '?';
-  const char *rwx = "rwxrwxrwx";
-  for (int i = 0; i < 9; i++) s[1 + i] = (m & (1u << (8 - i))) ? rwx[i] : '-';
-  if (m & 04000) s[3] = (m & 0100) ? 's' : 'S';
-  if (m & 02000) s[6] = (m & 0010) ? 's' : 'S';
-  if (m & 01000) s[9] = (m & 0001) ? 't' : 'T';
-  s[10] = 0;
-}
-
 typedef struct find_ctx {
   char *const *pats;
   int npats;
@@ -123,7 +99,7 @@ static int find_node(const kh_node_info *n, void *vctx) {
     cli_fmt_time_rfc3339(t, sizeof t, n->mtime_ns);
     printf("%s{\"snapshot\":\"%s\",\"path\":", c->matches ? "," : "", c->snap->id);
     cli_json_str(stdout, n->path, n->pathlen);
-    printf(",\"type\":\"%s\",\"size\":%llu,\"mtime\":\"%s\"}", type_name(n->type),
+    printf(",\"type\":\"%s\",\"size\":%llu,\"mtime\":\"%s\"}", cli_node_type(n->type),
            (unsigned long long)n->size, t);
   } else {
     if (!c->in_snap) {
@@ -136,7 +112,7 @@ static int find_node(const kh_node_info *n, void *vctx) {
     }
     if (c->lng) {
       char m[11], t[CLI_TIME_BUF];
-      mode_string(n->type, n->mode, m);
+      cli_mode_string(n->type, n->mode, m);
       cli_fmt_time_local(t, sizeof t, n->mtime_ns);
       printf("%s %12llu %s ", m, (unsigned long long)n->size, t);
     }

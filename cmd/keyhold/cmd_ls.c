@@ -49,30 +49,6 @@ const char cmd_ls_help[] =
 "    keyhold ls -l 1a2b3c4d /home/ana/Documents\n"
 "    keyhold ls --json latest | jq -r 'select(.type==\"file\") | .path'\n";
 
-static const char *type_name(int t) {
-  switch (t) {
-  case KH_NODE_FILE: return "file";
-  case KH_NODE_DIR: return "dir";
-  case KH_NODE_SYMLINK: return "symlink";
-  case KH_NODE_CHARDEV: return "chardev";
-  case KH_NODE_BLOCKDEV: return "blockdev";
-  case KH_NODE_FIFO: return "fifo";
-  case KH_NODE_SOCKET: return "socket";
-  default: return "unknown";
-  }
-}
-
-static void mode_string(int type, uint32_t m, char s[11]) {
-  static const char tc[] = "?-dlcbps";
-  s[0] = type >= 1 && type <= 7 ? tc[type] : '?';
-  const char *rwx = "rwxrwxrwx";
-  for (int i = 0; i < 9; i++) s[1 + i] = (m & (1u << (8 - i))) ? rwx[i] : '-';
-  if (m & 04000) s[3] = (m & 0100) ? 's' : 'S';
-  if (m & 02000) s[6] = (m & 0010) ? 's' : 'S';
-  if (m & 01000) s[9] = (m & 0001) ? 't' : 'T';
-  s[10] = 0;
-}
-
 struct ls_ctx {
   bool lng;
 };
@@ -86,7 +62,7 @@ static int ls_node(const kh_node_info *n, void *vctx) {
     cli_json_str(stdout, n->path, n->pathlen);
     printf(",\"type\":\"%s\",\"mode\":%u,\"uid\":%u,\"gid\":%u,\"size\":%llu,\"mtime\":\"%s\","
            "\"nlink\":%llu",
-           type_name(n->type), (unsigned)(n->mode & 07777), (unsigned)n->uid, (unsigned)n->gid,
+           cli_node_type(n->type), (unsigned)(n->mode & 07777), (unsigned)n->uid, (unsigned)n->gid,
            (unsigned long long)n->size, t, (unsigned long long)n->nlink);
     if (n->type == KH_NODE_SYMLINK) {
       fputs(",\"link\":", stdout);
@@ -95,7 +71,7 @@ static int ls_node(const kh_node_info *n, void *vctx) {
     fputs("}\n", stdout);
   } else if (c->lng) {
     char m[11], t[CLI_TIME_BUF];
-    mode_string(n->type, n->mode, m);
+    cli_mode_string(n->type, n->mode, m);
     cli_fmt_time_local(t, sizeof t, n->mtime_ns);
     printf("%s %6u %6u %12llu %s ", m, (unsigned)n->uid, (unsigned)n->gid,
            (unsigned long long)n->size, t);
