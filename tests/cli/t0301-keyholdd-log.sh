@@ -49,18 +49,28 @@ assert_grep '^SIGNALS' "$OUT" "keyholdd help text"
 
 SLOG=$KH_W/server.err
 ALOG=$KH_W/access.log
-"$KEYHOLDD" serve --dir "$R" --listen 127.0.0.1:0 --access-log "$ALOG" 2>"$SLOG" &
-SPID=$!
-KH_BGPIDS="$KH_BGPIDS $SPID"
-i=0
-while ! grep -q '^listening on ' "$SLOG" 2>/dev/null; do
-  i=$((i + 1))
-  [ $i -lt 100 ] || fail "keyholdd did not start: $(cat "$SLOG")"
-  kill -0 "$SPID" 2>/dev/null || fail "keyholdd exited: $(cat "$SLOG")"
-  sleep 0.1
-done
-PORT=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$SLOG")
-[ -n "$PORT" ] && [ "$PORT" -gt 0 ] || fail "no port in: $(cat "$SLOG")"
+# start_server SCHEME ARGS...: keyholdd serve ARGS in the background, wait
+# for its "listening on" line; sets SPID and PORT.  The log is removed
+# first: the redirect truncates it only in the child, after the fork, so a
+# wait on the old file could read the previous server's line.
+start_server() {
+  scheme=$1
+  shift
+  rm -f "$SLOG"
+  "$KEYHOLDD" serve --dir "$R" --listen 127.0.0.1:0 "$@" 2>"$SLOG" &
+  SPID=$!
+  KH_BGPIDS="$KH_BGPIDS $SPID"
+  i=0
+  while ! grep -q '^listening on ' "$SLOG" 2>/dev/null; do
+    i=$((i + 1))
+    [ $i -lt 100 ] || fail "keyholdd did not start: $(cat "$SLOG")"
+    kill -0 "$SPID" 2>/dev/null || fail "keyholdd exited: $(cat "$SLOG")"
+    sleep 0.1
+  done
+  PORT=$(sed -n "s|^listening on $scheme://127\\.0\\.0\\.1:\\([0-9][0-9]*\\)\$|\\1|p" "$SLOG")
+  [ -n "$PORT" ] && [ "$PORT" -gt 0 ] || fail "no $scheme port in: $(cat "$SLOG")"
+}
+start_server http --access-log "$ALOG"
 URL=http://127.0.0.1:$PORT
 
 # curl -s -D headers -o body URL [ARGS]: status in $CODE
@@ -237,17 +247,7 @@ KH_BGPIDS=""
 # ---- a stalled client is cut off after --idle-timeout ----------------------------
 run "$KEYHOLDD" serve --dir "$R" --listen 127.0.0.1:0 --idle-timeout 0
 assert_rc 2 "--idle-timeout 0"
-rm -f "$SLOG" # the redirect truncates it only in the child: never read the last server's line
-"$KEYHOLDD" serve --dir "$R" --listen 127.0.0.1:0 --idle-timeout 1 2>"$SLOG" &
-SPID=$!
-KH_BGPIDS="$KH_BGPIDS $SPID"
-i=0
-while ! grep -q '^listening on ' "$SLOG" 2>/dev/null; do
-  i=$((i + 1))
-  [ $i -lt 100 ] || fail "keyholdd did not start: $(cat "$SLOG")"
-  sleep 0.1
-done
-PORT=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$SLOG")
+start_server http --idle-timeout 1
 python3 - "$PORT" <<'PY' || fail "a stalled client was not cut off within 10 s"
 import socket, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
@@ -269,20 +269,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
   -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1 || fail "openssl req"
 run "$KEYHOLDD" serve --dir "$R" --listen 127.0.0.1:0 --tls-cert "$KH_W/cert.pem"
 assert_rc 2 "--tls-cert without --tls-key"
-rm -f "$SLOG" # as above
-"$KEYHOLDD" serve --dir "$R" --listen 127.0.0.1:0 --tls-cert "$KH_W/cert.pem" \
-  --tls-key "$KH_W/key.pem" --access-log "$ALOG" 2>"$SLOG" &
-SPID=$!
-KH_BGPIDS="$KH_BGPIDS $SPID"
-i=0
-while ! grep -q '^listening on ' "$SLOG" 2>/dev/null; do
-  i=$((i + 1))
-  [ $i -lt 100 ] || fail "keyholdd (TLS) did not start: $(cat "$SLOG")"
-  kill -0 "$SPID" 2>/dev/null || fail "keyholdd (TLS) exited: $(cat "$SLOG")"
-  sleep 0.1
-done
-PORT=$(sed -n 's|^listening on https://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$SLOG")
-[ -n "$PORT" ] || fail "no https port in: $(cat "$SLOG")"
+start_server https --tls-cert "$KH_W/cert.pem" --tls-key "$KH_W/key.pem" --access-log "$ALOG"
 khr log verify --log "https://127.0.0.1:$PORT/log" --key "$VKEY" --ca-file "$KH_W/cert.pem"
 assert_ok "log verify over HTTPS"
 assert_grep '^size 257$' "$OUT" "log verify over HTTPS size"
