@@ -4,6 +4,7 @@
  * way when it creates the first account. */
 #ifndef KEYHOLD_REGION_H
 #define KEYHOLD_REGION_H
+#include <stdbool.h>
 #include "keyhold/error.h"
 #include "keyhold/kms.h"
 
@@ -13,6 +14,9 @@
  * means "local"; it must be 1-63 of [a-z0-9-].  instance_out (may be NULL)
  * receives the instance id.  KH_ERR_EXISTS if path is not empty; on any
  * failure kms/ and log/ are removed again so that it can be rerun. */
+/* true if id is a valid region id: 1-63 of [a-z0-9-] (docs/format.md §1). */
+bool kh_region_id_valid(const char *id);
+
 kh_err kh_region_create(const char *path, const char *region_id,
                         char instance_out[KH_REGION_INSTANCE_HEX + 1]);
 

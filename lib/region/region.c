@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool region_id_ok(const char *id)
+bool kh_region_id_valid(const char *id)
 {
   size_t n = strlen(id);
   if (n == 0 || n > 63)
@@ -53,7 +53,7 @@ kh_err kh_region_create(const char *path, const char *region_id,
   char inst_hex[KH_REGION_INSTANCE_HEX + 1], marker[160];
   if ((e = kh_crypto_init()))
     return e;
-  if (!path || !region_id_ok(rid))
+  if (!path || !kh_region_id_valid(rid))
     return kh_seterr(KH_ERR_INVAL, "region id '%s' must be 1-63 of [a-z0-9-]", rid);
   if ((e = kh_mkdirs(path, 0700)) || (e = must_be_empty(path)))
     return e;

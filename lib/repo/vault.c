@@ -68,17 +68,6 @@ char *kh_default_dir(const char *env, const char *xdg, const char *fallback)
   return r;
 }
 
-static bool valid_region_id(const char *id)
-{
-  size_t n = strlen(id);
-  if (n == 0 || n > 63)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9') || id[i] == '-'))
-      return false;
-  return true;
-}
-
 void kh_vault_objname(const kh_vault *v, char *out, size_t n, const char *kind,
                       const uint8_t *id, size_t idlen)
 {
@@ -247,7 +236,7 @@ static kh_err read_region_marker(kh_provider *p, char id[64])
     memcpy(text, b.data, b.len < sizeof text - 1 ? b.len : sizeof text - 1);
   kh_buf_release(&b);
   char rid[64] = {0};
-  if (sscanf(text, "keyhold-region v1\nid %63s\n", rid) != 1 || !valid_region_id(rid))
+  if (sscanf(text, "keyhold-region v1\nid %63s\n", rid) != 1 || !kh_region_id_valid(rid))
     return kh_seterr(KH_ERR_FORMAT, "malformed %s", KH_REGION_MARKER);
   memcpy(id, rid, 64);
   return KH_OK;
@@ -269,7 +258,7 @@ kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX +
   if (e)
     return e;
   const char *rid = o->region_id ? o->region_id : "local";
-  if (!valid_region_id(rid))
+  if (!kh_region_id_valid(rid))
     return kh_seterr(KH_ERR_INVAL, "region id '%s' must be 1-63 of [a-z0-9-]", rid);
   if (!o->passcode || o->passcode->len == 0)
     return kh_seterr(KH_ERR_INVAL, "empty passcode");
