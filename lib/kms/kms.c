@@ -1312,6 +1312,11 @@ static kh_err log_submit(kh_kms *k, const char *entry, size_t len, kh_kms_releas
   return KH_OK;
 }
 
+kh_err kh_kms_log_text(kh_kms *k, const char *entry, size_t len, uint64_t *index)
+{
+  return log_submit(k, entry, len, NULL, index);
+}
+
 kh_err kh_kms_log(kh_kms *k, kh_log_op op, const char *account, const char *key,
                   const kh_kms_request *rq, bool has_attempt, uint32_t attempt,
                   kh_kms_release *rel)
