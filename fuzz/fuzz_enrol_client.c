@@ -36,13 +36,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kh_enrol_result_release(&r);
     free(t);
   }
-  kh_device_info *d = NULL, *d2 = NULL;
+  kh_enrol_device *d = NULL, *d2 = NULL;
   size_t dn = 0, dn2 = 0;
-  if (kh_device_list_parse(s, size, &d, &dn) == KH_OK) {
+  if (kh_enrol_devices_parse(s, size, &d, &dn) == KH_OK) {
     char *t = NULL;
     size_t tl = 0;
-    if (kh_device_list_json(d, dn, &t, &tl) != KH_OK ||
-        kh_device_list_parse(t, tl, &d2, &dn2) != KH_OK || dn2 != dn ||
+    if (kh_enrol_devices_json(d, dn, &t, &tl) != KH_OK ||
+        kh_enrol_devices_parse(t, tl, &d2, &dn2) != KH_OK || dn2 != dn ||
         (dn && memcmp(d, d2, dn * sizeof *d)))
       abort();
     free(t);

@@ -101,18 +101,18 @@ kh_err kh_enrol_result_parse(const char *body, size_t n, kh_enrol_result *out);
 void kh_enrol_result_release(kh_enrol_result *r);
 
 /* ---- GET /v1/accounts/<a>/devices (§9.1) -------------------------------- */
-typedef struct kh_device_info {
+typedef struct kh_enrol_device {
   char id[33];
   char name[KH_ENROL_NAME_MAX + 1];
   unsigned caps;
   int64_t enrolled;
   int64_t revoked;                /* 0: not revoked */
   uint8_t sign_pk[32], box_pk[32];
-} kh_device_info;
+} kh_enrol_device;
 /* The whole response body for n devices (malloc'd). */
-kh_err kh_device_list_json(const kh_device_info *v, size_t n, char **out, size_t *len);
+kh_err kh_enrol_devices_json(const kh_enrol_device *v, size_t n, char **out, size_t *len);
 /* Parse {"devices":[...]}: *out malloc'd (free()), *count <= KH_ENROL_DEVICES_MAX. */
-kh_err kh_device_list_parse(const char *body, size_t n, kh_device_info **out, size_t *count);
+kh_err kh_enrol_devices_parse(const char *body, size_t n, kh_enrol_device **out, size_t *count);
 
 /* ---- the log statements (docs/log.md §5.2) ------------------------------ */
 /* The reason field of an enrol entry: "caps C sign_pk B box_pk B name N". */

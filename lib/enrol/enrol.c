@@ -477,13 +477,13 @@ out:
 
 /* ---- device list ---- */
 
-kh_err kh_device_list_json(const kh_device_info *v, size_t n, char **out, size_t *len)
+kh_err kh_enrol_devices_json(const kh_enrol_device *v, size_t n, char **out, size_t *len)
 {
   kh_buf b;
   kh_buf_init(&b, 64u << 20);
   kh_err e = kh_buf_append(&b, "{\"devices\":[", 12);
   for (size_t i = 0; !e && i < n; i++) {
-    const kh_device_info *d = &v[i];
+    const kh_enrol_device *d = &v[i];
     e = kh_buf_printf(&b, "%s{\"id\":\"%s\",\"name\":", i ? "," : "", d->id);
     if (!e)
       e = kh_json_cstr(&b, d->name);
@@ -508,10 +508,10 @@ kh_err kh_device_list_json(const kh_device_info *v, size_t n, char **out, size_t
   return finish(&b, e, out, len);
 }
 
-kh_err kh_device_list_parse(const char *body, size_t n, kh_device_info **out, size_t *count)
+kh_err kh_enrol_devices_parse(const char *body, size_t n, kh_enrol_device **out, size_t *count)
 {
   kh_json *root = NULL;
-  kh_device_info *v = NULL;
+  kh_enrol_device *v = NULL;
   kh_err e;
   *out = NULL;
   *count = 0;

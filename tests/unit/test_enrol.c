@@ -170,7 +170,7 @@ static void test_bodies(void)
   CHECK_ERR(kh_enrol_result_parse("{\"state\":\"approved\"}", 20, &rg), KH_ERR_FORMAT);
   CHECK_ERR(kh_enrol_result_parse("{\"state\":\"maybe\"}", 17, &rg), KH_ERR_FORMAT);
   /* devices */
-  kh_device_info d[2], *got = NULL;
+  kh_enrol_device d[2], *got = NULL;
   size_t n = 0;
   memset(d, 0, sizeof d);
   memcpy(d[0].id, inst, 33);
@@ -182,9 +182,9 @@ static void test_bodies(void)
   d[1].caps = KH_CAP_READ;
   d[1].enrolled = 200;
   d[1].revoked = 300;
-  CHECK_OK(kh_device_list_json(d, 2, &t, &tl));
+  CHECK_OK(kh_enrol_devices_json(d, 2, &t, &tl));
   CHECK(t && strstr(t, "\"revoked\":null") && strstr(t, "\"revoked\":300"));
-  CHECK_OK(kh_device_list_parse(t, tl, &got, &n));
+  CHECK_OK(kh_enrol_devices_parse(t, tl, &got, &n));
   CHECK(n == 2 && got && !memcmp(got, d, sizeof d));
   free(got);
   free(t);
