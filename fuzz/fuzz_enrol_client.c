@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (r.wrap_len && memcmp(g.wrap, r.wrap, r.wrap_len)) || strcmp(g.device, r.device) ||
         strcmp(g.account, r.account))
       abort();
-    if (r.state == KH_ENROL_APPROVED && (!r.caps || r.caps > KH_CAP_ALL || !r.wrap_len))
+    if (r.state == KH_POLL_APPROVED && (!r.caps || r.caps > KH_CAP_ALL || !r.wrap_len))
       abort();
     kh_enrol_result_release(&g);
     kh_enrol_result_release(&r);

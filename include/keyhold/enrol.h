@@ -80,15 +80,15 @@ kh_err kh_enrol_approval_parse(const char *body, size_t n, kh_enrol_approval *ou
 void kh_enrol_approval_release(kh_enrol_approval *a);
 
 /* ---- GET /v1/enrolments/<id> (the new device polls, §9.2) --------------- */
-typedef enum kh_enrol_state {
-  KH_ENROL_PENDING = 1, KH_ENROL_APPROVED, KH_ENROL_REFUSED, KH_ENROL_EXPIRED
-} kh_enrol_state;
-const char *kh_enrol_state_name(kh_enrol_state s);
+typedef enum kh_enrol_poll_state {
+  KH_POLL_PENDING = 1, KH_POLL_APPROVED, KH_POLL_REFUSED, KH_POLL_EXPIRED
+} kh_enrol_poll_state;
+const char *kh_enrol_state_name(kh_enrol_poll_state s);
 /* "keyhold-enrol-poll v1\n" enrolment "\n" time "\n" (malloc'd) */
 kh_err kh_enrol_poll_statement(const char *enrolment, int64_t t, char **out, size_t *len);
 
 typedef struct kh_enrol_result {
-  kh_enrol_state state;
+  kh_enrol_poll_state state;
   char account[33];               /* approved only: */
   char device[33];
   unsigned caps;

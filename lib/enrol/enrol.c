@@ -405,9 +405,9 @@ out:
 
 static const char *const STATES[] = {NULL, "pending", "approved", "refused", "expired"};
 
-const char *kh_enrol_state_name(kh_enrol_state s)
+const char *kh_enrol_state_name(kh_enrol_poll_state s)
 {
-  return s >= KH_ENROL_PENDING && s <= KH_ENROL_EXPIRED ? STATES[s] : NULL;
+  return s >= KH_POLL_PENDING && s <= KH_POLL_EXPIRED ? STATES[s] : NULL;
 }
 
 kh_err kh_enrol_poll_statement(const char *enrolment, int64_t t, char **out, size_t *len)
@@ -423,7 +423,7 @@ kh_err kh_enrol_result_json(const kh_enrol_result *r, char **out, size_t *len)
   kh_buf b;
   kh_buf_init(&b, BODY_MAX);
   kh_err e = kh_buf_printf(&b, "{\"state\":\"%s\"", kh_enrol_state_name(r->state));
-  if (!e && r->state == KH_ENROL_APPROVED) {
+  if (!e && r->state == KH_POLL_APPROVED) {
     e = kh_buf_printf(&b, ",\"account\":\"%s\",\"device\":\"%s\",\"caps\":", r->account,
                       r->device);
     if (!e)
@@ -454,14 +454,14 @@ kh_err kh_enrol_result_parse(const char *body, size_t n, kh_enrol_result *out)
   if ((e = parse_obj(body, n, &root)))
     goto out;
   const char *st = kh_json_get_str(root, "state");
-  for (int i = KH_ENROL_PENDING; st && i <= KH_ENROL_EXPIRED; i++)
+  for (int i = KH_POLL_PENDING; st && i <= KH_POLL_EXPIRED; i++)
     if (!strcmp(st, STATES[i]))
-      out->state = (kh_enrol_state)i;
+      out->state = (kh_enrol_poll_state)i;
   if (!out->state) {
     e = kh_seterr(KH_ERR_FORMAT, "\"state\": pending, approved, refused or expired");
     goto out;
   }
-  if (out->state != KH_ENROL_APPROVED)
+  if (out->state != KH_POLL_APPROVED)
     goto out;
   if ((e = get_id(root, "account", out->account)) || (e = get_id(root, "device", out->device)) ||
       (e = get_caps(root, &out->caps)) ||

@@ -153,7 +153,7 @@ static void test_bodies(void)
   /* result */
   kh_enrol_result r, rg;
   memset(&r, 0, sizeof r);
-  r.state = KH_ENROL_APPROVED;
+  r.state = KH_POLL_APPROVED;
   memcpy(r.account, inst, 33);
   memcpy(r.device, a.device, 33);
   r.caps = KH_CAP_READ;
@@ -161,12 +161,12 @@ static void test_bodies(void)
   r.wrap_len = 81;
   CHECK_OK(kh_enrol_result_json(&r, &t, &tl));
   CHECK_OK(kh_enrol_result_parse(t, tl, &rg));
-  CHECK(rg.state == KH_ENROL_APPROVED && rg.caps == KH_CAP_READ && rg.wrap_len == 81 &&
+  CHECK(rg.state == KH_POLL_APPROVED && rg.caps == KH_CAP_READ && rg.wrap_len == 81 &&
         !strcmp(rg.account, inst));
   kh_enrol_result_release(&rg);
   free(t);
   CHECK_OK(kh_enrol_result_parse("{\"state\":\"refused\"}", 19, &rg));
-  CHECK_EQ(rg.state, KH_ENROL_REFUSED);
+  CHECK_EQ(rg.state, KH_POLL_REFUSED);
   CHECK_ERR(kh_enrol_result_parse("{\"state\":\"approved\"}", 20, &rg), KH_ERR_FORMAT);
   CHECK_ERR(kh_enrol_result_parse("{\"state\":\"maybe\"}", 17, &rg), KH_ERR_FORMAT);
   /* devices */
