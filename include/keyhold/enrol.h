@@ -114,6 +114,12 @@ kh_err kh_enrol_devices_json(const kh_enrol_device *v, size_t n, char **out, siz
 /* Parse {"devices":[...]}: *out malloc'd (free()), *count <= KH_ENROL_DEVICES_MAX. */
 kh_err kh_enrol_devices_parse(const char *body, size_t n, kh_enrol_device **out, size_t *count);
 
+/* ---- POST /v1/accounts/<a>/devices/<id>/revoke (§9.1) ------------------ */
+/* {"entry":"<the revoke statement>"} (malloc'd), and its strict parse:
+ * *entry malloc'd, 1..KH_LOG_ENTRY_MAX bytes. */
+kh_err kh_enrol_revoke_json(const char *entry, size_t len, char **out, size_t *outlen);
+kh_err kh_enrol_revoke_parse(const char *body, size_t n, char **entry, size_t *len);
+
 /* ---- the log statements (docs/log.md §5.2) ------------------------------ */
 /* The reason field of an enrol entry: "caps C sign_pk B box_pk B name N". */
 kh_err kh_enrol_reason(unsigned caps, const uint8_t sign_pk[32], const uint8_t box_pk[32],

@@ -552,6 +552,47 @@ out:
   return e;
 }
 
+/* ---- revoke ---- */
+
+kh_err kh_enrol_revoke_json(const char *entry, size_t len, char **out, size_t *outlen)
+{
+  kh_buf b;
+  kh_buf_init(&b, BODY_MAX);
+  kh_err e = kh_buf_append(&b, "{\"entry\":", 9);
+  if (!e)
+    e = kh_json_str(&b, entry, len);
+  if (!e)
+    e = kh_buf_append(&b, "}", 1);
+  return finish(&b, e, out, outlen);
+}
+
+kh_err kh_enrol_revoke_parse(const char *body, size_t n, char **entry, size_t *len)
+{
+  kh_json *root = NULL;
+  kh_err e;
+  *entry = NULL;
+  *len = 0;
+  if ((e = parse_obj(body, n, &root)))
+    goto out;
+  const kh_json *en = kh_json_get(root, "entry");
+  const char *s = kh_json_string(en);
+  size_t sl = kh_json_string_len(en);
+  if (kh_json_len(root) != 1 || !s || sl == 0 || sl > KH_LOG_ENTRY_MAX) {
+    e = kh_seterr(KH_ERR_FORMAT, "a revocation is {\"entry\": a log entry of 1..%d bytes}",
+                  KH_LOG_ENTRY_MAX);
+    goto out;
+  }
+  if (!(*entry = malloc(sl + 1))) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  memcpy(*entry, s, sl + 1);
+  *len = sl;
+out:
+  kh_json_free(root);
+  return e;
+}
+
 /* ---- log statements ---- */
 
 kh_err kh_enrol_reason(unsigned caps, const uint8_t sign_pk[32], const uint8_t box_pk[32],
