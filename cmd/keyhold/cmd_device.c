@@ -3,6 +3,7 @@
  * docs/cli.md "device"). */
 #include "cli.h"
 #include "keyhold/enrol.h"
+#include "keyhold/json.h"
 #include "keyhold/proto.h"
 #include "keyhold/remote.h"
 
