@@ -501,12 +501,11 @@ kh_err kh_remote_challenge(kh_remote *r, char out[64])
 static kh_err session_open(kh_remote *r, uint64_t gen)
 {
   kh_err e = KH_OK;
-  char ch[64], body[1024], sigb[100];
-  kh_buf st;
+  char ch[64], body[1024], sigb[100], *stmt = NULL;
+  size_t sl = 0;
   kh_json *j = NULL;
   xfer_result res;
   const kh_device_state *d;
-  kh_buf_init(&st, 1024);
   pthread_mutex_lock(&r->lock);
   bool done = r->session_gen != gen && r->session[0];
   d = r->dev;
@@ -519,11 +518,10 @@ static kh_err session_open(kh_remote *r, uint64_t gen)
   }
   if ((e = kh_remote_challenge(r, ch)))
     goto out;
-  if ((e = kh_buf_printf(&st, "keyhold-session v1\n%s\n%s\n%s\n%s\n", d->instance, ch,
-                         d->account, d->device)))
+  if ((e = kh_proto_session_statement(d->instance, ch, d->account, d->device, &stmt, &sl)))
     goto out;
   uint8_t sig[64];
-  crypto_sign_detached(sig, NULL, st.data, st.len, d->sign_sk);
+  crypto_sign_detached(sig, NULL, (const uint8_t *)stmt, sl, d->sign_sk);
   kh_b64_encode(sigb, sig, 64);
   snprintf(body, sizeof body,
            "{\"account\":\"%s\",\"device\":\"%s\",\"challenge\":\"%s\",\"sig\":\"%s\"}",
@@ -549,7 +547,7 @@ static kh_err session_open(kh_remote *r, uint64_t gen)
   pthread_mutex_unlock(&r->lock);
 out:
   kh_json_free(j);
-  kh_buf_release(&st);
+  free(stmt);
   return e;
 }
 
@@ -798,11 +796,11 @@ static kh_err json_str(kh_buf *b, const char *s)
 kh_err kh_remote_signup(kh_remote *r, kh_device_state *d, const char *invite, unsigned *caps)
 {
   kh_err e = KH_OK;
-  char ch[64], spk[64], bpk[64], sigb[100];
-  kh_buf st, body;
+  char ch[64], spk[64], bpk[64], sigb[100], *stmt = NULL;
+  size_t sl = 0;
+  kh_buf body;
   kh_json *j = NULL;
   xfer_result res;
-  kh_buf_init(&st, 4096);
   kh_buf_init(&body, 8192);
   if (invite) {
     for (const char *p = invite; *p; p++)
@@ -819,11 +817,10 @@ kh_err kh_remote_signup(kh_remote *r, kh_device_state *d, const char *invite, un
     goto out;
   kh_b64_encode(spk, d->sign_pk, 32);
   kh_b64_encode(bpk, d->box_pk, 32);
-  if ((e = kh_buf_printf(&st, "keyhold-signup v1\n%s\n%s\n%s\n%s\n%s\n%s\n", d->instance, ch,
-                         spk, bpk, d->name, invite ? invite : "-")))
+  if ((e = kh_proto_signup_statement(d->instance, ch, spk, bpk, d->name, invite, &stmt, &sl)))
     goto out;
   uint8_t sig[64];
-  crypto_sign_detached(sig, NULL, st.data, st.len, d->sign_sk);
+  crypto_sign_detached(sig, NULL, (const uint8_t *)stmt, sl, d->sign_sk);
   kh_b64_encode(sigb, sig, 64);
   if ((e = kh_buf_append(&body, "{\"name\":", 8)) || (e = json_str(&body, d->name)) ||
       (e = kh_buf_printf(&body, ",\"sign_pk\":\"%s\",\"box_pk\":\"%s\"", spk, bpk)))
@@ -860,7 +857,7 @@ kh_err kh_remote_signup(kh_remote *r, kh_device_state *d, const char *invite, un
     *caps = c;
 out:
   kh_json_free(j);
-  kh_buf_release(&st);
+  free(stmt);
   kh_buf_release(&body);
   return e;
 }
