@@ -357,7 +357,11 @@ static int device_add(int argc, char **argv)
     cli_fail(e, "device add: challenge");
     goto out;
   }
-  snprintf(rq.challenge, sizeof rq.challenge, "%s", ch);
+  if (strlen(ch) >= sizeof rq.challenge) {
+    cli_errorf("device add: the server's challenge is malformed");
+    goto out;
+  }
+  memcpy(rq.challenge, ch, strlen(ch) + 1);
   if ((e = kh_enrol_request_statement(d->instance, &rq, &st, &slen))) {
     cli_fail(e, "device add");
     goto out;
