@@ -25,6 +25,8 @@
 /* true for a device name: 1..64 bytes of printable UTF-8 (no control
  * characters), not starting or ending with a space (it ends a log line). */
 bool kh_enrol_name_valid(const char *name);
+/* caps as a JSON array ["backup","read"] into out (n >= 48 always fits). */
+void kh_enrol_caps_json(unsigned caps, char *out, size_t n);
 /* true for 32 lowercase hex digits (account, device, enrolment ids) */
 bool kh_enrol_id_valid(const char *id);
 

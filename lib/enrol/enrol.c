@@ -151,6 +151,17 @@ static kh_err put_caps(kh_buf *b, unsigned caps)
   return e ? e : kh_buf_append(b, "]", 1);
 }
 
+void kh_enrol_caps_json(unsigned caps, char *out, size_t n)
+{
+  kh_buf b;
+  kh_buf_init(&b, n);
+  if (n && (put_caps(&b, caps) || kh_buf_append(&b, "\0", 1)))
+    out[0] = 0;
+  else if (n)
+    memcpy(out, b.data, b.len);
+  kh_buf_release(&b);
+}
+
 static kh_err put_b64(kh_buf *b, const char *key, const uint8_t *p, size_t n, bool comma)
 {
   char *s = malloc(kh_b64_len(n));

@@ -502,8 +502,8 @@ void kd_enrol_approve(kd_server *s, const kd_caller *c, const char *id, const kd
       meta_error(rs, e, "the enrolment cannot be approved");
     goto out;
   }
-  kh_proto_caps_format(a.caps, caps, sizeof caps);
-  snprintf(out, sizeof out, "{\"device\":\"%s\",\"caps\":\"%s\"}\n", a.device, caps);
+  kh_enrol_caps_json(a.caps, caps, sizeof caps);
+  snprintf(out, sizeof out, "{\"device\":\"%s\",\"caps\":%s}\n", a.device, caps);
   ok_text(rs, 200, out);
 out:
   kh_enrol_approval_release(&a);

@@ -150,6 +150,11 @@ static void test_bodies(void)
         !memcmp(g.entry, a.entry, a.entry_len));
   kh_enrol_approval_release(&g);
   free(t);
+  char cj[64];
+  kh_enrol_caps_json(KH_CAP_ALL, cj, sizeof cj);
+  CHECK(!strcmp(cj, "[\"backup\",\"read\",\"prune\",\"admin\"]"));
+  kh_enrol_caps_json(KH_CAP_PRUNE, cj, sizeof cj);
+  CHECK(!strcmp(cj, "[\"prune\"]"));
   /* result */
   kh_enrol_result r, rg;
   memset(&r, 0, sizeof r);
