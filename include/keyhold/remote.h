@@ -155,4 +155,13 @@ kh_err kh_remote_call(kh_remote *r, const kh_remote_req *rq, kh_remote_resp *res
 /* The number of distinct connections opened so far (for tests). */
 uint64_t kh_remote_connections(const kh_remote *r);
 
+/* ---- a vault opened on a region server ------------------------------------ */
+
+struct kh_vault;
+/* The client and device identity of a vault opened with a URL (owned by
+ * the vault, valid until kh_vault_free; signed requests share its session);
+ * NULL for a vault in a directory. */
+kh_remote *kh_vault_remote(struct kh_vault *v);
+const kh_device_state *kh_vault_device_state(const struct kh_vault *v);
+
 #endif

@@ -73,11 +73,22 @@ static kh_err do_get(http_provider *h, const char *name, const char *range, uint
                      kh_buf *out, kh_http_meta *m)
 {
   char target[1200];
+  const char *rest = NULL;
   kh_err e;
-  if (!strcmp(name, "keyhold-region"))
+  if (!strcmp(name, "keyhold-region")) {
     snprintf(target, sizeof target, "/v1/region/marker");
-  else if ((e = target_of(name, "objects", target, sizeof target, NULL)))
+    if (max > KH_OBJMAX_REGION_MARKER)
+      max = KH_OBJMAX_REGION_MARKER;
+  } else if ((e = target_of(name, "objects", target, sizeof target, &rest))) {
     return e;
+  } else {
+    /* never more than the protocol lets an object of its kind be (§8.1) */
+    kh_obj_kind k = kh_proto_obj_kind(rest, NULL);
+    if (k == KH_OBJ_INVALID)
+      return kh_seterr(KH_ERR_INVAL, "'%s' is not an object name of the protocol", name);
+    if (max > kh_proto_obj_max(k))
+      max = kh_proto_obj_max(k);
+  }
   kh_http_req rq = {.method = "GET", .target = target, .sign = strcmp(name, "keyhold-region"),
                     .range = range, .max = max > SIZE_MAX - 1 ? SIZE_MAX - 1 : (size_t)max};
   e = kh_http_request(h->r, &rq, out, m);

@@ -243,3 +243,13 @@ kh_err kh_vault_kms_wrap_remote(kh_vault *v)
   kh_secure_free(body);
   return e;
 }
+
+kh_remote *kh_vault_remote(kh_vault *v)
+{
+  return v->remote;
+}
+
+const kh_device_state *kh_vault_device_state(const kh_vault *v)
+{
+  return v->dev;
+}
