@@ -8,39 +8,13 @@
 # approver are all refused; revoke refuses the device at once while the
 # others keep working; `device list` and `watch` show what happened.
 . "$KH_SRCDIR/tests/cli/lib.sh"
-: "${KEYHOLDD:?set KEYHOLDD to the keyholdd binary}"
+. "$KH_SRCDIR/tests/cli/server.sh"
 command -v sqlite3 >/dev/null 2>&1 || { echo "SKIP: sqlite3 missing"; exit 77; }
 
-KEYHOLD_OPERATOR_DIR=$KH_T/operator
-export KEYHOLD_OPERATOR_DIR
-R=$KH_T/srv
-SLOG=$KH_W/server.err
-
-run "$KEYHOLDD" init --dir "$R" --region-id eu-west
-assert_ok "keyholdd init"
-
-# start_server [ARGS...]: serve R in the background on PORT (0: a free
-# one), wait for "listening on"; sets SPID, PORT and URL.
-PORT=0
-start_server() {
-  rm -f "$SLOG"
-  "$KEYHOLDD" serve --dir "$R" --listen "127.0.0.1:$PORT" --signup open "$@" 2>"$SLOG" &
-  SPID=$!
-  KH_BGPIDS="$KH_BGPIDS $SPID"
-  i=0
-  while ! grep -q '^listening on ' "$SLOG" 2>/dev/null; do
-    i=$((i + 1))
-    [ $i -lt 100 ] || fail "keyholdd did not start: $(cat "$SLOG")"
-    kill -0 "$SPID" 2>/dev/null || fail "keyholdd exited: $(cat "$SLOG")"
-    sleep 0.1
-  done
-  PORT=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$SLOG")
-  [ -n "$PORT" ] && [ "$PORT" -gt 0 ] || fail "no port in: $(cat "$SLOG")"
-  URL=http://127.0.0.1:$PORT
-}
-start_server
-KEYHOLD_REGION=$URL
-export KEYHOLD_REGION
+server_init eu-west
+server_start
+unset KEYHOLD_PASSCODE_FILE
+R=$SRV_DIR
 D1=$KH_T/dev1
 D2=$KH_T/dev2
 D3=$KH_T/dev3
