@@ -84,4 +84,116 @@ as "$D2" backup "$KH_T/src"
 assert_fail "backup by a read-only device"
 assert_grep "lacks the 'backup' capability" "$ERR" "backup refusal names the capability"
 
+# ---- a backup-only device: backs up, refused prune and restore -----------
+add_start "$D3" "build box"
+as "$D1" device approve "$CODE" --can backup
+assert_ok "approve a backup-only device"
+add_wait
+assert_ok "device add (backup only)"
+make_tree "$KH_T/src3" small
+as "$D3" backup "$KH_T/src3"
+assert_ok "a backup-only device backs up"
+as "$D3" prune
+assert_fail "prune by a backup-only device"
+assert_grep "lacks the 'prune' capability" "$ERR" "prune refusal names the capability"
+as "$D3" restore "$SNAP" --target "$KH_T/rt/three"
+assert_fail "restore by a backup-only device"
+assert_grep "lacks the 'read' capability" "$ERR" "restore refusal names the capability"
+# ... and it cannot approve devices
+add_start "$D4" tablet
+as "$D3" device approve "$CODE"
+assert_fail "approve by a device without admin"
+assert_grep "lacks the 'admin' capability" "$ERR" "approve refusal names the capability"
+as "$D2" device refuse "$CODE"
+assert_fail "refuse by a device without admin"
+as "$D1" device refuse "$CODE"
+assert_ok "refuse by the admin device"
+add_wait
+assert_fail "device add of a refused enrolment"
+assert_grep 'refused' "$ERR" "device add says it was refused"
+assert_absent "$D4/server-"* "a refused device saves no state"
+
+# ---- tampering: keys swapped in the server's metadata ---------------------
+add_start "$D4" tablet
+# the server (or whoever can write its metadata) swaps the pending keys for
+# its own: the tag no longer verifies under the code
+sqlite3 "$R/server/meta.db" "UPDATE enrolments SET sign_pk = randomblob(32), box_pk = randomblob(32) WHERE state = 0;"   || fail "cannot edit the metadata"
+as "$D1" device approve "$CODE"
+assert_fail "approve of an enrolment whose keys were swapped"
+assert_grep 'no pending enrolment matches this code' "$ERR" "swapped keys: the reason"
+kill "$APID" 2>/dev/null
+wait "$APID" 2>/dev/null
+
+# a second enrolment in the same bucket with another tag is ignored; the
+# right one is approved
+add_start "$D4" tablet 60
+CODE4=$CODE
+APID4=$APID
+add_start "$KH_T/dev5" intruder 60
+kill "$APID" 2>/dev/null
+wait "$APID" 2>/dev/null
+APID=$APID4
+as "$D1" device approve "$CODE4" --can read,prune
+assert_ok "approve the right one of two pending enrolments"
+assert_grep '"tablet" with capabilities read,prune' "$OUT" "the approved one is the code's"
+DEV4=$(sed -n 's/^approved device \([0-9a-f]*\) .*/\1/p' "$OUT")
+add_wait
+assert_ok "the tablet joined"
+
+# ---- an expired enrolment -------------------------------------------------
+add_start "$KH_T/dev6" old 60
+OLDAPID=$APID
+sqlite3 "$R/server/meta.db" "UPDATE enrolments SET expires = 1 WHERE state = 0;"   || fail "cannot age the enrolment"
+as "$D1" device approve "$CODE"
+assert_fail "approve of an expired enrolment"
+APID=$OLDAPID
+add_wait
+assert_fail "device add of an expired enrolment"
+assert_grep 'expired' "$ERR" "device add says it expired"
+
+# ---- list ----------------------------------------------------------------
+as "$D1" device list
+assert_ok "device list"
+assert_eq "$(wc -l <"$OUT")" 4 "four devices"
+assert_grep "^$DEV1 +backup,read,prune,admin .* - +laptop  \(this device\)\$" "$OUT" "list: the first device"
+assert_grep "^$DEV2 +read .* - +phone\$" "$OUT" "list: the phone"
+as "$D1" --json device list
+assert_ok "device list --json"
+json_check "$OUT" "device list --json"
+assert_grep '"name":"build box","caps":\["backup"\]' "$OUT" "json caps"
+
+# ---- revoke ----------------------------------------------------------------
+as "$D2" device revoke "$DEV1"
+assert_fail "revoke by a device without admin"
+assert_grep "lacks the 'admin' capability" "$ERR" "revoke refusal names the capability"
+as "$D1" device revoke "$(printf '%s' "$DEV2" | cut -c1-8)"
+assert_ok "revoke the phone by a prefix of its id"
+assert_grep "^revoked device $DEV2 "phone"\$" "$OUT" "revoke output"
+as "$D2" snapshots
+assert_fail "the revoked device is refused at once"
+assert_grep 'revoked' "$ERR" "the refusal says revoked"
+as "$D2" restore "$SNAP" --target "$KH_T/rt/revoked"
+assert_fail "the revoked device cannot restore"
+# the others keep working
+as "$D1" snapshots
+assert_ok "the first device still works"
+as "$D3" backup "$KH_T/src3"
+assert_ok "the backup-only device still backs up"
+as "$D1" device revoke "$DEV2"
+assert_fail "revoking a revoked device"
+as "$D1" device revoke "$DEV1"
+assert_fail "the last admin device cannot revoke itself"
+assert_grep 'last admin' "$ERR" "last admin: the reason"
+assert_absent "$R/accounts/$ACCT/keys/$DEV2" "the revoked device's key object is deleted"
+as "$D1" device list
+assert_grep "^$DEV2 +read +[0-9TZ:-]+ +[0-9TZ:-]+ +phone\$" "$OUT" "list shows the revocation time"
+
+# ---- the log has the statements, watch reports them -----------------------
+as "$D1" --json watch --log "$URL/log"
+json_check "$OUT" "watch --json"
+for d in "$DEV2" "$DEV4"; do
+  assert_grep "\"op\":\"enrol\",\"device\":\"$d\",\"by\":\"device:$DEV1\",\"signature\":\"valid\""     "$OUT" "watch reports the enrolment of $d"
+done
+assert_grep "\"op\":\"revoke\",\"device\":\"$DEV2\",\"by\":\"device:$DEV1\",\"signature\":\"valid\""   "$OUT" "watch reports the revocation"
+
 pass
