@@ -535,25 +535,6 @@ out:
   return rc;
 }
 
-/* This device's copy of the account key, checked against its pinned value. */
-static kh_err own_key(kh_remote *r, const kh_device_state *d, uint8_t *key, int *cipher)
-{
-  char target[160];
-  kh_remote_resp resp;
-  snprintf(target, sizeof target, "/v1/accounts/%s/objects/keys/%s", d->account, d->device);
-  kh_err e = call(r, "GET", target, NULL, 0, true, &resp);
-  if (!e)
-    e = kh_device_wrap_open(d, resp.body, resp.len, key, cipher);
-  kh_remote_resp_release(&resp);
-  if (!e && d->keycheck[0]) {
-    char kc[65];
-    kh_device_keycheck(key, kc);
-    if (strcmp(kc, d->keycheck) != 0)
-      e = KH_ERR_AUTH;
-  }
-  return e;
-}
-
 static int device_approve(int argc, char **argv, bool refuse)
 {
   static const struct option longopts[] = {
@@ -579,20 +560,34 @@ static int device_approve(int argc, char **argv, bool refuse)
     cli_msgf("device %s: needs exactly one CODE", verb);
     return cli_usage("device");
   }
-  kh_device_state *d = NULL;
+  const kh_device_state *d = NULL;
   kh_remote *r = NULL;
+  kh_vault *v = NULL;
   uint8_t *k = sodium_malloc(32), *key = sodium_malloc(32);
   char *entry = NULL, *body = NULL, target[128], what[32], reason[512];
   size_t elen = 0, blen = 0;
   kh_enrol_pending p;
   kh_remote_resp resp;
-  int cipher = 0;
+  int cipher = 0, rc = CLI_EXIT_FAIL;
   kh_err e;
   memset(&resp, 0, sizeof resp);
   snprintf(what, sizeof what, "device %s", verb);
-  int rc = !k || !key ? CLI_EXIT_FAIL : open_device(verb, &d, &r);
-  if (rc)
+  if (!server_url(verb)) {
+    rc = CLI_EXIT_USAGE;
     goto out;
+  }
+  if (!k || !key)
+    goto out;
+  /* the vault: this device's identity, its client and the account key
+   * (checked against the value this device pinned) */
+  if (cli_open_vault(&v))
+    goto out;
+  d = kh_vault_device_state(v);
+  r = kh_vault_remote(v);
+  if (!d || !r) {
+    cli_errorf("%s: needs a region server", what);
+    goto out;
+  }
   if ((rc = find_enrolment(verb, r, d, argv[optind], &p, k)))
     goto out;
   rc = CLI_EXIT_FAIL;
@@ -606,8 +601,8 @@ static int device_approve(int argc, char **argv, bool refuse)
     rc = CLI_EXIT_OK;
     goto out;
   }
-  if ((e = own_key(r, d, key, &cipher))) {
-    cli_fail(e, "device approve: this device's account key");
+  if ((e = kh_vault_master_key(v, key, &cipher))) {
+    cli_fail(e, what);
     goto out;
   }
   kh_enrol_approval a;
@@ -624,7 +619,8 @@ static int device_approve(int argc, char **argv, bool refuse)
   kh_enrol_wrap_tag(k, d->instance, d->account, a.device, caps, wrap, sizeof wrap, a.wrap_tag);
   if ((e = kh_enrol_reason(caps, p.sign_pk, p.box_pk, p.name, reason, sizeof reason)) ||
       (e = kh_enrol_statement(KH_LOG_OP_ENROL, (int64_t)time(NULL), d->region, d->account,
-                              a.device, d->device, reason, sign_dev, d, &entry, &elen))) {
+                              a.device, d->device, reason, sign_dev, (void *)d, &entry,
+                              &elen))) {
     cli_fail(e, what);
     goto out;
   }
@@ -636,6 +632,11 @@ static int device_approve(int argc, char **argv, bool refuse)
     cli_fail(e, what);
     goto out;
   }
+  /* the account's own record of the device (sealed with the account key),
+   * which `watch` uses to recognise the new device's signatures */
+  if ((e = kh_vault_device_record_add(v, a.device, p.sign_pk, p.name)))
+    cli_warnf("device approve: the device record of %s was not written: %s", a.device,
+              kh_errdetail());
   char cs[64];
   kh_proto_caps_format(caps, cs, sizeof cs);
   if (g_opts.json) {
@@ -652,8 +653,7 @@ out:
   free(body);
   sodium_free(k);
   sodium_free(key);
-  kh_remote_free(r);
-  kh_device_state_free(d);
+  kh_vault_free(v);
   return rc;
 }
 
