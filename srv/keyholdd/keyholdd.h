@@ -75,12 +75,20 @@ typedef struct kd_server {
   FILE *access;                /* NULL: stderr */
   char *access_path;
   unsigned idle_timeout;       /* seconds; 0 = KD_CONN_TIMEOUT */
+  struct kd_admin *admin;      /* the operator socket (admin.c) */
   struct MHD_Daemon *mhd;
 } kd_server;
 
 /* keysvc.c: the key service's endpoints (docs/protocol.md §10).  true if
  * the path is one of them (rs is then filled). */
 bool kd_keysvc_dispatch(kd_server *s, const kd_request *rq, kd_route *route, kd_response *rs);
+
+/* admin.c: the operator socket DIR/server/admin.sock (admin.h), served by
+ * a thread with s->kms; -1 with errno on failure. */
+int kd_admin_start(kd_server *s);
+void kd_admin_stop(kd_server *s);
+/* keyholdd admin unwrap ARGS (argv[0] is "unwrap"): exit status. */
+int kd_cmd_admin_unwrap(int argc, char **argv);
 
 /* routes.c: dispatch a request (status 404/405 for unknown routes). */
 void kd_dispatch(kd_server *s, const kd_request *rq, kd_route *route, kd_response *rs);

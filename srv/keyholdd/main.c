@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -236,6 +237,11 @@ static int cmd_serve(int argc, char **argv)
     fprintf(stderr, "keyholdd: serve: cannot listen on %s\n", listen);
     goto out;
   }
+  if (kd_admin_start(&s) != 0) {
+    fprintf(stderr, "keyholdd: serve: cannot make %s/server/admin.sock: %s\n", dir,
+            strerror(errno));
+    goto out;
+  }
   bool v6 = strchr(l.host, ':') != NULL;
   fprintf(stderr, "listening on %s://%s%s%s:%u\n", cert ? "https" : "http", v6 ? "[" : "",
           l.host, v6 ? "]" : "", port);
@@ -252,11 +258,13 @@ static int cmd_serve(int argc, char **argv)
     break;
   }
   kd_http_stop(&s, 10000);
+  kd_admin_stop(&s);
   fprintf(stderr, "keyholdd: stopped\n");
   rc = EXIT_OK;
 out:
   if (s.mhd)
     kd_http_stop(&s, 0);
+  kd_admin_stop(&s);
   kh_tlog_free(s.log);
   kh_kms_free(s.kms);
   if (s.access)
@@ -276,14 +284,43 @@ out:
   return rc;
 }
 
+/* keyholdd admin [--dir DIR] SUBCOMMAND [ARGS]: the subcommand is the first
+ * argument that is neither an option nor --dir's value. */
+static int cmd_admin(int argc, char **argv)
+{
+  int sub = 0;
+  for (int i = 1; i < argc && !sub; i++) {
+    if (!strcmp(argv[i], "--dir"))
+      i++;
+    else if (argv[i][0] != '-')
+      sub = i;
+  }
+  if (!sub)
+    return usage("admin: which one? (unwrap)");
+  char *name = argv[sub];
+  /* argv without the subcommand, the subcommand's name as argv[0] */
+  for (int i = sub; i > 0; i--)
+    argv[i] = argv[i - 1];
+  argv[1] = name;
+  if (!strcmp(name, "unwrap"))
+    return kd_cmd_admin_unwrap(argc - 1, argv + 1);
+  return usage("admin: unknown command");
+}
+
 int main(int argc, char **argv)
 {
+  if (sodium_init() < 0) {
+    fprintf(stderr, "keyholdd: libsodium cannot be initialised\n");
+    return EXIT_FAIL;
+  }
   if (argc < 2)
     return usage(NULL);
   if (!strcmp(argv[1], "init"))
     return cmd_init(argc - 1, argv + 1);
   if (!strcmp(argv[1], "serve"))
     return cmd_serve(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "admin"))
+    return cmd_admin(argc - 1, argv + 1);
   if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help")) {
     fputs(usage_text, stdout);
     return EXIT_OK;
