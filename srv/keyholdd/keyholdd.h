@@ -32,7 +32,7 @@
 /* Routes, for metrics (a fixed set: labels never carry request data). */
 typedef enum kd_route {
   KD_ROUTE_CHECKPOINT, KD_ROUTE_TILE, KD_ROUTE_ENTRIES, KD_ROUTE_HEALTH,
-  KD_ROUTE_METRICS, KD_ROUTE_OTHER, KD_ROUTE__COUNT
+  KD_ROUTE_METRICS, KD_ROUTE_KMS, KD_ROUTE_OTHER, KD_ROUTE__COUNT
 } kd_route;
 const char *kd_route_name(kd_route r);
 
@@ -67,6 +67,7 @@ typedef struct kd_metrics {
 typedef struct kd_server {
   char *dir;
   char region_id[64];
+  kh_kms *kms;                 /* the region's key service (holds kms/lock) */
   kh_tlog *log;                /* read-only view of dir/log */
   pthread_rwlock_t log_lock;   /* refresh: write; tile reads: read */
   kd_metrics metrics;
@@ -76,6 +77,10 @@ typedef struct kd_server {
   unsigned idle_timeout;       /* seconds; 0 = KD_CONN_TIMEOUT */
   struct MHD_Daemon *mhd;
 } kd_server;
+
+/* keysvc.c: the key service's endpoints (docs/protocol.md §10).  true if
+ * the path is one of them (rs is then filled). */
+bool kd_keysvc_dispatch(kd_server *s, const kd_request *rq, kd_route *route, kd_response *rs);
 
 /* routes.c: dispatch a request (status 404/405 for unknown routes). */
 void kd_dispatch(kd_server *s, const kd_request *rq, kd_route *route, kd_response *rs);

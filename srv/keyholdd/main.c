@@ -214,6 +214,12 @@ static int cmd_serve(int argc, char **argv)
     goto out;
   }
   vk[strcspn(vk, "\n")] = '\0';
+  /* the key service: this process holds its lock until it stops; operator
+   * commands reach it through DIR/server/admin.sock meanwhile */
+  if ((e = kh_kms_open(dir, &s.kms))) {
+    rc = fail(e, "serve: the region's key service");
+    goto out;
+  }
   if ((e = kh_tlog_open(logdir, NULL, NULL, vk, &s.log))) {
     rc = fail(e, "serve: the region's log");
     goto out;
@@ -252,6 +258,7 @@ out:
   if (s.mhd)
     kd_http_stop(&s, 0);
   kh_tlog_free(s.log);
+  kh_kms_free(s.kms);
   if (s.access)
     fclose(s.access);
   if (locks) {

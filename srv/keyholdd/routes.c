@@ -118,13 +118,15 @@ static const kd_row g_routes[] = {
 const char *kd_route_name(kd_route r)
 {
   static const char *n[KD_ROUTE__COUNT] = {"log_checkpoint", "log_tile", "log_entries",
-                                           "health", "metrics", "other"};
+                                           "health", "metrics", "kms", "other"};
   return (unsigned)r < KD_ROUTE__COUNT ? n[r] : "other";
 }
 
 void kd_dispatch(kd_server *s, const kd_request *rq, kd_route *route, kd_response *rs)
 {
   *route = KD_ROUTE_OTHER;
+  if (kd_keysvc_dispatch(s, rq, route, rs))
+    return;
   for (size_t i = 0; i < sizeof g_routes / sizeof g_routes[0]; i++) {
     const kd_row *r = &g_routes[i];
     size_t pl = strlen(r->path);
