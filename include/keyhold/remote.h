@@ -152,6 +152,9 @@ typedef struct kh_remote_req {
  * KH_ERR_INVAL, other KH_ERR_IO) with the server's message as the detail,
  * and resp (may be NULL) still holds status, code and body. */
 kh_err kh_remote_call(kh_remote *r, const kh_remote_req *rq, kh_remote_resp *resp);
+/* The device's capabilities (KH_CAP_* of proto.h) as the server granted
+ * them in the session (opened now if there is none). */
+kh_err kh_remote_caps(kh_remote *r, unsigned *caps);
 /* The number of distinct connections opened so far (for tests). */
 uint64_t kh_remote_connections(const kh_remote *r);
 

@@ -6,6 +6,7 @@
 #include "repo/vault_internal.h"
 #include "keyhold/remote.h"
 #include "http/http.h"
+#include "keyhold/proto.h"
 #include "common/err.h"
 #include "common/hex.h"
 
@@ -252,4 +253,21 @@ kh_remote *kh_vault_remote(kh_vault *v)
 const kh_device_state *kh_vault_device_state(const kh_vault *v)
 {
   return v->dev;
+}
+
+kh_err kh_vault_require(kh_vault *v, unsigned need)
+{
+  unsigned caps = 0;
+  if (!v->remote)
+    return KH_OK;
+  kh_err e = kh_remote_caps(v->remote, &caps);
+  if (e)
+    return e;
+  unsigned missing = need & ~caps;
+  if (!missing)
+    return KH_OK;
+  /* name the one the operation is about first: prune before read */
+  unsigned cap = (missing & KH_CAP_PRUNE) ? KH_CAP_PRUNE : missing;
+  return kh_seterr(KH_ERR_DENIED, "refused by the server: this device lacks the '%s' capability",
+                   kh_proto_cap_name(cap));
 }
