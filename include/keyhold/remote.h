@@ -147,7 +147,7 @@ typedef struct kh_remote_req {
  * no_session) reopens the session and is sent once more.  KH_OK for 2xx;
  * otherwise the status is mapped (404 KH_ERR_NOTFOUND, 409 KH_ERR_EXISTS,
  * 403 KH_ERR_DENIED -- for missing_capability with the server's "this device
- * lacks the 'prune' capability" --, 401 KH_ERR_AUTH, 413 KH_ERR_TOOBIG, 416
+ * lacks the 'prune' capability" --, 401 KH_ERR_DENIED, 413 KH_ERR_TOOBIG, 416
  * KH_ERR_FORMAT, 507 KH_ERR_NOSPACE "account quota exceeded", 400
  * KH_ERR_INVAL, other KH_ERR_IO) with the server's message as the detail,
  * and resp (may be NULL) still holds status, code and body. */

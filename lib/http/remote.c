@@ -608,8 +608,8 @@ static kh_err map_status(kh_remote *r, const kh_http_req *rq, const xfer_result 
       return kh_seterr(KH_ERR_DENIED, "refused by the server: this device was revoked");
     return kh_seterr(KH_ERR_DENIED, "refused by the server (%s)%s%s",
                      x->code[0] ? x->code : "forbidden", sep, m);
-  case 401:
-    return kh_seterr(KH_ERR_AUTH, "%s: the server did not accept this device (%s)%s%s", r->url,
+  case 401: /* refused, not "does not authenticate": nothing here is damage */
+    return kh_seterr(KH_ERR_DENIED, "%s: the server did not accept this device (%s)%s%s", r->url,
                      x->code[0] ? x->code : "unauthorized", sep, m);
   case 413:
     return kh_seterr(KH_ERR_TOOBIG, "%s %s: too large for the server%s%s", rq->method,

@@ -432,7 +432,7 @@ static void test_client_session(void)
   /* reopened once per request only */
   mock_start(sc_alwaysexpired);
   r = mock_client(&d);
-  CHECK_ERR(kh_remote_call(r, &rq, NULL), KH_ERR_AUTH);
+  CHECK_ERR(kh_remote_call(r, &rq, NULL), KH_ERR_DENIED);
   CHECK_EQ(atomic_load(&g_mock.nsession), 2);
   kh_remote_free(r);
   kh_device_state_free(d);
