@@ -103,6 +103,7 @@ int main(int argc, char **argv) {
     if (strcmp(a, "--") == 0) { seen_dashdash = true; args[n++] = argv[i]; continue; }
     const struct { const char *name; const char **dst; } valued[] = {
       {"--region", &g_opts.region},
+      {"--ca-file", &g_opts.ca_file},
       {"--passcode-file", &g_opts.passcode_file},
       {"--passcode-command", &g_opts.passcode_command},
       {"--limit-upload", &limit_up},
@@ -133,6 +134,7 @@ int main(int argc, char **argv) {
   }
   args[n] = NULL;
   if (!g_opts.region) g_opts.region = env_or_null("KEYHOLD_REGION");
+  if (!g_opts.ca_file) g_opts.ca_file = env_or_null("KEYHOLD_CA_FILE");
   if (!g_opts.account) g_opts.account = env_or_null("KEYHOLD_ACCOUNT");
 
   int rc;

@@ -17,12 +17,21 @@ typedef struct kh_vault kh_vault;
 /* ---- creating and opening ------------------------------------------- */
 
 typedef struct kh_init_opts {
-  const char *region_path;  /* directory; created if missing or empty */
+  const char *region_path;  /* directory (created if missing or empty), or the
+                               http(s):// URL of a region server: then an
+                               account is signed up for there and this
+                               device's identity saved in device_dir
+                               (docs/format.md §12); no passcode is used */
   const char *region_id;    /* NULL = "local"; [a-z0-9-]{1,63} */
   const kh_secret *passcode;
   uint32_t kdf_ops;         /* Argon2id passes; 0 = default (3) */
   uint32_t kdf_mem_mib;     /* Argon2id memory in MiB; 0 = default (64) */
   int cipher;               /* 0 = auto (AES-256-GCM with AES-NI, else XChaCha20-Poly1305) */
+  /* server mode only */
+  const char *ca_file;      /* NULL: $KEYHOLD_CA_FILE, else the system's CAs */
+  const char *invite;       /* sign-up invitation, NULL if none */
+  const char *device_name;  /* NULL: the host name */
+  const char *device_dir;   /* NULL: as kh_open_opts */
 } kh_init_opts;
 
 /* Create the region (if new) and a new account in it.  account_out receives
@@ -38,7 +47,11 @@ kh_err kh_region_accounts(const char *region_path, char (**ids)[KH_ACCOUNT_ID_HE
                           size_t *n);
 
 typedef struct kh_open_opts {
-  const char *region_path;
+  const char *region_path;  /* directory, or a region server's URL: then the
+                               device's identity on it is loaded from
+                               device_dir and the account key opened with the
+                               device's own key (no passcode needed) */
+  const char *ca_file;      /* server mode: NULL = $KEYHOLD_CA_FILE / system */
   const char *account;      /* NULL: the region's only account */
   const kh_secret *passcode;
   const char *cache_dir;    /* NULL: $KEYHOLD_CACHE_DIR, $XDG_CACHE_HOME/keyhold, ~/.cache/keyhold */

@@ -103,6 +103,14 @@ out:
   return e;
 }
 
+kh_err kh_vault_protect_new_account_remote(kh_vault *v)
+{
+  /* the key service's wrap is made behind the server (docs/protocol.md
+   * §10), logged there before it exists */
+  kh_err e = kh_vault_kms_wrap_remote(v);
+  return e ? e : prot_put(v->prov, &v->keys, v->account, KH_PROTECTION_STANDARD);
+}
+
 static char *pin_path(const kh_vault *v)
 {
   return kh_path_join(v->device_dir, "protection-e2e");
@@ -125,7 +133,7 @@ kh_err kh_vault_protection(kh_vault *v, kh_protection *out)
                   "but the region now says standard: the protection record was rolled back");
     goto out;
   }
-  if (*out == KH_PROTECTION_STANDARD) {
+  if (*out == KH_PROTECTION_STANDARD && !v->remote) {
     /* the key service is the authority on whether the operator can still
      * recover the account: a switch to e2e killed after the service's
      * destroy but before this record was written is completed here */
