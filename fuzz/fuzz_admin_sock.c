@@ -1,8 +1,8 @@
-/* Fuzz keyholdd's operator-socket parsers (srv/keyholdd/admin.h): the
+/* Fuzz keyholdd's operator-socket parsers (srv/keyholdd/adminsock.h): the
  * request the server reads and the response `keyholdd admin` reads.  The
  * first input byte picks which.  Whatever parses must format back to text
  * that parses to the same thing (no field lost or widened). */
-#include "../srv/keyholdd/admin_proto.c"
+#include "../srv/keyholdd/adminsock_proto.c"
 
 #include <assert.h>
 #include <stdint.h>

@@ -83,7 +83,7 @@ typedef struct kd_server {
  * the path is one of them (rs is then filled). */
 bool kd_keysvc_dispatch(kd_server *s, const kd_request *rq, kd_route *route, kd_response *rs);
 
-/* admin.c: the operator socket DIR/server/admin.sock (admin.h), served by
+/* adminsock.c: the operator socket DIR/server/admin.sock (adminsock.h), served by
  * a thread with s->kms; -1 with errno on failure. */
 int kd_admin_start(kd_server *s);
 void kd_admin_stop(kd_server *s);

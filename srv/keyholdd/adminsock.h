@@ -7,8 +7,8 @@
  * lines.  Both parsers are bounded and fuzzed (fuzz/fuzz_admin_sock.c).  The
  * socket is mode 0600 in a 0700 directory and the server also checks the
  * peer's uid (SO_PEERCRED): only the server's own user may connect. */
-#ifndef KEYHOLDD_ADMIN_H
-#define KEYHOLDD_ADMIN_H
+#ifndef KEYHOLDD_ADMINSOCK_H
+#define KEYHOLDD_ADMINSOCK_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
-/* The operator socket's request and response (admin.h, docs/operations.md
+/* The operator socket's request and response (adminsock.h, docs/operations.md
  * "The operator socket"): strict, bounded line parsers. */
-#include "admin.h"
+#include "adminsock.h"
 
 #include <sodium.h>
 #include <stdio.h>

@@ -1,9 +1,9 @@
-/* The operator socket (admin.h): the server's side (a thread answering
+/* The operator socket (adminsock.h): the server's side (a thread answering
  * DIR/server/admin.sock with the server's key service) and the command
  * `keyholdd admin unwrap`, which asks a running server through it, or opens
  * DIR's key service itself when no server runs. */
 #include "keyholdd.h"
-#include "admin.h"
+#include "adminsock.h"
 
 #include <errno.h>
 #include <fcntl.h>
