@@ -17,7 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-struct kd_admin {
+struct kd_adminsock {
   int fd;                    /* listening socket */
   int stop[2];               /* a byte on stop[1] ends the thread */
   pthread_t th;
@@ -148,7 +148,7 @@ out:
 static void *admin_thread(void *arg)
 {
   kd_server *s = arg;
-  struct pollfd p[2] = {{s->admin->fd, POLLIN, 0}, {s->admin->stop[0], POLLIN, 0}};
+  struct pollfd p[2] = {{s->adminsock->fd, POLLIN, 0}, {s->adminsock->stop[0], POLLIN, 0}};
   for (;;) {
     if (poll(p, 2, -1) < 0) {
       if (errno == EINTR)
@@ -158,7 +158,7 @@ static void *admin_thread(void *arg)
     if (p[1].revents)
       break;
     if (p[0].revents & POLLIN) {
-      int c = accept4(s->admin->fd, NULL, NULL, SOCK_CLOEXEC);
+      int c = accept4(s->adminsock->fd, NULL, NULL, SOCK_CLOEXEC);
       if (c >= 0)
         serve_one(s, c);
     }
@@ -166,9 +166,9 @@ static void *admin_thread(void *arg)
   return NULL;
 }
 
-int kd_admin_start(kd_server *s)
+int kd_adminsock_start(kd_server *s)
 {
-  struct kd_admin *a = calloc(1, sizeof *a);
+  struct kd_adminsock *a = calloc(1, sizeof *a);
   char sdir[4096];
   struct sockaddr_un sa;
   if (!a)
@@ -193,9 +193,9 @@ int kd_admin_start(kd_server *s)
       bind(a->fd, (struct sockaddr *)&sa, sizeof sa) != 0 || chmod(a->path, 0600) != 0 ||
       listen(a->fd, 16) != 0 || pipe2(a->stop, O_CLOEXEC) != 0)
     goto fail;
-  s->admin = a;
+  s->adminsock = a;
   if (pthread_create(&a->th, NULL, admin_thread, s) != 0) {
-    s->admin = NULL;
+    s->adminsock = NULL;
     goto fail;
   }
   return 0;
@@ -214,9 +214,9 @@ fail:;
   return -1;
 }
 
-void kd_admin_stop(kd_server *s)
+void kd_adminsock_stop(kd_server *s)
 {
-  struct kd_admin *a = s->admin;
+  struct kd_adminsock *a = s->adminsock;
   if (!a)
     return;
   if (write(a->stop[1], "x", 1) == 1)
@@ -226,7 +226,7 @@ void kd_admin_stop(kd_server *s)
   close(a->stop[0]);
   close(a->stop[1]);
   free(a);
-  s->admin = NULL;
+  s->adminsock = NULL;
 }
 
 /* ---- keyholdd admin unwrap ---------------------------------------------- */

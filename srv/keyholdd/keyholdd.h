@@ -75,7 +75,7 @@ typedef struct kd_server {
   FILE *access;                /* NULL: stderr */
   char *access_path;
   unsigned idle_timeout;       /* seconds; 0 = KD_CONN_TIMEOUT */
-  struct kd_admin *admin;      /* the operator socket (admin.c) */
+  struct kd_adminsock *adminsock; /* the operator socket (adminsock.c) */
   struct MHD_Daemon *mhd;
 } kd_server;
 
@@ -85,8 +85,8 @@ bool kd_keysvc_dispatch(kd_server *s, const kd_request *rq, kd_route *route, kd_
 
 /* adminsock.c: the operator socket DIR/server/admin.sock (adminsock.h), served by
  * a thread with s->kms; -1 with errno on failure. */
-int kd_admin_start(kd_server *s);
-void kd_admin_stop(kd_server *s);
+int kd_adminsock_start(kd_server *s);
+void kd_adminsock_stop(kd_server *s);
 /* keyholdd admin unwrap ARGS (argv[0] is "unwrap"): exit status. */
 int kd_cmd_admin_unwrap(int argc, char **argv);
 

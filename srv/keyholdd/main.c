@@ -259,7 +259,7 @@ static int cmd_serve(int argc, char **argv)
     fprintf(stderr, "keyholdd: serve: cannot listen on %s\n", listen);
     goto out;
   }
-  if (kd_admin_start(&s) != 0) {
+  if (kd_adminsock_start(&s) != 0) {
     fprintf(stderr, "keyholdd: serve: cannot make %s/server/admin.sock: %s\n", dir,
             strerror(errno));
     goto out;
@@ -280,13 +280,13 @@ static int cmd_serve(int argc, char **argv)
     break;
   }
   kd_http_stop(&s, 10000);
-  kd_admin_stop(&s);
+  kd_adminsock_stop(&s);
   fprintf(stderr, "keyholdd: stopped\n");
   rc = EXIT_OK;
 out:
   if (s.mhd)
     kd_http_stop(&s, 0);
-  kd_admin_stop(&s);
+  kd_adminsock_stop(&s);
   kh_tlog_free(s.log);
   kh_kms_free(s.kms);
   if (s.access)
