@@ -2,6 +2,7 @@
  * docs/protocol.md §10): status, prepare / check / sign / commit, escrow
  * with a passcode derivative, and recovery by a fresh device. */
 #include "keyhold/keysvc.h"
+#include "repo/vault_internal.h"
 #include "keyhold/json.h"
 #include "keyhold/proto.h"
 #include "keyhold/remote.h"
@@ -265,6 +266,7 @@ kh_err kh_keysvc_escrow_recover(const kh_keysvc_recovery *rq, const kh_secret *p
   kh_json *j = NULL;
   kh_remote_resp resp;
   kh_region_info ri;
+  kh_vault *v = NULL;
   char ch[64], spk[64], bpk[64], sigb[100], target[160], *stmt = NULL, *body = NULL;
   size_t sl = 0;
   uint8_t *key = kh_secure_alloc(32), wrap[KH_DEVICE_WRAP_LEN];
@@ -357,6 +359,18 @@ kh_err kh_keysvc_escrow_recover(const kh_keysvc_recovery *rq, const kh_secret *p
   if ((e = kh_device_state_save(d, rq->device_dir, false)))
     goto out;
   snprintf(out->device, sizeof out->device, "%s", dev);
+  /* the device's own record (sealed with the account key, docs/format.md),
+   * so that the account's devices (watch) know its key */
+  kh_open_opts oo = {.region_path = rq->url, .ca_file = rq->ca_file, .account = rq->account,
+                     .device_dir = rq->device_dir, .no_cache = true};
+  kh_buf rec;
+  kh_buf_init(&rec, 4096);
+  uint8_t did[16];
+  if ((e = kh_vault_open(&oo, &v)) || (e = kh_hex_decode(did, 16, dev, 32)) ||
+      (e = kh_vault_device_record(&rec, d->sign_pk, d->name)) ||
+      (e = kh_vault_put_obj(v, "devices", "device", did, 16, rec.data, rec.len, true)))
+    e = kh_adderr(e, "recovered, but the device record could not be written");
+  kh_buf_release(&rec);
   out->left = KH_KMS_ESCROW_LIMIT;
 out:
   kh_secure_free(key);
@@ -368,6 +382,7 @@ out:
   kh_secret_free(sec);
   kh_device_state_free(d);
   kh_device_state_free(have);
+  kh_vault_free(v);
   kh_remote_free(r);
   return e;
 }
