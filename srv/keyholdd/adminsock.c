@@ -393,6 +393,10 @@ int kd_cmd_admin_unwrap(int argc, char **argv)
   kh_kms *k = NULL;
   kd_admin_resp_init(&resp);
   memset(&rq, 0, sizeof rq);
+  if (sodium_init() < 0) {
+    fprintf(stderr, "keyholdd: admin unwrap: libsodium cannot be initialised\n");
+    return 1;
+  }
   optind = 0;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (c) {
