@@ -104,6 +104,7 @@ kh_err kh_vault_init_remote(const kh_init_opts *o, char account_out[KH_ACCOUNT_I
   if ((e = kh_device_state_save(d, o->device_dir, false)))
     goto out;
   kh_remote_set_device(r, d);
+  v->remote = r; /* borrowed: r is freed below, not with v */
   if ((e = kh_provider_http_new(r, &v->prov)))
     goto out;
   snprintf(v->region_id, sizeof v->region_id, "%s", ri.region);
