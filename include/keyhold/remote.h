@@ -147,11 +147,14 @@ typedef struct kh_remote_req {
  * no_session) reopens the session and is sent once more.  KH_OK for 2xx;
  * otherwise the status is mapped (404 KH_ERR_NOTFOUND, 409 KH_ERR_EXISTS,
  * 403 KH_ERR_DENIED -- for missing_capability with the server's "this device
- * lacks the 'prune' capability" --, 401 KH_ERR_AUTH, 413 KH_ERR_TOOBIG, 416
+ * lacks the 'prune' capability" --, 401 KH_ERR_DENIED, 413 KH_ERR_TOOBIG, 416
  * KH_ERR_FORMAT, 507 KH_ERR_NOSPACE "account quota exceeded", 400
  * KH_ERR_INVAL, other KH_ERR_IO) with the server's message as the detail,
  * and resp (may be NULL) still holds status, code and body. */
 kh_err kh_remote_call(kh_remote *r, const kh_remote_req *rq, kh_remote_resp *resp);
+/* The device's capabilities (KH_CAP_* of proto.h) as the server granted
+ * them in the session (opened now if there is none). */
+kh_err kh_remote_caps(kh_remote *r, unsigned *caps);
 /* The number of distinct connections opened so far (for tests). */
 uint64_t kh_remote_connections(const kh_remote *r);
 

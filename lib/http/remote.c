@@ -37,6 +37,7 @@ struct kh_remote {
   pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
   char session[SESSION_MAX];     /* "" until opened */
   uint64_t session_gen;          /* bumped by every (re)open */
+  unsigned caps;                 /* the device's capabilities (session answer) */
   _Atomic uint64_t seq;
   _Atomic uint64_t connects;
 };
@@ -59,6 +60,8 @@ static void share_unlock(CURL *h, curl_lock_data d, void *u)
   kh_remote *r = u;
   pthread_mutex_unlock(&r->share_lock[d]);
 }
+
+static kh_err session_open(kh_remote *r, uint64_t gen);
 
 /* ---- URL rules -------------------------------------------------------------- */
 
@@ -192,6 +195,19 @@ void kh_remote_set_device(kh_remote *r, const kh_device_state *d)
   r->session[0] = '\0';
   r->session_gen++;
   pthread_mutex_unlock(&r->lock);
+}
+
+kh_err kh_remote_caps(kh_remote *r, unsigned *caps)
+{
+  pthread_mutex_lock(&r->lock);
+  bool open = r->session[0] != '\0';
+  uint64_t gen = r->session_gen;
+  pthread_mutex_unlock(&r->lock);
+  kh_err e = open ? KH_OK : session_open(r, gen);
+  pthread_mutex_lock(&r->lock);
+  *caps = r->caps;
+  pthread_mutex_unlock(&r->lock);
+  return e;
 }
 
 uint64_t kh_remote_connections(const kh_remote *r)
@@ -541,9 +557,18 @@ static kh_err session_open(kh_remote *r, uint64_t gen)
       e = kh_seterr(KH_ERR_FORMAT, "%s: malformed session", r->url);
       goto out;
     }
+  unsigned caps = 0;
+  const kh_json *cl = kh_json_get(j, "caps");
+  for (size_t i = 0; i < kh_json_len(cl); i++) {
+    unsigned one = 0;
+    const char *c = kh_json_string(kh_json_at(cl, i));
+    if (c && kh_proto_caps_parse(c, &one) == KH_OK)
+      caps |= one;
+  }
   pthread_mutex_lock(&r->lock);
   snprintf(r->session, sizeof r->session, "%s", s);
   r->session_gen++;
+  r->caps = caps;
   pthread_mutex_unlock(&r->lock);
 out:
   kh_json_free(j);
@@ -583,8 +608,8 @@ static kh_err map_status(kh_remote *r, const kh_http_req *rq, const xfer_result 
       return kh_seterr(KH_ERR_DENIED, "refused by the server: this device was revoked");
     return kh_seterr(KH_ERR_DENIED, "refused by the server (%s)%s%s",
                      x->code[0] ? x->code : "forbidden", sep, m);
-  case 401:
-    return kh_seterr(KH_ERR_AUTH, "%s: the server did not accept this device (%s)%s%s", r->url,
+  case 401: /* refused, not "does not authenticate": nothing here is damage */
+    return kh_seterr(KH_ERR_DENIED, "%s: the server did not accept this device (%s)%s%s", r->url,
                      x->code[0] ? x->code : "unauthorized", sep, m);
   case 413:
     return kh_seterr(KH_ERR_TOOBIG, "%s %s: too large for the server%s%s", rq->method,
@@ -696,7 +721,8 @@ kh_err kh_remote_call(kh_remote *r, const kh_remote_req *rq, kh_remote_resp *res
     memset(resp, 0, sizeof *resp);
     resp->status = m.status;
     snprintf(resp->code, sizeof resp->code, "%s", m.code);
-    if (!e && kh_buf_append(&b, "", 1) == KH_OK) {
+    /* an error's body too: its JSON may say more than its code */
+    if ((!e || m.status >= 400) && kh_buf_append(&b, "", 1) == KH_OK) {
       resp->len = b.len - 1;
       resp->body = kh_buf_detach(&b, NULL);
     }

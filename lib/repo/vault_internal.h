@@ -205,6 +205,11 @@ kh_err kh_vault_device_record(kh_buf *rec, const uint8_t pk[32], const char *nam
  * service's wrap through the server (logged there) and the protection
  * record, written through v's provider. */
 kh_err kh_vault_protect_new_account_remote(kh_vault *v);
+/* KH_OK in a directory; on a region server KH_ERR_DENIED ("this device
+ * lacks the 'prune' capability") unless the device has every capability
+ * in need (KH_CAP_* bits), checked before an operation starts so that it
+ * is refused as a whole, by the name of what it is. */
+kh_err kh_vault_require(kh_vault *v, unsigned need);
 /* POST kms/wrap for v's account (docs/protocol.md §10.1). */
 kh_err kh_vault_kms_wrap_remote(kh_vault *v);
 

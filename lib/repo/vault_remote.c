@@ -6,6 +6,7 @@
 #include "repo/vault_internal.h"
 #include "keyhold/remote.h"
 #include "http/http.h"
+#include "keyhold/proto.h"
 #include "common/err.h"
 #include "common/hex.h"
 
@@ -103,6 +104,7 @@ kh_err kh_vault_init_remote(const kh_init_opts *o, char account_out[KH_ACCOUNT_I
   if ((e = kh_device_state_save(d, o->device_dir, false)))
     goto out;
   kh_remote_set_device(r, d);
+  v->remote = r; /* borrowed: r is freed below, not with v */
   if ((e = kh_provider_http_new(r, &v->prov)))
     goto out;
   snprintf(v->region_id, sizeof v->region_id, "%s", ri.region);
@@ -252,4 +254,21 @@ kh_remote *kh_vault_remote(kh_vault *v)
 const kh_device_state *kh_vault_device_state(const kh_vault *v)
 {
   return v->dev;
+}
+
+kh_err kh_vault_require(kh_vault *v, unsigned need)
+{
+  unsigned caps = 0;
+  if (!v->remote)
+    return KH_OK;
+  kh_err e = kh_remote_caps(v->remote, &caps);
+  if (e)
+    return e;
+  unsigned missing = need & ~caps;
+  if (!missing)
+    return KH_OK;
+  /* name the one the operation is about first: prune before read */
+  unsigned cap = (missing & KH_CAP_PRUNE) ? KH_CAP_PRUNE : missing;
+  return kh_seterr(KH_ERR_DENIED, "refused by the server: this device lacks the '%s' capability",
+                   kh_proto_cap_name(cap));
 }

@@ -3,6 +3,7 @@
 #include "kh_test.h"
 #include "keyhold/remote.h"
 #include "http/http.h"
+#include "keyhold/proto.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -237,7 +238,7 @@ static void *mock_conn(void *arg)
     else if (!strcmp(path, "/v1/session")) {
       int k = atomic_fetch_add(&g_mock.nsession, 1) + 1;
       static char sb[128];
-      snprintf(sb, sizeof sb, "{\"session\":\"sess%040d\",\"expires\":9}", k);
+      snprintf(sb, sizeof sb, "{\"session\":\"sess%040d\",\"expires\":9,\"caps\":[\"backup\",\"read\"]}", k);
       a = (answer){201, "", sb};
     } else
       a = g_mock.script(method, path, buf, n);
@@ -422,13 +423,16 @@ static void test_client_session(void)
   CHECK_EQ(atomic_load(&g_mock.nsession), 2); /* reopened once */
   CHECK_OK(kh_remote_call(r, &rq, NULL));
   CHECK_EQ(atomic_load(&g_mock.nsession), 2); /* and kept */
+  unsigned caps = 0;
+  CHECK_OK(kh_remote_caps(r, &caps));
+  CHECK_EQ(caps, KH_CAP_BACKUP | KH_CAP_READ);
   kh_remote_free(r);
   kh_device_state_free(d);
   mock_stop();
   /* reopened once per request only */
   mock_start(sc_alwaysexpired);
   r = mock_client(&d);
-  CHECK_ERR(kh_remote_call(r, &rq, NULL), KH_ERR_AUTH);
+  CHECK_ERR(kh_remote_call(r, &rq, NULL), KH_ERR_DENIED);
   CHECK_EQ(atomic_load(&g_mock.nsession), 2);
   kh_remote_free(r);
   kh_device_state_free(d);
