@@ -23,14 +23,27 @@ static void ok_json(kd_response *rs, unsigned status, char *body, size_t len)
 
 static void ok_text(kd_response *rs, unsigned status, const char *text)
 {
-  size_t n = strlen(text);
-  char *b = malloc(n + 1);
-  if (!b) {
-    kd_error(rs, 500, "internal", "out of memory");
-    return;
+  kd_json(rs, status, text, strlen(text));
+}
+
+/* The path's segment i as a 32-hex id, else 404 (no such thing). */
+static bool id_segment(const kd_request *rq, unsigned i, char out[33], kd_response *rs)
+{
+  if (!kd_path_segment(rq->path, i, out, 33) || !kh_enrol_id_valid(out)) {
+    kd_error(rs, 404, "not_found", "no such device or enrolment");
+    return false;
   }
-  memcpy(b, text, n + 1);
-  ok_json(rs, status, b, n);
+  return true;
+}
+
+/* /v1/accounts/<a>/...: the path's account must be the caller's, with cap. */
+static bool account_ok(const kd_request *rq, unsigned cap, char account[33], kd_response *rs)
+{
+  if (!kd_path_segment(rq->path, 2, account, 33) || !kh_enrol_id_valid(account)) {
+    kd_error(rs, 400, "bad_request", "not an account id");
+    return false;
+  }
+  return kd_require(rq, account, cap, rs);
 }
 
 static void meta_error(kd_response *rs, kh_err e, const char *what)
@@ -134,12 +147,14 @@ static int collect_device(const kh_meta_device *d, void *ctx)
   return 0;
 }
 
-void kd_devices_list(kd_server *s, const kd_caller *c, kd_response *rs)
+static void get_devices(kd_server *s, const kd_request *rq, kd_response *rs)
 {
   dev_list l = {0};
-  char *body = NULL;
+  char *body = NULL, account[33];
   size_t len = 0;
-  kh_err e = kh_meta_device_list(s->meta, c->account, collect_device, &l);
+  if (!account_ok(rq, 0, account, rs))
+    return;
+  kh_err e = kh_meta_device_list(s->meta, account, collect_device, &l);
   if (e || l.nomem)
     kd_error(rs, 500, "internal", "the device list cannot be read");
   else if (kh_enrol_devices_json(l.v, l.n, &body, &len))
@@ -164,13 +179,15 @@ static int count_admin(const kh_meta_device *d, void *ctx)
   return 0;
 }
 
-void kd_device_revoke(kd_server *s, const kd_caller *c, const char *id, const kd_request *rq,
-                      kd_response *rs)
+static void post_revoke(kd_server *s, const kd_request *rq, kd_response *rs)
 {
-  char *entry = NULL, reason[128], out[160];
+  char *entry = NULL, reason[128], out[160], account[33], id[33];
   size_t len = 0;
   kh_meta_device target, signer;
+  const kd_caller *c = rq->caller;
   kh_err e;
+  if (!account_ok(rq, KH_CAP_ADMIN, account, rs) || !id_segment(rq, 4, id, rs))
+    goto out;
   if (kh_enrol_revoke_parse((const char *)rq->body, rq->body_len, &entry, &len)) {
     kd_error(rs, 400, "bad_request", kh_errdetail());
     goto out;
@@ -213,10 +230,10 @@ void kd_device_revoke(kd_server *s, const kd_caller *c, const char *id, const kd
   kd_sessions_end_device(s, id);
   char name[160];
   snprintf(name, sizeof name, "accounts/%s/keys/%s", c->account, id);
-  if (kh_store_delete(s->store, name) != KH_OK)
-    kd_log_warn(s, "revoke: the revoked device's key object could not be deleted");
-  int n = snprintf(out, sizeof out, "{\"device\":\"%s\",\"revoked\":%lld}\n", id, (long long)now);
-  (void)n;
+  /* a failure here leaves a wrap the server no longer serves to anyone but
+   * an admin; the revocation itself stands */
+  (void)kh_store_delete(s->store, name);
+  snprintf(out, sizeof out, "{\"device\":\"%s\",\"revoked\":%lld}\n", id, (long long)now);
   ok_text(rs, 200, out);
 out:
   free(entry);
@@ -224,7 +241,7 @@ out:
 
 /* ---- POST /v1/enrolments (no session) ---- */
 
-void kd_enrol_create(kd_server *s, const kd_request *rq, kd_response *rs)
+static void post_enrolment(kd_server *s, const kd_request *rq, kd_response *rs)
 {
   kh_enrol_request r;
   kh_meta_enrolment *en = NULL;
@@ -234,7 +251,7 @@ void kd_enrol_create(kd_server *s, const kd_request *rq, kd_response *rs)
     kd_error(rs, 400, "bad_request", kh_errdetail());
     goto out;
   }
-  if (!kd_challenge_check(s, r.challenge)) {
+  if (!kd_challenge_spend(s, r.challenge)) {
     kd_error(rs, 401, "bad_challenge", "challenge malformed, forged, used or expired");
     goto out;
   }
@@ -312,10 +329,14 @@ static int add_pending(const kh_meta_enrolment *e, void *ctx)
   return l->o >= PEND_BUF;
 }
 
-void kd_enrol_list(kd_server *s, const kd_caller *c, const char *bucket, kd_response *rs)
+static void get_enrolments(kd_server *s, const kd_request *rq, kd_response *rs)
 {
   static const char alpha[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
   pend_list l = {malloc(PEND_BUF), 0, 0};
+  const char *q = strchr(rq->target, '?');
+  const char *bucket = q && !strncmp(q + 1, "bucket=", 7) ? q + 8 : NULL;
+  if (!kd_require(rq, rq->caller->account, KH_CAP_ADMIN, rs))
+    goto out;
   if (!bucket || strlen(bucket) != 2 || !strchr(alpha, bucket[0]) || !strchr(alpha, bucket[1])) {
     kd_error(rs, 400, "bad_request", "bucket: the code's first two characters");
     goto out;
@@ -339,8 +360,9 @@ out:
 
 /* ---- GET /v1/enrolments/<id> (the new device polls) ---- */
 
-void kd_enrol_poll(kd_server *s, const kd_request *rq, const char *id, kd_response *rs)
+static void get_enrolment(kd_server *s, const kd_request *rq, kd_response *rs)
 {
+  char id[33];
   kh_meta_enrolment *en = calloc(1, sizeof *en);
   const char *ts = kd_header(rq, "KH-Time"), *sig64 = kd_header(rq, "KH-Enrolment-Signature");
   char *st = NULL, *body = NULL;
@@ -352,10 +374,8 @@ void kd_enrol_poll(kd_server *s, const kd_request *rq, const char *id, kd_respon
     kd_error(rs, 500, "internal", "out of memory");
     goto out;
   }
-  if (!kh_enrol_id_valid(id)) {
-    kd_error(rs, 404, "not_found", "no such enrolment");
+  if (!id_segment(rq, 2, id, rs))
     goto out;
-  }
   char *end = NULL;
   if (!ts || !sig64 || !*ts || strlen(ts) > 12 || strspn(ts, "0123456789") != strlen(ts) ||
       (ts[0] == '0' && ts[1]) || kh_proto_unb64(sig64, sig, 64)) {
@@ -422,8 +442,11 @@ static int decided(kd_response *rs, const kh_meta_enrolment *en)
   return 0;
 }
 
-void kd_enrol_refuse(kd_server *s, const kd_caller *c, const char *id, kd_response *rs)
+static void post_refuse(kd_server *s, const kd_request *rq, kd_response *rs)
 {
+  char id[33];
+  if (!kd_require(rq, rq->caller->account, KH_CAP_ADMIN, rs) || !id_segment(rq, 2, id, rs))
+    return;
   kh_err e = kh_meta_enrol_refuse(s->meta, id, (int64_t)time(NULL));
   if (e == KH_ERR_STATE)
     kd_error(rs, 404, "not_found", "the enrolment expired");
@@ -435,9 +458,10 @@ void kd_enrol_refuse(kd_server *s, const kd_caller *c, const char *id, kd_respon
     ok_text(rs, 200, "{\"state\":\"refused\"}\n");
 }
 
-void kd_enrol_approve(kd_server *s, const kd_caller *c, const char *id, const kd_request *rq,
-                      kd_response *rs)
+static void post_approve(kd_server *s, const kd_request *rq, kd_response *rs)
 {
+  const kd_caller *c = rq->caller;
+  char id[33];
   kh_enrol_approval a;
   kh_meta_enrolment *en = calloc(1, sizeof *en);
   kh_meta_device signer, other;
@@ -449,6 +473,8 @@ void kd_enrol_approve(kd_server *s, const kd_caller *c, const char *id, const kd
     kd_error(rs, 500, "internal", "out of memory");
     goto out;
   }
+  if (!kd_require(rq, c->account, KH_CAP_ADMIN, rs) || !id_segment(rq, 2, id, rs))
+    goto out;
   if (kh_enrol_approval_parse((const char *)rq->body, rq->body_len, &a)) {
     kd_error(rs, 400, "bad_request", kh_errdetail());
     goto out;
@@ -509,3 +535,21 @@ out:
   kh_enrol_approval_release(&a);
   free(en);
 }
+
+const kd_row kd_routes_enrol[] = {
+  {"/v1/accounts/*/devices", false, KD_GET | KD_HEAD, KD_ROUTE_DEVICES, KD_PROTO | KD_AUTH,
+   get_devices, NULL, NULL},
+  {"/v1/accounts/*/devices/*/revoke", false, KD_POST, KD_ROUTE_DEVICES,
+   KD_PROTO | KD_AUTH | KD_JSON, post_revoke, NULL, NULL},
+  {"/v1/enrolments", false, KD_POST, KD_ROUTE_ENROL, KD_PROTO | KD_JSON | KD_RATE_ADDR,
+   post_enrolment, NULL, NULL},
+  {"/v1/enrolments", false, KD_GET | KD_HEAD, KD_ROUTE_ENROL, KD_PROTO | KD_AUTH, get_enrolments,
+   NULL, NULL},
+  {"/v1/enrolments/*", false, KD_GET | KD_HEAD, KD_ROUTE_ENROL, KD_PROTO, get_enrolment, NULL,
+   NULL},
+  {"/v1/enrolments/*/approve", false, KD_POST, KD_ROUTE_ENROL, KD_PROTO | KD_AUTH | KD_JSON,
+   post_approve, NULL, NULL},
+  {"/v1/enrolments/*/refuse", false, KD_POST, KD_ROUTE_ENROL, KD_PROTO | KD_AUTH, post_refuse,
+   NULL, NULL},
+};
+const size_t kd_routes_enrol_n = sizeof kd_routes_enrol / sizeof kd_routes_enrol[0];
