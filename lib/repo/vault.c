@@ -783,8 +783,9 @@ keys:
     if (!remote && (e = kh_cache_check_outside(v->cache_path, o->region_path)))
       goto out;
   }
-  /* server mode: the device's keys came with its identity */
-  if (!remote && (e = load_device(v)))
+  /* server mode: the device's keys came with its identity; its per-account
+   * state (counter, locks seen) still lives in device_dir */
+  if ((e = remote ? kh_mkdirs(v->device_dir, 0700) : load_device(v)))
     goto out;
   *out = v;
   v = NULL;

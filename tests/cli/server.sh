@@ -46,7 +46,10 @@ server_kill9() {
 max_conns() {
   mc=0
   end=$(($(date +%s) + $1))
-  while kill -0 "$BGPID" 2>/dev/null && [ "$(date +%s)" -le "$end" ]; do
+  # (kill -0 also succeeds on a zombie: ask ps for a live state)
+  while [ "$(ps -o stat= -p "$BGPID" 2>/dev/null | cut -c1)" ] &&
+    [ "$(ps -o stat= -p "$BGPID" 2>/dev/null | cut -c1)" != Z ] &&
+    [ "$(date +%s)" -le "$end" ]; do
     c=$(ss -Htn state established "( dport = :$PORT )" 2>/dev/null | wc -l)
     [ "$c" -gt "$mc" ] && mc=$c
     sleep 0.05

@@ -66,10 +66,29 @@ make_tree "$SRC" nofifo
 mkdir -p "$SRC/big"
 rand_file "$SRC/big/r1.bin" 24576
 rand_file "$SRC/big/r2.bin" 24576
-# a slow upload keeps the backup running long enough to watch its connections
-run "$KEYHOLD" --limit-upload 16384 backup "$SRC" &
+# Several connections at once: once the first pack is stored the server is
+# stopped (SIGSTOP: the kernel still accepts connections) while the two
+# workers each try to upload their next pack; each needs a connection of
+# its own, and ss sees them.  Then the server goes on.
+touch "$KH_W/stamp"
+run "$KEYHOLD" --quiet backup "$SRC" &
 BGPID=$!
-MC=$(max_conns 120)
+i=0
+while [ -z "$(find "$AD/data" -type f -newer "$KH_W/stamp" 2>/dev/null | head -n 1)" ]; do
+  i=$((i + 1))
+  [ $i -lt 1200 ] || fail "the backup stored no pack within 120 s"
+  sleep 0.1
+done
+kill -STOP "$SPID"
+MC=0
+i=0
+while [ "$MC" -lt 2 ] && [ $i -lt 150 ]; do
+  c=$(ss -Htn state established "( dport = :$PORT )" | wc -l)
+  [ "$c" -gt "$MC" ] && MC=$c
+  i=$((i + 1))
+  sleep 0.1
+done
+kill -CONT "$SPID"
 wait "$BGPID"
 RC=$?
 assert_ok "backup against the server"
@@ -82,9 +101,9 @@ assert_ok "snapshots"
 json_check "$OUT" "len(d) == 1 and d[0]['id'] == '$S1' and d[0]['device'] == '$DEVICE'" "snapshots lists the backup"
 
 tgt=$KH_T/rt/one
-run "$KEYHOLD" restore "$S1" --target "$tgt" &
+run "$KEYHOLD" --quiet restore "$S1" --target "$tgt" &
 BGPID=$!
-MC=$(max_conns 120)
+MC=$(max_conns 300)
 wait "$BGPID"
 RC=$?
 assert_ok "restore from the server"
