@@ -253,6 +253,10 @@ int kd_http_start(kd_server *s, const kd_listen *l, const char *cert, const char
 /* Stop accepting, let in-flight requests finish (up to grace_ms), stop. */
 void kd_http_stop(kd_server *s, unsigned grace_ms);
 
+/* objects.c: set every account's used bytes to the size of its objects
+ * (at start: reservations of uploads a crash cut off are gone). */
+kh_err kd_usage_recount(kd_server *s);
+
 /* admin.c: keyholdd admin ARGS (argv[0] == "admin"). */
 int kd_admin_main(int argc, char **argv);
 
