@@ -169,19 +169,6 @@ static long get_read(void *ctx, uint64_t pos, char *buf, size_t max)
   return kh_store_get(g->store, g->name, g->base + pos, max, buf) == KH_OK ? (long)max : -1;
 }
 
-/* "bytes=A-B" (both decimal, A <= B): false if malformed. */
-static bool parse_range(const char *v, uint64_t *a, uint64_t *b)
-{
-  char *end;
-  if (strncmp(v, "bytes=", 6) != 0 || v[6] < '0' || v[6] > '9')
-    return false;
-  *a = strtoull(v + 6, &end, 10);
-  if (*end != '-' || end[1] < '0' || end[1] > '9')
-    return false;
-  *b = strtoull(end + 1, &end, 10);
-  return *end == '\0' && *a <= *b && *b < UINT64_MAX;
-}
-
 static void get_object(kd_server *s, const kd_request *rq, kd_response *rs)
 {
   char account[KH_META_ID_HEX + 1];
@@ -206,7 +193,7 @@ static void get_object(kd_server *s, const kd_request *rq, kd_response *rs)
       store_failed(rs, e);
     return;
   }
-  if (range && !parse_range(range, &a, &b)) {
+  if (range && kh_proto_range_parse(range, &a, &b) != KH_OK) {
     free(g);
     kd_error(rs, 400, "bad_request", "Range must be bytes=A-B");
     return;
