@@ -376,6 +376,12 @@ static bool on_headers(kd_server *s, struct MHD_Connection *c, kd_conn_req *cr, 
     kd_error(rs, 413, "body_too_large", "request body too large");
     return false;
   }
+  /* under /v1/ (but for health, §2.1) a path not spelled per §6.1 is 400 */
+  if (!cr->row && !strncmp(cr->target, "/v1/", 4) && strncmp(cr->target, "/v1/health", 10) &&
+      !kh_proto_target_valid(cr->target)) {
+    kd_error(rs, 400, "bad_request", "request target not spelled per the protocol (§6.1)");
+    return false;
+  }
   if (!cr->row) {
     kd_error(rs, 404, "not_found", "no such endpoint");
     return false;

@@ -267,6 +267,10 @@ int kd_cmd_admin_unwrap(int argc, char **argv);
 extern const kd_row kd_routes_keysvc[];
 extern const size_t kd_routes_keysvc_n;
 
+/* objects.c: set every account's used bytes to the size of its objects
+ * (at start: reservations of uploads a crash cut off are gone). */
+kh_err kd_usage_recount(kd_server *s);
+
 /* admin.c: keyholdd admin ARGS (argv[0] == "admin"). */
 int kd_admin_main(int argc, char **argv);
 

@@ -14,6 +14,7 @@
  *   session NAME [ACCOUNT DEVICE]       challenge + POST /v1/session (as ACCOUNT DEVICE)
  *   adddev DIR NAME ACCOUNT CAPS        add NAME's keys as a device of ACCOUNT with
  *                                       CAPS ("backup,read") straight into DIR/server/meta.db
+ *   revoke DIR NAME                     mark NAME's device revoked in DIR/server/meta.db
  *   req NAME METHOD TARGET [options]    one signed request
  *       --body FILE   the body          --inm V     If-None-Match
  *       --range V     Range             --seq N     this sequence number (else the next)
@@ -154,7 +155,6 @@ static int http(const char *method, const char *target, const char *const *hdrs,
   curl_easy_setopt(c, CURLOPT_TIMEOUT, 300L);
   for (const char *const *p = hdrs; p && *p; p++)
     h = curl_slist_append(h, *p);
-  h = curl_slist_append(h, "Expect:");
   if (body_file) {
     struct stat st;
     if (!(in = fopen(body_file, "rb")) || fstat(fileno(in), &st) != 0)
@@ -361,6 +361,25 @@ static int cmd_adddev(const char *dir, const char *name, const char *acc, const 
   return 0;
 }
 
+static int cmd_revoke(const char *dir, const char *name)
+{
+  dev d;
+  kh_meta *m = NULL;
+  char p[4096];
+  if (load(name, &d))
+    return 1;
+  snprintf(p, sizeof p, "%s/server/meta.db", dir);
+  kh_err e = kh_meta_open_sqlite(p, &m);
+  if (!e)
+    e = kh_meta_device_revoke(m, d.account, d.device, (int64_t)time(NULL));
+  kh_meta_free(m);
+  if (e) {
+    fprintf(stderr, "kh_proto_client: revoke: %s: %s\n", kh_strerror(e), kh_errdetail());
+    return 1;
+  }
+  return 0;
+}
+
 static int cmd_req(const char *name, int argc, char **argv)
 {
   const char *method = argv[0], *target = argv[1], *body = NULL, *inm = NULL, *range = NULL,
@@ -520,6 +539,8 @@ int main(int argc, char **argv)
     rc = cmd_session(argv[4], argc == 7 ? argv[5] : NULL, argc == 7 ? argv[6] : NULL);
   else if (!strcmp(cmd, "adddev") && argc == 8)
     rc = cmd_adddev(argv[4], argv[5], argv[6], argv[7]);
+  else if (!strcmp(cmd, "revoke") && argc == 6)
+    rc = cmd_revoke(argv[4], argv[5]);
   else if (!strcmp(cmd, "req") && argc >= 7)
     rc = cmd_req(argv[4], argc - 5, argv + 5);
   else
