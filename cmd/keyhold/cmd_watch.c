@@ -252,14 +252,12 @@ int cmd_watch(int argc, char **argv)
     return WATCH_ERROR;
   if (!ca && g_opts.ca_file)
     ca = g_opts.ca_file;
-  /* on a region server: its log (docs/protocol.md §3), and what this device
-   * pinned about it lives in its state for that server */
+  /* on a region server: its log (docs/protocol.md §3); what this device
+   * pinned about it lives in its directory for that region instance */
   const kh_device_state *ds = kh_vault_device_state(v);
-  char sdir[4096], surl[600];
+  char surl[600];
   const char *dd = kh_vault_device_dir(v);
   if (ds) {
-    snprintf(sdir, sizeof sdir, "%s/server-%s", dd, ds->instance);
-    dd = sdir;
     if (!url) {
       snprintf(surl, sizeof surl, "%s/log", ds->url);
       url = surl;

@@ -69,7 +69,8 @@ typedef struct kh_meta_enrolment {
 } kh_meta_enrolment;
 
 /* Callbacks of the list functions: a non-zero return stops the listing
- * (the list function then returns KH_OK). */
+ * (the list function then returns KH_OK).  A callback must not call into
+ * the same kh_meta handle (the listing holds it). */
 typedef int (*kh_meta_account_fn)(const kh_meta_account *a, void *ctx);
 typedef int (*kh_meta_device_fn)(const kh_meta_device *d, void *ctx);
 typedef int (*kh_meta_enrol_fn)(const kh_meta_enrolment *e, void *ctx);
@@ -83,6 +84,7 @@ typedef struct kh_meta_ops {
   kh_err (*account_list)(kh_meta *m, kh_meta_account_fn fn, void *ctx);
   kh_err (*quota_set)(kh_meta *m, const char *account, uint64_t bytes);
   kh_err (*usage_add)(kh_meta *m, const char *account, int64_t delta, bool check);
+  kh_err (*usage_set)(kh_meta *m, const char *account, uint64_t bytes);
   kh_err (*device_add)(kh_meta *m, const kh_meta_device *d);
   kh_err (*device_get)(kh_meta *m, const char *id, kh_meta_device *out);
   kh_err (*device_list)(kh_meta *m, const char *account, kh_meta_device_fn fn, void *ctx);
@@ -127,6 +129,9 @@ kh_err kh_meta_quota_set(kh_meta *m, const char *account, uint64_t bytes);
  * would exceed the quota.  Used bytes never go below 0.  NOTFOUND if the
  * account is missing. */
 kh_err kh_meta_usage_add(kh_meta *m, const char *account, int64_t delta, bool check);
+/* Set the account's used bytes (a recount: the server counts its objects
+ * at start, so that uploads cut off by a crash leave no reservation). */
+kh_err kh_meta_usage_set(kh_meta *m, const char *account, uint64_t bytes);
 
 /* ---- devices ------------------------------------------------------------- */
 /* Add a device to an existing account (NOTFOUND if none; EXISTS if the id

@@ -721,8 +721,7 @@ kh_err kh_remote_call(kh_remote *r, const kh_remote_req *rq, kh_remote_resp *res
     memset(resp, 0, sizeof *resp);
     resp->status = m.status;
     snprintf(resp->code, sizeof resp->code, "%s", m.code);
-    /* an error's body too: its JSON may say more than its code */
-    if ((!e || m.status >= 400) && kh_buf_append(&b, "", 1) == KH_OK) {
+    if (!e && kh_buf_append(&b, "", 1) == KH_OK) {
       resp->len = b.len - 1;
       resp->body = kh_buf_detach(&b, NULL);
     }

@@ -79,6 +79,13 @@ kh_err kh_meta_usage_add(kh_meta *m, const char *account, int64_t delta, bool ch
   return id_ok(account) ? m->ops->usage_add(m, account, delta, check) : bad_id();
 }
 
+kh_err kh_meta_usage_set(kh_meta *m, const char *account, uint64_t bytes)
+{
+  if (bytes > INT64_MAX)
+    return kh_seterr(KH_ERR_INVAL, "metadata: usage out of range");
+  return id_ok(account) ? m->ops->usage_set(m, account, bytes) : bad_id();
+}
+
 kh_err kh_meta_device_add(kh_meta *m, const kh_meta_device *d)
 {
   kh_err e = device_ok(d);

@@ -291,6 +291,20 @@ out:
   return e;
 }
 
+static kh_err s_usage_set(kh_meta *m, const char *account, uint64_t bytes)
+{
+  meta_sqlite *s = (meta_sqlite *)m;
+  sqlite3_stmt *st = NULL;
+  int ch = 0;
+  pthread_mutex_lock(&s->lock);
+  kh_err e = prep(s, &st, "UPDATE accounts SET used_bytes = ? WHERE id = ?", "it",
+                  (int64_t)bytes, account);
+  if (!e && !(e = step_done(s, st, &ch, "account usage")) && ch != 1)
+    e = kh_seterr(KH_ERR_NOTFOUND, "no account %s", account);
+  pthread_mutex_unlock(&s->lock);
+  return e;
+}
+
 /* ---- devices ------------------------------------------------------------- */
 
 #define DEVICE_COLS "SELECT id, account, name, sign_pk, box_pk, caps, enrolled, revoked FROM devices "
@@ -648,7 +662,7 @@ static void s_close(kh_meta *m)
 }
 
 static const kh_meta_ops g_sqlite_ops = {
-  s_signup, s_account_get, s_account_list, s_quota_set, s_usage_add, s_device_add,
+  s_signup, s_account_get, s_account_list, s_quota_set, s_usage_add, s_usage_set, s_device_add,
   s_device_get, s_device_list, s_device_revoke, s_invite_add, s_enrol_add, s_enrol_get,
   s_enrol_list, s_enrol_approve, s_enrol_refuse, s_enrol_purge, s_close,
 };

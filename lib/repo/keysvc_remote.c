@@ -324,29 +324,38 @@ kh_err kh_keysvc_escrow_recover(const kh_keysvc_recovery *rq, const kh_secret *p
                       .max = RESP_MAX};
   e = kh_remote_call(r, &hr, &resp);
   if (e) {
-    int64_t left = 0;
-    kh_json *ej = NULL;
-    if (resp.body && kh_json_parse((const char *)resp.body, resp.len, &ej) == KH_OK &&
-        kh_json_get_int(ej, "left", &left) && left >= 0 && left <= KH_KMS_ESCROW_LIMIT)
-      out->left = (uint32_t)left;
-    kh_json_free(ej);
-    if (!strcmp(resp.code, "wrong_passcode"))
-      e = kh_seterr(KH_ERR_PASSCODE, out->left ? "wrong recovery passcode (%u attempts left)"
-                    : "wrong recovery passcode: %d wrong attempts, the escrow record is "
-                    "destroyed", out->left ? out->left : KH_KMS_ESCROW_LIMIT);
-    else if (!strcmp(resp.code, "denied"))
+    if (!strcmp(resp.code, "denied"))
       e = kh_seterr(KH_ERR_DENIED, "the escrow record of %s was destroyed after %d wrong "
                     "attempts", rq->account, KH_KMS_ESCROW_LIMIT);
     else if (!strcmp(resp.code, "not_found"))
-      e = kh_seterr(KH_ERR_NOTFOUND, "account %s has no escrow record on %s", rq->account,
-                    rq->url);
+      e = kh_seterr(KH_ERR_NOTFOUND, "%s has no escrow record for account %s", rq->url,
+                    rq->account);
     goto out;
   }
   const char *dev, *w;
-  int64_t idx = 0;
+  int64_t idx = 0, left = 0;
+  bool ok = false;
   if (kh_json_parse((const char *)resp.body, resp.len, &j) ||
-      !hex32(dev = kh_json_get_str(j, "device")) || !(w = kh_json_get_str(j, "wrap")) ||
-      kh_proto_unb64(w, wrap, sizeof wrap) || !kh_json_get_int(j, "index", &idx) || idx < 0) {
+      !kh_json_bool(kh_json_get(j, "recovered"), &ok) ||
+      (ok && (!kh_json_get_int(j, "index", &idx) || idx < 0))) {
+    e = kh_seterr(KH_ERR_FORMAT, "%s: malformed answer to the escrow recovery", rq->url);
+    goto out;
+  }
+  out->index = (uint64_t)idx;
+  if (!ok) {
+    if (!kh_json_get_int(j, "left", &left) || left < 0 || left >= KH_KMS_ESCROW_LIMIT) {
+      e = kh_seterr(KH_ERR_FORMAT, "%s: malformed answer to the escrow recovery", rq->url);
+      goto out;
+    }
+    out->left = (uint32_t)left;
+    e = left ? kh_seterr(KH_ERR_PASSCODE, "wrong recovery passcode (%u attempts left)",
+                         out->left)
+             : kh_seterr(KH_ERR_PASSCODE, "wrong recovery passcode: %d wrong attempts, the "
+                         "escrow record is destroyed", KH_KMS_ESCROW_LIMIT);
+    goto out;
+  }
+  if (!hex32(dev = kh_json_get_str(j, "device")) || !(w = kh_json_get_str(j, "wrap")) ||
+      kh_proto_unb64(w, wrap, sizeof wrap)) {
     e = kh_seterr(KH_ERR_FORMAT, "%s: malformed answer to the escrow recovery", rq->url);
     goto out;
   }

@@ -420,20 +420,6 @@ static void session_release(kd_server *s, session *x)
 
 /* ---- the signed-request check (§7.4) -------------------------------------------- */
 
-static bool parse_seq(const char *v, uint64_t *out)
-{
-  uint64_t n = 0;
-  if (!v || !*v || *v == '0' || strlen(v) > 19)
-    return false;
-  for (; *v; v++) {
-    if (*v < '0' || *v > '9')
-      return false;
-    n = n * 10 + (uint64_t)(*v - '0');
-  }
-  *out = n;
-  return n >= 1 && n <= KH_PROTO_SEQ_MAX;
-}
-
 bool kd_auth_check(kd_server *s, const kd_request *rq, kd_caller *who, kd_response *rs)
 {
   session *x = NULL;
@@ -463,7 +449,7 @@ bool kd_auth_check(kd_server *s, const kd_request *rq, kd_caller *who, kd_respon
   const char *sq = kd_header(rq, "KH-Seq"), *bh = kd_header(rq, "KH-Body-SHA256"),
              *sg = kd_header(rq, "KH-Signature"), *inm = kd_header(rq, "If-None-Match"),
              *rg = kd_header(rq, "Range");
-  if (!parse_seq(sq, &seq) || !bh || !sg || kh_proto_unb64(sg, sig, sizeof sig) != KH_OK ||
+  if (kh_proto_seq_parse(sq, &seq) != KH_OK || !bh || !sg || kh_proto_unb64(sg, sig, sizeof sig) != KH_OK ||
       kh_proto_canonical_request(rq->method_name, rq->target, tok, seq, bh, inm, rg, &canon,
                                  &clen) != KH_OK) {
     kd_error(rs, 400, "bad_request",

@@ -273,6 +273,10 @@ extern const size_t kd_routes_keysvc_n;
 extern const kd_row kd_routes_enrol[];
 extern const size_t kd_routes_enrol_n;
 
+/* objects.c: set every account's used bytes to the size of its objects
+ * (at start: reservations of uploads a crash cut off are gone). */
+kh_err kd_usage_recount(kd_server *s);
+
 /* admin.c: keyholdd admin ARGS (argv[0] == "admin"). */
 int kd_admin_main(int argc, char **argv);
 

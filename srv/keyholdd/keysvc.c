@@ -489,10 +489,12 @@ static void post_recover(kd_server *s, const kd_request *rq, kd_response *rs)
   kh_kms_request krq = {"account holder (escrow recover)", reason, NULL, NULL, NULL};
   e = kh_kms_escrow_recover(s->kms, account, secret, &krq, &rel, &left);
   if (e == KH_ERR_PASSCODE) {
+    /* an attempt made (counted and logged) and judged: an answer, not a
+     * refusal of the request */
     char buf[200];
-    int n = snprintf(buf, sizeof buf, "{\"error\":\"wrong recovery passcode\",\"code\":"
-                     "\"wrong_passcode\",\"left\":%u}\n", left);
-    kd_json(rs, 403, buf, (size_t)n);
+    int n = snprintf(buf, sizeof buf, "{\"account\":\"%s\",\"recovered\":false,\"left\":%u}\n",
+                     account, left);
+    kd_json(rs, 200, buf, (size_t)n);
     goto out;
   }
   if (e == KH_ERR_STATE) {
@@ -523,8 +525,9 @@ static void post_recover(kd_server *s, const kd_request *rq, kd_response *rs)
   kh_meta_usage_add(s->meta, account, (int64_t)sizeof wrap, false);
   char w[4 * ((KH_DEVICE_WRAP_LEN + 2) / 3) + 1], buf[512];
   kh_proto_b64(wrap, sizeof wrap, w);
-  int n = snprintf(buf, sizeof buf, "{\"account\":\"%s\",\"device\":\"%s\",\"caps\":[\"backup\","
-                   "\"read\",\"prune\",\"admin\"],\"wrap\":\"%s\",\"index\":%llu}\n", account,
+  int n = snprintf(buf, sizeof buf, "{\"account\":\"%s\",\"recovered\":true,\"device\":\"%s\","
+                   "\"caps\":[\"backup\",\"read\",\"prune\",\"admin\"],\"wrap\":\"%s\","
+                   "\"index\":%llu}\n", account,
                    d.id, w, (unsigned long long)rel.index);
   kd_json(rs, 200, buf, (size_t)n);
 out:

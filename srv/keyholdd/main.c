@@ -206,6 +206,10 @@ static int serve_setup(kd_server *s, const char *dir, const char *vk)
     rc = fail(e, "serve: the metadata store");
     goto out;
   }
+  if ((e = kd_usage_recount(s))) {
+    rc = fail(e, "serve: counting the accounts' objects");
+    goto out;
+  }
   if ((e = kd_auth_init(s))) {
     rc = fail(e, "serve: sessions");
     goto out;

@@ -169,19 +169,6 @@ static long get_read(void *ctx, uint64_t pos, char *buf, size_t max)
   return kh_store_get(g->store, g->name, g->base + pos, max, buf) == KH_OK ? (long)max : -1;
 }
 
-/* "bytes=A-B" (both decimal, A <= B): false if malformed. */
-static bool parse_range(const char *v, uint64_t *a, uint64_t *b)
-{
-  char *end;
-  if (strncmp(v, "bytes=", 6) != 0 || v[6] < '0' || v[6] > '9')
-    return false;
-  *a = strtoull(v + 6, &end, 10);
-  if (*end != '-' || end[1] < '0' || end[1] > '9')
-    return false;
-  *b = strtoull(end + 1, &end, 10);
-  return *end == '\0' && *a <= *b && *b < UINT64_MAX;
-}
-
 static void get_object(kd_server *s, const kd_request *rq, kd_response *rs)
 {
   char account[KH_META_ID_HEX + 1];
@@ -206,7 +193,7 @@ static void get_object(kd_server *s, const kd_request *rq, kd_response *rs)
       store_failed(rs, e);
     return;
   }
-  if (range && !parse_range(range, &a, &b)) {
+  if (range && kh_proto_range_parse(range, &a, &b) != KH_OK) {
     free(g);
     kd_error(rs, 400, "bad_request", "Range must be bytes=A-B");
     return;
@@ -328,6 +315,55 @@ static void list_objects(kd_server *s, const kd_request *rq, kd_response *rs)
     return;
   }
   kd_ok(rs, "text/plain; charset=utf-8", "no-store", (uint8_t *)l.b, l.len);
+}
+
+/* ---- usage recount at start ------------------------------------------------------ */
+
+static int add_size(const char *name, uint64_t size, void *ctx)
+{
+  *(uint64_t *)ctx += size;
+  return 0;
+}
+
+typedef struct id_list {
+  kh_meta_account *a;
+  size_t n, cap;
+  bool nomem;
+} id_list;
+
+static int collect(const kh_meta_account *a, void *ctx)
+{
+  id_list *l = ctx;
+  if (l->n == l->cap) {
+    size_t nc = l->cap ? 2 * l->cap : 64;
+    kh_meta_account *na = realloc(l->a, nc * sizeof *na);
+    if (!na) {
+      l->nomem = true;
+      return 1;
+    }
+    l->a = na;
+    l->cap = nc;
+  }
+  l->a[l->n++] = *a;
+  return 0;
+}
+
+kh_err kd_usage_recount(kd_server *s)
+{
+  id_list l = {NULL, 0, 0, false};
+  /* collected first: the store's callbacks must not run inside the listing */
+  kh_err e = kh_meta_account_list(s->meta, collect, &l);
+  if (!e && l.nomem)
+    e = KH_ERR_NOMEM;
+  for (size_t i = 0; !e && i < l.n; i++) {
+    char prefix[16 + KH_META_ID_HEX];
+    uint64_t used = 0;
+    snprintf(prefix, sizeof prefix, "accounts/%s", l.a[i].id);
+    if (!(e = kh_store_list(s->store, prefix, add_size, &used)) && used != l.a[i].used_bytes)
+      e = kh_meta_usage_set(s->meta, l.a[i].id, used);
+  }
+  free(l.a);
+  return e;
 }
 
 static void get_or_delete(kd_server *s, const kd_request *rq, kd_response *rs)

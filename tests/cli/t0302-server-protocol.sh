@@ -285,6 +285,26 @@ expect "201 -" "open sign-up"
 CODE=$(curl -s -o "$KH_W/b" -w '%{http_code}' "$URL/v1/region")
 assert_grep '"signup":"open"' "$KH_W/b" "region says open"
 
+# ---- at most 64 sessions per device: the oldest ends -----------------------------------
+srv_stop
+srv_start --address-rate 100
+pc session alice
+expect "201 -" "the first of 65 sessions"
+cp "$ST/alice.sess" "$KH_W/first.sess"
+n=1
+while [ $n -lt 65 ]; do
+  pc session alice
+  expect "201 -" "session $n"
+  n=$((n + 1))
+done
+pc req alice GET "$O/$L" --out "$KH_W/got"
+expect "200 -" "the 65th session works"
+cp "$ST/alice.sess" "$KH_W/last.sess"
+cp "$KH_W/first.sess" "$ST/alice.sess"
+pc req alice GET "$O/$L" --out "$KH_W/got"
+expect "401 session_expired" "the oldest of 65 sessions ended"
+cp "$KH_W/last.sess" "$ST/alice.sess"
+
 # ---- rate limits ------------------------------------------------------------------------
 srv_stop
 srv_start --address-rate 3 --device-rate 2

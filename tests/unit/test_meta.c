@@ -110,6 +110,11 @@ static void test_usage(kh_meta *m)
   CHECK_OK(kh_meta_usage_add(m, ACC1, (int64_t)1 << 50, true));
   CHECK_OK(kh_meta_usage_add(m, ACC1, -((int64_t)1 << 50), true));
   CHECK_ERR(kh_meta_usage_add(m, "ffffffffffffffffffffffffffffffff", 1, true), KH_ERR_NOTFOUND);
+  CHECK_OK(kh_meta_usage_set(m, ACC1, 12345));
+  CHECK_OK(kh_meta_account_get(m, ACC1, &a));
+  CHECK_EQ(a.used_bytes, 12345);
+  CHECK_OK(kh_meta_usage_set(m, ACC1, 0));
+  CHECK_ERR(kh_meta_usage_set(m, "ffffffffffffffffffffffffffffffff", 1), KH_ERR_NOTFOUND);
   CHECK_ERR(kh_meta_quota_set(m, "ffffffffffffffffffffffffffffffff", 1), KH_ERR_NOTFOUND);
 }
 
