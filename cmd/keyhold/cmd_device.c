@@ -731,6 +731,10 @@ int cmd_device(int argc, char **argv)
     cli_msgf("device: needs a subcommand: list, add, approve, refuse or revoke");
     return cli_usage("device");
   }
+  if (sodium_init() < 0) {
+    cli_errorf("device: libsodium cannot be initialised");
+    return CLI_EXIT_FAIL;
+  }
   const char *sub = argv[1];
   if (!strcmp(sub, "list"))
     return device_list(argc - 1, argv + 1);
