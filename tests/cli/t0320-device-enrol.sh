@@ -197,4 +197,19 @@ as "$D1" watch
 assert_grep "^device enrolled: .* $DEV2 by device:$DEV1, signature valid" "$OUT" "watch text: enrolment"
 assert_grep "^device revoked: .* $DEV2 by device:$DEV1, signature valid" "$OUT" "watch text: revocation"
 
+# ---- the server hands the new device another wrap: refused (wrap_tag) ------
+add_start "$KH_T/dev7" "laptop two" 60
+kill -STOP "$APID"
+as "$D1" device approve "$CODE"
+assert_ok "approve laptop two"
+sqlite3 "$R/server/meta.db" "UPDATE enrolments SET wrap = randomblob(81) WHERE name = 'laptop two';" \
+  || fail "cannot edit the approval"
+kill -CONT "$APID"
+add_wait
+assert_fail "device add with a wrap the approver did not make"
+assert_grep "does not carry this code's tag" "$ERR" "wrap_tag refusal: the reason"
+if ls "$KH_T/dev7"/server-*/device >/dev/null 2>&1; then
+  fail "a device that refused its approval saved a state"
+fi
+
 pass
