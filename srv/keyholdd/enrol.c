@@ -278,6 +278,8 @@ static void post_enrolment(kd_server *s, const kd_request *rq, kd_response *rs)
   memcpy(en->salt, r.salt, 16);
   memcpy(en->tag, r.tag, 32);
   int64_t now = (int64_t)time(NULL);
+  /* decided and expired enrolments are kept an hour for their pollers */
+  (void)kh_meta_enrol_purge(s->meta, now - 3600);
   en->created = now;
   en->expires = now + KH_ENROL_TTL;
   kh_err e = kh_meta_enrol_add(s->meta, en, now);
