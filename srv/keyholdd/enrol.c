@@ -335,8 +335,7 @@ static void get_enrolments(kd_server *s, const kd_request *rq, kd_response *rs)
 {
   static const char alpha[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
   pend_list l = {malloc(PEND_BUF), 0, 0};
-  const char *q = strchr(rq->target, '?');
-  const char *bucket = q && !strncmp(q + 1, "bucket=", 7) ? q + 8 : NULL;
+  const char *bucket = kd_query(rq, "bucket");
   if (!kd_require(rq, rq->caller->account, KH_CAP_ADMIN, rs))
     goto out;
   if (!bucket || strlen(bucket) != 2 || !strchr(alpha, bucket[0]) || !strchr(alpha, bucket[1])) {
