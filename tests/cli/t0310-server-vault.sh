@@ -64,8 +64,9 @@ json_check "$OUT" "d == {'account': '$ACCOUNT', 'region': 'eu-west', 'device': '
 SRC=$KH_T/src
 make_tree "$SRC" nofifo
 mkdir -p "$SRC/big"
-rand_file "$SRC/big/r1.bin" 24576
-rand_file "$SRC/big/r2.bin" 24576
+# four big files: when the first pack lands, both workers still have
+# packs to upload
+for f in 1 2 3 4; do rand_file "$SRC/big/r$f.bin" 16384; done
 # Several connections at once: once the first pack is stored the server is
 # stopped (SIGSTOP: the kernel still accepts connections) while the two
 # workers each try to upload their next pack; each needs a connection of
@@ -82,7 +83,7 @@ done
 kill -STOP "$SPID"
 MC=0
 i=0
-while [ "$MC" -lt 2 ] && [ $i -lt 150 ]; do
+while [ "$MC" -lt 2 ] && [ $i -lt 300 ]; do
   c=$(ss -Htn state established "( dport = :$PORT )" | wc -l)
   [ "$c" -gt "$MC" ] && MC=$c
   i=$((i + 1))
