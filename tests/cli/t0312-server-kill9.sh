@@ -24,7 +24,7 @@ cp -a "$SRC" "$KH_T/cp/v1"
 mkdir -p "$SRC/big"
 rand_file "$SRC/big/a.bin" 24576
 rand_file "$SRC/big/b.bin" 24576
-run "$KEYHOLD" --limit-upload 4096 backup "$SRC" &
+"$KEYHOLD" --limit-upload 4096 backup "$SRC" >"$OUT" 2>"$ERR" &
 BGPID=$!
 # wait until the backup has stored a pack, then kill the server hard
 i=0
