@@ -1,7 +1,7 @@
 /* The protocol parsers a server runs on request input (lib/proto,
  * include/keyhold/proto.h): object names, request targets, capability
- * lists, approval codes, base64 fields and the canonical request built from
- * them.  Input: one selector byte, then the text.  Whatever is accepted must
+ * lists, approval codes, base64 fields, KH-Seq and Range values and the
+ * canonical request built from them.  Input: one selector byte, then the text.  Whatever is accepted must
  * round-trip to the same spelling, and nothing may be read past the input. */
 #include <stdint.h>
 #include <stdio.h>
@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   memcpy(p, data + 1, size - 1);
   p[size - 1] = '\0';
   const char *id = NULL;
-  switch (data[0] % 6) {
+  switch (data[0] % 8) {
   case 0: {
     kh_obj_kind k = kh_proto_obj_kind(p, &id);
     if (k != KH_OBJ_INVALID) {
@@ -74,6 +74,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
       char back[100];
       kh_proto_b64(out, n, back);
       if (strcmp(back, t) != 0)
+        abort();
+    }
+    break;
+  }
+  case 6: {
+    uint64_t v = 0;
+    char back[32];
+    if (kh_proto_seq_parse(p, &v) == KH_OK) {
+      snprintf(back, sizeof back, "%llu", (unsigned long long)v);
+      if (v == 0 || v > KH_PROTO_SEQ_MAX || strcmp(back, p) != 0)
+        abort();
+    }
+    break;
+  }
+  case 7: {
+    uint64_t a = 0, b = 0;
+    char back[64];
+    if (kh_proto_range_parse(p, &a, &b) == KH_OK) {
+      snprintf(back, sizeof back, "bytes=%llu-%llu", (unsigned long long)a, (unsigned long long)b);
+      if (a > b || strcmp(back, p) != 0)
         abort();
     }
     break;

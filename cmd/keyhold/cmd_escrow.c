@@ -1,11 +1,13 @@
 /* keyhold escrow: the account key held by the key service behind a
  * recovery passcode with an attempt limit. */
 #include "cli.h"
+#include "keyhold/keysvc.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int cmd_escrow(int argc, char **argv);
 
@@ -54,6 +56,35 @@ const char cmd_escrow_help[] =
 "    KEYHOLD_RECOVERY_PASSCODE_FILE=rp.txt KEYHOLD_PASSCODE_FILE=new.txt \\\n"
 "        keyhold escrow recover\n";
 
+/* Server mode (docs/protocol.md §10): the device sends the escrow secret
+ * (an Argon2id derivative of the passcode), never the passcode. */
+static int escrow_enable_remote(void)
+{
+  kh_vault *v = NULL;
+  kh_secret *rp = NULL;
+  int rc = CLI_EXIT_FAIL;
+  if (cli_open_vault(&v))
+    return CLI_EXIT_FAIL;
+  if (cli_read_passcode(NULL, "KEYHOLD_RECOVERY_PASSCODE_FILE", "Recovery passcode", true, &rp))
+    goto out;
+  kh_err e = kh_keysvc_escrow_enable(v, rp, 0, 0);
+  if (e) {
+    rc = cli_fail(e, "escrow enable");
+    goto out;
+  }
+  if (g_opts.json)
+    printf("{\"account\":\"%s\",\"escrow\":\"enabled\",\"attempt_limit\":%d}\n",
+           kh_vault_account_id(v), KH_KMS_ESCROW_LIMIT);
+  else
+    printf("escrow enabled for account %s (%d wrong attempts destroy it)\n",
+           kh_vault_account_id(v), KH_KMS_ESCROW_LIMIT);
+  rc = CLI_EXIT_OK;
+out:
+  kh_secret_free(rp);
+  kh_vault_free(v);
+  return rc;
+}
+
 static int escrow_enable(void)
 {
   const char *region;
@@ -91,6 +122,77 @@ out:
   memset(key, 0, sizeof key);
   kh_secret_free(rp);
   kh_kms_free(k);
+  kh_vault_free(v);
+  return rc;
+}
+
+/* Server mode: a fresh device with only the escrow passcode becomes an
+ * enrolled device of the account. */
+static int escrow_recover_remote(const char *url, const char *name)
+{
+  kh_secret *rp = NULL;
+  kh_keysvc_recovered out;
+  char host[65] = "";
+  int rc = CLI_EXIT_FAIL;
+  if (!g_opts.account) {
+    cli_msgf("escrow recover: --account ID is required with a server (--region URL)");
+    return cli_usage("escrow");
+  }
+  if (!name) {
+    if (gethostname(host, sizeof host - 1) != 0 || !*host)
+      snprintf(host, sizeof host, "recovered device");
+    name = host;
+  }
+  if (cli_read_passcode(NULL, "KEYHOLD_RECOVERY_PASSCODE_FILE", "Recovery passcode", false, &rp))
+    return CLI_EXIT_FAIL;
+  kh_keysvc_recovery rq = {.url = url, .ca_file = g_opts.ca_file,
+                           .device_dir = getenv("KEYHOLD_DEVICE_DIR"),
+                           .account = g_opts.account, .name = name};
+  kh_err e = kh_keysvc_escrow_recover(&rq, rp, &out);
+  if (e == KH_ERR_PASSCODE) {
+    cli_msgf("escrow recover: %s", kh_errdetail());
+    if (g_opts.json)
+      printf("{\"account\":\"%s\",\"recovered\":false,\"attempts_left\":%u}\n",
+             g_opts.account, out.left);
+    goto out;
+  }
+  if (e) {
+    rc = cli_fail(e, "escrow recover");
+    goto out;
+  }
+  if (g_opts.json)
+    printf("{\"account\":\"%s\",\"recovered\":true,\"device\":\"%s\",\"log_index\":%llu}\n",
+           g_opts.account, out.device, (unsigned long long)out.index);
+  else
+    printf("recovered account %s: this device is device %s (escrow attempt logged at index "
+           "%llu)\n", g_opts.account, out.device, (unsigned long long)out.index);
+  rc = CLI_EXIT_OK;
+out:
+  kh_secret_free(rp);
+  return rc;
+}
+
+static int escrow_status_remote(void)
+{
+  kh_vault *v = NULL;
+  kh_keysvc_status st;
+  int rc = CLI_EXIT_FAIL;
+  if (cli_open_vault(&v))
+    return CLI_EXIT_FAIL;
+  kh_err e = kh_keysvc_status_get(v, &st);
+  if (e) {
+    rc = cli_fail(e, "escrow status");
+  } else {
+    const char *s = st.escrow.destroyed ? "destroyed" : st.escrow.present ? "enabled" : "none";
+    if (g_opts.json)
+      printf("{\"account\":\"%s\",\"escrow\":\"%s\",\"failed\":%u,\"attempts\":%llu}\n",
+             kh_vault_account_id(v), s, st.escrow.failed,
+             (unsigned long long)st.escrow.attempts);
+    else
+      printf("escrow %s\nwrong attempts in a row %u of %d\n", s, st.escrow.failed,
+             KH_KMS_ESCROW_LIMIT);
+    rc = CLI_EXIT_OK;
+  }
   kh_vault_free(v);
   return rc;
 }
@@ -181,16 +283,28 @@ static int escrow_status(void)
 
 int cmd_escrow(int argc, char **argv)
 {
+  const char *region = g_opts.region, *name = NULL;
+  bool server = region && cli_is_url(region);
+  /* recover --name N (server mode: the new device's name) */
+  if (argc == 4 && !strcmp(argv[1], "recover") && !strcmp(argv[2], "--name")) {
+    name = argv[3];
+    argc = 2;
+  }
   if (argc != 2) {
     cli_msgf("escrow: which subcommand (enable, recover, status)?");
     return cli_usage("escrow");
   }
   if (!strcmp(argv[1], "enable"))
-    return escrow_enable();
-  if (!strcmp(argv[1], "recover"))
-    return escrow_recover();
+    return server ? escrow_enable_remote() : escrow_enable();
+  if (!strcmp(argv[1], "recover")) {
+    if (name && !server) {
+      cli_msgf("escrow recover: --name is for a region server (--region URL)");
+      return cli_usage("escrow");
+    }
+    return server ? escrow_recover_remote(region, name) : escrow_recover();
+  }
   if (!strcmp(argv[1], "status"))
-    return escrow_status();
+    return server ? escrow_status_remote() : escrow_status();
   cli_msgf("escrow: unknown subcommand '%s'", argv[1]);
   return cli_usage("escrow");
 }

@@ -1,6 +1,7 @@
 /* keyhold protection: show or change the account's protection mode, and
  * unlock an end-to-end account with its recovery key. */
 #include "cli.h"
+#include "keyhold/keysvc.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -149,8 +150,15 @@ static int prot_e2e(const char *keyfile)
     rc = CLI_EXIT_OK;
     goto out;
   }
-  /* the key service must be reachable before anything changes */
-  if ((e = kh_kms_open(region, &k))) {
+  /* the key service must be reachable before anything changes (on a
+   * server: it still holds this account's wrap) */
+  bool server = cli_is_url(region);
+  kh_keysvc_status st;
+  if (server && (e = kh_keysvc_status_get(v, &st))) {
+    rc = cli_fail(e, "protection e2e: ask the key service");
+    goto out;
+  }
+  if (!server && (e = kh_kms_open(region, &k))) {
     rc = cli_fail(e, "protection e2e: open the key service");
     goto out;
   }
@@ -185,7 +193,8 @@ static int prot_e2e(const char *keyfile)
   snprintf(reqr, sizeof reqr, "device:%s", kh_vault_device_id(v));
   kh_kms_request rq = {reqr, "switch to end-to-end protection", kh_vault_device_id(v),
                        kh_vault_device_sign, v};
-  if ((e = kh_kms_destroy(k, kh_vault_account_id(v), &rq))) {
+  if ((e = server ? kh_keysvc_destroy(v, "switch to end-to-end protection")
+                  : kh_kms_destroy(k, kh_vault_account_id(v), &rq))) {
     rc = cli_fail(e, "protection e2e: destroy the key-service wrap");
     goto out;
   }

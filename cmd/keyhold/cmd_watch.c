@@ -1,6 +1,7 @@
 /* keyhold watch: verify the region's log and report every key operation on
  * this account that none of its own devices asked for. */
 #include "cli.h"
+#include "keyhold/remote.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -210,7 +211,19 @@ int cmd_watch(int argc, char **argv)
   kh_err e;
   if (cli_region_path(&region) || cli_open_vault(&v))
     return WATCH_ERROR;
+  if (!ca && g_opts.ca_file)
+    ca = g_opts.ca_file;
+  /* on a region server: its log (docs/protocol.md §3); what this device
+   * pinned about it lives in its directory for that region instance */
+  const kh_device_state *ds = kh_vault_device_state(v);
+  char surl[600];
   const char *dd = kh_vault_device_dir(v);
+  if (ds) {
+    if (!url) {
+      snprintf(surl, sizeof surl, "%s/log", ds->url);
+      url = surl;
+    }
+  }
   size_t n1 = strlen(region) + 8, n2 = strlen(dd) + 32;
   logdir = malloc(n1 + 16);
   pinp = malloc(n2);
@@ -225,7 +238,15 @@ int cmd_watch(int argc, char **argv)
   snprintf(vp, n1 + 16, "%s/log/verifier", region);
   snprintf(pinp, n2, "%s/log.vkey", dd);
   snprintf(cpp, n2, "%s/log.checkpoint", dd);
-  current = read_file(vp, NULL);
+  if (ds) {
+    /* the server's word for its log key: only a first-use pin, checked
+     * against what this device pinned ever after */
+    kh_region_info ri;
+    if ((e = kh_remote_region(kh_vault_remote(v), &ri)) == KH_OK)
+      current = strdup(ri.vkey);
+  } else {
+    current = read_file(vp, NULL);
+  }
   free(vp);
   if (current)
     chomp(current);

@@ -65,6 +65,12 @@ kh_err kh_proto_canonical_request(const char *method, const char *target,
 /* true if target is spelled per §6.1 (path chars, optional query) and at
  * most KH_PROTO_TARGET_MAX bytes. */
 bool kh_proto_target_valid(const char *target);
+/* The KH-Seq value: decimal 1..KH_PROTO_SEQ_MAX, digits only, no leading
+ * zero; KH_ERR_FORMAT otherwise. */
+kh_err kh_proto_seq_parse(const char *v, uint64_t *seq);
+/* A Range value "bytes=A-B" (decimal, A <= B < 2^64-1, no spaces, no other
+ * form); KH_ERR_FORMAT otherwise. */
+kh_err kh_proto_range_parse(const char *v, uint64_t *first, uint64_t *last);
 /* Lowercase hex SHA-256 of data (the KH-Body-SHA256 value). */
 void kh_proto_sha256_hex(const uint8_t *data, size_t n, char out[65]);
 

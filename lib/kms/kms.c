@@ -3,6 +3,7 @@
  * protection): wrap, unwrap, destroy, rotate (docs/threat-model.md). */
 #include "kms/kms_internal.h"
 #include "common/err.h"
+#include "common/fault.h"
 #include "common/fsutil.h"
 #include "common/hex.h"
 #include "common/wire.h"
@@ -792,6 +793,19 @@ kh_err kh_kms_open(const char *region_path, kh_kms **out)
     e = kh_seterr(kh_errno_code(errno), "open %s: %s", lockp, strerror(errno));
     goto out;
   }
+  if (flock(k->lockfd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+    /* a region server (keyholdd) holds its key service for as long as it
+     * runs: waiting would be forever; its operator socket is the way in */
+    char *sock = kh_path_join(region_path, "server/admin.sock");
+    struct stat sst;
+    bool served = sock && stat(sock, &sst) == 0 && S_ISSOCK(sst.st_mode);
+    free(sock);
+    if (served) {
+      e = kh_seterr(KH_ERR_LOCKED, "a region server (keyholdd) holds the key service of %s "
+                    "while it runs: use keyholdd admin --dir %s", region_path, region_path);
+      goto out;
+    }
+  }
   while (flock(k->lockfd, LOCK_EX) != 0) {
     if (errno != EINTR) {
       e = kh_seterr(KH_ERR_IO, "lock %s: %s", lockp, strerror(errno));
@@ -929,6 +943,11 @@ void kh_kms_point(kh_kms *k, const char *point)
   pthread_mutex_unlock(&k->tmu);
   if (fn)
     fn(ctx, point);
+  /* the same points for whole-process tests (KH_FAULT="kms.<point>:1:kill",
+   * lib/common/fault.h): an event, never a failure */
+  char name[96];
+  snprintf(name, sizeof name, "kms.%s", point);
+  (void)kh_fault_point(name);
 }
 
 void *kh_kms_malloc(kh_kms *k, size_t n)
@@ -1892,6 +1911,7 @@ static kh_err unwrap(kh_kms *k, const char *account, const kh_kms_request *rq,
   /* fail closed: the key leaves only after the entry is durable and signed */
   if ((e = kh_kms_log_either(k, KH_LOG_OP_UNWRAP, account, kid, rq, ps, out)))
     goto out;
+  kh_kms_point(k, "unwrap-logged");
   out->key = key;
   out->cipher = cipher;
   key = NULL;

@@ -293,6 +293,53 @@ kh_err kh_proto_canonical_request(const char *method, const char *target,
   return KH_OK;
 }
 
+/* Decimal digits at *p (at most 20, no leading zero unless "0"): the value,
+ * *p moved past them; false on none, overflow or a leading zero. */
+static bool decimal(const char **p, uint64_t *out)
+{
+  const char *s = *p;
+  uint64_t v = 0;
+  size_t n = 0;
+  while (s[n] >= '0' && s[n] <= '9') {
+    unsigned d = (unsigned)(s[n] - '0');
+    if (n == 20 || v > (UINT64_MAX - d) / 10)
+      return false;
+    v = v * 10 + d;
+    n++;
+  }
+  if (n == 0 || (n > 1 && s[0] == '0'))
+    return false;
+  *p = s + n;
+  *out = v;
+  return true;
+}
+
+kh_err kh_proto_seq_parse(const char *v, uint64_t *seq)
+{
+  uint64_t n = 0;
+  *seq = 0;
+  if (!v || !decimal(&v, &n) || *v || n == 0 || n > KH_PROTO_SEQ_MAX)
+    return kh_seterr(KH_ERR_FORMAT, "KH-Seq malformed");
+  *seq = n;
+  return KH_OK;
+}
+
+kh_err kh_proto_range_parse(const char *v, uint64_t *first, uint64_t *last)
+{
+  uint64_t a = 0, b = 0;
+  *first = *last = 0;
+  if (!v || strncmp(v, "bytes=", 6) != 0)
+    goto bad;
+  v += 6;
+  if (!decimal(&v, &a) || *v++ != '-' || !decimal(&v, &b) || *v || a > b || b == UINT64_MAX)
+    goto bad;
+  *first = a;
+  *last = b;
+  return KH_OK;
+bad:
+  return kh_seterr(KH_ERR_FORMAT, "Range must be bytes=A-B");
+}
+
 /* ---- replay window ----------------------------------------------------- */
 
 #define WBITS 4096u

@@ -3,6 +3,7 @@
  * device signatures on requests, the list of the account's devices, and
  * setting a passcode from a released key (docs/threat-model.md §3). */
 #include "repo/vault_internal.h"
+#include "keyhold/keysvc.h"
 #include "keyhold/kms.h"
 #include "common/err.h"
 #include "common/fsutil.h"
@@ -133,12 +134,20 @@ kh_err kh_vault_protection(kh_vault *v, kh_protection *out)
                   "but the region now says standard: the protection record was rolled back");
     goto out;
   }
-  if (*out == KH_PROTECTION_STANDARD && !v->remote) {
+  if (*out == KH_PROTECTION_STANDARD) {
     /* the key service is the authority on whether the operator can still
      * recover the account: a switch to e2e killed after the service's
-     * destroy but before this record was written is completed here */
+     * destroy but before this record was written is completed here (on a
+     * server: the key service behind it, docs/protocol.md §10.2) */
     bool gone = false;
-    if ((e = kh_kms_account_destroyed(v->region_path, v->account, &gone))) {
+    kh_keysvc_status ks;
+    if (v->remote) {
+      if ((e = kh_keysvc_status_get(v, &ks))) {
+        e = kh_adderr(e, "asking the key service about account %s", v->account);
+        goto out;
+      }
+      gone = ks.destroyed;
+    } else if ((e = kh_kms_account_destroyed(v->region_path, v->account, &gone))) {
       e = kh_adderr(e, "asking the key service about account %s", v->account);
       goto out;
     }

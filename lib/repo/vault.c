@@ -829,6 +829,12 @@ kh_err kh_vault_passcode_change(kh_vault *v, const kh_secret *newpass, uint32_t 
 {
   if (!newpass || newpass->len == 0)
     return kh_seterr(KH_ERR_INVAL, "empty passcode");
+  /* a passcode wrap on a server could be guessed offline by whoever holds
+   * it: in server mode the passcode is the escrow's (keyhold/keysvc.h) */
+  if (v->remote)
+    return kh_seterr(KH_ERR_STATE, "a region server never stores a passcode wrap: the "
+                     "passcode of a server account is its escrow passcode "
+                     "(kh_keysvc_escrow_enable)");
   kh_buf obj;
   kh_buf_init(&obj, 1 << 20);
   uint8_t wid[16];

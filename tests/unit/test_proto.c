@@ -243,6 +243,37 @@ static void test_canonical(void)
   free(out);
 }
 
+static void test_headers(void)
+{
+  uint64_t v = 0, a = 0, b = 0;
+  CHECK_OK(kh_proto_seq_parse("1", &v));
+  CHECK_EQ(v, 1);
+  CHECK_OK(kh_proto_seq_parse("9223372036854775807", &v));
+  CHECK(v == KH_PROTO_SEQ_MAX);
+  static const char *bad_seq[] = {"", "0", "01", "-1", "+1", " 1", "1 ", "1a", "0x10",
+                                  "9223372036854775808", "18446744073709551616", "99999999999999999999999"};
+  for (size_t i = 0; i < sizeof bad_seq / sizeof bad_seq[0]; i++) {
+    CHECK_ERR(kh_proto_seq_parse(bad_seq[i], &v), KH_ERR_FORMAT);
+    CHECK_EQ(v, 0);
+  }
+  CHECK_ERR(kh_proto_seq_parse(NULL, &v), KH_ERR_FORMAT);
+  CHECK_OK(kh_proto_range_parse("bytes=0-0", &a, &b));
+  CHECK(a == 0 && b == 0);
+  CHECK_OK(kh_proto_range_parse("bytes=100-199", &a, &b));
+  CHECK(a == 100 && b == 199);
+  CHECK_OK(kh_proto_range_parse("bytes=5-18446744073709551614", &a, &b));
+  CHECK(b == UINT64_MAX - 1);
+  static const char *bad_range[] = {"", "bytes=", "bytes=5-", "bytes=-5", "bytes=5-4",
+                                    "bytes=1-2,3-4", "bytes= 1-2", "bytes=1-2 ", "Bytes=1-2",
+                                    "bytes=01-2", "bytes=0-18446744073709551615",
+                                    "bytes=0-18446744073709551616", "items=1-2", "bytes=+1-2"};
+  for (size_t i = 0; i < sizeof bad_range / sizeof bad_range[0]; i++) {
+    if (kh_proto_range_parse(bad_range[i], &a, &b) == KH_OK)
+      fprintf(stderr, "accepted range '%s'\n", bad_range[i]);
+    CHECK_ERR(kh_proto_range_parse(bad_range[i], &a, &b), KH_ERR_FORMAT);
+  }
+}
+
 static void test_window(void)
 {
   kh_proto_window w;
@@ -355,6 +386,7 @@ int main(void)
   RUN(test_table);
   RUN(test_targets);
   RUN(test_canonical);
+  RUN(test_headers);
   RUN(test_window);
   RUN(test_codes);
   RUN(test_b64);
