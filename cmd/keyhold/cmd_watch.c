@@ -42,9 +42,16 @@ const char cmd_watch_help[] =
 "    key: the server is never asked for the key.  A device that has not\n"
 "    pinned a key yet pins the region's <region>/log/verifier.\n"
 "\n"
+"    The account's device statements (docs/log.md 5.2) are listed after\n"
+"    that, one line each: \"device enrolled|revoked: TIME ID by\n"
+"    device:SIGNER, signature valid\"; one whose signature does not verify\n"
+"    with a device of the account says INVALID and also counts as an\n"
+"    operation by somebody else.\n"
+"\n"
 "    With --json one object: {\"account\", \"log_size\", \"count\",\n"
 "    \"entries\": [{\"index\", \"time\", \"op\", \"key\", \"requester\",\n"
-"    \"reason\", \"attempt\"}]}.\n"
+"    \"reason\", \"attempt\"}], \"device_changes\": [{\"index\", \"time\",\n"
+"    \"op\", \"device\", \"by\", \"signature\": \"valid\"|\"invalid\"}]}.\n"
 "\n"
 "OPTIONS\n"
 "    --log URL      fetch the log over HTTP(S) from URL\n"
@@ -109,7 +116,34 @@ typedef struct watch_ctx {
   uint64_t *found_idx;
   size_t nfound, capfound;
   uint64_t bad;           /* entries that do not parse */
+  kh_log_entry *changes;  /* enrol / revoke statements of the account */
+  uint64_t *change_idx;
+  bool *change_ok;        /* signed by a device of the account */
+  size_t nchanges, capchanges;
 } watch_ctx;
+
+/* Remember an enrol or revoke statement (docs/log.md §5.2) for the report. */
+static kh_err note_change(watch_ctx *w, const kh_log_entry *e, uint64_t index, bool ok)
+{
+  if (w->nchanges == w->capchanges) {
+    size_t nc = w->capchanges ? 2 * w->capchanges : 8;
+    kh_log_entry *p = realloc(w->changes, nc * sizeof *p);
+    if (p)
+      w->changes = p;
+    uint64_t *q = p ? realloc(w->change_idx, nc * sizeof *q) : NULL;
+    if (q)
+      w->change_idx = q;
+    bool *b = q ? realloc(w->change_ok, nc * sizeof *b) : NULL;
+    if (!b)
+      return KH_ERR_NOMEM;
+    w->change_ok = b;
+    w->capchanges = nc;
+  }
+  w->changes[w->nchanges] = *e;
+  w->change_idx[w->nchanges] = index;
+  w->change_ok[w->nchanges++] = ok;
+  return KH_OK;
+}
 
 static bool own_entry(watch_ctx *w, const kh_log_entry *e)
 {
@@ -148,7 +182,12 @@ static kh_err each_entry(void *ctx, uint64_t index, const uint8_t *data, size_t 
     w->bad++;
     return KH_OK;
   }
-  if (strcmp(e.account, w->account) || own_entry(w, &e))
+  if (strcmp(e.account, w->account))
+    return KH_OK;
+  bool own = own_entry(w, &e);
+  if ((e.op == KH_LOG_OP_ENROL || e.op == KH_LOG_OP_REVOKE) && note_change(w, &e, index, own))
+    return KH_ERR_NOMEM;
+  if (own)
     return KH_OK;
   if (w->nfound == w->capfound) {
     size_t nc = w->capfound ? 2 * w->capfound : 16;
@@ -361,6 +400,17 @@ int cmd_watch(int argc, char **argv)
         fputs("null", stdout);
       fputc('}', stdout);
     }
+    fputs("],\"device_changes\":[", stdout);
+    for (size_t i = 0; i < w.nchanges; i++) {
+      const kh_log_entry *en = &w.changes[i];
+      fmt_time(ts, en->time);
+      printf("%s{\"index\":%llu,\"time\":\"%s\",\"op\":\"%s\",\"device\":", i ? "," : "",
+             (unsigned long long)w.change_idx[i], ts, kh_log_op_name(en->op));
+      cli_json_cstr(stdout, en->key);
+      fputs(",\"by\":", stdout);
+      cli_json_cstr(stdout, en->requester);
+      printf(",\"signature\":\"%s\"}", w.change_ok[i] ? "valid" : "invalid");
+    }
     fputs("]}\n", stdout);
   } else if (w.nfound == 0) {
     printf("no key operations on account %s by anyone else (log verified, %llu entries)\n",
@@ -378,8 +428,20 @@ int cmd_watch(int argc, char **argv)
       printf("  (log index %llu)\n", (unsigned long long)w.found_idx[i]);
     }
   }
+  if (!g_opts.json)
+    for (size_t i = 0; i < w.nchanges; i++) {
+      const kh_log_entry *en = &w.changes[i];
+      fmt_time(ts, en->time);
+      printf("device %s: %s %s by %s, signature %s  (log index %llu)\n",
+             en->op == KH_LOG_OP_ENROL ? "enrolled" : "revoked", ts, en->key, en->requester,
+             w.change_ok[i] ? "valid" : "INVALID (not by a device of this account)",
+             (unsigned long long)w.change_idx[i]);
+    }
   rc = w.nfound ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
+  free(w.changes);
+  free(w.change_idx);
+  free(w.change_ok);
   free(w.devs);
   free(w.sigs);
   free(w.found);

@@ -21,6 +21,7 @@ CLI_WEAK_VERB(admin);
 CLI_WEAK_VERB(watch);
 CLI_WEAK_VERB(protection);
 CLI_WEAK_VERB(escrow);
+CLI_WEAK_VERB(device);
 #undef CLI_WEAK_VERB
 
 static const cli_command commands[] = {
@@ -41,6 +42,7 @@ static const cli_command commands[] = {
   {"whoami", cmd_whoami, "show the account, device and region in use", cmd_whoami_help},
   {"protection", cmd_protection, "show or change the account's protection mode", cmd_protection_help},
   {"escrow", cmd_escrow, "manage the recovery escrow of the account key", cmd_escrow_help},
+  {"device", cmd_device, "list, add, approve and revoke devices of the account", cmd_device_help},
   {"watch", cmd_watch, "watch the log for uses of this account's keys", cmd_watch_help},
   {"log", cmd_log, "inspect and verify the region's transparency log", cmd_log_help},
   {"witness", cmd_witness, "verify and cosign log checkpoints", cmd_witness_help},

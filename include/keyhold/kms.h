@@ -235,6 +235,22 @@ kh_err kh_kms_escrow_status(kh_kms *k, const char *account, kh_kms_escrow_info *
  * local state directory (keyhold witness) that gets this log added. */
 kh_err kh_kms_set_witnesses(kh_kms *k, unsigned required, const char *const *dirs, size_t n);
 
+/* ---- device statements (docs/log.md §5.2) -------------------------------- */
+
+/* Append a device-signed account statement (op enrol or revoke) exactly as
+ * given: entry is the full entry text with its `device` field, as the
+ * signing device built it.  Refused (KH_ERR_FORMAT) unless it parses, is in
+ * canonical form (formatting it again gives the same bytes), its op is enrol
+ * or revoke, its region is this service's, and its requester is
+ * "device:<id>" for the id in its device field; KH_ERR_AUTH unless the
+ * signature verifies with signer_pk (the caller looks the signer up: only
+ * the caller knows the account's devices).  It does not judge the time or
+ * whether the signer may make the statement: the caller does.  Durable in
+ * the log when it returns KH_OK; *index (may be NULL) is the entry's
+ * index.  KH_ERR_LOG if the log could not be written. */
+kh_err kh_kms_append_statement(kh_kms *k, const char *entry, size_t len,
+                               const uint8_t signer_pk[32], uint64_t *index);
+
 /* ---- for watchers -------------------------------------------------------- */
 
 /* KH_OK if entry e carries, in its device field, device_id and a valid

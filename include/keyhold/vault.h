@@ -102,6 +102,12 @@ typedef struct kh_device_info {
 /* The account's enrolled devices (only records that authenticate); *out is
  * malloc'd (free()). */
 kh_err kh_vault_devices(kh_vault *v, kh_device_info **out, size_t *n);
+/* Write the device record (docs/format.md §4, sealed with the account's
+ * meta key) of another device approved into the account (server mode,
+ * `keyhold device approve`): device_hex 32 hex digits, its Ed25519 key and
+ * name.  An existing record is kept (KH_OK): a retried approval. */
+kh_err kh_vault_device_record_add(kh_vault *v, const char *device_hex, const uint8_t pk[32],
+                                  const char *name);
 /* A copy of the account key and its cipher id (for escrow enable). */
 kh_err kh_vault_master_key(kh_vault *v, uint8_t key[32], int *cipher);
 

@@ -1331,6 +1331,11 @@ static kh_err log_submit(kh_kms *k, const char *entry, size_t len, kh_kms_releas
   return KH_OK;
 }
 
+kh_err kh_kms_log_text(kh_kms *k, const char *entry, size_t len, uint64_t *index)
+{
+  return log_submit(k, entry, len, NULL, index);
+}
+
 /* The entry of a network device's request (kh_kms_presigned): checked to
  * describe exactly this operation and to carry the device's signature, then
  * given its device line.  *out is the text to append (malloc'd). */

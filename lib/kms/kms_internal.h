@@ -185,6 +185,9 @@ struct kh_kms {
   void *hook_ctx;
 };
 
+/* Append an already formatted entry (statement.c) through the same group
+ * commit; durable when it returns KH_OK. */
+kh_err kh_kms_log_text(kh_kms *k, const char *entry, size_t len, uint64_t *index);
 /* Build the entry for op on account, sign it for a device request, and
  * append it durably (group commit).  With rel, fill index, proof and
  * checkpoint.  KH_ERR_LOG if the log could not be written. */

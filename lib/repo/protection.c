@@ -254,6 +254,23 @@ kh_err kh_vault_devices(kh_vault *v, kh_device_info **out, size_t *n)
   return KH_OK;
 }
 
+kh_err kh_vault_device_record_add(kh_vault *v, const char *device_hex, const uint8_t pk[32],
+                                  const char *name)
+{
+  uint8_t id[16];
+  kh_buf rec;
+  kh_buf_init(&rec, 4096);
+  kh_err e = kh_hex_decode(id, 16, device_hex, strlen(device_hex));
+  if (!e)
+    e = kh_vault_device_record(&rec, pk, name);
+  if (!e)
+    e = kh_vault_put_obj(v, "devices", "device", id, 16, rec.data, rec.len, true);
+  if (e == KH_ERR_EXISTS)
+    e = KH_OK;
+  kh_buf_release(&rec);
+  return e;
+}
+
 kh_err kh_vault_master_key(kh_vault *v, uint8_t key[32], int *cipher)
 {
   memcpy(key, v->master, 32);

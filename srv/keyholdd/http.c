@@ -213,7 +213,9 @@ typedef struct qbuf {
 static enum MHD_Result add_arg(void *ctx, enum MHD_ValueKind kind, const char *k, const char *v)
 {
   qbuf *q = ctx;
-  int w = snprintf(q->b + q->o, q->cap - q->o, "%s%s%s%s", q->o ? "&" : "?", k, v ? "=" : "",
+  /* the buffer starts with the path: the first argument follows a '?' */
+  bool first = !memchr(q->b, '?', q->o);
+  int w = snprintf(q->b + q->o, q->cap - q->o, "%s%s%s%s", first ? "?" : "&", k, v ? "=" : "",
                    v ? v : "");
   if (w < 0 || (size_t)w >= q->cap - q->o)
     q->over = true;

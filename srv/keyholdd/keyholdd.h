@@ -10,6 +10,7 @@
  * account.c  region, challenge, sign-up and session rows (§7);
  * objects.c  the object rows (§8);
  * keysvc.c   the key service's rows (§10);
+ * enrol.c    devices, revocation and enrolment by approval code (§9);
  * adminsock.c the operator socket DIR/server/admin.sock (keyholdd admin unwrap);
  * admin.c    keyholdd admin (operator commands on DIR/server/meta.db);
  * obs.c      metrics counters and the structured access log;
@@ -53,7 +54,8 @@
 typedef enum kd_route {
   KD_ROUTE_CHECKPOINT, KD_ROUTE_TILE, KD_ROUTE_ENTRIES, KD_ROUTE_HEALTH,
   KD_ROUTE_METRICS, KD_ROUTE_REGION, KD_ROUTE_CHALLENGE, KD_ROUTE_SIGNUP, KD_ROUTE_SESSION,
-  KD_ROUTE_OBJECT, KD_ROUTE_LIST, KD_ROUTE_KMS, KD_ROUTE_OTHER, KD_ROUTE__COUNT
+  KD_ROUTE_OBJECT, KD_ROUTE_LIST, KD_ROUTE_KMS, KD_ROUTE_DEVICES, KD_ROUTE_ENROL,
+  KD_ROUTE_OTHER, KD_ROUTE__COUNT
 } kd_route;
 const char *kd_route_name(kd_route r);
 
@@ -266,6 +268,10 @@ int kd_cmd_admin_unwrap(int argc, char **argv);
 /* keysvc.c: the key service's rows (docs/protocol.md §10). */
 extern const kd_row kd_routes_keysvc[];
 extern const size_t kd_routes_keysvc_n;
+
+/* enrol.c: devices and enrolment by approval code (docs/protocol.md §9). */
+extern const kd_row kd_routes_enrol[];
+extern const size_t kd_routes_enrol_n;
 
 /* objects.c: set every account's used bytes to the size of its objects
  * (at start: reservations of uploads a crash cut off are gone). */
