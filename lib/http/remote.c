@@ -453,7 +453,8 @@ static kh_err attempt(kh_remote *r, const kh_http_req *rq, const char *session,
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
-  if (rq->max != SIZE_MAX)
+  /* a HEAD's Content-Length is the object's size, not a body to refuse */
+  if (rq->max != SIZE_MAX && strcmp(rq->method, "HEAD"))
     curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)rq->max);
   res->rc = curl_easy_perform(h);
   long nconn = 0;

@@ -132,6 +132,9 @@ static kh_err call_json(kh_vault *v, const char *method, const char *op, const c
   kh_remote_req rq = {.method = method, .target = target, .body = body,
                       .len = body ? strlen(body) : 0, .sign = true, .max = RESP_MAX};
   kh_err e = kh_remote_call(r, &rq, resp);
+  if (e && !strcmp(resp->code, "end_to_end"))
+    e = kh_seterr(KH_ERR_STATE, "account %s is end-to-end protected: the key service holds "
+                  "nothing for it", kh_vault_account_id(v));
   if (!e && (kh_json_parse((const char *)resp->body, resp->len, j) ||
              kh_json_type_of(*j) != KH_JSON_OBJ))
     e = kh_seterr(KH_ERR_FORMAT, "%s %s: the server's answer is not a JSON object", method,

@@ -64,15 +64,16 @@ json_check "$OUT" "d == {'account': '$ACCOUNT', 'region': 'eu-west', 'device': '
 SRC=$KH_T/src
 make_tree "$SRC" nofifo
 mkdir -p "$SRC/big"
-# four big files: when the first pack lands, both workers still have
-# packs to upload
-for f in 1 2 3 4; do rand_file "$SRC/big/r$f.bin" 16384; done
+# many 2 MiB files: the workers share them out (a batch is half the queue),
+# so when the first pack lands both still have packs to upload
+for f in $(seq 1 32); do rand_file "$SRC/big/r$f.bin" 2048; done
 # Several connections at once: once the first pack is stored the server is
 # stopped (SIGSTOP: the kernel still accepts connections) while the two
 # workers each try to upload their next pack; each needs a connection of
 # its own, and ss sees them.  Then the server goes on.
 touch "$KH_W/stamp"
-run "$KEYHOLD" --quiet backup "$SRC" &
+# (not `run ... &`: the exit status of the background command itself)
+"$KEYHOLD" --quiet backup "$SRC" >"$OUT" 2>"$ERR" &
 BGPID=$!
 i=0
 while [ -z "$(find "$AD/data" -type f -newer "$KH_W/stamp" 2>/dev/null | head -n 1)" ]; do
@@ -83,7 +84,7 @@ done
 kill -STOP "$SPID"
 MC=0
 i=0
-while [ "$MC" -lt 2 ] && [ $i -lt 300 ]; do
+while [ "$MC" -lt 2 ] && [ $i -lt 250 ]; do
   c=$(ss -Htn state established "( dport = :$PORT )" | wc -l)
   [ "$c" -gt "$MC" ] && MC=$c
   i=$((i + 1))
@@ -102,13 +103,13 @@ assert_ok "snapshots"
 json_check "$OUT" "len(d) == 1 and d[0]['id'] == '$S1' and d[0]['device'] == '$DEVICE'" "snapshots lists the backup"
 
 tgt=$KH_T/rt/one
-run "$KEYHOLD" --quiet restore "$S1" --target "$tgt" &
+"$KEYHOLD" --quiet restore "$S1" --target "$tgt" >"$OUT" 2>"$ERR" &
 BGPID=$!
 MC=$(max_conns 300)
 wait "$BGPID"
 RC=$?
 assert_ok "restore from the server"
-diff -r "$SRC" "$tgt$SRC" >"$KH_W/diff" 2>&1 || fail "restore differs: $(head -5 "$KH_W/diff")"
+diff -r --no-dereference "$SRC" "$tgt$SRC" >"$KH_W/diff" 2>&1 || fail "restore differs: $(head -5 "$KH_W/diff")"
 assert_same_tree "$SRC" "$tgt$SRC" "restore from the server"
 [ "$MC" -ge 2 ] || fail "restore used $MC connection(s) at once, expected several"
 

@@ -24,11 +24,12 @@ cp -a "$SRC" "$KH_T/cp/v1"
 mkdir -p "$SRC/big"
 rand_file "$SRC/big/a.bin" 24576
 rand_file "$SRC/big/b.bin" 24576
-run "$KEYHOLD" --limit-upload 4096 backup "$SRC" &
+touch "$KH_W/stamp"
+"$KEYHOLD" --limit-upload 4096 backup "$SRC" >"$OUT" 2>"$ERR" &
 BGPID=$!
 # wait until the backup has stored a pack, then kill the server hard
 i=0
-while [ -z "$(find "$SRV_DIR/accounts/$ACCOUNT/data" -type f -newer "$KH_T/cp/v1" 2>/dev/null | head -n 1)" ]; do
+while [ -z "$(find "$SRV_DIR/accounts/$ACCOUNT/data" -type f -newer "$KH_W/stamp" 2>/dev/null | head -n 1)" ]; do
   i=$((i + 1))
   [ $i -lt 600 ] || fail "the backup stored no pack within 60 s"
   kill -0 "$BGPID" 2>/dev/null || fail "the backup ended before the server was killed"
