@@ -3,6 +3,7 @@
  * kh_errdetail() says what and where.  Nothing here prints. */
 #ifndef KEYHOLD_VAULT_H
 #define KEYHOLD_VAULT_H
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -153,6 +154,13 @@ typedef struct kh_backup_opts {
   kh_progress_fn progress;   /* called about 4 times a second, may be NULL */
   kh_warn_fn warn;
   void *ctx;
+  /* Non-NULL: the backup stops soon after *cancel becomes non-zero (a
+   * signal handler may set it).  What was stored by then is kept: the
+   * packs written, including the ones being filled, are named by an index
+   * object so that the next backup reuses them; no snapshot is written,
+   * the lock is released and kh_backup returns KH_ERR_CANCELLED with r
+   * counting what was done. */
+  volatile sig_atomic_t *cancel;
 } kh_backup_opts;
 
 typedef struct kh_backup_result {
@@ -167,7 +175,9 @@ typedef struct kh_backup_result {
 
 /* Back up paths into a new signed snapshot.  Paths that cannot be read are
  * reported through warn and counted in warnings; the snapshot is still made
- * (unless o->dry_run). */
+ * (unless o->dry_run).  The packs stored so far are indexed every few packs
+ * and seconds (docs/format.md §11), so an interrupted or killed backup
+ * leaves data the next one deduplicates against. */
 kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r);
 /* KH_OK if pattern is a valid exclude pattern, else KH_ERR_INVAL with the
  * reason in kh_errdetail(). */

@@ -27,6 +27,10 @@
 #define PENDING_PACK UINT32_MAX
 #define ZSTD_LEVEL 3
 #define MAX_DEPTH 512
+/* the packs written so far are indexed every FLUSH_PACKS packs or
+ * FLUSH_SECONDS seconds, whichever comes first (and on cancel) */
+#define FLUSH_PACKS 4
+#define FLUSH_SECONDS 30.0
 
 typedef struct bnode {
   uint8_t *name;
@@ -85,6 +89,9 @@ struct backup_ctx {
   kh_index newidx;
   kh_err fatal;       /* first fatal error of any worker (under nmu) */
   kh_errsave fatal_why; /* its detail, recorded on the worker's thread */
+  _Atomic bool stop;  /* fatal is set: walker and workers stop early */
+  uint32_t flushed;   /* packs [0, flushed) of newidx are in an index object */
+  double last_flush;
   pthread_mutex_t wmu; /* serialises warn callbacks */
   _Atomic uint64_t files_done, bytes_done, bytes_new, bytes_stored, blobs_new, bytes_read;
   _Atomic uint64_t skipped_files, skipped_bytes; /* unreadable: not in the snapshot */
@@ -114,15 +121,45 @@ static void set_fatal(backup_ctx *bc, kh_err e)
     bc->fatal = e;
     kh_err_save(&bc->fatal_why, e);
   }
+  atomic_store(&bc->stop, true);
   pthread_mutex_unlock(&bc->nmu);
+}
+
+static bool cancel_requested(const backup_ctx *bc)
+{
+  return bc->o->cancel && *bc->o->cancel;
+}
+
+/* Name the packs written since the last flush in a new index object, so
+ * that a backup that is interrupted (or killed) from now on leaves them
+ * usable by the next one.  Main thread only.  The lock is confirmed first:
+ * only a holder may name packs in an index (docs/format.md §11). */
+static kh_err index_flush(backup_ctx *bc)
+{
+  if (bc->o->dry_run)
+    return KH_OK;
+  pthread_mutex_lock(&bc->nmu);
+  uint32_t np = bc->newidx.npacks;
+  pthread_mutex_unlock(&bc->nmu);
+  if (np == bc->flushed)
+    return KH_OK;
+  kh_err e = kh_vault_lock_refresh(bc->v);
+  if (e)
+    return e;
+  uint8_t id[32];
+  pthread_mutex_lock(&bc->nmu); /* workers add packs meanwhile */
+  np = bc->newidx.npacks;
+  e = kh_vault_write_index(bc->v, &bc->newidx, bc->flushed, NULL, 0, id);
+  pthread_mutex_unlock(&bc->nmu);
+  if (!e)
+    bc->flushed = np;
+  bc->last_flush = kh_now();
+  return e;
 }
 
 static bool has_fatal(backup_ctx *bc)
 {
-  pthread_mutex_lock(&bc->nmu);
-  bool f = bc->fatal != KH_OK;
-  pthread_mutex_unlock(&bc->nmu);
-  return f;
+  return atomic_load_explicit(&bc->stop, memory_order_relaxed);
 }
 
 /* Called often from the main thread: reports progress and stops the
@@ -134,6 +171,18 @@ static void progress(backup_ctx *bc, bool force)
   kh_err le = kh_vault_lock_check(bc->v); /* refreshed by lock.c's thread */
   if (le)
     set_fatal(bc, le); /* lost: stop, commit nothing */
+  if (cancel_requested(bc) && !has_fatal(bc))
+    set_fatal(bc, kh_seterr(KH_ERR_CANCELLED, "interrupted"));
+  if (!has_fatal(bc) && !bc->o->dry_run) {
+    pthread_mutex_lock(&bc->nmu);
+    uint32_t unflushed = bc->newidx.npacks - bc->flushed;
+    pthread_mutex_unlock(&bc->nmu);
+    if (unflushed >= FLUSH_PACKS || (unflushed && now - bc->last_flush >= FLUSH_SECONDS)) {
+      kh_err fe = index_flush(bc);
+      if (fe)
+        set_fatal(bc, fe);
+    }
+  }
   if (!bc->o->progress)
     return;
   if (!force && now - bc->last_progress < 0.25)
@@ -356,6 +405,8 @@ static kh_err read_range(worker *w, int fd, uint64_t off, uint64_t end, const ch
     }
     if (start == len)
       return KH_OK;
+    if (has_fatal(bc) || cancel_requested(bc))
+      return kh_seterr(KH_ERR_CANCELLED, "stopped");
     size_t cut = kh_chunker_next(&bc->v->chunker, w->buf + start, len - start, eof);
     if (cut == 0)
       continue; /* need more data (cannot happen with a full window) */
@@ -626,7 +677,7 @@ static kh_err walk_dir(backup_ctx *bc, bnode *dir, char *path, size_t plen, int 
   bool cache_tag = false;
   bool tagged = (bc->o->exclude_caches || bc->o->nexclude_if_present) &&
                 dir_tagged(bc, dirfd(d), &cache_tag);
-  while (!e && (de = readdir(d))) {
+  while (!e && !has_fatal(bc) && (de = readdir(d))) {
     if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
       continue;
     if (tagged && !is_tag_name(bc, de->d_name, cache_tag))
@@ -1010,7 +1061,7 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
   bc->v = v;
   bc->o = o;
   bc->r = r;
-  bc->t0 = bc->last_refresh = kh_now();
+  bc->t0 = bc->last_refresh = bc->last_flush = kh_now();
   pthread_mutex_init(&bc->qmu, NULL);
   pthread_mutex_init(&bc->nmu, NULL);
   pthread_mutex_init(&bc->wmu, NULL);
@@ -1081,7 +1132,7 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
   qsort(paths, np, sizeof *paths, cmp_str);
   if (o->stdin_name)
     e = add_stream(bc, &ws[nthreads], root, paths[0], o->stdin_fd);
-  for (size_t i = 0; i < o->npaths && !e; i++)
+  for (size_t i = 0; i < o->npaths && !e && !has_fatal(bc); i++)
     e = add_path(bc, root, paths[i]);
   if (!e && root->nkids == 0)
     e = kh_seterr(KH_ERR_NOTFOUND, "none of the paths could be read");
@@ -1109,6 +1160,12 @@ out:
     pthread_join(ws[i].tid, NULL);
   if (!e && bc->fatal)
     e = kh_err_restore(&bc->fatal_why);
+  if (e == KH_ERR_CANCELLED) {
+    /* keep what was stored: the workers flushed their last packs */
+    kh_err fe = index_flush(bc);
+    e = fe ? fe : kh_seterr(KH_ERR_CANCELLED, "interrupted; no snapshot was made");
+    goto done;
+  }
   /* what could not be read is not in the snapshot: do not count it */
   r->files -= atomic_load(&bc->skipped_files);
   bc->bytes_total -= atomic_load(&bc->skipped_bytes);
@@ -1123,8 +1180,8 @@ out:
     e = kh_vault_lock_refresh(v);
   if (!e && o->dry_run)
     goto done; /* counted; nothing to write */
-  if (!e && bc->newidx.npacks)
-    e = kh_vault_write_index(v, &bc->newidx, 0, NULL, 0, idxid);
+  if (!e && bc->newidx.npacks > bc->flushed)
+    e = kh_vault_write_index(v, &bc->newidx, bc->flushed, NULL, 0, idxid);
   if (!e) {
     /* the new blobs are durable and indexed: make them visible to later
      * calls on this handle too (session pack p becomes base + p) */

@@ -101,8 +101,8 @@ make_tree "$SRC"
 # global options after the command, and --opt=VALUE
 khr backup --json "$SRC" --region="$KEYHOLD_REGION"
 assert_ok "backup --json with --region=DIR after the command"
-json_check "$OUT" "set(d) == {'id', 'dry_run', 'files', 'dirs', 'others', 'bytes', 'bytes_read', 'blobs_new', 'bytes_new', 'bytes_new_stored', 'warnings', 'seconds'}" "backup --json fields"
-json_check "$OUT" "all(isinstance(d[k], int) for k in d if k not in ('id', 'seconds'))" "backup --json counts are integers"
+json_check "$OUT" "set(d) == {'message_type', 'id', 'dry_run', 'interrupted', 'files', 'dirs', 'others', 'bytes', 'bytes_read', 'blobs_new', 'bytes_new', 'bytes_new_stored', 'warnings', 'seconds'}" "backup --json fields"
+json_check "$OUT" "d['message_type'] == 'summary' and d['interrupted'] is False and all(isinstance(d[k], int) for k in d if k not in ('message_type', 'id', 'dry_run', 'interrupted', 'seconds'))" "backup --json counts are integers"
 SNAP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT")
 khr snapshots --json
 json_check "$OUT" "set(d[0]) == {'id', 'short_id', 'time', 'host', 'paths', 'tags', 'parent', 'tree', 'device', 'counter', 'files', 'bytes', 'original'}" "snapshots --json fields"
