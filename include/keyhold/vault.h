@@ -300,11 +300,16 @@ typedef struct kh_restore_opts {
   kh_progress_fn progress;
   kh_warn_fn warn;           /* files that could not be restored intact */
   void *ctx;
+  /* An entry restored without some of its metadata: an extended attribute
+   * or ACL, or a file flag the target file system or this process could
+   * not set (msg names them).  May be NULL; counted in meta_warnings. */
+  kh_warn_fn meta_warn;
 } kh_restore_opts;
 
 typedef struct kh_restore_result {
   uint64_t files, dirs, others, bytes;
   uint64_t failed;           /* entries not restored (reported through warn) */
+  uint64_t meta_warnings;    /* entries restored without all their metadata (meta_warn) */
 } kh_restore_result;
 
 /* Restore a snapshot under target, recreating the backed-up absolute paths.

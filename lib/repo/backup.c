@@ -19,7 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/limits.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -27,6 +30,9 @@
 #define PENDING_PACK UINT32_MAX
 #define ZSTD_LEVEL 3
 #define MAX_DEPTH 512
+#ifndef XATTR_LIST_MAX
+#define XATTR_LIST_MAX 65536
+#endif
 /* the packs written so far are indexed every FLUSH_PACKS packs or
  * FLUSH_SECONDS seconds, whichever comes first (and on cancel) */
 #define FLUSH_PACKS 4
@@ -43,6 +49,10 @@ typedef struct bnode {
   size_t linklen;
   kh_chunkref *chunks;
   size_t nchunks;
+  uint32_t flags;      /* KH_FLAG_* */
+  uint8_t *xattrs;     /* encoded as in the tree (docs/format.md §8) */
+  size_t xattrlen;
+  uint32_t nxattr;
   struct bnode **kids;
   size_t nkids, kidcap;
   uint8_t tree_id[32];
@@ -95,12 +105,15 @@ struct backup_ctx {
   pthread_mutex_t wmu; /* serialises warn callbacks */
   _Atomic uint64_t files_done, bytes_done, bytes_new, bytes_stored, blobs_new, bytes_read;
   _Atomic uint64_t skipped_files, skipped_bytes; /* unreadable: not in the snapshot */
+  _Atomic uint64_t grown, shrunk; /* read size minus stat size (/proc, /sys, changing files) */
   uint64_t files_total, bytes_total;
   bool scan_done;
   double t0, last_progress, last_refresh;
   kh_cache *cache;
   uint64_t warnings;
   kh_pattern_set *excl; /* NULL when there are no exclude patterns */
+  char *xlist;          /* walker: llistxattr names (XATTR_LIST_MAX) */
+  uint8_t *xval;        /* walker: one value (KH_XATTR_VALUE_MAX) */
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -206,6 +219,7 @@ static void node_free(bnode *n)
   free(n->name);
   free(n->link);
   free(n->chunks);
+  free(n->xattrs);
   free(n);
 }
 
@@ -261,6 +275,101 @@ static kh_err add_kid(bnode *dir, bnode *kid)
   }
   dir->kids[dir->nkids++] = kid;
   return KH_OK;
+}
+
+/* lstat(2) through statx(2), which also says whether the chattr flags kept
+ * (append-only, immutable, no-dump) are set, at no extra cost. */
+static int stat_entry(int dfd, const char *name, struct stat *st, uint32_t *flags)
+{
+  struct statx sx;
+  if (statx(dfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_BASIC_STATS, &sx) != 0)
+    return -1;
+  memset(st, 0, sizeof *st);
+  st->st_mode = sx.stx_mode;
+  st->st_uid = sx.stx_uid;
+  st->st_gid = sx.stx_gid;
+  st->st_size = (off_t)sx.stx_size;
+  st->st_blocks = (blkcnt_t)sx.stx_blocks;
+  st->st_nlink = sx.stx_nlink;
+  st->st_ino = sx.stx_ino;
+  st->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+  st->st_rdev = makedev(sx.stx_rdev_major, sx.stx_rdev_minor);
+  st->st_mtim.tv_sec = sx.stx_mtime.tv_sec;
+  st->st_mtim.tv_nsec = sx.stx_mtime.tv_nsec;
+  st->st_ctim.tv_sec = sx.stx_ctime.tv_sec;
+  st->st_ctim.tv_nsec = sx.stx_ctime.tv_nsec;
+  uint64_t a = sx.stx_attributes & sx.stx_attributes_mask;
+  *flags = ((a & STATX_ATTR_APPEND) ? KH_FLAG_APPEND : 0) |
+           ((a & STATX_ATTR_IMMUTABLE) ? KH_FLAG_IMMUTABLE : 0) |
+           ((a & STATX_ATTR_NODUMP) ? KH_FLAG_NODUMP : 0);
+  return 0;
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Flags and extended attributes (POSIX ACLs among them) of a file or
+ * directory.  One llistxattr per node, nothing more when it has none.  A
+ * list or value that cannot be read is a warning (the node is kept). */
+static kh_err node_meta(backup_ctx *bc, bnode *n, const char *path, uint32_t flags)
+{
+  if (n->type != KH_NODE_FILE && n->type != KH_NODE_DIR)
+    return KH_OK;
+  n->flags = flags;
+  ssize_t len = llistxattr(path, bc->xlist, XATTR_LIST_MAX);
+  if (len == 0 || (len < 0 && (errno == ENOTSUP || errno == ENOENT)))
+    return KH_OK;
+  if (len < 0) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "extended attributes not read: %s", strerror(errno));
+    warn(bc, KH_ERR_IO, path, msg);
+    return KH_OK;
+  }
+  const char *names[KH_XATTR_COUNT_MAX];
+  size_t nn = 0;
+  for (ssize_t i = 0; i < len; i += (ssize_t)strlen(bc->xlist + i) + 1) {
+    if (!bc->xlist[i])
+      continue;
+    if (nn == KH_XATTR_COUNT_MAX) {
+      warn(bc, KH_ERR_TOOBIG, path, "more than 1024 extended attributes: the rest not kept");
+      break;
+    }
+    names[nn++] = bc->xlist + i;
+  }
+  qsort(names, nn, sizeof *names, cmp_cstr);
+  kh_buf enc;
+  kh_buf_init(&enc, KH_XATTR_COUNT_MAX * (KH_XATTR_NAME_MAX + KH_XATTR_VALUE_MAX + 16));
+  kh_err e = KH_OK;
+  uint32_t kept = 0;
+  for (size_t i = 0; i < nn && !e; i++) {
+    ssize_t vl = lgetxattr(path, names[i], bc->xval, KH_XATTR_VALUE_MAX);
+    if (vl < 0) {
+      if (errno != ENODATA) { /* ENODATA: removed meanwhile */
+        char msg[400];
+        snprintf(msg, sizeof msg, "extended attribute %.255s not read: %s", names[i],
+                 strerror(errno));
+        warn(bc, KH_ERR_IO, path, msg);
+      }
+      continue;
+    }
+    e = kh_buf_put_lbytes(&enc, names[i], strlen(names[i]));
+    if (!e)
+      e = kh_buf_put_lbytes(&enc, bc->xval, (size_t)vl);
+    kept++;
+  }
+  if (!e && kept) {
+    if (!(n->xattrs = malloc(enc.len)))
+      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    else {
+      memcpy(n->xattrs, enc.data, enc.len);
+      n->xattrlen = enc.len;
+      n->nxattr = kept;
+    }
+  }
+  kh_buf_release(&enc);
+  return e;
 }
 
 /* ---- storing chunks (workers and main) ----------------------------------- */
@@ -447,6 +556,13 @@ static kh_err read_file(worker *w, bnode *n, const char *path, bool *skipped)
     static const uint8_t zero[32];
     while (!e && pos < size) {
       off_t d = lseek(fd, (off_t)pos, SEEK_DATA);
+      if (d < 0 && errno != ENXIO) {
+        /* no hole information (a virtual or remote file system): read
+         * the rest, never record what was not read as a hole */
+        e = read_range(w, fd, pos, UINT64_MAX, path, &got);
+        total += got;
+        break;
+      }
       uint64_t data = d < 0 ? size : (uint64_t)d;
       if (data > size)
         data = size;
@@ -459,7 +575,9 @@ static kh_err read_file(worker *w, bnode *n, const char *path, bool *skipped)
         break;
       off_t h = lseek(fd, (off_t)data, SEEK_HOLE);
       uint64_t hend = h < 0 || (uint64_t)h > size ? size : (uint64_t)h;
-      e = read_range(w, fd, data, hend, path, &got);
+      /* the last data reaches to end of file, wherever that is now: a
+       * file that grew, or a virtual one (/sys) whose size says nothing */
+      e = read_range(w, fd, data, hend >= size ? UINT64_MAX : hend, path, &got);
       total += got;
       pos = hend;
     }
@@ -522,7 +640,12 @@ static void *worker_main(void *arg)
     for (size_t i = 0; i < take; i++) {
       job j = batch[i];
       bool skipped = false;
+      uint64_t statsize = j.node->size;
       kh_err e = has_fatal(bc) ? KH_OK : read_file(w, j.node, j.path, &skipped);
+      if (!e && !skipped && j.node->size > statsize)
+        atomic_fetch_add(&bc->grown, j.node->size - statsize);
+      else if (!e && !skipped && j.node->size < statsize)
+        atomic_fetch_add(&bc->shrunk, statsize - j.node->size);
       if (e)
         set_fatal(bc, kh_adderr(e, "%s", j.path));
       j.node->failed = skipped;
@@ -696,7 +819,8 @@ static kh_err walk_dir(backup_ctx *bc, bnode *dir, char *path, size_t plen, int 
       continue;
     }
     struct stat st;
-    if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    uint32_t flags = 0;
+    if (stat_entry(dirfd(d), de->d_name, &st, &flags) != 0) {
       path[plen] = 0;
       if (errno != ENOENT) /* vanished meanwhile: not an error */
         warn(bc, kh_errno_code(errno), path, strerror(errno));
@@ -714,7 +838,9 @@ static kh_err walk_dir(backup_ctx *bc, bnode *dir, char *path, size_t plen, int 
       break;
     }
     kid->no_descend = bc->o->one_file_system && S_ISDIR(st.st_mode) && st.st_dev != dir->dev;
-    e = visit(bc, kid, path, np + nl, depth + 1);
+    e = node_meta(bc, kid, path, flags);
+    if (!e)
+      e = visit(bc, kid, path, np + nl, depth + 1);
     path[plen] = 0;
   }
   closedir(d);
@@ -810,7 +936,8 @@ static kh_err add_path(backup_ctx *bc, bnode *root, const char *abs)
     }
     if (!kid) {
       struct stat cs;
-      if (lstat(path, &cs) != 0) {
+      uint32_t flags = 0;
+      if (stat_entry(AT_FDCWD, path, &cs, &flags) != 0) {
         e = kh_seterr(kh_errno_code(errno), "%s: %s", path, strerror(errno));
         goto out;
       }
@@ -832,6 +959,8 @@ static kh_err add_path(backup_ctx *bc, bnode *root, const char *abs)
         goto out;
       }
       qsort(cur->kids, cur->nkids, sizeof *cur->kids, node_cmp);
+      if ((e = node_meta(bc, kid, path, flags)))
+        goto out;
       if (last) {
         e = visit(bc, kid, path, plen, 0);
         goto out;
@@ -953,6 +1082,10 @@ static kh_err store_trees(backup_ctx *bc, worker *w, bnode *dir)
     memcpy(t->subtree, n->tree_id, 32);
     t->chunks = n->chunks;
     t->nchunks = n->nchunks;
+    t->flags = n->flags;
+    t->xattrs = n->xattrs;
+    t->xattrlen = n->xattrlen;
+    t->nxattr = n->nxattr;
   }
   e = kh_tree_encode(tn, k, &enc);
   if (!e)
@@ -1106,10 +1239,16 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
   }
   if (v->cache_path && kh_cache_open(v->cache_path, &bc->cache) != KH_OK)
     bc->cache = NULL; /* no cache: slower, nothing lost */
-  if (stat("/", &rst) != 0 || !(root = node_new("", 0, &rst))) {
+  bc->xlist = malloc(XATTR_LIST_MAX);
+  bc->xval = malloc(KH_XATTR_VALUE_MAX);
+  uint32_t rflags = 0;
+  if (!bc->xlist || !bc->xval || stat_entry(AT_FDCWD, "/", &rst, &rflags) != 0 ||
+      !(root = node_new("", 0, &rst))) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
+  if (!o->stdin_name && (e = node_meta(bc, root, "/", rflags)))
+    goto out;
   for (int i = 0; i <= nthreads; i++)
     if ((e = worker_init(&ws[i], bc)))
       goto out;
@@ -1169,6 +1308,7 @@ out:
   /* what could not be read is not in the snapshot: do not count it */
   r->files -= atomic_load(&bc->skipped_files);
   bc->bytes_total -= atomic_load(&bc->skipped_bytes);
+  bc->bytes_total += atomic_load(&bc->grown) - atomic_load(&bc->shrunk);
   if (!e) { /* trees, then the last pack, the index, the snapshot */
     worker *tw = &ws[nthreads];
     e = store_trees(bc, tw, root);
@@ -1267,6 +1407,8 @@ done:
   node_free(root);
   kh_cache_free(bc->cache);
   kh_pattern_set_free(bc->excl);
+  free(bc->xlist);
+  free(bc->xval);
   kh_index_release(&bc->newidx);
   pthread_mutex_destroy(&bc->qmu);
   pthread_mutex_destroy(&bc->nmu);

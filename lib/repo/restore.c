@@ -22,8 +22,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 typedef struct ritem {
@@ -37,6 +40,10 @@ typedef struct ritem {
   char *link;
   kh_chunkref *chunks;
   size_t nchunks;
+  uint32_t flags;      /* KH_FLAG_* */
+  uint8_t *xattrs;     /* as in the tree (docs/format.md §8) */
+  size_t xattrlen;
+  bool meta_warned;    /* counted in meta_warnings */
   long link_to;        /* hard link: index of the first item with this inode, else -1 */
   int depth;
   bool failed;
@@ -56,7 +63,7 @@ typedef struct rctx {
   int levels;          /* 1 + the deepest item depth */
   int tfd;             /* the target directory (O_PATH) */
   _Atomic size_t next;
-  _Atomic uint64_t files_done, bytes_done, failed;
+  _Atomic uint64_t files_done, bytes_done, failed, meta_warnings;
   uint64_t files_total, bytes_total;
   pthread_mutex_t wmu;
   bool root;
@@ -133,11 +140,22 @@ static kh_err add_item(rctx *c, const kh_tnode *t, int depth, long parent, size_
     free(it->path);
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
   }
+  if (t->nxattr) {
+    if (!(it->xattrs = malloc(t->xattrlen))) {
+      free(it->path);
+      free(it->link);
+      return kh_seterr(KH_ERR_NOMEM, "out of memory");
+    }
+    memcpy(it->xattrs, t->xattrs, t->xattrlen);
+    it->xattrlen = t->xattrlen;
+  }
+  it->flags = t->flags;
   if (t->type == KH_NODE_FILE && t->nchunks) {
     it->chunks = malloc(t->nchunks * sizeof *it->chunks);
     if (!it->chunks) {
       free(it->path);
       free(it->link);
+      free(it->xattrs);
       return kh_seterr(KH_ERR_NOMEM, "out of memory");
     }
     memcpy(it->chunks, t->chunks, t->nchunks * sizeof *it->chunks);
@@ -333,6 +351,46 @@ static void meta_at(const rctx *c, int dfd, const char *name, const ritem *it)
   (void)utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW);
 }
 
+/* An entry restored without some of its metadata: reported and counted,
+ * once per entry. */
+static void meta_warn(rctx *c, ritem *it, const char *msg)
+{
+  if (!it->meta_warned) /* the item belongs to one thread at a time */
+    atomic_fetch_add(&c->meta_warnings, 1);
+  it->meta_warned = true;
+  pthread_mutex_lock(&c->wmu);
+  if (c->o->meta_warn)
+    c->o->meta_warn(KH_ERR_UNSUPPORTED, it->path, msg, c->o->ctx);
+  pthread_mutex_unlock(&c->wmu);
+}
+
+/* Set the extended attributes of it on fd (a file being written or a
+ * directory); the ones the target refuses are named in one warning. */
+static void xattrs_fd(rctx *c, int fd, ritem *it)
+{
+  if (!it->xattrlen)
+    return;
+  char msg[512] = "", name[KH_XATTR_NAME_MAX + 1];
+  size_t off = 0, ml = 0, nl, vl;
+  const uint8_t *n, *val;
+  int err = 0;
+  while (kh_xattr_next(it->xattrs, it->xattrlen, &off, &n, &nl, &val, &vl)) {
+    memcpy(name, n, nl);
+    name[nl] = 0;
+    if (fsetxattr(fd, name, val, vl, 0) == 0)
+      continue;
+    err = errno;
+    int w = snprintf(msg + ml, sizeof msg - ml, "%s%s", ml ? ", " : "", name);
+    if (w > 0 && (size_t)w < sizeof msg - ml)
+      ml += (size_t)w;
+  }
+  if (err) {
+    char full[640];
+    snprintf(full, sizeof full, "extended attributes not restored (%s): %s", msg, strerror(err));
+    meta_warn(c, it, full);
+  }
+}
+
 static kh_err write_all_at(int fd, const uint8_t *p, size_t n, uint64_t off)
 {
   while (n) {
@@ -410,6 +468,8 @@ static void restore_file(rctx *c, dcursor *cur, ritem *it, kh_buf *blob)
       e = kh_seterr(KH_ERR_IO, "chown: %s", strerror(errno));
     if (!e && fchmod(fd, it->mode) != 0)
       e = kh_seterr(KH_ERR_IO, "chmod: %s", strerror(errno));
+    if (!e) /* after the owner and mode: an ACL sets mode bits, chown drops capabilities */
+      xattrs_fd(c, fd, it);
     struct timespec ts[2];
     mtime_ts(ts, it->mtime_ns);
     (void)futimens(fd, ts);
@@ -493,6 +553,38 @@ static int cmp_hl(const void *a, const void *b, void *arg)
   if (x->ino != y->ino)
     return x->ino < y->ino ? -1 : 1;
   return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
+}
+
+/* chattr flags of it (KH_FLAG_*), through its own descriptor. */
+static void set_flags(rctx *c, dcursor *cur, ritem *it)
+{
+  int dfd = dcur_dir(c, cur, it->parent), fd = -1, err = 0;
+  if (dfd < 0 ||
+      (fd = openat(dfd, it->path + it->nameoff,
+                   O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
+                       (it->type == KH_NODE_DIR ? O_DIRECTORY : 0))) < 0) {
+    err = errno;
+  } else {
+    int fl = 0;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &fl) != 0)
+      err = errno;
+    else {
+      fl &= ~(FS_APPEND_FL | FS_IMMUTABLE_FL | FS_NODUMP_FL);
+      fl |= ((it->flags & KH_FLAG_APPEND) ? FS_APPEND_FL : 0) |
+            ((it->flags & KH_FLAG_IMMUTABLE) ? FS_IMMUTABLE_FL : 0) |
+            ((it->flags & KH_FLAG_NODUMP) ? FS_NODUMP_FL : 0);
+      if (ioctl(fd, FS_IOC_SETFLAGS, &fl) != 0)
+        err = errno;
+    }
+    close(fd);
+  }
+  if (err) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "file flags (%s%s%s) not restored: %s",
+             (it->flags & KH_FLAG_APPEND) ? "a" : "", (it->flags & KH_FLAG_IMMUTABLE) ? "i" : "",
+             (it->flags & KH_FLAG_NODUMP) ? "d" : "", strerror(err));
+    meta_warn(c, it, msg);
+  }
 }
 
 /* Pass 1 for one directory, symlink, FIFO or device node (tree order, so a
@@ -737,10 +829,27 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     if (it->type != KH_NODE_DIR || it->failed)
       continue;
     int dfd = dcur_dir(c, &cur[0], it->parent);
-    if (dfd >= 0)
-      meta_at(c, dfd, it->path + it->nameoff, it);
+    if (dfd < 0)
+      continue;
+    if (it->xattrlen) { /* now that everything inside exists: a default ACL is not inherited */
+      int fd = openat(dfd, it->path + it->nameoff,
+                      O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd >= 0) {
+        xattrs_fd(c, fd, it);
+        close(fd);
+      }
+    }
+    meta_at(c, dfd, it->path + it->nameoff, it);
+  }
+  /* pass 4: file flags, last: an immutable or append-only file or
+   * directory takes no more changes */
+  for (size_t i = 0; i < c->n; i++) {
+    ritem *it = &c->items[i];
+    if (it->flags && !it->failed && it->link_to < 0)
+      set_flags(c, &cur[0], it);
   }
   r->failed = atomic_load(&c->failed);
+  r->meta_warnings = atomic_load(&c->meta_warnings);
   if (c->fatal)
     e = kh_seterr(c->fatal, "restore stopped: %s", kh_strerror(c->fatal));
   else if (r->failed)
@@ -764,6 +873,7 @@ out:
     free(c->items[i].path);
     free(c->items[i].link);
     free(c->items[i].chunks);
+    free(c->items[i].xattrs);
   }
   free(c->items);
   free(c->incl_found);
