@@ -30,20 +30,37 @@ const char cmd_backup_help[] =
 "    Files are read to their end whatever size stat(2) reports, so /proc\n"
 "    and /sys files are kept whole.\n"
 "\n"
-"    On a terminal (and without --quiet) a progress line on stderr shows\n"
-"    files and bytes done out of the total found so far (\"+\" while the scan\n"
-"    is still running), the rate and, once the scan is done, the time left.\n"
+"    On a terminal (and without -q/--quiet) progress on stderr shows the\n"
+"    percentage, files and bytes done out of the total, the rate, the paths\n"
+"    reported so far, the time left and, below, the files being read.  The\n"
+"    totals come from a counting walk that runs ahead of the backup, so the\n"
+"    time left appears within seconds (\"+\" marks totals still growing).\n"
 "\n"
-"    A summary follows on stdout, and the new snapshot id (64 hex digits) is\n"
-"    always the last line of stdout, so scripts can use `| tail -n 1`.  Paths\n"
-"    that cannot be read are reported on stderr as\n"
-"    \"keyhold: warning: PATH: message\" and left out of the snapshot.\n"
+"    A summary follows on stdout: files (new, changed, unmodified), dirs,\n"
+"    bytes, the new data and what it takes stored, and the time.  The new\n"
+"    snapshot id (64 hex digits) is always the last line of stdout, so\n"
+"    scripts can use `| tail -n 1`.  Paths that cannot be read are reported\n"
+"    on stderr as \"keyhold: warning: PATH: message\" and left out.\n"
 "\n"
-"    With --json, stdout is one JSON object: {\"id\", \"dry_run\", \"files\", \"dirs\",\n"
-"    \"others\", \"bytes\", \"bytes_read\", \"blobs_new\", \"bytes_new\",\n"
-"    \"bytes_new_stored\", \"warnings\", \"seconds\"}.\n"
+"    -v lists each new or changed file on stdout as it is stored (\"new\",\n"
+"    \"modified\", then the path and size); -vv every file, \"unmodified\"\n"
+"    ones too.  New means the local file cache has no record of the path,\n"
+"    modified that its size, inode or times differ (the file was read).\n"
+"\n"
+"    With --json, stdout is NDJSON: {\"message_type\": \"status\", ...}\n"
+"    progress objects (about once a second, and one at the end; with -v\n"
+"    also \"verbose_status\" objects), then the summary as the last line:\n"
+"    {\"message_type\": \"summary\", \"id\", \"dry_run\", \"interrupted\",\n"
+"    \"files\", \"dirs\", \"others\", \"bytes\", \"bytes_read\", \"blobs_new\",\n"
+"    \"bytes_new\", \"bytes_new_stored\", \"warnings\", \"seconds\",\n"
+"    \"files_new\", \"files_changed\", \"files_unmodified\"}.  With --quiet only\n"
+"    the summary.  Fields: docs/cli.md.\n"
 "\n"
 "OPTIONS\n"
+"    -v, -vv\n"
+"        List new and changed files (-v) or every file (-vv) as stored.\n"
+"    -q, --quiet\n"
+"        No progress; only the snapshot id (with --json, only the summary).\n"
 "    --host NAME\n"
 "        Host name recorded in the snapshot (default: gethostname()).\n"
 "    --tag T[,T...]\n"
@@ -417,6 +434,31 @@ static void restore_signals(const struct sigaction old[2]) {
   sigaction(SIGTERM, &old[1], NULL);
 }
 
+/* -v: new and changed files as they are stored; -vv: every file. */
+static void backup_file(int status, const char *path, uint64_t size, void *ctx) {
+  (void)ctx;
+  if (status == KH_FILE_UNMODIFIED && g_opts.verbose < 2) return;
+  const char *action = status == KH_FILE_NEW ? "new" : status == KH_FILE_CHANGED ? "modified"
+                                                                                 : "unmodified";
+  if (g_opts.json) {
+    char *line = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&line, &len);
+    if (!m) return;
+    fprintf(m, "{\"message_type\":\"verbose_status\",\"action\":\"%s\",\"item\":", action);
+    cli_json_cstr(m, path);
+    fprintf(m, ",\"data_size\":%llu}\n", (unsigned long long)size);
+    if (fclose(m) == 0) cli_out_raw(line);
+    free(line);
+    return;
+  }
+  char pre[16], suf[CLI_BYTES_BUF + 8], b[CLI_BYTES_BUF];
+  snprintf(pre, sizeof pre, "%-11s", action);
+  cli_fmt_bytes(b, sizeof b, size);
+  snprintf(suf, sizeof suf, " (%s)", b);
+  cli_out_line(pre, path, strlen(path), suf);
+}
+
 static void backup_warn(kh_err e, const char *path, const char *msg, void *ctx) {
   (void)ctx;
   cli_path_msg("warning", path, msg && *msg ? msg : kh_strerror(e));
@@ -431,12 +473,14 @@ static void print_summary_json(const kh_backup_opts *o, const kh_backup_result *
   printf("\"interrupted\":%s,", interrupted ? "true" : "false");
   printf("\"files\":%llu,\"dirs\":%llu,\"others\":%llu,\"bytes\":%llu,"
          "\"bytes_read\":%llu,\"blobs_new\":%llu,\"bytes_new\":%llu,"
-         "\"bytes_new_stored\":%llu,\"warnings\":%llu,\"seconds\":%.3f}\n",
+         "\"bytes_new_stored\":%llu,\"warnings\":%llu,\"seconds\":%.3f,"
+         "\"files_new\":%llu,\"files_changed\":%llu,\"files_unmodified\":%llu}\n",
          (unsigned long long)r->files, (unsigned long long)r->dirs,
          (unsigned long long)r->others, (unsigned long long)r->bytes,
          (unsigned long long)r->bytes_read, (unsigned long long)r->blobs_new,
          (unsigned long long)r->bytes_new_plain, (unsigned long long)r->bytes_new_stored,
-         (unsigned long long)r->warnings, r->seconds);
+         (unsigned long long)r->warnings, r->seconds, (unsigned long long)r->files_new,
+         (unsigned long long)r->files_changed, (unsigned long long)r->files_unmodified);
 }
 
 int cmd_backup(int argc, char **argv) {
@@ -603,8 +647,10 @@ int cmd_backup(int argc, char **argv) {
   o.tags = s.tags;
   o.ntags = s.ntags;
   o.nexclude_if_present = s.npresent;
+  cli_progress_stream();
   o.progress = cli_progress_enabled() ? cli_progress : NULL;
   o.warn = backup_warn;
+  if (g_opts.verbose && !g_opts.quiet) o.file = backup_file;
   kh_backup_result r;
   memset(&r, 0, sizeof r);
   struct sigaction oldsig[2];
@@ -635,6 +681,9 @@ int cmd_backup(int argc, char **argv) {
       cli_fmt_bytes(bs, sizeof bs, r.bytes_new_stored);
       cli_fmt_duration(t, sizeof t, r.seconds);
       printf("files:     %llu\n", (unsigned long long)r.files);
+      printf("           %llu new, %llu changed, %llu unmodified\n",
+             (unsigned long long)r.files_new, (unsigned long long)r.files_changed,
+             (unsigned long long)r.files_unmodified);
       printf("dirs:      %llu\n", (unsigned long long)r.dirs);
       if (r.others) printf("others:    %llu\n", (unsigned long long)r.others);
       printf("bytes:     %s\n", b);

@@ -34,10 +34,15 @@ const char cmd_restore_help[] =
 "    a directory is left alone, and that directory and everything below it\n"
 "    are reported and counted as not restored.\n"
 "\n"
-"    On a terminal (and without --quiet) a progress line is shown on stderr.\n"
-"    A summary follows on stdout.  With --json, stdout is one JSON object:\n"
-"    {\"snapshot\", \"target\", \"files\", \"dirs\", \"others\", \"bytes\",\n"
-"    \"failed\", \"warnings\", \"seconds\"}.\n"
+"    On a terminal (and without -q/--quiet) progress is shown on stderr:\n"
+"    percentage, files and bytes, rate, errors, time left and the files being\n"
+"    written.  A summary follows on stdout; its counts are those of the last\n"
+"    progress (hard links included).  With --json, stdout is NDJSON:\n"
+"    {\"message_type\": \"status\", ...} progress objects (about once a\n"
+"    second, and one at the end), then the summary as the last line:\n"
+"    {\"message_type\": \"summary\", \"snapshot\", \"target\", \"files\",\n"
+"    \"dirs\", \"others\", \"bytes\", \"failed\", \"warnings\", \"seconds\"}.\n"
+"    With --quiet only the summary.\n"
 "\n"
 "OPTIONS\n"
 "    --target DIR\n"
@@ -129,6 +134,7 @@ int cmd_restore(int argc, char **argv) {
   if (cli_open_vault(&v)) goto out;
   o.includes = ninc ? (const char *const *)inc : NULL;
   o.nincludes = ninc;
+  cli_progress_stream();
   o.progress = cli_progress_enabled() ? cli_progress : NULL;
   o.warn = restore_warn;
   o.meta_warn = restore_meta_warn;
@@ -145,7 +151,7 @@ int cmd_restore(int argc, char **argv) {
     goto out;
   }
   if (g_opts.json) {
-    fputs("{\"snapshot\":", stdout);
+    fputs("{\"message_type\":\"summary\",\"snapshot\":", stdout);
     cli_json_cstr(stdout, snap);
     fputs(",\"target\":", stdout);
     cli_json_cstr(stdout, o.target);

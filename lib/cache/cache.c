@@ -184,15 +184,19 @@ void kh_cache_free(kh_cache *c)
 }
 
 kh_err kh_cache_lookup(kh_cache *c, const uint8_t *path, size_t plen, const kh_cache_key *k,
-                       kh_chunkref **refs, size_t *n, bool *found)
+                       kh_chunkref **refs, size_t *n, bool *found, bool *known)
 {
   *found = false;
   *refs = NULL;
   *n = 0;
+  if (known)
+    *known = false;
   sqlite3_reset(c->get);
   sqlite3_bind_blob(c->get, 1, path, (int)plen, SQLITE_STATIC);
   if (sqlite3_step(c->get) != SQLITE_ROW)
     return KH_OK;
+  if (known)
+    *known = true;
   if ((uint64_t)sqlite3_column_int64(c->get, 0) != k->size ||
       sqlite3_column_int64(c->get, 1) != k->mtime_ns ||
       sqlite3_column_int64(c->get, 2) != k->ctime_ns ||

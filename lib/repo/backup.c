@@ -59,6 +59,7 @@ typedef struct bnode {
   bool failed;     /* could not be read: left out of the snapshot */
   bool from_disk;  /* read by a worker this time: goes into the cache */
   bool no_descend; /* another file system's mount point (--one-file-system) */
+  uint8_t status;  /* KH_FILE_NEW / CHANGED / UNMODIFIED (files) */
 } bnode;
 
 typedef struct job {
@@ -79,6 +80,7 @@ typedef struct worker {
   kh_pack_writer pack; /* reused pack after pack */
   kh_chunkref *refs;  /* chunks of the file being read */
   size_t nrefs, refcap;
+  int slot;           /* index in backup_ctx.current */
   bool stream;        /* read(2), not pread(2): a pipe (--stdin) */
 } worker;
 
@@ -112,6 +114,14 @@ struct backup_ctx {
   kh_cache *cache;
   uint64_t warnings;
   kh_pattern_set *excl; /* NULL when there are no exclude patterns */
+  /* progress only: the files the workers read now (under cmu), and the
+   * totals of the counting walk that runs ahead of the real one */
+  pthread_mutex_t cmu;
+  const char *current[KH_PROGRESS_CURRENT];
+  pthread_t counter;
+  bool counting;
+  _Atomic bool count_done, count_stop;
+  _Atomic uint64_t count_files, count_bytes;
   char *xlist;          /* walker: llistxattr names (XATTR_LIST_MAX) */
   uint8_t *xval;        /* walker: one value (KH_XATTR_VALUE_MAX) */
 };
@@ -124,6 +134,21 @@ static void warn(backup_ctx *bc, kh_err e, const char *path, const char *msg)
   bc->warnings++;
   if (bc->o->warn)
     bc->o->warn(e, path, msg, bc->o->ctx);
+  pthread_mutex_unlock(&bc->wmu);
+}
+
+/* A file is in the snapshot: count it by status and tell the caller. */
+static void file_done(backup_ctx *bc, const bnode *n, const char *path)
+{
+  pthread_mutex_lock(&bc->wmu);
+  if (n->status == KH_FILE_NEW)
+    bc->r->files_new++;
+  else if (n->status == KH_FILE_CHANGED)
+    bc->r->files_changed++;
+  else
+    bc->r->files_unmodified++;
+  if (bc->o->file)
+    bc->o->file(n->status, path, n->size, bc->o->ctx);
   pthread_mutex_unlock(&bc->wmu);
 }
 
@@ -206,6 +231,28 @@ static void progress(backup_ctx *bc, bool force)
       .bytes_done = atomic_load(&bc->bytes_done), .bytes_total = bc->bytes_total,
       .bytes_new = atomic_load(&bc->bytes_new), .scan_done = bc->scan_done,
       .elapsed = now - bc->t0};
+  if (!p.scan_done && bc->counting) {
+    /* the counting walk runs ahead: its totals give the ETA early */
+    bool done = atomic_load(&bc->count_done);
+    uint64_t cf = atomic_load(&bc->count_files), cb = atomic_load(&bc->count_bytes);
+    p.files_total = cf > p.files_total ? cf : p.files_total;
+    p.bytes_total = cb > p.bytes_total ? cb : p.bytes_total;
+    p.scan_done = done;
+  }
+  pthread_mutex_lock(&bc->wmu);
+  p.errors = bc->warnings;
+  pthread_mutex_unlock(&bc->wmu);
+  char cur[KH_PROGRESS_CURRENT][512];
+  const char *curp[KH_PROGRESS_CURRENT];
+  pthread_mutex_lock(&bc->cmu);
+  for (size_t i = 0; i < KH_PROGRESS_CURRENT; i++)
+    if (bc->current[i]) {
+      snprintf(cur[p.ncurrent], sizeof cur[0], "%s", bc->current[i]);
+      curp[p.ncurrent] = cur[p.ncurrent];
+      p.ncurrent++;
+    }
+  pthread_mutex_unlock(&bc->cmu);
+  p.current = curp;
   bc->o->progress(&p, bc->o->ctx);
 }
 
@@ -641,7 +688,19 @@ static void *worker_main(void *arg)
       job j = batch[i];
       bool skipped = false;
       uint64_t statsize = j.node->size;
+      if (bc->o->progress) {
+        pthread_mutex_lock(&bc->cmu);
+        bc->current[w->slot] = j.path;
+        pthread_mutex_unlock(&bc->cmu);
+      }
       kh_err e = has_fatal(bc) ? KH_OK : read_file(w, j.node, j.path, &skipped);
+      if (bc->o->progress) {
+        pthread_mutex_lock(&bc->cmu);
+        bc->current[w->slot] = NULL;
+        pthread_mutex_unlock(&bc->cmu);
+      }
+      if (!e && !skipped && !has_fatal(bc))
+        file_done(bc, j.node, j.path);
       if (!e && !skipped && j.node->size > statsize)
         atomic_fetch_add(&bc->grown, j.node->size - statsize);
       else if (!e && !skipped && j.node->size < statsize)
@@ -710,9 +769,13 @@ static bool cache_hit(backup_ctx *bc, bnode *n, const char *path, size_t plen)
   kh_cache_key k = {n->size, n->ino, n->dev, n->mtime_ns, n->ctime_ns};
   kh_chunkref *refs = NULL;
   size_t cnt = 0;
-  bool found = false;
-  if (kh_cache_lookup(bc->cache, (const uint8_t *)path, plen, &k, &refs, &cnt, &found) || !found)
+  bool found = false, known = false;
+  if (kh_cache_lookup(bc->cache, (const uint8_t *)path, plen, &k, &refs, &cnt, &found, &known) ||
+      !found) {
+    n->status = known ? KH_FILE_CHANGED : KH_FILE_NEW;
     return false;
+  }
+  n->status = known ? KH_FILE_CHANGED : KH_FILE_NEW; /* unless all chunks are usable */
   for (size_t i = 0; i < cnt; i++)
     if (!sodium_is_zero(refs[i].id, 32) &&
         !kh_vault_blob_usable(bc->v, &bc->v->index, kh_index_find(&bc->v->index, refs[i].id))) {
@@ -721,6 +784,7 @@ static bool cache_hit(backup_ctx *bc, bnode *n, const char *path, size_t plen)
     }
   n->chunks = refs;
   n->nchunks = cnt;
+  n->status = KH_FILE_UNMODIFIED;
   return true;
 }
 
@@ -849,6 +913,72 @@ static kh_err walk_dir(backup_ctx *bc, bnode *dir, char *path, size_t plen, int 
   return e;
 }
 
+/* ---- the counting walk (progress only) -------------------------------------- */
+
+/* Files and bytes below path as the walk will find them (same excludes),
+ * counted ahead of it so that the progress has totals, hence an ETA, within
+ * seconds; the walk itself waits for the workers (a bounded queue).  Only
+ * counters are kept: memory is one directory stream per level. */
+static void count_dir(backup_ctx *bc, char *path, size_t plen, dev_t dev, int depth)
+{
+  DIR *d = depth > MAX_DEPTH ? NULL : opendir(path);
+  if (!d)
+    return;
+  struct dirent *de;
+  bool cache_tag = false;
+  bool tagged = (bc->o->exclude_caches || bc->o->nexclude_if_present) &&
+                dir_tagged(bc, dirfd(d), &cache_tag);
+  while (!has_fatal(bc) && !atomic_load(&bc->count_stop) && (de = readdir(d))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+        (tagged && !is_tag_name(bc, de->d_name, cache_tag)))
+      continue;
+    size_t nl = strlen(de->d_name), np = plen;
+    if (plen + 1 + nl >= 65536)
+      continue;
+    if (np > 1 || path[0] != '/')
+      path[np++] = '/';
+    memcpy(path + np, de->d_name, nl + 1);
+    struct stat st;
+    if ((!bc->excl || !kh_pattern_set_excludes(bc->excl, path, np + nl)) &&
+        fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !too_large(bc, &st)) {
+      if (S_ISREG(st.st_mode)) {
+        atomic_fetch_add(&bc->count_files, 1);
+        atomic_fetch_add(&bc->count_bytes, (uint64_t)st.st_size);
+      } else if (S_ISDIR(st.st_mode) && !(bc->o->one_file_system && st.st_dev != dev)) {
+        count_dir(bc, path, np + nl, st.st_dev, depth + 1);
+      }
+    }
+    path[plen] = 0;
+  }
+  closedir(d);
+}
+
+static void *count_main(void *arg)
+{
+  backup_ctx *bc = arg;
+  char *path = malloc(65536);
+  for (size_t i = 0; path && i < bc->o->npaths && !has_fatal(bc); i++) {
+    const char *p = bc->o->paths[i];
+    struct stat st;
+    size_t l = strlen(p);
+    if (p[0] != '/' || l >= 4096 || lstat(p, &st) != 0 ||
+        (bc->excl && kh_pattern_set_excludes(bc->excl, p, l)) || too_large(bc, &st))
+      continue;
+    if (S_ISREG(st.st_mode)) {
+      atomic_fetch_add(&bc->count_files, 1);
+      atomic_fetch_add(&bc->count_bytes, (uint64_t)st.st_size);
+    } else if (S_ISDIR(st.st_mode)) {
+      memcpy(path, p, l + 1);
+      while (l > 1 && path[l - 1] == '/')
+        path[--l] = 0;
+      count_dir(bc, path, l, st.st_dev, 0);
+    }
+  }
+  free(path);
+  atomic_store(&bc->count_done, true);
+  return NULL;
+}
+
 static kh_err visit(backup_ctx *bc, bnode *n, char *path, size_t plen, int depth)
 {
   switch (n->type) {
@@ -875,9 +1005,11 @@ static kh_err visit(backup_ctx *bc, bnode *n, char *path, size_t plen, int depth
     bc->files_total++;
     bc->bytes_total += n->size;
     bc->r->files++;
+    n->status = KH_FILE_NEW; /* no cache: every file counts as new */
     if (cache_hit(bc, n, path, plen)) {
       atomic_fetch_add(&bc->files_done, 1);
       atomic_fetch_add(&bc->bytes_done, n->size);
+      file_done(bc, n, path);
       progress(bc, false);
       return KH_OK;
     }
@@ -1024,6 +1156,8 @@ static kh_err add_stream(backup_ctx *bc, worker *w, bnode *root, const char *abs
   bc->files_total++;
   bc->bytes_total += got;
   atomic_fetch_add(&bc->files_done, 1);
+  cur->status = KH_FILE_NEW;
+  file_done(bc, cur, abs);
   return KH_OK;
 }
 
@@ -1198,6 +1332,7 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
   pthread_mutex_init(&bc->qmu, NULL);
   pthread_mutex_init(&bc->nmu, NULL);
   pthread_mutex_init(&bc->wmu, NULL);
+  pthread_mutex_init(&bc->cmu, NULL);
   pthread_cond_init(&bc->qnotempty, NULL);
   pthread_cond_init(&bc->qnotfull, NULL);
   pthread_cond_init(&bc->qidle, NULL);
@@ -1249,9 +1384,15 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
   }
   if (!o->stdin_name && (e = node_meta(bc, root, "/", rflags)))
     goto out;
-  for (int i = 0; i <= nthreads; i++)
+  for (int i = 0; i <= nthreads; i++) {
     if ((e = worker_init(&ws[i], bc)))
       goto out;
+    ws[i].slot = i % KH_PROGRESS_CURRENT;
+  }
+  /* the counting walk costs a second stat of everything: only for a caller
+   * that shows progress */
+  if (o->progress && o->npaths && pthread_create(&bc->counter, NULL, count_main, bc) == 0)
+    bc->counting = true;
   for (; started < nthreads; started++)
     if (pthread_create(&ws[started].tid, NULL, worker_main, &ws[started]) != 0) {
       e = kh_seterr(KH_ERR_NOMEM, "cannot start threads");
@@ -1277,6 +1418,7 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
     e = kh_seterr(KH_ERR_NOTFOUND, "none of the paths could be read");
   bc->scan_done = true;
 out:
+  atomic_store(&bc->count_stop, true); /* the walk is over: its totals are the real ones */
   /* drain and stop the workers whatever happened */
   pthread_mutex_lock(&bc->qmu);
   bc->closing = true;
@@ -1297,6 +1439,10 @@ out:
   pthread_mutex_unlock(&bc->qmu);
   for (int i = 0; i < started; i++)
     pthread_join(ws[i].tid, NULL);
+  if (bc->counting) {
+    pthread_join(bc->counter, NULL);
+    bc->counting = false;
+  }
   if (!e && bc->fatal)
     e = kh_err_restore(&bc->fatal_why);
   if (e == KH_ERR_CANCELLED) {
@@ -1413,6 +1559,7 @@ done:
   pthread_mutex_destroy(&bc->qmu);
   pthread_mutex_destroy(&bc->nmu);
   pthread_mutex_destroy(&bc->wmu);
+  pthread_mutex_destroy(&bc->cmu);
   pthread_cond_destroy(&bc->qnotempty);
   pthread_cond_destroy(&bc->qnotfull);
   pthread_cond_destroy(&bc->qidle);

@@ -66,6 +66,8 @@ typedef struct rctx {
   _Atomic uint64_t files_done, bytes_done, failed, meta_warnings;
   uint64_t files_total, bytes_total;
   pthread_mutex_t wmu;
+  pthread_mutex_t cmu;  /* current */
+  const char *current[KH_PROGRESS_CURRENT]; /* files being written (progress) */
   bool root;
   uid_t euid;
   gid_t egid;
@@ -447,6 +449,7 @@ static void restore_file(rctx *c, dcursor *cur, ritem *it, kh_buf *blob)
     const kh_chunkref *r = &it->chunks[i];
     if (sodium_is_zero(r->id, 32)) { /* hole: leave it sparse */
       off += r->len;
+      atomic_fetch_add(&c->bytes_done, r->len);
       continue;
     }
     e = kh_vault_read_blob(c->v, r->id, blob);
@@ -502,6 +505,7 @@ out:
 typedef struct rworker {
   rctx *c;
   dcursor cur;
+  int slot;            /* in rctx.current */
 } rworker;
 
 static void *restore_worker(void *arg)
@@ -520,10 +524,23 @@ static void *restore_worker(void *arg)
       pthread_mutex_lock(&c->wmu);
       bool stop = c->fatal != KH_OK;
       pthread_mutex_unlock(&c->wmu);
-      if (stop)
+      if (stop) {
         fail_item(c, it);
-      else
-        restore_file(c, &w->cur, it, &blob);
+        atomic_fetch_add(&c->files_done, 1);
+        atomic_fetch_add(&c->bytes_done, it->size);
+        continue;
+      }
+      if (c->o->progress) {
+        pthread_mutex_lock(&c->cmu);
+        c->current[w->slot] = it->path;
+        pthread_mutex_unlock(&c->cmu);
+      }
+      restore_file(c, &w->cur, it, &blob);
+      if (c->o->progress) {
+        pthread_mutex_lock(&c->cmu);
+        c->current[w->slot] = NULL;
+        pthread_mutex_unlock(&c->cmu);
+      }
     }
   }
   kh_buf_release(&blob);
@@ -540,7 +557,19 @@ static void rprogress(rctx *c, bool force)
   c->last = now;
   kh_progress p = {.files_done = atomic_load(&c->files_done), .files_total = c->files_total,
                    .bytes_done = atomic_load(&c->bytes_done), .bytes_total = c->bytes_total,
-                   .scan_done = true, .elapsed = now - c->t0};
+                   .scan_done = true, .elapsed = now - c->t0,
+                   .errors = atomic_load(&c->failed)};
+  char cur[KH_PROGRESS_CURRENT][512];
+  const char *curp[KH_PROGRESS_CURRENT];
+  pthread_mutex_lock(&c->cmu);
+  for (size_t i = 0; i < KH_PROGRESS_CURRENT; i++)
+    if (c->current[i]) {
+      snprintf(cur[p.ncurrent], sizeof cur[0], "%s", c->current[i]);
+      curp[p.ncurrent] = cur[p.ncurrent];
+      p.ncurrent++;
+    }
+  pthread_mutex_unlock(&c->cmu);
+  p.current = curp;
   c->o->progress(&p, c->o->ctx);
 }
 
@@ -658,6 +687,7 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   c->t0 = kh_now();
   c->tfd = -1;
   pthread_mutex_init(&c->wmu, NULL);
+  pthread_mutex_init(&c->cmu, NULL);
   kh_err e = KH_OK;
   uint8_t id[32];
   kh_snap s = {0};
@@ -732,6 +762,7 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
       goto out;
   for (int i = 0; i < nwk; i++) {
     wk[i].c = c;
+    wk[i].slot = i % KH_PROGRESS_CURRENT;
     if ((e = dcur_init(&wk[i].cur, c->tfd, c->levels)))
       goto out;
   }
@@ -777,9 +808,11 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     if (a->dev == b->dev && a->ino == b->ino)
       b->link_to = a->link_to >= 0 ? a->link_to : (long)hl[i - 1];
   }
+  /* totals: every file still to do, hard links too (pass 3), so that the
+   * last progress says what the result says */
   for (size_t i = 0; i < c->n; i++) {
     const ritem *it = &c->items[i];
-    if (it->type == KH_NODE_FILE && it->link_to < 0 && !it->failed) {
+    if (it->type == KH_NODE_FILE && !it->failed) {
       c->files_total++;
       c->bytes_total += it->size;
     }
@@ -796,13 +829,14 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   }
   for (int i = 0; i < started; i++)
     pthread_join(tids[i], NULL);
-  rprogress(c, true);
   /* pass 3: hard links, then directory metadata deepest first */
   for (size_t i = 0; i < c->n; i++) {
     ritem *it = &c->items[i];
     if (it->type != KH_NODE_FILE || it->failed)
       continue;
     if (it->link_to >= 0) {
+      atomic_fetch_add(&c->files_done, 1);
+      atomic_fetch_add(&c->bytes_done, it->size);
       ritem *first = &c->items[it->link_to];
       if (first->failed) {
         fail_item(c, it);
@@ -823,6 +857,7 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     r->files++;
     r->bytes += it->size;
   }
+  rprogress(c, true);
   /* reverse pre-order visits every directory after everything inside it */
   for (size_t i = c->n; i-- > 0;) {
     ritem *it = &c->items[i];
@@ -879,6 +914,7 @@ out:
   free(c->incl_found);
   free(c->tpath);
   pthread_mutex_destroy(&c->wmu);
+  pthread_mutex_destroy(&c->cmu);
   free(c);
   return e;
 }

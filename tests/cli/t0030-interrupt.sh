@@ -60,7 +60,7 @@ assert_ok "backup after the interruption"
 summary "$OUT"
 # what the first run uploaded is reused: only the rest is new
 json_check "$KH_W/summary.json" "d['bytes'] == $TOTAL and d['bytes_new'] <= $TOTAL - $KEPT + 1048576" "second backup stores only what the first did not (total $TOTAL, kept $KEPT)"
-SNAP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$KH_W/summary.json")
+SNAP=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["id"])' "$KH_W/summary.json")
 khr --json check --read-data
 assert_ok "check --read-data"
 json_check "$OUT" "d['findings'] == []" "no findings after the resumed backup"

@@ -121,7 +121,7 @@ V="/proc/version /proc/cmdline /proc/cpuinfo /sys/devices/system/cpu/possible"
 khr --json backup $V
 assert_ok "backup of /proc and /sys files"
 tail -n 1 "$OUT" >"$KH_W/v.json"
-VS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$KH_W/v.json")
+VS=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["id"])' "$KH_W/v.json")
 khr restore "$VS" --target "$KH_T/rt/v"
 assert_ok "restore of the virtual files"
 sum=0

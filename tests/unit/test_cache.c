@@ -44,13 +44,13 @@ static void test_roundtrip_and_mismatch(void)
   static const uint8_t p[] = "/home/u/f\xff\x00x"; /* any bytes, including NUL */
   size_t pl = sizeof p - 1;
   size_t n = 9;
-  bool found = true;
-  CHECK_OK(kh_cache_lookup(c, p, pl, &k, &got, &n, &found));
-  CHECK(!found && got == NULL && n == 0);
+  bool found = true, known = true;
+  CHECK_OK(kh_cache_lookup(c, p, pl, &k, &got, &n, &found, &known));
+  CHECK(!found && !known && got == NULL && n == 0);
   CHECK_OK(kh_cache_begin(c));
   CHECK_OK(kh_cache_put(c, p, pl, &k, r, 3));
   CHECK_OK(kh_cache_commit(c));
-  CHECK_OK(kh_cache_lookup(c, p, pl, &k, &got, &n, &found));
+  CHECK_OK(kh_cache_lookup(c, p, pl, &k, &got, &n, &found, NULL));
   CHECK(found);
   CHECK_EQ(n, 3);
   if (found && n == 3) {
@@ -61,7 +61,7 @@ static void test_roundtrip_and_mismatch(void)
   }
   free(got);
   /* a path that differs only after the NUL is another path */
-  CHECK_OK(kh_cache_lookup(c, p, pl - 1, &k, &got, &n, &found));
+  CHECK_OK(kh_cache_lookup(c, p, pl - 1, &k, &got, &n, &found, NULL));
   CHECK(!found);
   /* each field of the fingerprint matters */
   for (int f = 0; f < 5; f++) {
@@ -74,25 +74,26 @@ static void test_roundtrip_and_mismatch(void)
     case 4: m.ctime_ns--; break;
     }
     found = true;
-    CHECK_OK(kh_cache_lookup(c, p, pl, &m, &got, &n, &found));
+    CHECK_OK(kh_cache_lookup(c, p, pl, &m, &got, &n, &found, &known));
+    CHECK(known); /* the path is there, with another fingerprint */
     CHECK(!found && got == NULL);
   }
   /* replace: the newest entry wins */
   k.size = 100;
   CHECK_OK(kh_cache_put(c, p, pl, &k, r, 1));
-  CHECK_OK(kh_cache_lookup(c, p, pl, &k, &got, &n, &found));
+  CHECK_OK(kh_cache_lookup(c, p, pl, &k, &got, &n, &found, NULL));
   CHECK(found && n == 1);
   free(got);
   /* an entry whose chunk lengths do not add up to the size is a miss */
   k.size = 101;
   CHECK_OK(kh_cache_put(c, p, pl, &k, r, 1));
-  CHECK_OK(kh_cache_lookup(c, p, pl, &k, &got, &n, &found));
+  CHECK_OK(kh_cache_lookup(c, p, pl, &k, &got, &n, &found, NULL));
   CHECK(!found);
   /* empty file: zero chunks */
   kh_cache_key z = key();
   z.size = 0;
   CHECK_OK(kh_cache_put(c, (const uint8_t *)"empty", 5, &z, NULL, 0));
-  CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"empty", 5, &z, &got, &n, &found));
+  CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"empty", 5, &z, &got, &n, &found, NULL));
   CHECK(found && n == 0);
   free(got);
   /* values above INT64_MAX survive (stored as signed 64-bit) */
@@ -101,7 +102,7 @@ static void test_roundtrip_and_mismatch(void)
   big.dev = 1ull << 63;
   big.size = 300;
   CHECK_OK(kh_cache_put(c, (const uint8_t *)"big", 3, &big, r, 3));
-  CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"big", 3, &big, &got, &n, &found));
+  CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"big", 3, &big, &got, &n, &found, NULL));
   CHECK(found && n == 3);
   free(got);
   kh_cache_free(c);
@@ -111,7 +112,7 @@ static void test_roundtrip_and_mismatch(void)
   CHECK_OK(kh_cache_open(path, &c));
   k = key();
   k.size = 300;
-  CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"big", 3, &big, &got, &n, &found));
+  CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"big", 3, &big, &got, &n, &found, NULL));
   CHECK(found);
   free(got);
   kh_cache_free(c);
@@ -146,11 +147,11 @@ static void test_corrupt_db(void)
     kh_chunkref *got = NULL;
     size_t n;
     bool found = true;
-    CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"f", 1, &k, &got, &n, &found));
+    CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"f", 1, &k, &got, &n, &found, NULL));
     CHECK(!found);
     /* and it works again */
     CHECK_OK(kh_cache_put(c, (const uint8_t *)"f", 1, &k, r, 3));
-    CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"f", 1, &k, &got, &n, &found));
+    CHECK_OK(kh_cache_lookup(c, (const uint8_t *)"f", 1, &k, &got, &n, &found, NULL));
     CHECK(found && n == 3);
     free(got);
     kh_cache_free(c);
