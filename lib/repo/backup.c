@@ -60,6 +60,7 @@ typedef struct bnode {
   bool from_disk;  /* read by a worker this time: goes into the cache */
   bool no_descend; /* another file system's mount point (--one-file-system) */
   uint8_t status;  /* KH_FILE_NEW / CHANGED / UNMODIFIED (files) */
+  bool xattrs_unknown; /* could not be listed: not recorded in the cache */
 } bnode;
 
 typedef struct job {
@@ -81,6 +82,8 @@ typedef struct worker {
   kh_chunkref *refs;  /* chunks of the file being read */
   size_t nrefs, refcap;
   int slot;           /* index in backup_ctx.current */
+  char *xlist;        /* flistxattr names (XATTR_LIST_MAX) */
+  uint8_t *xval;      /* one value (KH_XATTR_VALUE_MAX) */
   bool stream;        /* read(2), not pread(2): a pipe (--stdin) */
 } worker;
 
@@ -103,7 +106,7 @@ struct backup_ctx {
   kh_errsave fatal_why; /* its detail, recorded on the worker's thread */
   _Atomic bool stop;  /* fatal is set: walker and workers stop early */
   uint32_t flushed;   /* packs [0, flushed) of newidx are in an index object */
-  double last_flush;
+  double last_flush, last_flush_check;
   pthread_mutex_t wmu; /* serialises warn callbacks */
   _Atomic uint64_t files_done, bytes_done, bytes_new, bytes_stored, blobs_new, bytes_read;
   _Atomic uint64_t skipped_files, skipped_bytes; /* unreadable: not in the snapshot */
@@ -211,7 +214,8 @@ static void progress(backup_ctx *bc, bool force)
     set_fatal(bc, le); /* lost: stop, commit nothing */
   if (cancel_requested(bc) && !has_fatal(bc))
     set_fatal(bc, kh_seterr(KH_ERR_CANCELLED, "interrupted"));
-  if (!has_fatal(bc) && !bc->o->dry_run) {
+  if (!has_fatal(bc) && !bc->o->dry_run && now - bc->last_flush_check >= 0.1) {
+    bc->last_flush_check = now; /* called per file: look at most 10 times a second */
     pthread_mutex_lock(&bc->nmu);
     uint32_t unflushed = bc->newidx.npacks - bc->flushed;
     pthread_mutex_unlock(&bc->nmu);
@@ -357,33 +361,35 @@ static int cmp_cstr(const void *a, const void *b)
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Flags and extended attributes (POSIX ACLs among them) of a file or
- * directory.  One llistxattr per node, nothing more when it has none.  A
- * list or value that cannot be read is a warning (the node is kept). */
-static kh_err node_meta(backup_ctx *bc, bnode *n, const char *path, uint32_t flags)
+/* The extended attributes (POSIX ACLs among them) of n, through fd when it
+ * is open (a worker reading the file), else by path: one listxattr, nothing
+ * more when there are none.  A list or value that cannot be read is a
+ * warning (the node is kept, its attributes are not recorded in the cache). */
+static kh_err read_xattrs(backup_ctx *bc, bnode *n, const char *path, int fd, char *xlist,
+                          uint8_t *xval)
 {
-  if (n->type != KH_NODE_FILE && n->type != KH_NODE_DIR)
-    return KH_OK;
-  n->flags = flags;
-  ssize_t len = llistxattr(path, bc->xlist, XATTR_LIST_MAX);
+  ssize_t len = fd >= 0 ? flistxattr(fd, xlist, XATTR_LIST_MAX)
+                        : llistxattr(path, xlist, XATTR_LIST_MAX);
   if (len == 0 || (len < 0 && (errno == ENOTSUP || errno == ENOENT)))
     return KH_OK;
   if (len < 0) {
     char msg[200];
     snprintf(msg, sizeof msg, "extended attributes not read: %s", strerror(errno));
     warn(bc, KH_ERR_IO, path, msg);
+    n->xattrs_unknown = true;
     return KH_OK;
   }
   const char *names[KH_XATTR_COUNT_MAX];
   size_t nn = 0;
-  for (ssize_t i = 0; i < len; i += (ssize_t)strlen(bc->xlist + i) + 1) {
-    if (!bc->xlist[i])
+  for (ssize_t i = 0; i < len; i += (ssize_t)strlen(xlist + i) + 1) {
+    if (!xlist[i])
       continue;
     if (nn == KH_XATTR_COUNT_MAX) {
       warn(bc, KH_ERR_TOOBIG, path, "more than 1024 extended attributes: the rest not kept");
+      n->xattrs_unknown = true;
       break;
     }
-    names[nn++] = bc->xlist + i;
+    names[nn++] = xlist + i;
   }
   qsort(names, nn, sizeof *names, cmp_cstr);
   kh_buf enc;
@@ -391,21 +397,27 @@ static kh_err node_meta(backup_ctx *bc, bnode *n, const char *path, uint32_t fla
   kh_err e = KH_OK;
   uint32_t kept = 0;
   for (size_t i = 0; i < nn && !e; i++) {
-    ssize_t vl = lgetxattr(path, names[i], bc->xval, KH_XATTR_VALUE_MAX);
+    ssize_t vl = fd >= 0 ? fgetxattr(fd, names[i], xval, KH_XATTR_VALUE_MAX)
+                         : lgetxattr(path, names[i], xval, KH_XATTR_VALUE_MAX);
     if (vl < 0) {
       if (errno != ENODATA) { /* ENODATA: removed meanwhile */
         char msg[400];
         snprintf(msg, sizeof msg, "extended attribute %.255s not read: %s", names[i],
                  strerror(errno));
         warn(bc, KH_ERR_IO, path, msg);
+        n->xattrs_unknown = true;
       }
       continue;
     }
     e = kh_buf_put_lbytes(&enc, names[i], strlen(names[i]));
     if (!e)
-      e = kh_buf_put_lbytes(&enc, bc->xval, (size_t)vl);
+      e = kh_buf_put_lbytes(&enc, xval, (size_t)vl);
     kept++;
   }
+  free(n->xattrs);
+  n->xattrs = NULL;
+  n->xattrlen = 0;
+  n->nxattr = 0;
   if (!e && kept) {
     if (!(n->xattrs = malloc(enc.len)))
       e = kh_seterr(KH_ERR_NOMEM, "out of memory");
@@ -417,6 +429,18 @@ static kh_err node_meta(backup_ctx *bc, bnode *n, const char *path, uint32_t fla
   }
   kh_buf_release(&enc);
   return e;
+}
+
+/* Flags (from statx, no extra call) of a file or directory, and the
+ * extended attributes of a directory.  A file's come later: from the
+ * worker that reads it (through its descriptor), or from the cache with
+ * its chunks (a change of attributes changes the ctime the cache keys on). */
+static kh_err node_meta(backup_ctx *bc, bnode *n, const char *path, uint32_t flags)
+{
+  if (n->type != KH_NODE_FILE && n->type != KH_NODE_DIR)
+    return KH_OK;
+  n->flags = flags;
+  return n->type == KH_NODE_DIR ? read_xattrs(bc, n, path, -1, bc->xlist, bc->xval) : KH_OK;
 }
 
 /* ---- storing chunks (workers and main) ----------------------------------- */
@@ -597,6 +621,8 @@ static kh_err read_file(worker *w, bnode *n, const char *path, bool *skipped)
     warn(w->bc, KH_ERR_IO, path, "changed type while being read");
     goto out;
   }
+  if ((e = read_xattrs(w->bc, n, path, fd, w->xlist, w->xval)))
+    goto out;
   bool sparse = st.st_size > 0 && (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size;
   if (sparse) {
     uint64_t pos = 0, size = (uint64_t)st.st_size;
@@ -782,6 +808,24 @@ static bool cache_hit(backup_ctx *bc, bnode *n, const char *path, size_t plen)
       free(refs); /* pruned or lost since: read it again */
       return false;
     }
+  /* the attributes recorded with the chunks, unless the row (from before
+   * they were) does not know them or they do not parse: then list them */
+  const uint8_t *xp;
+  size_t xl;
+  uint32_t nx = 0;
+  if (kh_cache_xattrs(bc->cache, &xp, &xl) && kh_xattr_list_count(xp, xl, &nx)) {
+    if (xl && !(n->xattrs = malloc(xl))) {
+      free(refs);
+      return false;
+    }
+    if (xl)
+      memcpy(n->xattrs, xp, xl);
+    n->xattrlen = xl;
+    n->nxattr = nx;
+  } else if (read_xattrs(bc, n, path, -1, bc->xlist, bc->xval)) {
+    free(refs);
+    return false;
+  }
   n->chunks = refs;
   n->nchunks = cnt;
   n->status = KH_FILE_UNMODIFIED;
@@ -1234,7 +1278,9 @@ static kh_err cache_update(backup_ctx *bc, bnode *n, char *path, size_t plen)
   kh_err e = KH_OK;
   if (n->type == KH_NODE_FILE && n->from_disk) {
     kh_cache_key k = {n->size, n->ino, n->dev, n->mtime_ns, n->ctime_ns};
-    return kh_cache_put(bc->cache, (const uint8_t *)path, plen, &k, n->chunks, n->nchunks);
+    return kh_cache_put(bc->cache, (const uint8_t *)path, plen, &k, n->chunks, n->nchunks,
+                        n->xattrs_unknown ? NULL : n->xattrs ? n->xattrs : (const uint8_t *)"",
+                        n->xattrlen);
   }
   for (size_t i = 0; !e && i < n->nkids; i++) {
     bnode *c = n->kids[i];
@@ -1255,6 +1301,8 @@ static kh_err cache_update(backup_ctx *bc, bnode *n, char *path, size_t plen)
 
 static void worker_release(worker *w)
 {
+  free(w->xlist);
+  free(w->xval);
   free(w->buf);
   free(w->zbuf);
   ZSTD_freeCCtx(w->zc);
@@ -1269,7 +1317,9 @@ static kh_err worker_init(worker *w, backup_ctx *bc)
   w->bufcap = 2 * KH_CHUNK_MAX;
   w->buf = malloc(w->bufcap);
   w->zc = ZSTD_createCCtx();
-  if (!w->buf || !w->zc)
+  w->xlist = malloc(XATTR_LIST_MAX);
+  w->xval = malloc(KH_XATTR_VALUE_MAX);
+  if (!w->buf || !w->zc || !w->xlist || !w->xval)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
   return kh_pack_writer_init(&w->pack);
 }

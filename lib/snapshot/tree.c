@@ -76,6 +76,20 @@ bool kh_xattr_next(const uint8_t *xattrs, size_t len, size_t *off, const uint8_t
   return true;
 }
 
+bool kh_xattr_list_count(const uint8_t *p, size_t len, uint32_t *n)
+{
+  size_t off = 0, nl, vl;
+  const uint8_t *nm, *val;
+  uint64_t k = 0;
+  *n = 0;
+  while (k <= KH_XATTR_COUNT_MAX && kh_xattr_next(p, len, &off, &nm, &nl, &val, &vl))
+    k++;
+  if (off != len || !xattrs_valid(p, len, k))
+    return false;
+  *n = (uint32_t)k;
+  return true;
+}
+
 static bool has_ext(const kh_tnode *t)
 {
   return t->flags || t->nxattr;

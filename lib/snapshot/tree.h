@@ -62,6 +62,9 @@ int kh_name_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl);
  * list kh_tree_decode or kh_tree_encode accepted. */
 bool kh_xattr_next(const uint8_t *xattrs, size_t len, size_t *off, const uint8_t **name,
                    size_t *namelen, const uint8_t **value, size_t *valuelen);
+/* How many attributes p[0..len) holds if it is a valid list (the rules of
+ * docs/format.md §8: what kh_tree_encode accepts); false if it is not. */
+bool kh_xattr_list_count(const uint8_t *p, size_t len, uint32_t *n);
 /* Find a child by name (binary search); NULL if absent. */
 const kh_tnode *kh_tree_find(const kh_tree *t, const uint8_t *name, size_t len);
 

@@ -91,6 +91,28 @@ meta_of "$KH_T/rt/2$S" >"$KH_W/meta.dst2"
 cmp -s "$KH_W/meta.src" "$KH_W/meta.dst2" || fail "the incremental snapshot lost metadata"
 chattr -i -a "$KH_T/rt/2$S/frozen" "$KH_T/rt/2$S/append.log"
 
+# a changed attribute alone (ctime moves, content does not) is seen
+python3 -c 'import os, sys; os.setxattr(sys.argv[1], "user.color", b"red")' "$S/dir/tagged.txt" || fail "setxattr"
+khr -v backup "$S"
+assert_ok "backup after an xattr change"
+assert_grep "^modified +$S/dir/tagged.txt " "$OUT" "the file whose xattr changed is read again"
+khr restore "$(tail -n 1 "$OUT")" --target "$KH_T/rt/3" --include "$S/dir"
+assert_ok "restore after an xattr change"
+assert_eq "$(python3 -c 'import os, sys; print(os.getxattr(sys.argv[1], "user.color").decode())' "$KH_T/rt/3$S/dir/tagged.txt")" red "the new value is in the new snapshot"
+
+# an unchanged re-backup lists no file's attributes (the cache has them):
+# one listxattr per directory at most, so metadata costs next to nothing
+if command -v strace >/dev/null; then
+  mkdir -p "$KH_T/many"
+  i=0
+  while [ $i -lt 300 ]; do printf '%s\n' $i >"$KH_T/many/f$i"; i=$((i + 1)); done
+  backup_id "$KH_T/many"
+  run strace -f -qq -c -o "$KH_W/strace" -e trace=listxattr,llistxattr,flistxattr "$KEYHOLD" backup "$KH_T/many"
+  assert_ok "unchanged re-backup under strace"
+  calls=$(awk '/listxattr/ {s += $4} END {print s + 0}' "$KH_W/strace")
+  [ "$calls" -le 20 ] || { cat "$KH_W/strace" >&2; fail "unchanged re-backup of 300 files made $calls listxattr calls"; }
+fi
+
 # ---- a file system without xattrs or flags: warned, counted, exit 3 ----------
 RF=$KH_T/ramfs
 mkdir -p "$RF"
