@@ -664,8 +664,12 @@ int cmd_backup(int argc, char **argv) {
     char bs[CLI_BYTES_BUF];
     cli_fmt_bytes(bs, sizeof bs, r.bytes_new_stored);
     if (g_opts.json) print_summary_json(&o, &r, true);
-    cli_msgf("backup interrupted by %s: no snapshot was made; the %s stored so far are "
-             "kept and the next backup reuses them", sig == SIGTERM ? "SIGTERM" : "SIGINT", bs);
+    if (o.dry_run)
+      cli_msgf("backup interrupted by %s (dry run: nothing was written)",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    else
+      cli_msgf("backup interrupted by %s: no snapshot was made; the %s stored so far are "
+               "kept and the next backup reuses them", sig == SIGTERM ? "SIGTERM" : "SIGINT", bs);
     rc = 128 + sig;
     goto out;
   }
