@@ -469,10 +469,14 @@ static void restore_file(rctx *c, dcursor *cur, ritem *it, kh_buf *blob)
     if (c->root && (it->uid != c->euid || it->gid != c->egid) &&
         fchown(fd, it->uid, it->gid) != 0)
       e = kh_seterr(KH_ERR_IO, "chown: %s", strerror(errno));
+    /* after the owner (chown drops security.capability), before the mode
+     * (a read-only mode would refuse user.* attributes to a non-root
+     * process; chmod to the recorded mode keeps an ACL's mask, which the
+     * recorded group bits are) */
+    if (!e)
+      xattrs_fd(c, fd, it);
     if (!e && fchmod(fd, it->mode) != 0)
       e = kh_seterr(KH_ERR_IO, "chmod: %s", strerror(errno));
-    if (!e) /* after the owner and mode: an ACL sets mode bits, chown drops capabilities */
-      xattrs_fd(c, fd, it);
     struct timespec ts[2];
     mtime_ts(ts, it->mtime_ns);
     (void)futimens(fd, ts);

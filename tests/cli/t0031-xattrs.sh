@@ -113,6 +113,33 @@ if command -v strace >/dev/null; then
   [ "$calls" -le 20 ] || { cat "$KH_W/strace" >&2; fail "unchanged re-backup of 300 files made $calls listxattr calls"; }
 fi
 
+# ---- not root: a read-only file keeps its user.* attribute --------------------
+# (set before the mode: the owner may not set attributes on a file it
+# cannot write)
+if command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then
+  chmod 0755 "$KH_T"
+  NB=$KH_T/nobody
+  mkdir -p "$NB/state" "$NB/region" "$NB/src"
+  printf 'read only\n' >"$NB/src/ro.txt"
+  python3 -c 'import os, sys; os.setxattr(sys.argv[1], "user.note", b"kept")' "$NB/src/ro.txt" || fail "setxattr"
+  chmod 0444 "$NB/src/ro.txt"
+  chown -R nobody "$NB"
+  chmod 0644 "$KEYHOLD_PASSCODE_FILE"
+  asnobody() {
+    run setpriv --reuid=nobody --regid=nogroup --clear-groups env \
+      KEYHOLD_REGION="$NB/region" KEYHOLD_CACHE_DIR="$NB/state/cache" \
+      KEYHOLD_DEVICE_DIR="$NB/state/device" HOME="$NB/state" "$KEYHOLD" "$@"
+  }
+  asnobody init --kdf-memory 8 --kdf-ops 1
+  assert_ok "init as nobody"
+  asnobody backup "$NB/src"
+  assert_ok "backup as nobody"
+  asnobody restore latest --target "$NB/state/rt"
+  assert_ok "restore as nobody: the read-only file takes its attribute"
+  assert_eq "$(python3 -c 'import os, sys; print(os.getxattr(sys.argv[1], "user.note").decode())' "$NB/state/rt$NB/src/ro.txt")" kept "user.note of a read-only file restored by its owner"
+  assert_eq "$(stat -c %a "$NB/state/rt$NB/src/ro.txt")" 444 "mode of the read-only file"
+fi
+
 # ---- a file system without xattrs or flags: warned, counted, exit 3 ----------
 RF=$KH_T/ramfs
 mkdir -p "$RF"
