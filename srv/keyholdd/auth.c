@@ -12,7 +12,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,7 +132,8 @@ static double limiter_take(kd_limiter *l, const char *key)
 static void rate_limited(kd_response *rs, double wait, const char *who)
 {
   char v[32], msg[96];
-  snprintf(v, sizeof v, "%.0f", ceil(wait) < 1 ? 1 : ceil(wait));
+  long secs = (long)wait + ((double)(long)wait < wait); /* rounded up, at least 1 */
+  snprintf(v, sizeof v, "%ld", secs < 1 ? 1 : secs);
   snprintf(msg, sizeof msg, "too many requests from this %s", who);
   kd_error(rs, 429, "rate_limited", msg);
   kd_header_add(rs, "Retry-After", v);

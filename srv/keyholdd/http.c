@@ -109,6 +109,11 @@ const char *kd_header(const kd_request *rq, const char *name)
   return rq->conn ? MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name) : NULL;
 }
 
+const char *kd_query(const kd_request *rq, const char *key)
+{
+  return rq->conn ? MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key) : NULL;
+}
+
 static kd_method method_of(const char *m, const char **name)
 {
   static const struct { const char *s; kd_method m; } t[] = {

@@ -89,6 +89,9 @@ typedef struct kd_request {
 
 /* A request header's value (NULL if absent).  Valid during the request. */
 const char *kd_header(const kd_request *rq, const char *name);
+/* A query argument's value as sent (NULL if absent or without "="; the
+ * target was checked per §6.1 for KD_PROTO rows).  Valid during the request. */
+const char *kd_query(const kd_request *rq, const char *key);
 
 /* A body produced piece by piece (a large object): read up to max bytes at
  * pos into buf, return the count (>0), or -1 on error. */

@@ -238,6 +238,8 @@ static void get_object(kd_server *s, const kd_request *rq, kd_response *rs)
 
 /* ---- DELETE ------------------------------------------------------------------ */
 
+static pthread_mutex_t g_delete_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void delete_object(kd_server *s, const kd_request *rq, kd_response *rs)
 {
   char account[KH_META_ID_HEX + 1], name[STORE_NAME_MAX];
@@ -246,11 +248,15 @@ static void delete_object(kd_server *s, const kd_request *rq, kd_response *rs)
   if (!allowed(rq, KH_OP_DELETE, rq->rest, account, &kind, rs))
     return;
   store_name(name, sizeof name, account, rq->rest);
+  /* size, delete and the usage change as one step: two DELETEs of one
+   * object at once give its size back once */
+  pthread_mutex_lock(&g_delete_lock);
   kh_err e = kh_store_size(s->store, name, &size);
   if (e == KH_OK)
     e = kh_store_delete(s->store, name);
   if (e == KH_OK && size)
     kh_meta_usage_add(s->meta, account, -(int64_t)size, false);
+  pthread_mutex_unlock(&g_delete_lock);
   if (e && e != KH_ERR_NOTFOUND) {
     store_failed(rs, e);
     return;

@@ -80,6 +80,14 @@ curl -s -o "$KH_W/b" -w '%{http_code}' -H 'Content-Type: application/json' \
   "$URL/v1/signup" >"$KH_W/code"
 assert_eq "$(cat "$KH_W/code")" 401 "forged challenge status"
 assert_grep '"code":"bad_challenge"' "$KH_W/b" "forged challenge code"
+# a real challenge, spent by a sign-up whose signature fails, is not good twice
+CH=$(curl -s "$URL/v1/challenge" | python3 -c 'import json,sys; print(json.load(sys.stdin)["challenge"])')
+Z32=$(head -c 32 /dev/zero | base64)
+Z64=$(head -c 64 /dev/zero | base64 -w0)
+for want in "401 bad_signature" "401 bad_challenge"; do
+  CODE=$(curl -s -o "$KH_W/b" -w '%{http_code}' --data "{\"name\":\"x\",\"sign_pk\":\"$Z32\",\"box_pk\":\"$Z32\",\"invite\":\"t\",\"challenge\":\"$CH\",\"sig\":\"$Z64\"}" "$URL/v1/signup")
+  assert_eq "$CODE ${want#* }" "${want% *} $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["code"])' "$KH_W/b")" "challenge use: $want"
+done
 CODE=$(curl -s -o "$KH_W/b" -w '%{http_code}' -H 'Content-Type: application/json' --data '{"name":' "$URL/v1/signup")
 assert_eq "$CODE" 400 "malformed sign-up JSON"
 head -c 1100000 /dev/zero >"$KH_W/big"
@@ -119,6 +127,9 @@ pc req alice GET "$O/$L" --range bytes=5- --out "$KH_W/got"
 expect "400 bad_request" "a range not of the form bytes=A-B"
 pc req alice HEAD "$O/$L"
 expect "200 -" "HEAD"
+pc req alice GET "$O/$L?a=b&c=d.e" --out "$KH_W/got"
+expect "200 -" "a signed target with a query (§6.1)"
+cmp -s "$KH_W/lock" "$KH_W/got" || fail "GET with a query returns the object"
 pc req alice GET "/v1/accounts/$ACC_A/list/locks" --out "$KH_W/list"
 expect "200 -" "list locks"
 assert_eq "$(cat "$KH_W/list")" "3000 $L" "the listing"
