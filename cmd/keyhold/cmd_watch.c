@@ -53,13 +53,15 @@ const char cmd_watch_help[] =
 "    The account's device statements (docs/log.md 5.2) are listed after\n"
 "    that, one line each: \"device enrolled|revoked: TIME ID by\n"
 "    device:SIGNER, signature valid\"; one whose signature does not verify\n"
-"    with a device of the account says INVALID and also counts as an\n"
-"    operation by somebody else.\n"
+"    with a device of the account says INVALID, one signed by a device\n"
+"    that an earlier statement revoked says REVOKED; both also count as an\n"
+"    operation by somebody else (as does any request such a device signs).\n"
 "\n"
 "    With --json one object: {\"account\", \"log_size\", \"count\",\n"
 "    \"entries\": [{\"index\", \"time\", \"op\", \"key\", \"requester\",\n"
 "    \"reason\", \"attempt\"}], \"device_changes\": [{\"index\", \"time\",\n"
-"    \"op\", \"device\", \"by\", \"signature\": \"valid\"|\"invalid\"}]}.\n"
+"    \"op\", \"device\", \"by\", \"signature\": \"valid\"|\"invalid\"|\n"
+"    \"revoked-signer\"}]}.\n"
 "\n"
 "OPTIONS\n"
 "    --log URL      fetch the log over HTTP(S) from URL\n"
@@ -126,12 +128,43 @@ typedef struct watch_ctx {
   uint64_t bad;           /* entries that do not parse */
   kh_log_entry *changes;  /* enrol / revoke statements of the account */
   uint64_t *change_idx;
-  bool *change_ok;        /* signed by a device of the account */
+  int *change_sig;        /* SIG_* below */
   size_t nchanges, capchanges;
+  char (*revoked)[33];    /* devices the log shows revoked so far */
+  size_t nrevoked, caprevoked;
 } watch_ctx;
 
+/* What a device statement's signature says (docs/log.md §5.2). */
+enum { SIG_VALID, SIG_INVALID, SIG_REVOKED };
+static const char *const SIG_JSON[] = {"valid", "invalid", "revoked-signer"};
+static const char *const SIG_TEXT[] = {"valid", "INVALID (not by a device of this account)",
+                                       "by a device REVOKED before it"};
+
+/* Was the signer of e (its device field) revoked earlier in the log? */
+static bool signer_revoked(const watch_ctx *w, const kh_log_entry *e)
+{
+  for (size_t i = 0; i < w->nrevoked; i++)
+    if (!strncmp(e->device, w->revoked[i], 32) && e->device[32] == ':')
+      return true;
+  return false;
+}
+
+static kh_err note_revoked(watch_ctx *w, const char *id)
+{
+  if (w->nrevoked == w->caprevoked) {
+    size_t nc = w->caprevoked ? 2 * w->caprevoked : 8;
+    char (*p)[33] = realloc(w->revoked, nc * sizeof *p);
+    if (!p)
+      return KH_ERR_NOMEM;
+    w->revoked = p;
+    w->caprevoked = nc;
+  }
+  snprintf(w->revoked[w->nrevoked++], 33, "%.32s", id);
+  return KH_OK;
+}
+
 /* Remember an enrol or revoke statement (docs/log.md §5.2) for the report. */
-static kh_err note_change(watch_ctx *w, const kh_log_entry *e, uint64_t index, bool ok)
+static kh_err note_change(watch_ctx *w, const kh_log_entry *e, uint64_t index, int sig)
 {
   if (w->nchanges == w->capchanges) {
     size_t nc = w->capchanges ? 2 * w->capchanges : 8;
@@ -141,15 +174,15 @@ static kh_err note_change(watch_ctx *w, const kh_log_entry *e, uint64_t index, b
     uint64_t *q = p ? realloc(w->change_idx, nc * sizeof *q) : NULL;
     if (q)
       w->change_idx = q;
-    bool *b = q ? realloc(w->change_ok, nc * sizeof *b) : NULL;
+    int *b = q ? realloc(w->change_sig, nc * sizeof *b) : NULL;
     if (!b)
       return KH_ERR_NOMEM;
-    w->change_ok = b;
+    w->change_sig = b;
     w->capchanges = nc;
   }
   w->changes[w->nchanges] = *e;
   w->change_idx[w->nchanges] = index;
-  w->change_ok[w->nchanges++] = ok;
+  w->change_sig[w->nchanges++] = sig;
   return KH_OK;
 }
 
@@ -193,7 +226,12 @@ static kh_err each_entry(void *ctx, uint64_t index, const uint8_t *data, size_t 
   if (strcmp(e.account, w->account))
     return KH_OK;
   bool own = own_entry(w, &e);
-  if ((e.op == KH_LOG_OP_ENROL || e.op == KH_LOG_OP_REVOKE) && note_change(w, &e, index, own))
+  /* a device the log shows revoked speaks for the account no more */
+  int sig = !own ? SIG_INVALID : signer_revoked(w, &e) ? SIG_REVOKED : SIG_VALID;
+  own = sig == SIG_VALID;
+  if ((e.op == KH_LOG_OP_ENROL || e.op == KH_LOG_OP_REVOKE) && note_change(w, &e, index, sig))
+    return KH_ERR_NOMEM;
+  if (e.op == KH_LOG_OP_REVOKE && own && note_revoked(w, e.key))
     return KH_ERR_NOMEM;
   if (own)
     return KH_OK;
@@ -417,7 +455,7 @@ int cmd_watch(int argc, char **argv)
       cli_json_cstr(stdout, en->key);
       fputs(",\"by\":", stdout);
       cli_json_cstr(stdout, en->requester);
-      printf(",\"signature\":\"%s\"}", w.change_ok[i] ? "valid" : "invalid");
+      printf(",\"signature\":\"%s\"}", SIG_JSON[w.change_sig[i]]);
     }
     fputs("]}\n", stdout);
   } else if (w.nfound == 0) {
@@ -442,14 +480,15 @@ int cmd_watch(int argc, char **argv)
       fmt_time(ts, en->time);
       printf("device %s: %s %s by %s, signature %s  (log index %llu)\n",
              en->op == KH_LOG_OP_ENROL ? "enrolled" : "revoked", ts, en->key, en->requester,
-             w.change_ok[i] ? "valid" : "INVALID (not by a device of this account)",
+             SIG_TEXT[w.change_sig[i]],
              (unsigned long long)w.change_idx[i]);
     }
   rc = w.nfound ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
   free(w.changes);
   free(w.change_idx);
-  free(w.change_ok);
+  free(w.change_sig);
+  free(w.revoked);
   free(w.devs);
   free(w.sigs);
   free(w.found);

@@ -278,6 +278,8 @@ static void post_enrolment(kd_server *s, const kd_request *rq, kd_response *rs)
   memcpy(en->salt, r.salt, 16);
   memcpy(en->tag, r.tag, 32);
   int64_t now = (int64_t)time(NULL);
+  /* decided and expired enrolments are kept an hour for their pollers */
+  (void)kh_meta_enrol_purge(s->meta, now - 3600);
   en->created = now;
   en->expires = now + KH_ENROL_TTL;
   kh_err e = kh_meta_enrol_add(s->meta, en, now);
@@ -333,8 +335,7 @@ static void get_enrolments(kd_server *s, const kd_request *rq, kd_response *rs)
 {
   static const char alpha[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
   pend_list l = {malloc(PEND_BUF), 0, 0};
-  const char *q = strchr(rq->target, '?');
-  const char *bucket = q && !strncmp(q + 1, "bucket=", 7) ? q + 8 : NULL;
+  const char *bucket = kd_query(rq, "bucket");
   if (!kd_require(rq, rq->caller->account, KH_CAP_ADMIN, rs))
     goto out;
   if (!bucket || strlen(bucket) != 2 || !strchr(alpha, bucket[0]) || !strchr(alpha, bucket[1])) {

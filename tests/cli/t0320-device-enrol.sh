@@ -191,10 +191,48 @@ assert_grep "^$DEV2 +read +[0-9TZ:-]+ +[0-9TZ:-]+ +phone\$" "$OUT" "list shows t
 
 # ---- the log has the statements, watch reports them -----------------------
 as "$D1" --json watch
+assert_ok "watch: every statement is the account's own"
 json_check "$OUT" "[(c['op'], c['device'], c['by'], c['signature']) for c in d['device_changes']] == [('enrol', '$DEV2', 'device:$DEV1', 'valid'), ('enrol', '$DEV3', 'device:$DEV1', 'valid'), ('enrol', '$DEV4', 'device:$DEV1', 'valid'), ('revoke', '$DEV2', 'device:$DEV1', 'valid')]" \
   "watch reports every enrolment and the revocation, signed by the first device"
 as "$D1" watch
 assert_grep "^device enrolled: .* $DEV2 by device:$DEV1, signature valid" "$OUT" "watch text: enrolment"
 assert_grep "^device revoked: .* $DEV2 by device:$DEV1, signature valid" "$OUT" "watch text: revocation"
+
+# ---- statements no device of the account made: by the revoked phone (with a
+# colluding operator, server stopped) and by a stranger's key -------------
+: "${KH_STATEMENT:?set KH_STATEMENT to the kh_statement fixture}"
+server_kill9
+GHOST=00112233445566778899aabbccddeeff
+run "$KH_STATEMENT" "$R" "$(ls -d "$D2"/server-*)/device.key" enrol "$ACCT" "$GHOST" "$DEV2" \
+  "caps admin sign_pk x box_pk y name ghost"
+assert_ok "append an enrol statement signed by the revoked phone"
+run "$KH_STATEMENT" "$R" new revoke "$ACCT" "$DEV3" ffeeddccbbaa99887766554433221100 "sign_pk x"
+assert_ok "append a revoke statement signed by a stranger"
+server_start
+as "$D1" --json watch
+assert_fail "watch reports statements the account's devices did not make"
+json_check "$OUT" "[(c['op'], c['device'], c['by'], c['signature']) for c in d['device_changes']][-2:] == [('enrol', '$GHOST', 'device:$DEV2', 'revoked-signer'), ('revoke', '$DEV3', 'device:ffeeddccbbaa99887766554433221100', 'invalid')] and d['count'] == 2" \
+  "watch: a statement by a revoked device and one by a stranger"
+as "$D1" watch
+assert_fail "watch (text)"
+assert_grep "^device enrolled: .* $GHOST by device:$DEV2, signature by a device REVOKED before it" "$OUT" \
+  "watch text: revoked signer"
+assert_grep "^device revoked: .* $DEV3 by device:ffeeddccbbaa99887766554433221100, signature INVALID" \
+  "$OUT" "watch text: stranger"
+
+# ---- the server hands the new device another wrap: refused (wrap_tag) ------
+add_start "$KH_T/dev7" "laptop two" 60
+kill -STOP "$APID"
+as "$D1" device approve "$CODE"
+assert_ok "approve laptop two"
+sqlite3 "$R/server/meta.db" "UPDATE enrolments SET wrap = randomblob(81) WHERE name = 'laptop two';" \
+  || fail "cannot edit the approval"
+kill -CONT "$APID"
+add_wait
+assert_fail "device add with a wrap the approver did not make"
+assert_grep "does not carry this code's tag" "$ERR" "wrap_tag refusal: the reason"
+if ls "$KH_T/dev7"/server-*/device >/dev/null 2>&1; then
+  fail "a device that refused its approval saved a state"
+fi
 
 pass
