@@ -39,7 +39,10 @@ const char cmd_help_help[] =
 
 /* The global options, for `keyhold help` and keyhold(1). */
 static const struct { const char *opt, *desc; } global_help[] = {
-  {"--region DIR", "the region directory (env KEYHOLD_REGION)"},
+  {"--region DIR|URL", "the region directory, or a region server's\n"
+                       "http(s)://HOST:PORT (env KEYHOLD_REGION)"},
+  {"--ca-file FILE", "CA certificates for an https:// region server\n"
+                     "(env KEYHOLD_CA_FILE; default: the system's)"},
   {"--passcode-file FILE", "read the passcode from the first line of FILE\n"
                            "(\"-\": standard input; env KEYHOLD_PASSCODE_FILE)"},
   {"--passcode-command CMD", "run CMD with /bin/sh -c, passcode = first line of\n"
@@ -47,7 +50,9 @@ static const struct { const char *opt, *desc; } global_help[] = {
   {"--account ID", "the account to open, or a unique prefix of its id\n"
                    "(env KEYHOLD_ACCOUNT; default: the only account)"},
   {"--json", "machine-readable output"},
-  {"--quiet", "no progress line"},
+  {"-q, --quiet", "no progress line (nor JSON status lines)"},
+  {"-v, --verbose", "backup: list new and changed files as they are\n"
+                    "stored; -vv (or twice): every file with its status"},
   {"--no-cache", "do not use the local cache"},
   {"--limit-upload KIB", "write to the provider at most KIB KiB/s"},
   {"--limit-download KIB", "read from the provider at most KIB KiB/s"},

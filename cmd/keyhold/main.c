@@ -128,7 +128,9 @@ int main(int argc, char **argv) {
     }
     if (took) continue;
     if (strcmp(a, "--json") == 0) g_opts.json = true;
-    else if (strcmp(a, "--quiet") == 0) g_opts.quiet = true;
+    else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) g_opts.quiet = true;
+    else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) g_opts.verbose++;
+    else if (strcmp(a, "-vv") == 0) g_opts.verbose += 2;
     else if (strcmp(a, "--no-cache") == 0) g_opts.no_cache = true;
     else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) help = true;
     else if (strcmp(a, "--version") == 0 && n == 1) version = true;

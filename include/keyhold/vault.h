@@ -3,6 +3,7 @@
  * kh_errdetail() says what and where.  Nothing here prints. */
 #ifndef KEYHOLD_VAULT_H
 #define KEYHOLD_VAULT_H
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -130,10 +131,23 @@ typedef struct kh_progress {
   uint64_t bytes_new;                 /* plaintext bytes not already stored */
   bool scan_done;                     /* totals are final */
   double elapsed;                     /* seconds */
+  uint64_t errors;                    /* paths reported through warn so far */
+  /* The files being read (backup) or written (restore) right now, at most
+   * KH_PROGRESS_CURRENT; valid during the callback only. */
+  const char *const *current;
+  size_t ncurrent;
 } kh_progress;
+#define KH_PROGRESS_CURRENT 16
 typedef void (*kh_progress_fn)(const kh_progress *p, void *ctx);
 /* A non-fatal problem with one path (unreadable file, damaged file...). */
 typedef void (*kh_warn_fn)(kh_err e, const char *path, const char *msg, void *ctx);
+/* One file of a backup, once it is stored: status KH_FILE_NEW (the file
+ * cache of this device has no record of the path), KH_FILE_CHANGED (it has
+ * one, with other size, inode or times: the file was read again) or
+ * KH_FILE_UNMODIFIED (served by the cache, not read).  size is the bytes
+ * backed up.  Called from several threads, one call at a time. */
+enum { KH_FILE_NEW = 'A', KH_FILE_CHANGED = 'M', KH_FILE_UNMODIFIED = 'U' };
+typedef void (*kh_file_fn)(int status, const char *path, uint64_t size, void *ctx);
 
 /* ---- backup ----------------------------------------------------------- */
 
@@ -172,6 +186,14 @@ typedef struct kh_backup_opts {
   kh_progress_fn progress;   /* called about 4 times a second, may be NULL */
   kh_warn_fn warn;
   void *ctx;
+  /* Non-NULL: the backup stops soon after *cancel becomes non-zero (a
+   * signal handler may set it).  What was stored by then is kept: the
+   * packs written, including the ones being filled, are named by an index
+   * object so that the next backup reuses them; no snapshot is written,
+   * the lock is released and kh_backup returns KH_ERR_CANCELLED with r
+   * counting what was done. */
+  volatile sig_atomic_t *cancel;
+  kh_file_fn file;           /* each file as it is stored; may be NULL */
 } kh_backup_opts;
 
 typedef struct kh_backup_result {
@@ -182,11 +204,14 @@ typedef struct kh_backup_result {
   uint64_t blobs_new, bytes_new_plain, bytes_new_stored;
   uint64_t warnings;         /* paths skipped or read partially */
   double seconds;
+  uint64_t files_new, files_changed, files_unmodified; /* as kh_file_fn says */
 } kh_backup_result;
 
 /* Back up paths into a new signed snapshot.  Paths that cannot be read are
  * reported through warn and counted in warnings; the snapshot is still made
- * (unless o->dry_run). */
+ * (unless o->dry_run).  The packs stored so far are indexed every few packs
+ * and seconds (docs/format.md §11), so an interrupted or killed backup
+ * leaves data the next one deduplicates against. */
 kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r);
 /* KH_OK if pattern is a valid exclude pattern, else KH_ERR_INVAL with the
  * reason in kh_errdetail(). */
@@ -295,8 +320,11 @@ typedef struct kh_stats_result {
 kh_err kh_stats(kh_vault *v, const char *const *snaps, size_t nsnaps, kh_stats_result *r);
 
 /* change: '+' added, '-' removed, 'M' content changed, 'U' metadata only,
- * 'T' type changed. */
-typedef void (*kh_diff_fn)(char change, const uint8_t *path, size_t pathlen, void *ctx);
+ * 'T' type changed.  added / removed: bytes of file content only in the
+ * second / first snapshot's version of this path (for 'M' the chunks that
+ * differ, by content id; holes count as no bytes). */
+typedef void (*kh_diff_fn)(char change, const uint8_t *path, size_t pathlen, uint64_t added,
+                           uint64_t removed, void *ctx);
 kh_err kh_diff(kh_vault *v, const char *snap_a, const char *snap_b, kh_diff_fn fn, void *ctx);
 
 /* ---- restore ---------------------------------------------------------- */
@@ -309,11 +337,16 @@ typedef struct kh_restore_opts {
   kh_progress_fn progress;
   kh_warn_fn warn;           /* files that could not be restored intact */
   void *ctx;
+  /* An entry restored without some of its metadata: an extended attribute
+   * or ACL, or a file flag the target file system or this process could
+   * not set (msg names them).  May be NULL; counted in meta_warnings. */
+  kh_warn_fn meta_warn;
 } kh_restore_opts;
 
 typedef struct kh_restore_result {
   uint64_t files, dirs, others, bytes;
   uint64_t failed;           /* entries not restored (reported through warn) */
+  uint64_t meta_warnings;    /* entries restored without all their metadata (meta_warn) */
 } kh_restore_result;
 
 /* Restore a snapshot under target, recreating the backed-up absolute paths.

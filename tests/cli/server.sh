@@ -1,7 +1,7 @@
 # Helpers for scenarios against a real keyholdd on loopback (sourced after
 # lib.sh): server_init makes a region in $SRV_DIR; server_start runs it on
 # 127.0.0.1:0 and sets SPID, PORT and URL (and KEYHOLD_REGION to the URL);
-# server_kill9 kills it hard.  The trap of lib.sh stops it whatever happens.
+# server_kill9 kills it hard.  SRV_SCHEME=https when serving with TLS.  The trap of lib.sh stops it whatever happens.
 : "${KEYHOLDD:?set KEYHOLDD to the keyholdd binary}"
 SRV_DIR=$KH_T/server-region
 SRV_LOG=$KH_W/server.err
@@ -29,9 +29,9 @@ server_start() {
     kill -0 "$SPID" 2>/dev/null || fail "keyholdd exited: $(cat "$SRV_LOG")"
     sleep 0.1
   done
-  PORT=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$SRV_LOG")
+  PORT=$(sed -n "s|^listening on ${SRV_SCHEME:-http}://127\\.0\\.0\\.1:\\([0-9][0-9]*\\)\$|\\1|p" "$SRV_LOG")
   [ -n "$PORT" ] && [ "$PORT" -gt 0 ] || fail "no port in: $(cat "$SRV_LOG")"
-  URL=http://127.0.0.1:$PORT
+  URL=${SRV_SCHEME:-http}://127.0.0.1:$PORT
   KEYHOLD_REGION=$URL
   export KEYHOLD_REGION
 }

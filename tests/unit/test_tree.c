@@ -501,6 +501,142 @@ static void test_snap_tags(void)
   kh_buf_release(&enc2);
 }
 
+/* docs/format.md §8 "ext": flags and extended attributes.  A node without
+ * them is encoded exactly as before the group existed (so old trees decode
+ * and trees dedup across versions); a node with them round-trips; the
+ * decoder refuses every non-canonical or out-of-bounds form. */
+static void test_tree_xattrs(void)
+{
+  /* an old-format tree, byte by byte: one fifo "f" */
+  static const uint8_t old[] = {'K', 'H', 'T', 'R', '1', 1, 1, 'f', 6, 0x80, 0x03, 0, 0,
+                                0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
+  kh_tree t;
+  CHECK_OK(kh_tree_decode(old, sizeof old, &t));
+  CHECK(t.n == 1 && t.nodes[0].type == KH_NODE_FIFO && t.nodes[0].mode == 0600 &&
+        t.nodes[0].flags == 0 && t.nodes[0].nxattr == 0 && t.nodes[0].xattrs == NULL);
+  kh_buf enc;
+  kh_buf_init(&enc, 1 << 20);
+  CHECK_OK(kh_tree_encode(t.nodes, t.n, &enc));
+  CHECK(enc.len == sizeof old && !memcmp(enc.data, old, sizeof old));
+  kh_tree_release(&t);
+
+  /* a file and a directory with attributes, a symlink without */
+  kh_buf xa, xd;
+  kh_buf_init(&xa, 1 << 20);
+  kh_buf_init(&xd, 1 << 20);
+  static const uint8_t acl[] = {2, 0, 0, 0, 1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff};
+  CHECK_OK(kh_buf_put_lbytes(&xa, "system.posix_acl_access", 23));
+  CHECK_OK(kh_buf_put_lbytes(&xa, acl, sizeof acl));
+  CHECK_OK(kh_buf_put_lbytes(&xa, "user.a", 6));
+  CHECK_OK(kh_buf_put_lbytes(&xa, "", 0)); /* an empty value */
+  CHECK_OK(kh_buf_put_lbytes(&xa, "user.b", 6));
+  CHECK_OK(kh_buf_put_lbytes(&xa, "\x00\xff", 2)); /* any value bytes */
+  CHECK_OK(kh_buf_put_lbytes(&xd, "user.d", 6));
+  CHECK_OK(kh_buf_put_lbytes(&xd, "v", 1));
+  kh_tnode n[3] = {node("d", 1, KH_NODE_DIR), node("f", 1, KH_NODE_FILE), node("l", 1, KH_NODE_SYMLINK)};
+  n[0].flags = KH_FLAG_NODUMP;
+  n[0].xattrs = xd.data;
+  n[0].xattrlen = xd.len;
+  n[0].nxattr = 1;
+  n[1].flags = KH_FLAG_APPEND | KH_FLAG_IMMUTABLE;
+  n[1].xattrs = xa.data;
+  n[1].xattrlen = xa.len;
+  n[1].nxattr = 3;
+  n[2].link = (const uint8_t *)"f";
+  n[2].linklen = 1;
+  CHECK_OK(kh_tree_encode(n, 3, &enc));
+  CHECK_OK(kh_tree_decode(enc.data, enc.len, &t));
+  CHECK(t.n == 3);
+  if (t.n == 3) {
+    CHECK(t.nodes[0].type == KH_NODE_DIR && t.nodes[0].flags == KH_FLAG_NODUMP &&
+          t.nodes[0].nxattr == 1 && t.nodes[0].xattrlen == xd.len &&
+          !memcmp(t.nodes[0].xattrs, xd.data, xd.len));
+    CHECK(t.nodes[1].type == KH_NODE_FILE && t.nodes[1].flags == 3 && t.nodes[1].nxattr == 3 &&
+          t.nodes[1].xattrlen == xa.len && !memcmp(t.nodes[1].xattrs, xa.data, xa.len));
+    CHECK(t.nodes[2].type == KH_NODE_SYMLINK && t.nodes[2].nxattr == 0);
+    size_t off = 0, nl, vl, k = 0;
+    const uint8_t *nm, *val;
+    while (kh_xattr_next(t.nodes[1].xattrs, t.nodes[1].xattrlen, &off, &nm, &nl, &val, &vl)) {
+      if (k == 0)
+        CHECK(nl == 23 && !memcmp(nm, "system.posix_acl_access", 23) && vl == sizeof acl &&
+              !memcmp(val, acl, vl));
+      if (k == 1)
+        CHECK(nl == 6 && !memcmp(nm, "user.a", 6) && vl == 0);
+      if (k == 2)
+        CHECK(nl == 6 && !memcmp(nm, "user.b", 6) && vl == 2 && !memcmp(val, "\x00\xff", 2));
+      k++;
+    }
+    CHECK(k == 3);
+  }
+  kh_buf enc2;
+  kh_buf_init(&enc2, 1 << 20);
+  CHECK_OK(kh_tree_encode(t.nodes, t.n, &enc2));
+  CHECK(enc2.len == enc.len && !memcmp(enc2.data, enc.data, enc.len));
+  kh_tree_release(&t);
+
+  /* the writer refuses what the reader would */
+  kh_tnode bad = n[2];
+  bad.flags = KH_FLAG_IMMUTABLE; /* on a symlink */
+  CHECK(kh_tree_encode(&bad, 1, &enc2) == KH_ERR_INVAL);
+  bad = n[1];
+  bad.flags = 8; /* an unknown flag */
+  CHECK(kh_tree_encode(&bad, 1, &enc2) == KH_ERR_INVAL);
+  bad = n[1];
+  bad.nxattr = 2; /* count does not match the list */
+  CHECK(kh_tree_encode(&bad, 1, &enc2) == KH_ERR_INVAL);
+
+  /* the decoder: a tree of one file "f" (no chunks) with a hand-made ext */
+  struct {
+    const char *what;
+    uint64_t flags, n;
+    const char *names[3];
+    size_t vlen;
+    bool ok;
+  } cases[] = {
+      {"flags only", KH_FLAG_NODUMP, 0, {NULL}, 0, true},
+      {"one xattr", 0, 1, {"user.x"}, 3, true},
+      {"largest value", 0, 1, {"user.x"}, KH_XATTR_VALUE_MAX, true},
+      {"empty ext", 0, 0, {NULL}, 0, false},
+      {"unknown flag", 16, 0, {NULL}, 0, false},
+      {"unsorted", 0, 2, {"user.b", "user.a"}, 1, false},
+      {"duplicate", 0, 2, {"user.a", "user.a"}, 1, false},
+      {"empty name", 0, 1, {""}, 1, false},
+      {"NUL in name", 0, 1, {"user\0x"}, 1, false},
+      {"value too long", 0, 1, {"user.x"}, KH_XATTR_VALUE_MAX + 1, false},
+      {"count beyond the list", 0, 2, {"user.x"}, 1, false},
+  };
+  uint8_t *val = calloc(1, KH_XATTR_VALUE_MAX + 1);
+  CHECK(val != NULL);
+  for (size_t i = 0; val && i < sizeof cases / sizeof cases[0]; i++) {
+    kh_buf b;
+    kh_buf_init(&b, 1 << 20);
+    kh_tnode f = node("f", 1, KH_NODE_FILE);
+    CHECK_OK(kh_tree_encode(&f, 1, &b));
+    b.data[8] |= 0x80; /* the type byte: "KHTR1", count, name length, name */
+    CHECK_OK(kh_buf_put_uvar(&b, cases[i].flags));
+    CHECK_OK(kh_buf_put_uvar(&b, cases[i].n));
+    for (size_t k = 0; k < 3 && cases[i].names[k]; k++) {
+      size_t nl = strcmp(cases[i].names[k], "user") ? strlen(cases[i].names[k]) : 6;
+      CHECK_OK(kh_buf_put_lbytes(&b, cases[i].names[k], nl));
+      CHECK_OK(kh_buf_put_lbytes(&b, val, cases[i].vlen));
+    }
+    kh_err e = kh_tree_decode(b.data, b.len, &t);
+    if ((e == KH_OK) != cases[i].ok)
+      fprintf(stderr, "case '%s': decode returned %d\n", cases[i].what, (int)e);
+    CHECK((e == KH_OK) == cases[i].ok);
+    if (!e)
+      kh_tree_release(&t);
+    else
+      CHECK(e == KH_ERR_FORMAT && t.nodes == NULL && t.n == 0);
+    kh_buf_release(&b);
+  }
+  free(val);
+  kh_buf_release(&xa);
+  kh_buf_release(&xd);
+  kh_buf_release(&enc);
+  kh_buf_release(&enc2);
+}
+
 int main(void)
 {
   if (sodium_init() < 0)
@@ -509,6 +645,7 @@ int main(void)
   RUN(test_tree_roundtrip);
   RUN(test_tree_minimal_nodes);
   RUN(test_tree_rejects);
+  RUN(test_tree_xattrs);
   RUN(test_snap);
   RUN(test_snap_tags);
   return kh_test_done("test_tree");
