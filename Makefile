@@ -5,9 +5,9 @@ ASAN_BUILD ?= build-asan
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUILD_PKGS := meson ninja-build pkg-config gcc libsodium-dev libzstd-dev libp11-kit-dev \
-              libsqlite3-dev libcurl4-openssl-dev libmicrohttpd-dev python3
+              libsqlite3-dev libcurl4-openssl-dev libmicrohttpd-dev libfuse3-dev python3
 TEST_PKGS := curl openssl softhsm2 p11-kit xxd strace util-linux mount base-passwd time golang-go \
-             golang-golang-x-mod-dev
+             golang-golang-x-mod-dev fuse3 unzip
 BENCH_PKGS := restic borgbackup linux-source-6.1 time xz-utils
 FUZZ_PKGS := clang
 
