@@ -34,6 +34,7 @@ static const cli_command commands[] = {
   {"find", cmd_find, "search snapshots for files by name", cmd_find_help},
   {"stats", cmd_stats, "sizes: what a restore writes, or the data stored", cmd_stats_help},
   {"diff", cmd_diff, "show the differences between two snapshots", cmd_diff_help},
+  {"copy", cmd_copy, "copy snapshots from another account, re-encrypting them", cmd_copy_help},
   {"restore", cmd_restore, "restore a snapshot into a directory", cmd_restore_help},
   {"check", cmd_check, "verify the vault's structure and (optionally) every byte", cmd_check_help},
   {"forget", cmd_forget, "remove snapshots, by id or by a keep policy", cmd_forget_help},

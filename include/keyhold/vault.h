@@ -190,6 +190,7 @@ typedef struct kh_snapshot_info {
   int64_t order_ns;          /* the time it is ordered by (<= time_ns) */
   char **tags;               /* backup --tag, in the order given */
   size_t ntags;
+  char copy_of[KH_SNAPSHOT_ID_HEX + 1]; /* keyhold copy: the source snapshot; "" if none */
 } kh_snapshot_info;
 
 /* All snapshots, oldest first in the one snapshot order (docs/format.md
@@ -293,6 +294,29 @@ void kh_browse_file_free(kh_browse_file *f);
  * nothing of it is copied. */
 kh_err kh_browse_file_read(kh_browse_file *f, uint64_t off, void *buf, size_t len,
                            size_t *got);
+
+/* ---- copy (docs/cli.md "copy") -------------------------------------- */
+
+typedef struct kh_copy_result {
+  uint64_t snapshots;        /* selected in the source */
+  uint64_t copied, skipped;  /* skipped: a copy already exists (either way) */
+  uint64_t blobs_new, bytes_new_plain, bytes_new_stored;
+} kh_copy_result;
+/* Called for each selected snapshot, oldest first: new_id is the copy's id,
+ * or "" if it was skipped. */
+typedef void (*kh_copy_fn)(const kh_snapshot_info *src, const char *new_id, void *ctx);
+/* Copy snapshots of src (ids, prefixes or "latest"; NULL/0: all) into dst:
+ * every file's content is read from src, chunked with dst's chunker and
+ * stored under dst's keys, trees rebuilt, and a snapshot signed by dst's
+ * device keeps the time, host, paths and tags and names the source
+ * snapshot (docs/format.md §9, kind 3).  A source snapshot is skipped when
+ * dst already has a copy of it, when it is itself a copy of one of dst's
+ * snapshots, or when it and one of dst's snapshots copy the same one.
+ * Each copy is committed (packs, index, snapshot) before the next one
+ * starts.  Holds the shared lock of both; KH_ERR_INVAL if they are the
+ * same account. */
+kh_err kh_copy(kh_vault *dst, kh_vault *src, const char *const *snaps, size_t nsnaps,
+               kh_copy_fn fn, void *ctx, kh_copy_result *r);
 
 /* ---- stats (docs/cli.md "stats") ------------------------------------ */
 

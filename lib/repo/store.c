@@ -564,6 +564,8 @@ static void snap_info(const uint8_t id[32], kh_snap *s, kh_snapshot_info *o)
   o->bytes = s->bytes;
   if (s->has_original)
     kh_hex_encode(o->original, s->original, 32);
+  if (s->has_copy_of)
+    kh_hex_encode(o->copy_of, s->copy_of, 32);
 }
 
 /* The ordering fields of a snapshot (docs/format.md §9.1). */

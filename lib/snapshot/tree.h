@@ -65,6 +65,9 @@ typedef struct kh_snap {
   /* backup --tag: in the order given; none in snapshots made before tags */
   char **tags;
   size_t ntags;
+  /* keyhold copy: the snapshot (of another account) this one copies */
+  bool has_copy_of;
+  uint8_t copy_of[32];
 } kh_snap;
 
 kh_err kh_snap_encode(const kh_snap *s, kh_buf *out);
