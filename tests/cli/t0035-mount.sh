@@ -165,6 +165,18 @@ assert_rc 2 "mount --json"
 start_mount
 cat "$MNT/snapshots/latest$SRC/docs/deep/leaf.txt" >/dev/null || fail "read after remount"
 stop_mount TERM
+# damaged data: the read fails with EIO (reported), nothing wrong is
+# returned, and the rest of the mount keeps working
+PACK=$(largest_pack)
+flip_byte "$PACK" $(($(stat -c %s "$PACK") / 2))
 start_mount
+run cat "$MNT/ids/$S1SHORT$SRC/big.bin"
+assert_fail "reading a file with a damaged chunk through the mount"
+assert_grep -F "Input/output error" "$ERR" "the read fails with EIO"
+[ "$(stat -c %s "$OUT")" -lt 20000000 ] || fail "the whole damaged file was returned"
+cmp -s "$OUT" "$SRC/big.bin" && fail "the damaged file read back whole"
+head -c "$(stat -c %s "$OUT")" "$SRC/big.bin" | cmp -s - "$OUT" || fail "bytes returned before the damage are not the original ones"
+assert_grep "error: .*big.bin: authentication failed" "$KH_W/mount.err" "the mount reports the damaged chunk"
+assert_eq "$(cat "$MNT/ids/$S1SHORT$SRC/docs/deep/leaf.txt")" "deep content" "other files still read"
 stop_mount INT
 pass

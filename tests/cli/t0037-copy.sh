@@ -115,4 +115,18 @@ KEYHOLD_REGION=$REGION_A KEYHOLD_ACCOUNT=$ACCT_A khr copy --from-region "$REGION
 assert_ok "copy B -> A"
 assert_grep '^1 copied, 3 skipped, ' "$OUT" "only B's own snapshot is copied back"
 assert_grep "^copied $(printf '%.8s' "$B0") -> " "$OUT" "B0 copied back"
+
+# ---- damaged source data: the copy stops with exit 1, nothing half-made stays ---------------
+mkdir -p "$KH_T/fresh"
+rand_file "$KH_T/fresh/r.bin" 6000
+KEYHOLD_REGION=$REGION_A backup_id --host laptop "$KH_T/fresh"; A4=$SNAP
+PACK=$(largest_pack "$REGION_A/accounts/$ACCT_A")
+flip_byte "$PACK" $(($(stat -c %s "$PACK") / 2))
+khr snapshots --json
+NB=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$OUT")
+khr copy --from-region "$REGION_A" --from-passcode-file "$KEYHOLD_PASSCODE_FILE" "$A4"
+assert_fail "copy of a snapshot whose data is damaged"
+assert_grep "copy: authentication failed" "$ERR" "the error names the failed authentication"
+khr snapshots --json
+json_check "$OUT" "len(d) == $NB and all(s['copy_of'] != '$A4' for s in d)" "no snapshot was made for the damaged source"
 pass
