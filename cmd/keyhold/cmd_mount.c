@@ -184,7 +184,10 @@ out:
 static void maybe_refresh(mount_ctx *c) {
   if (cli_now() - c->loaded_at < REFRESH_SECONDS) return;
   kh_err e = snaps_load(c);
-  if (e) cli_warnf("mount: reloading the snapshot list: %s: %s", kh_strerror(e), kh_errdetail());
+  if (e) { /* keep serving the list we have; try again in a while */
+    cli_warnf("mount: reloading the snapshot list: %s: %s", kh_strerror(e), kh_errdetail());
+    c->loaded_at = cli_now();
+  }
 }
 
 /* ---- resolving a path --------------------------------------------------- */
@@ -437,20 +440,18 @@ static int fill_node(const kh_node_info *n, void *vctx) {
   return 0;
 }
 
-/* Adds name unless an earlier entry had it (hosts and tags repeat). */
-static void fill_unique(mount_ctx *c, void *buf, fuse_fill_dir_t fill, const char *name,
-                        size_t upto_snap, size_t upto_tag, enum vkind k) {
-  for (size_t i = 0; i <= upto_snap && i < c->n; i++) {
-    if (k == V_HOSTS) {
-      if (i == upto_snap) break;
-      if (!strcmp(c->s[i].host, name)) return;
-    } else {
-      size_t lim = i == upto_snap ? upto_tag : c->s[i].ntags;
-      for (size_t j = 0; j < lim; j++)
-        if (!strcmp(c->s[i].tags[j], name)) return;
-    }
-  }
-  fill(buf, name, NULL, 0, 0);
+/* Hosts and tags repeat across snapshots: list each once. */
+static bool host_seen(const mount_ctx *c, size_t i) {
+  for (size_t k = 0; k < i; k++)
+    if (!strcmp(c->s[k].host, c->s[i].host)) return true;
+  return false;
+}
+
+static bool tag_seen(const mount_ctx *c, size_t i, size_t j) {
+  for (size_t k = 0; k <= i; k++)
+    for (size_t m = 0; m < (k == i ? j : c->s[k].ntags); m++)
+      if (!strcmp(c->s[k].tags[m], c->s[i].tags[j])) return true;
+  return false;
 }
 
 static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
@@ -460,11 +461,9 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
   target t;
   int r = resolve(c, path, &t);
   if (r) return r;
-  if (t.kind != V_NODE || t.is_root) {
-    if (t.kind != V_NODE) { /* a virtual directory: show what is there now */
-      maybe_refresh(c);
-      if ((r = resolve_once(c, path, &t))) return r;
-    }
+  if (t.kind != V_NODE) { /* a virtual directory: show what is there now */
+    maybe_refresh(c);
+    if ((r = resolve_once(c, path, &t))) return r;
   }
   fill(buf, ".", NULL, 0, 0);
   fill(buf, "..", NULL, 0, 0);
@@ -496,12 +495,13 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
     }
     return 0;
   case V_HOSTS:
-    for (size_t i = 0; i < c->n; i++) fill_unique(c, buf, fill, c->s[i].host, i, 0, V_HOSTS);
+    for (size_t i = 0; i < c->n; i++)
+      if (!host_seen(c, i)) fill(buf, c->s[i].host, NULL, 0, 0);
     return 0;
   case V_TAGS:
     for (size_t i = 0; i < c->n; i++)
       for (size_t j = 0; j < c->s[i].ntags; j++)
-        fill_unique(c, buf, fill, c->s[i].tags[j], i, j, V_TAGS);
+        if (!tag_seen(c, i, j)) fill(buf, c->s[i].tags[j], NULL, 0, 0);
     return 0;
   case V_LATEST:
     return -ENOTDIR;
