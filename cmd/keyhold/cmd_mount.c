@@ -106,6 +106,10 @@ typedef struct mount_ctx {
   double loaded_at;
   uid_t uid;
   gid_t gid;
+  /* files open now: a signal ends the loop before the kernel's releases
+   * arrive, so whatever is left is freed at exit */
+  kh_browse_file **open;
+  size_t nopen, capopen;
 } mount_ctx;
 
 static mount_ctx *ctx_get(void) { return fuse_get_context()->private_data; }
@@ -527,9 +531,17 @@ static int fs_open(const char *path, struct fuse_file_info *fi) {
   if (r) return r;
   if (t.kind != V_NODE || t.is_root || t.info.type == KH_NODE_DIR) return -EISDIR;
   if (t.info.type != KH_NODE_FILE) return -ENXIO;
+  if (c->nopen == c->capopen) {
+    size_t nc = c->capopen ? c->capopen * 2 : 16;
+    kh_browse_file **no = realloc(c->open, nc * sizeof *no);
+    if (!no) return -ENOMEM;
+    c->open = no;
+    c->capopen = nc;
+  }
   kh_browse_file *f;
   kh_err e = kh_browse_file_open(c->b, &t.info, &f);
   if (e) return report(e, path);
+  c->open[c->nopen++] = f;
   fi->fh = (uint64_t)(uintptr_t)f;
   fi->keep_cache = 1; /* a snapshot never changes */
   return 0;
@@ -547,7 +559,14 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off, struct f
 
 static int fs_release(const char *path, struct fuse_file_info *fi) {
   (void)path;
-  kh_browse_file_free((kh_browse_file *)(uintptr_t)fi->fh);
+  mount_ctx *c = ctx_get();
+  kh_browse_file *f = (kh_browse_file *)(uintptr_t)fi->fh;
+  for (size_t i = 0; i < c->nopen; i++)
+    if (c->open[i] == f) {
+      c->open[i] = c->open[--c->nopen];
+      break;
+    }
+  kh_browse_file_free(f);
   return 0;
 }
 
@@ -668,6 +687,8 @@ out:
   if (mounted) fuse_unmount(f);
   if (f) fuse_destroy(f);
   fuse_opt_free_args(&args);
+  for (size_t i = 0; i < c.nopen; i++) kh_browse_file_free(c.open[i]);
+  free(c.open);
   kh_browse_free(c.b);
   snaps_free(c.s, c.n);
   if (locked) kh_vault_read_unlock(c.v);
