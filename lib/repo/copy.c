@@ -345,6 +345,9 @@ static kh_err copy_one(copy_ctx *c, const kh_snapshot_info *si, uint64_t *maxctr
     memcpy(d.device, c->dst->device_id, 16);
     d.has_copy_of = true;
     memcpy(d.copy_of, sid, 32);
+    /* ordered in its source's line, not this device's (docs/format.md §9.1) */
+    memcpy(d.copy_device, s.has_original ? s.orig_device : s.has_copy_of ? s.copy_device : s.device, 16);
+    d.copy_counter = s.has_original ? s.orig_counter : s.has_copy_of ? s.copy_counter : s.counter;
     e = kh_vault_next_counter(c->dst, *maxctr, &d.counter);
     if (!e)
       e = kh_vault_write_snapshot(c->dst, &d, nid);

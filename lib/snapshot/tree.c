@@ -245,6 +245,8 @@ kh_err kh_snap_encode(const kh_snap *s, kh_buf *out)
   if (!e && s->has_copy_of) {
     e = kh_buf_put_u8(out, SNAP_FIELD_COPY_OF);
     if (!e) e = kh_buf_append(out, s->copy_of, 32);
+    if (!e) e = kh_buf_append(out, s->copy_device, 16);
+    if (!e) e = kh_buf_put_u64(out, s->copy_counter);
   }
   return e;
 }
@@ -325,6 +327,8 @@ kh_err kh_snap_decode(const uint8_t *p, size_t n, kh_snap *s)
     } else if (kind == SNAP_FIELD_COPY_OF) {
       s->has_copy_of = true;
       kh_rd_copy(&r, s->copy_of, 32);
+      kh_rd_copy(&r, s->copy_device, 16);
+      s->copy_counter = kh_rd_u64(&r);
     } else {
       goto bad;
     }

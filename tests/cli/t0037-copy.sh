@@ -65,6 +65,11 @@ for src, dst in ((a1, b1), (a2, b2)):
     assert b[dst]["tree"] != a[src]["tree"]   # rebuilt under other keys
 assert b[b1]["tags"] == ["daily"] and b[b1]["host"] == "laptop"
 assert b[b0]["copy_of"] is None and a[a1]["copy_of"] is None
+# ordered as their sources were, by time: the older copies come before the
+# destination's own (newer) snapshot although this device signed them later
+order = [s["id"] for s in json.load(open(sys.argv[2]))]
+assert order == [b1, b2, b0], order
+assert b[b1]["counter"] > b[b0]["counter"]
 EOF
 
 # both restore to the same tree as the source's snapshots
@@ -104,6 +109,8 @@ khr --json copy --from-region "$REGION_A" --from-passcode-file "$KEYHOLD_PASSCOD
 assert_ok "third copy (json)"
 json_check "$OUT" "len(d['copied']) == 1 and d['copied'][0]['source'] == '$A3' and sorted(d['skipped']) == sorted(['$A1', '$A2']) and 0 < d['bytes_new'] < 100000" "only the new snapshot is copied, and only its new data"
 B3=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["copied"][0]["id"])' "$OUT")
+khr --json snapshots
+json_check "$OUT" "[s['id'] for s in d] == ['$B1', '$B2', '$B0', '$B3']" "the newest copy is the newest snapshot"
 KH_NREST=$((KH_NREST + 1))
 khr restore "$B3" --target "$KH_T/rt/b3"
 assert_ok "restore of the third copy"

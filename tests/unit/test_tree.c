@@ -501,7 +501,8 @@ static void test_snap_tags(void)
   kh_buf_release(&enc2);
 }
 
-/* kind 3 (keyhold copy): after the tags, 32 bytes, canonical, optional. */
+/* kind 3 (keyhold copy): after the tags, id, device, counter (56 bytes),
+ * canonical, optional. */
 static void test_snap_copy_of(void)
 {
   char *paths[] = {"/p"}, *tags[] = {"daily"};
@@ -513,13 +514,16 @@ static void test_snap_copy_of(void)
   CHECK_OK(kh_snap_encode(&s, &plain));
   s.has_copy_of = true;
   memset(s.copy_of, 0xc5, 32);
+  memset(s.copy_device, 0x5c, 16);
+  s.copy_counter = 0x0102030405060708ull;
   CHECK_OK(kh_snap_encode(&s, &enc));
-  CHECK_EQ(enc.len, plain.len + 1 + 32);
+  CHECK_EQ(enc.len, plain.len + 1 + 56);
   CHECK_MEM(enc.data, plain.data, plain.len);
   CHECK_EQ(enc.data[plain.len], 3);
   kh_snap d;
   CHECK_OK(kh_snap_decode(enc.data, enc.len, &d));
   CHECK(d.has_copy_of && !memcmp(d.copy_of, s.copy_of, 32) && !d.has_original && !d.ntags);
+  CHECK(!memcmp(d.copy_device, s.copy_device, 16) && d.copy_counter == s.copy_counter);
   CHECK_OK(kh_snap_encode(&d, &enc2));
   CHECK(enc2.len == enc.len && !memcmp(enc2.data, enc.data, enc.len));
   kh_snap_release(&d);
@@ -528,18 +532,18 @@ static void test_snap_copy_of(void)
   s.ntags = 1;
   s.has_original = true;
   CHECK_OK(kh_snap_encode(&s, &enc));
-  CHECK_EQ(enc.data[enc.len - 33], 3);
+  CHECK_EQ(enc.data[enc.len - 57], 3);
   CHECK_OK(kh_snap_decode(enc.data, enc.len, &d));
   CHECK(d.has_copy_of && d.has_original && d.ntags == 1 && !memcmp(d.copy_of, s.copy_of, 32));
   kh_snap_release(&d);
   /* truncated, twice, or before the tags: malformed */
   int bad = 0;
-  for (size_t l = enc.len - 32; l < enc.len; l++) /* the kind byte and part of the id */
+  for (size_t l = enc.len - 56; l < enc.len; l++) /* the kind byte and part of the field */
     bad += kh_snap_decode(enc.data, l, &d) != KH_ERR_FORMAT;
   CHECK_EQ(bad, 0);
   kh_buf_reset(&enc2);
   kh_buf_append(&enc2, enc.data, enc.len);
-  kh_buf_append(&enc2, enc.data + enc.len - 33, 33);
+  kh_buf_append(&enc2, enc.data + enc.len - 57, 57);
   CHECK_ERR(kh_snap_decode(enc2.data, enc2.len, &d), KH_ERR_FORMAT);
   s.ntags = 0;
   s.has_original = false;
