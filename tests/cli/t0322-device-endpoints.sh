@@ -173,6 +173,18 @@ assert_eq "$CODE" 405 "DELETE of an enrolment"
 head -c $((2 * 1024 * 1024)) /dev/zero >"$KH_W/big"
 CODE=$(curl -s -o "$KH_W/b" -w '%{http_code}' -X POST --data-binary @"$KH_W/big" "$URL/v1/enrolments")
 assert_eq "$CODE" 413 "an oversized enrolment request"
+# device add gives up after --timeout, having printed its code line only
+run env KEYHOLD_DEVICE_DIR="$KH_T/late" "$KEYHOLD" --region "$URL" device add --name late --timeout 2
+assert_fail "device add timed out"
+assert_grep 'timed out after 2 s' "$ERR" "the timeout is named"
+assert_eq "$(wc -l <"$OUT")" 1 "only the code line on stdout"
+assert_grep '^code [0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$' "$OUT" "the code line"
+run env KEYHOLD_DEVICE_DIR="$KH_T/late" "$KEYHOLD" --region "$URL" device add --timeout 0
+assert_rc 2 "device add --timeout 0"
+run env KEYHOLD_DEVICE_DIR="$KH_T/late" "$KEYHOLD" --region "$KH_T/notaurl" device add
+assert_rc 2 "device add against a directory"
+assert_grep 'needs a region server' "$ERR" "device verbs need a server"
+
 # a clean stop (under ASan: nothing leaked by these requests)
 srv_stop
 
