@@ -55,6 +55,10 @@ khr --region http://10.1.2.3:80 snapshots
 assert_fail "plain http off loopback"
 assert_grep 'only allowed to a loopback address' "$ERR" "plain http refusal says why"
 
+khr accounts
+assert_fail "accounts against a server"
+assert_grep 'keyholdd admin accounts' "$ERR" "accounts says who lists a server's accounts"
+
 # ---- whoami ----------------------------------------------------------------
 khr whoami --json
 assert_ok "whoami against the server"
