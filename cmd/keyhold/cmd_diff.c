@@ -21,11 +21,15 @@ const char cmd_diff_help[] =
 "        U    /path    metadata only (mode, owner, times)\n"
 "        T    /path    type changed (e.g. file became a symlink)\n"
 "\n"
-"    then \"added N, removed N, changed N\" (changed counts M, U and T).\n"
-"    Paths are escaped as in keyhold ls.\n"
+"    then \"added N, removed N, changed N; B added, B removed\" (changed\n"
+"    counts M, U and T).  The bytes are file content only in SNAPSHOT2\n"
+"    (added) or only in SNAPSHOT1 (removed): whole files for + and -, and\n"
+"    for M the chunks that differ (a small edit in a big file is a few KiB\n"
+"    each way).  Paths are escaped as in keyhold ls.\n"
 "\n"
 "    With --json, one JSON object per line (NDJSON):\n"
-"    {\"change\": \"+\", \"path\": \"/path\"}; no summary line.\n"
+"    {\"change\": \"+\", \"path\": \"/path\", \"bytes_added\": N,\n"
+"    \"bytes_removed\": N}; no summary line.\n"
 "\n"
 "OPTIONS\n"
 "    --json\n"
@@ -44,10 +48,14 @@ const char cmd_diff_help[] =
 
 struct diff_ctx {
   unsigned long long added, removed, changed;
+  uint64_t bytes_added, bytes_removed;
 };
 
-static void diff_one(char change, const uint8_t *path, size_t pathlen, void *vctx) {
+static void diff_one(char change, const uint8_t *path, size_t pathlen, uint64_t badd,
+                     uint64_t brem, void *vctx) {
   struct diff_ctx *c = vctx;
+  c->bytes_added += badd;
+  c->bytes_removed += brem;
   if (change == '+') c->added++;
   else if (change == '-') c->removed++;
   else c->changed++;
@@ -56,7 +64,8 @@ static void diff_one(char change, const uint8_t *path, size_t pathlen, void *vct
     cli_json_str(stdout, &change, 1);
     fputs(",\"path\":", stdout);
     cli_json_str(stdout, path, pathlen);
-    fputs("}\n", stdout);
+    printf(",\"bytes_added\":%llu,\"bytes_removed\":%llu}\n", (unsigned long long)badd,
+           (unsigned long long)brem);
   } else {
     printf("%c    ", change);
     cli_print_path(stdout, path, pathlen);
@@ -74,7 +83,7 @@ int cmd_diff(int argc, char **argv) {
     return cli_usage("diff");
   }
   kh_vault *v = NULL;
-  struct diff_ctx ctx = {0, 0, 0};
+  struct diff_ctx ctx = {0, 0, 0, 0, 0};
   if (cli_open_vault(&v)) return CLI_EXIT_FAIL;
   kh_err e = kh_diff(v, argv[optind], argv[optind + 1], diff_one, &ctx);
   if (e) {
@@ -85,7 +94,12 @@ int cmd_diff(int argc, char **argv) {
     return CLI_EXIT_FAIL;
   }
   kh_vault_free(v);
-  if (!g_opts.json)
-    printf("added %llu, removed %llu, changed %llu\n", ctx.added, ctx.removed, ctx.changed);
+  if (!g_opts.json) {
+    char ba[CLI_BYTES_BUF], br[CLI_BYTES_BUF];
+    cli_fmt_bytes(ba, sizeof ba, ctx.bytes_added);
+    cli_fmt_bytes(br, sizeof br, ctx.bytes_removed);
+    printf("added %llu, removed %llu, changed %llu; %s added, %s removed\n", ctx.added,
+           ctx.removed, ctx.changed, ba, br);
+  }
   return CLI_EXIT_OK;
 }

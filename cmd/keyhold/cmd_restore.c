@@ -16,7 +16,12 @@ const char cmd_restore_help[] =
 "    Recreates the files of SNAPSHOT (\"latest\", a full id or a unique\n"
 "    prefix) under DIR, which is created if missing: a file backed up as\n"
 "    /home/ana/a.txt is restored as DIR/home/ana/a.txt, with its mode, owner\n"
-"    (when running as root), times, symlinks and hard links.\n"
+"    (when running as root), times, symlinks and hard links, extended\n"
+"    attributes and POSIX ACLs, and the file flags append-only, immutable\n"
+"    and no-dump (set last).  An entry the target file system (or a process\n"
+"    that is not root) cannot give all of these is restored without them and\n"
+"    reported as \"keyhold: warning: PATH: extended attributes not restored\n"
+"    (NAMES): reason\" or \"...: file flags (a) not restored: reason\".\n"
 "\n"
 "    Every byte is authenticated before it is written.  A file whose data\n"
 "    fails authentication or cannot be read is not left behind half written:\n"
@@ -29,10 +34,15 @@ const char cmd_restore_help[] =
 "    a directory is left alone, and that directory and everything below it\n"
 "    are reported and counted as not restored.\n"
 "\n"
-"    On a terminal (and without --quiet) a progress line is shown on stderr.\n"
-"    A summary follows on stdout.  With --json, stdout is one JSON object:\n"
-"    {\"snapshot\", \"target\", \"files\", \"dirs\", \"others\", \"bytes\",\n"
-"    \"failed\", \"seconds\"}.\n"
+"    On a terminal (and without -q/--quiet) progress is shown on stderr:\n"
+"    percentage, files and bytes, rate, errors, time left and the files being\n"
+"    written.  A summary follows on stdout; its counts are those of the last\n"
+"    progress (hard links included).  With --json, stdout is NDJSON:\n"
+"    {\"message_type\": \"status\", ...} progress objects (about once a\n"
+"    second, and one at the end), then the summary as the last line:\n"
+"    {\"message_type\": \"summary\", \"snapshot\", \"target\", \"files\",\n"
+"    \"dirs\", \"others\", \"bytes\", \"failed\", \"warnings\", \"seconds\"}.\n"
+"    With --quiet only the summary.\n"
 "\n"
 "OPTIONS\n"
 "    --target DIR\n"
@@ -50,7 +60,8 @@ const char cmd_restore_help[] =
 "    KEYHOLD_REGION, KEYHOLD_PASSCODE_FILE, KEYHOLD_ACCOUNT (see keyhold help)\n"
 "\n"
 "EXIT STATUS\n"
-"    0 if everything was restored intact; 1 if any entry (file, directory,\n"
+"    0 if everything was restored intact; 3 if everything was restored but\n"
+"    some entries without all their metadata (counted in \"warnings\"); 1 if any entry (file, directory,\n"
 "    symlink or special file) could not be restored (they are listed on\n"
 "    stderr and counted in \"failed\"), if an --include names nothing in the\n"
 "    snapshot, or on failure; 2 on a usage error.\n"
@@ -62,6 +73,11 @@ const char cmd_restore_help[] =
 static void restore_warn(kh_err e, const char *path, const char *msg, void *ctx) {
   (void)ctx;
   cli_path_msg("error", path, msg && *msg ? msg : kh_strerror(e));
+}
+
+static void restore_meta_warn(kh_err e, const char *path, const char *msg, void *ctx) {
+  (void)ctx;
+  cli_path_msg("warning", path, msg && *msg ? msg : kh_strerror(e));
 }
 
 int cmd_restore(int argc, char **argv) {
@@ -118,8 +134,10 @@ int cmd_restore(int argc, char **argv) {
   if (cli_open_vault(&v)) goto out;
   o.includes = ninc ? (const char *const *)inc : NULL;
   o.nincludes = ninc;
+  cli_progress_stream();
   o.progress = cli_progress_enabled() ? cli_progress : NULL;
   o.warn = restore_warn;
+  o.meta_warn = restore_meta_warn;
   kh_restore_result r;
   memset(&r, 0, sizeof r);
   double t0 = cli_now();
@@ -133,15 +151,15 @@ int cmd_restore(int argc, char **argv) {
     goto out;
   }
   if (g_opts.json) {
-    fputs("{\"snapshot\":", stdout);
+    fputs("{\"message_type\":\"summary\",\"snapshot\":", stdout);
     cli_json_cstr(stdout, snap);
     fputs(",\"target\":", stdout);
     cli_json_cstr(stdout, o.target);
     printf(",\"files\":%llu,\"dirs\":%llu,\"others\":%llu,\"bytes\":%llu,\"failed\":%llu,"
-           "\"seconds\":%.3f}\n",
+           "\"warnings\":%llu,\"seconds\":%.3f}\n",
            (unsigned long long)r.files, (unsigned long long)r.dirs,
            (unsigned long long)r.others, (unsigned long long)r.bytes,
-           (unsigned long long)r.failed, secs);
+           (unsigned long long)r.failed, (unsigned long long)r.meta_warnings, secs);
   } else if (!g_opts.quiet || r.failed || e) {
     char b[CLI_BYTES_BUF], t[32];
     cli_fmt_bytes(b, sizeof b, r.bytes);
@@ -151,6 +169,9 @@ int cmd_restore(int argc, char **argv) {
     if (r.others) printf("others:    %llu\n", (unsigned long long)r.others);
     printf("bytes:     %s\n", b);
     printf("time:      %s (%.2f s)\n", t, secs);
+    if (r.meta_warnings)
+      printf("warnings:  %llu entr%s without all their metadata\n",
+             (unsigned long long)r.meta_warnings, r.meta_warnings == 1 ? "y" : "ies");
     if (r.failed || e)
       printf("failed:    %llu entr%s not restored\n", (unsigned long long)r.failed,
              r.failed == 1 ? "y" : "ies");
@@ -160,7 +181,7 @@ int cmd_restore(int argc, char **argv) {
              r.failed == 1 ? "y" : "ies");
     rc = CLI_EXIT_FAIL;
   } else {
-    rc = CLI_EXIT_OK;
+    rc = r.meta_warnings ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;
   }
 out:
   kh_vault_free(v);
