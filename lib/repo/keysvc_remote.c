@@ -333,6 +333,9 @@ kh_err kh_keysvc_escrow_recover(const kh_keysvc_recovery *rq, const kh_secret *p
     else if (!strcmp(resp.code, "not_found"))
       e = kh_seterr(KH_ERR_NOTFOUND, "%s has no escrow record for account %s", rq->url,
                     rq->account);
+    else if (!strcmp(resp.code, "end_to_end"))
+      e = kh_seterr(KH_ERR_STATE, "account %s is end-to-end protected: the key service holds "
+                    "no escrow for it", rq->account);
     goto out;
   }
   const char *dev, *w;

@@ -188,6 +188,7 @@ assert_grep 'end-to-end|no key-service wrap' "$ERR" "says why"
 KEYHOLD_DEVICE_DIR=$KH_T/state/fourth KEYHOLD_RECOVERY_PASSCODE_FILE=$KH_W/np \
   run "$KEYHOLD" --account "$ACCOUNT" escrow recover
 assert_fail "no escrow after e2e"
+assert_grep 'end-to-end protected' "$ERR" "escrow recover says why"
 KEYHOLD_RECOVERY_PASSCODE_FILE=$KH_W/np run "$KEYHOLD" escrow enable
 assert_fail "escrow enable after e2e"
 assert_grep 'end-to-end' "$ERR" "escrow enable says why"
