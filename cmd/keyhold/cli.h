@@ -47,7 +47,7 @@ const cli_command *cli_command_list(size_t *n);
 CLI_VERB(init); CLI_VERB(backup); CLI_VERB(snapshots); CLI_VERB(ls); CLI_VERB(diff);
 CLI_VERB(restore); CLI_VERB(check); CLI_VERB(forget); CLI_VERB(prune);
 CLI_VERB(passcode); CLI_VERB(repair); CLI_VERB(help); CLI_VERB(accounts);
-CLI_VERB(completion); CLI_VERB(dump); CLI_VERB(find); CLI_VERB(stats);
+CLI_VERB(completion); CLI_VERB(dump); CLI_VERB(find); CLI_VERB(stats); CLI_VERB(copy);
 #undef CLI_VERB
 
 /* Print "keyhold: WHAT: <error text>: <detail>" to stderr (": <detail>" left

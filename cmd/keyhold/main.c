@@ -22,6 +22,7 @@ CLI_WEAK_VERB(watch);
 CLI_WEAK_VERB(protection);
 CLI_WEAK_VERB(escrow);
 CLI_WEAK_VERB(device);
+CLI_WEAK_VERB(mount);
 #undef CLI_WEAK_VERB
 
 static const cli_command commands[] = {
@@ -30,9 +31,11 @@ static const cli_command commands[] = {
   {"snapshots", cmd_snapshots, "list the snapshots", cmd_snapshots_help},
   {"ls", cmd_ls, "list the files in a snapshot", cmd_ls_help},
   {"dump", cmd_dump, "write a file of a snapshot, or a directory as tar, to stdout", cmd_dump_help},
+  {"mount", cmd_mount, "browse the snapshots as a read-only file system (FUSE)", cmd_mount_help},
   {"find", cmd_find, "search snapshots for files by name", cmd_find_help},
   {"stats", cmd_stats, "sizes: what a restore writes, or the data stored", cmd_stats_help},
   {"diff", cmd_diff, "show the differences between two snapshots", cmd_diff_help},
+  {"copy", cmd_copy, "copy snapshots from another account, re-encrypting them", cmd_copy_help},
   {"restore", cmd_restore, "restore a snapshot into a directory", cmd_restore_help},
   {"check", cmd_check, "verify the vault's structure and (optionally) every byte", cmd_check_help},
   {"forget", cmd_forget, "remove snapshots, by id or by a keep policy", cmd_forget_help},

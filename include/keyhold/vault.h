@@ -234,6 +234,7 @@ typedef struct kh_snapshot_info {
   int64_t order_ns;          /* the time it is ordered by (<= time_ns) */
   char **tags;               /* backup --tag, in the order given */
   size_t ntags;
+  char copy_of[KH_SNAPSHOT_ID_HEX + 1]; /* keyhold copy: the source snapshot; "" if none */
 } kh_snapshot_info;
 
 /* All snapshots, oldest first in the one snapshot order (docs/format.md
@@ -270,6 +271,7 @@ typedef struct kh_node_info {
   uint8_t content_id[32];    /* for diff: keyed hash over the content ids */
   uint64_t dev, ino;         /* as backed up: identify hard links (nlink > 1) */
   uint64_t rdev;             /* device number (types CHARDEV, BLOCKDEV) */
+  uint8_t tree[32];          /* type DIR: its listing's id (kh_browse_list) */
   const void *node;          /* the library's node, for kh_node_read; valid in the callback only */
 } kh_node_info;
 /* Return non-zero from the callback to stop the walk (that value is returned). */
@@ -299,6 +301,66 @@ typedef int (*kh_data_fn)(const uint8_t *p, size_t n, void *ctx);
  * n->size; KH_ERR_INVAL if n is not a file; if fn returns non-zero the
  * stream stops with KH_ERR_IO. */
 kh_err kh_node_read(kh_vault *v, const kh_node_info *n, kh_data_fn fn, void *ctx);
+
+/* ---- browsing a snapshot without restoring (mount) ------------------- */
+
+/* A reader of snapshots' directories and file contents for random access
+ * (keyhold mount).  It keeps a bounded cache of decoded directory listings
+ * and decrypted chunks (cache_bytes; 0: 64 MiB, at least one entry is always
+ * kept).  Every chunk and listing is authenticated before it is used.  Not
+ * thread-safe: one thread at a time per kh_browse and its vault.  v must
+ * stay open (and should hold kh_vault_read_lock) while b is in use. */
+typedef struct kh_browse kh_browse;
+kh_err kh_browse_new(kh_vault *v, size_t cache_bytes, kh_browse **out);
+void kh_browse_free(kh_browse *b);
+/* The root directory's listing id of snapshot snap (a full 64-hex id):
+ * verifies the snapshot and loads the index if new packs appeared. */
+kh_err kh_browse_root(kh_browse *b, const char *snap, uint8_t dir[32]);
+/* Each entry of directory dir (a root or a kh_node_info.tree), in name
+ * order; in the callback n->path/pathlen is the entry's name (no '/').
+ * Return non-zero from fn to stop (that value is returned); fn must not
+ * call b. */
+kh_err kh_browse_list(kh_browse *b, const uint8_t dir[32], kh_walk_fn fn, void *ctx);
+/* Entry name of directory dir into *out (KH_ERR_NOTFOUND if absent).  The
+ * pointers in *out stay valid until the next call on b. */
+kh_err kh_browse_lookup(kh_browse *b, const uint8_t dir[32], const uint8_t *name, size_t len,
+                        kh_node_info *out);
+
+/* An open file: its chunk list is copied, so it outlives the kh_node_info
+ * it was opened from (n from kh_browse_lookup/list, type FILE, else
+ * KH_ERR_INVAL; KH_ERR_FORMAT if the chunk lengths do not add up). */
+typedef struct kh_browse_file kh_browse_file;
+kh_err kh_browse_file_open(kh_browse *b, const kh_node_info *n, kh_browse_file **out);
+void kh_browse_file_free(kh_browse_file *f);
+/* Up to len bytes at offset off into buf; *got is less than len only at
+ * end of file.  Reads only the chunks the range touches (holes as zeros);
+ * a chunk that is missing or not authentic fails the read (its error) and
+ * nothing of it is copied. */
+kh_err kh_browse_file_read(kh_browse_file *f, uint64_t off, void *buf, size_t len,
+                           size_t *got);
+
+/* ---- copy (docs/cli.md "copy") -------------------------------------- */
+
+typedef struct kh_copy_result {
+  uint64_t snapshots;        /* selected in the source */
+  uint64_t copied, skipped;  /* skipped: a copy already exists (either way) */
+  uint64_t blobs_new, bytes_new_plain, bytes_new_stored;
+} kh_copy_result;
+/* Called for each selected snapshot, oldest first: new_id is the copy's id,
+ * or "" if it was skipped. */
+typedef void (*kh_copy_fn)(const kh_snapshot_info *src, const char *new_id, void *ctx);
+/* Copy snapshots of src (ids, prefixes or "latest"; NULL/0: all) into dst:
+ * every file's content is read from src, chunked with dst's chunker and
+ * stored under dst's keys, trees rebuilt, and a snapshot signed by dst's
+ * device keeps the time, host, paths and tags and names the source
+ * snapshot (docs/format.md §9, kind 3).  A source snapshot is skipped when
+ * dst already has a copy of it, when it is itself a copy of one of dst's
+ * snapshots, or when it and one of dst's snapshots copy the same one.
+ * Each copy is committed (packs, index, snapshot) before the next one
+ * starts.  Holds the shared lock of both; KH_ERR_INVAL if they are the
+ * same account. */
+kh_err kh_copy(kh_vault *dst, kh_vault *src, const char *const *snaps, size_t nsnaps,
+               kh_copy_fn fn, void *ctx, kh_copy_result *r);
 
 /* ---- stats (docs/cli.md "stats") ------------------------------------ */
 

@@ -51,11 +51,11 @@ static void content_id(const kh_tnode *t, uint8_t out[32])
   crypto_generichash_final(&st, out, 32);
 }
 
-static void fill_info(const kh_tnode *t, const pathbuf *pb, kh_node_info *n)
+void kh_node_info_fill(const kh_tnode *t, const uint8_t *path, size_t pathlen, kh_node_info *n)
 {
   memset(n, 0, sizeof *n);
-  n->path = pb->p;
-  n->pathlen = pb->len;
+  n->path = path;
+  n->pathlen = pathlen;
   n->type = t->type;
   n->mode = t->mode;
   n->uid = t->uid;
@@ -68,6 +68,8 @@ static void fill_info(const kh_tnode *t, const pathbuf *pb, kh_node_info *n)
   n->dev = t->dev;
   n->ino = t->ino;
   n->rdev = t->rdev;
+  if (t->type == KH_NODE_DIR)
+    memcpy(n->tree, t->subtree, 32);
   n->node = t;
   content_id(t, n->content_id);
 }
@@ -103,7 +105,7 @@ static kh_err walk_node(walk_ctx *w, const kh_tnode *t, int depth)
   if (e)
     return e;
   kh_node_info info;
-  fill_info(t, &w->pb, &info);
+  kh_node_info_fill(t, w->pb.p, w->pb.len, &info);
   w->stop = w->fn(&info, w->ctx);
   if (!w->stop && t->type == KH_NODE_DIR)
     e = walk_tree(w, t->subtree, depth + 1);

@@ -14,6 +14,7 @@
 /* optional trailing fields, each at most once, in this order */
 #define SNAP_FIELD_ORIGINAL 1
 #define SNAP_FIELD_TAGS 2
+#define SNAP_FIELD_COPY_OF 3
 /* docs/format.md §8: a name is one path component, so that restore can
  * never be steered out of the directory that holds it */
 #define BAD_NAME "entry name is empty, \".\" or \"..\", or contains '/' or NUL"
@@ -337,6 +338,12 @@ kh_err kh_snap_encode(const kh_snap *s, kh_buf *out)
       e = kh_buf_put_str(out, s->tags[i]);
     }
   }
+  if (!e && s->has_copy_of) {
+    e = kh_buf_put_u8(out, SNAP_FIELD_COPY_OF);
+    if (!e) e = kh_buf_append(out, s->copy_of, 32);
+    if (!e) e = kh_buf_append(out, s->copy_device, 16);
+    if (!e) e = kh_buf_put_u64(out, s->copy_counter);
+  }
   return e;
 }
 
@@ -388,7 +395,8 @@ kh_err kh_snap_decode(const uint8_t *p, size_t n, kh_snap *s)
   s->files = kh_rd_uvar(&r);
   s->bytes = kh_rd_uvar(&r);
   /* optional fields, in increasing kind: the snapshot this one replaces,
-   * then the tags (a snapshot without tags has no tags field) */
+   * the tags (a snapshot without tags has no tags field), the snapshot
+   * this one copies */
   for (uint8_t last = 0; kh_rd_ok(&r) && kh_rd_left(&r);) {
     uint8_t kind = kh_rd_u8(&r);
     if (kind <= last)
@@ -412,6 +420,11 @@ kh_err kh_snap_decode(const uint8_t *p, size_t n, kh_snap *s)
           goto bad;
         s->ntags++;
       }
+    } else if (kind == SNAP_FIELD_COPY_OF) {
+      s->has_copy_of = true;
+      kh_rd_copy(&r, s->copy_of, 32);
+      kh_rd_copy(&r, s->copy_device, 16);
+      s->copy_counter = kh_rd_u64(&r);
     } else {
       goto bad;
     }

@@ -89,6 +89,13 @@ typedef struct kh_snap {
   /* backup --tag: in the order given; none in snapshots made before tags */
   char **tags;
   size_t ntags;
+  /* keyhold copy: the snapshot (of another account) this one copies, and
+   * the device and counter that order it: its source's order line
+   * (docs/format.md §9, §9.1) */
+  bool has_copy_of;
+  uint8_t copy_of[32];
+  uint8_t copy_device[16];
+  uint64_t copy_counter;
 } kh_snap;
 
 kh_err kh_snap_encode(const kh_snap *s, kh_buf *out);

@@ -105,7 +105,7 @@ json_check "$OUT" "set(d) == {'message_type', 'id', 'dry_run', 'interrupted', 'f
 json_check "$OUT" "d['message_type'] == 'summary' and d['interrupted'] is False and all(isinstance(d[k], int) for k in d if k not in ('message_type', 'id', 'dry_run', 'interrupted', 'seconds'))" "backup --json counts are integers"
 SNAP=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["id"])' "$OUT")
 khr snapshots --json
-json_check "$OUT" "set(d[0]) == {'id', 'short_id', 'time', 'host', 'paths', 'tags', 'parent', 'tree', 'device', 'counter', 'files', 'bytes', 'original'}" "snapshots --json fields"
+json_check "$OUT" "set(d[0]) == {'id', 'short_id', 'time', 'host', 'paths', 'tags', 'parent', 'tree', 'device', 'counter', 'files', 'bytes', 'original', 'copy_of'}" "snapshots --json fields"
 
 khr ls --json "$SNAP" "$SRC"
 assert_ok "ls --json"

@@ -483,7 +483,7 @@ static void test_snap_tags(void)
   /* zero tags, an empty tag, a NUL in a tag, a field twice or out of
    * order, an unknown field */
   static const uint8_t tails[][6] = {{2, 0}, {2, 1, 0}, {2, 1, 1, 0}, {2, 1, 1, 'a', 2, 0},
-                                     {3}, {0}};
+                                     {4}, {0}};
   static const size_t tlen[] = {2, 3, 4, 6, 1, 1};
   for (size_t i = 0; i < sizeof tlen / sizeof tlen[0]; i++) {
     kh_buf_reset(&enc2);
@@ -637,6 +637,62 @@ static void test_tree_xattrs(void)
   kh_buf_release(&enc2);
 }
 
+/* kind 3 (keyhold copy): after the tags, id, device, counter (56 bytes),
+ * canonical, optional. */
+static void test_snap_copy_of(void)
+{
+  char *paths[] = {"/p"}, *tags[] = {"daily"};
+  kh_snap s = {.time_ns = 1, .host = "h", .paths = paths, .npaths = 1, .counter = 3};
+  kh_buf plain, enc, enc2;
+  kh_buf_init(&plain, 1 << 16);
+  kh_buf_init(&enc, 1 << 16);
+  kh_buf_init(&enc2, 1 << 16);
+  CHECK_OK(kh_snap_encode(&s, &plain));
+  s.has_copy_of = true;
+  memset(s.copy_of, 0xc5, 32);
+  memset(s.copy_device, 0x5c, 16);
+  s.copy_counter = 0x0102030405060708ull;
+  CHECK_OK(kh_snap_encode(&s, &enc));
+  CHECK_EQ(enc.len, plain.len + 1 + 56);
+  CHECK_MEM(enc.data, plain.data, plain.len);
+  CHECK_EQ(enc.data[plain.len], 3);
+  kh_snap d;
+  CHECK_OK(kh_snap_decode(enc.data, enc.len, &d));
+  CHECK(d.has_copy_of && !memcmp(d.copy_of, s.copy_of, 32) && !d.has_original && !d.ntags);
+  CHECK(!memcmp(d.copy_device, s.copy_device, 16) && d.copy_counter == s.copy_counter);
+  CHECK_OK(kh_snap_encode(&d, &enc2));
+  CHECK(enc2.len == enc.len && !memcmp(enc2.data, enc.data, enc.len));
+  kh_snap_release(&d);
+  /* with tags and original: kinds 1, 2, 3 in order */
+  s.tags = tags;
+  s.ntags = 1;
+  s.has_original = true;
+  CHECK_OK(kh_snap_encode(&s, &enc));
+  CHECK_EQ(enc.data[enc.len - 57], 3);
+  CHECK_OK(kh_snap_decode(enc.data, enc.len, &d));
+  CHECK(d.has_copy_of && d.has_original && d.ntags == 1 && !memcmp(d.copy_of, s.copy_of, 32));
+  kh_snap_release(&d);
+  /* truncated, twice, or before the tags: malformed */
+  int bad = 0;
+  for (size_t l = enc.len - 56; l < enc.len; l++) /* the kind byte and part of the field */
+    bad += kh_snap_decode(enc.data, l, &d) != KH_ERR_FORMAT;
+  CHECK_EQ(bad, 0);
+  kh_buf_reset(&enc2);
+  kh_buf_append(&enc2, enc.data, enc.len);
+  kh_buf_append(&enc2, enc.data + enc.len - 57, 57);
+  CHECK_ERR(kh_snap_decode(enc2.data, enc2.len, &d), KH_ERR_FORMAT);
+  s.ntags = 0;
+  s.has_original = false;
+  CHECK_OK(kh_snap_encode(&s, &enc)); /* plain | 3 | id */
+  kh_buf_reset(&enc2);
+  kh_buf_append(&enc2, enc.data, enc.len);
+  kh_buf_append(&enc2, (const uint8_t[]){2, 1, 1, 'a'}, 4);
+  CHECK_ERR(kh_snap_decode(enc2.data, enc2.len, &d), KH_ERR_FORMAT);
+  kh_buf_release(&plain);
+  kh_buf_release(&enc);
+  kh_buf_release(&enc2);
+}
+
 int main(void)
 {
   if (sodium_init() < 0)
@@ -648,5 +704,6 @@ int main(void)
   RUN(test_tree_xattrs);
   RUN(test_snap);
   RUN(test_snap_tags);
+  RUN(test_snap_copy_of);
   return kh_test_done("test_tree");
 }
