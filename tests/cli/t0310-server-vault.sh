@@ -55,6 +55,10 @@ khr --region http://10.1.2.3:80 snapshots
 assert_fail "plain http off loopback"
 assert_grep 'only allowed to a loopback address' "$ERR" "plain http refusal says why"
 
+khr accounts
+assert_fail "accounts against a server"
+assert_grep 'keyholdd admin accounts' "$ERR" "accounts says who lists a server's accounts"
+
 # ---- whoami ----------------------------------------------------------------
 khr whoami --json
 assert_ok "whoami against the server"
@@ -73,7 +77,7 @@ for f in $(seq 1 32); do rand_file "$SRC/big/r$f.bin" 2048; done
 # its own, and ss sees them.  Then the server goes on.
 touch "$KH_W/stamp"
 # (not `run ... &`: the exit status of the background command itself)
-"$KEYHOLD" --quiet backup "$SRC" >"$OUT" 2>"$ERR" &
+"$KEYHOLD" --quiet backup --threads 2 "$SRC" >"$OUT" 2>"$ERR" &
 BGPID=$!
 i=0
 while [ -z "$(find "$AD/data" -type f -newer "$KH_W/stamp" 2>/dev/null | head -n 1)" ]; do
@@ -103,7 +107,7 @@ assert_ok "snapshots"
 json_check "$OUT" "len(d) == 1 and d[0]['id'] == '$S1' and d[0]['device'] == '$DEVICE'" "snapshots lists the backup"
 
 tgt=$KH_T/rt/one
-"$KEYHOLD" --quiet restore "$S1" --target "$tgt" >"$OUT" 2>"$ERR" &
+"$KEYHOLD" --quiet restore --threads 4 "$S1" --target "$tgt" >"$OUT" 2>"$ERR" &
 BGPID=$!
 MC=$(max_conns 300)
 wait "$BGPID"
