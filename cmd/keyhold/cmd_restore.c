@@ -69,8 +69,11 @@ int cmd_restore(int argc, char **argv) {
     {"target", required_argument, NULL, 't'},
     {"include", required_argument, NULL, 'i'},
     {"threads", required_argument, NULL, 'j'},
+    CLI_FILTER_OPTIONS,
     {NULL, 0, NULL, 0},
   };
+  cli_filter cf;
+  char id[KH_SNAPSHOT_ID_HEX + 1];
   kh_restore_opts o;
   memset(&o, 0, sizeof o);
   char **inc = calloc((size_t)argc + 1, sizeof *inc);
@@ -78,6 +81,7 @@ int cmd_restore(int argc, char **argv) {
   int c, rc = CLI_EXIT_FAIL;
   kh_vault *v = NULL;
   if (!inc) { cli_msgf("out of memory"); return CLI_EXIT_FAIL; }
+  if (!cli_filter_init(&cf, argc)) { free(inc); return CLI_EXIT_FAIL; }
   optind = 0;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
@@ -101,6 +105,9 @@ int cmd_restore(int argc, char **argv) {
         goto out;
       }
       break;
+    case CLI_OPT_HOST: case CLI_OPT_PATH: case CLI_OPT_TAG:
+      if (!cli_filter_add(&cf, c, optarg, "restore")) { rc = cli_usage("restore"); goto out; }
+      break;
     default: rc = cli_usage("restore"); goto out;
     }
   }
@@ -116,6 +123,10 @@ int cmd_restore(int argc, char **argv) {
   }
   const char *snap = argv[optind];
   if (cli_open_vault(&v)) goto out;
+  char what[300];
+  snprintf(what, sizeof what, "restore %s", snap);
+  if ((rc = cli_resolve_snapshot(v, snap, &cf, what, id))) goto out;
+  rc = CLI_EXIT_FAIL;
   o.includes = ninc ? (const char *const *)inc : NULL;
   o.nincludes = ninc;
   o.progress = cli_progress_enabled() ? cli_progress : NULL;
@@ -123,12 +134,10 @@ int cmd_restore(int argc, char **argv) {
   kh_restore_result r;
   memset(&r, 0, sizeof r);
   double t0 = cli_now();
-  kh_err e = kh_restore(v, snap, &o, &r);
+  kh_err e = kh_restore(v, id, &o, &r);
   double secs = cli_now() - t0;
   cli_progress_end();
   if (e && e != KH_ERR_CORRUPT) {
-    char what[300];
-    snprintf(what, sizeof what, "restore %s", snap);
     rc = cli_fail(e, what);
     goto out;
   }
@@ -166,5 +175,6 @@ out:
   kh_vault_free(v);
   for (size_t i = 0; i < ninc; i++) free(inc[i]);
   free(inc);
+  cli_filter_release(&cf);
   return rc;
 }

@@ -202,8 +202,36 @@ void kh_snapshots_free(kh_snapshot_info *s, size_t n);
 /* How many snapshots the last kh_snapshots_list on this thread skipped
  * because they failed to authenticate or parse (keyhold check names them). */
 uint64_t kh_snapshots_skipped(void);
-/* "latest", a full id, or a unique prefix (>= 4 hex digits) -> full id. */
-kh_err kh_snapshot_resolve(kh_vault *v, const char *spec, char id[KH_SNAPSHOT_ID_HEX + 1]);
+/* Which snapshots a command is about (docs/cli.md "Selecting snapshots").
+ * A snapshot matches when its host is one of hosts, its set of backed-up
+ * paths equals the set paths (trailing slashes ignored) and it carries
+ * every tag of at least one entry of tags, an entry being a comma-separated
+ * list ("a,b": a and b; "": no tags at all).  An empty list matches
+ * anything; a NULL filter matches every snapshot. */
+typedef struct kh_snapshot_filter {
+  const char *const *hosts;
+  size_t nhosts;
+  const char *const *paths;
+  size_t npaths;
+  const char *const *tags;
+  size_t ntags;
+} kh_snapshot_filter;
+bool kh_snapshot_filter_match(const kh_snapshot_filter *f, const kh_snapshot_info *s);
+/* kh_snapshots_list keeping only the snapshots f matches (same order; free
+ * with kh_snapshots_free; kh_snapshots_skipped counts as for the list). */
+kh_err kh_snapshots_select(kh_vault *v, const kh_snapshot_filter *f, kh_snapshot_info **out,
+                           size_t *n);
+/* A snapshot name -> full id.  spec is a full id or a unique prefix (>= 4
+ * hex digits; it must match f: else KH_ERR_NOTFOUND), "latest", or either
+ * followed by "~N": the Nth snapshot before it in its group (same host and
+ * paths), in the snapshot order, among those f matches.  "latest" is the
+ * newest snapshot f matches, preferring this machine's host when f names no
+ * host and this host has some; if those span more than one group,
+ * KH_ERR_AMBIGUOUS with the groups listed in kh_errdetail() (never the
+ * newest of some other folder).  latest and ~N refuse (KH_ERR_CORRUPT) while
+ * some snapshot fails authentication.  f may be NULL. */
+kh_err kh_snapshot_resolve(kh_vault *v, const char *spec, const kh_snapshot_filter *f,
+                           char id[KH_SNAPSHOT_ID_HEX + 1]);
 
 /* ---- walking a snapshot's tree --------------------------------------- */
 
@@ -336,6 +364,7 @@ typedef struct kh_keep_policy {
   const char *const *tags;
   size_t ntags;
   unsigned group_by;
+  const kh_snapshot_filter *filter; /* only these snapshots are planned (NULL: all) */
 } kh_keep_policy;
 /* Rules, one reason each: "last 1", "hourly 2026-11-28 14:00", "daily
  * 2026-11-28", "weekly 2026-W48", "monthly 2026-11", "yearly 2026",
@@ -352,9 +381,9 @@ typedef struct kh_forget_decision {
  * KH_ERR_INVAL if the policy has no rule. */
 kh_err kh_forget_plan(const kh_snapshot_info *list, size_t n, const kh_keep_policy *p,
                       kh_forget_decision *out, size_t *ngroups);
-/* Plans over every snapshot, removes the ones not kept (unless dry_run),
- * then calls fn once with the list and the plan.  Refuses (KH_ERR_CORRUPT)
- * if some snapshot could not be read. */
+/* Plans over every snapshot p->filter matches, removes the ones not kept
+ * (unless dry_run), then calls fn once with the list and the plan.
+ * Refuses (KH_ERR_CORRUPT) if some snapshot could not be read. */
 typedef void (*kh_forget_fn)(const kh_snapshot_info *list, const kh_forget_decision *plan,
                              size_t n, size_t ngroups, void *ctx);
 kh_err kh_forget_policy(kh_vault *v, const kh_keep_policy *p, bool dry_run,

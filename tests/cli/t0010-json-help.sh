@@ -155,7 +155,8 @@ cp -a "$KH_T/dash" "$KH_T/cp/dash"
 (cd "$KH_T/dash" && "$KEYHOLD" --passcode-file "$KH_T/p2" --quiet backup -- -x) >"$OUT" 2>"$ERR"
 RC=$?
 assert_ok "backup -- -x"
-khr --passcode-file "$KH_T/p2" ls latest
+khr --passcode-file "$KH_T/p2" ls --path "$KH_T/dash/-x" latest
+assert_ok "ls the snapshot of -x"
 assert_eq "$(tail -n 1 "$OUT")" "$KH_T/dash/-x" "backup -- -x backs up the file named -x"
 
 pass
