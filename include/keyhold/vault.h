@@ -118,7 +118,8 @@ typedef void (*kh_warn_fn)(kh_err e, const char *path, const char *msg, void *ct
 
 /* ---- backup ----------------------------------------------------------- */
 
-/* One exclude pattern (docs/cli.md "Patterns"); "!" re-includes. */
+/* One exclude pattern (docs/cli.md "Patterns"); "!" re-includes.  Also
+ * restore's include and exclude patterns. */
 typedef struct kh_backup_pattern {
   const char *pattern;
   bool icase;                /* ASCII letters match either case */
@@ -310,26 +311,67 @@ kh_err kh_diff(kh_vault *v, const char *snap_a, const char *snap_b, kh_diff_fn f
 
 /* ---- restore ---------------------------------------------------------- */
 
+/* What an existing entry of the target gets where the snapshot has a file,
+ * symlink or special file (docs/cli.md "restore"); directories are always
+ * merged.  An entry is never written through: it is replaced by rename. */
+typedef enum kh_overwrite {
+  KH_OVERWRITE_ALWAYS = 0,   /* replace it */
+  KH_OVERWRITE_IF_CHANGED,   /* keep it if type, size and mtime (symlinks: target) match */
+  KH_OVERWRITE_IF_NEWER,     /* replace it only if the snapshot's mtime is later */
+  KH_OVERWRITE_NEVER         /* keep anything that is there */
+} kh_overwrite;
+
+/* What restore did (or with dry_run would do) to one target path. */
+enum { KH_RESTORE_WRITE = 1, KH_RESTORE_SKIP = 2, KH_RESTORE_DELETE = 3 };
+typedef void (*kh_restore_fn)(int action, const char *path, void *ctx);
+
 typedef struct kh_restore_opts {
   const char *target;        /* created if missing */
-  const char *const *includes; /* NULL/0 = everything; else paths (and below) */
+  /* Selection by pattern (docs/cli.md "Patterns", as for backup excludes):
+   * with includes, only what an include matches (and what is below it) is
+   * restored, with its ancestor directories; an include starting with "!"
+   * is refused (KH_ERR_INVAL).  What an exclude matches (the last matching
+   * one decides; "!" re-includes) is left out with what is below it. */
+  const kh_backup_pattern *includes;
   size_t nincludes;
+  const kh_backup_pattern *excludes;
+  size_t nexcludes;
+  kh_overwrite overwrite;
+  /* Remove what the target holds that the snapshot does not, inside each
+   * directory restored whole (with includes: those an include matches;
+   * without: the target itself and every directory).  Excluded paths are
+   * kept.  Symlinks are removed, never followed. */
+  bool delete_extra;
+  /* Re-read every file written (and every file --overwrite if-changed kept
+   * as unchanged) and compare it with the snapshot's content ids; a
+   * mismatch is reported through warn and counted in failed. */
+  bool verify;
+  /* Decide everything, write and delete nothing (the target is not
+   * created); report and the counts say what would be done. */
+  bool dry_run;
   int threads;
   kh_progress_fn progress;
   kh_warn_fn warn;           /* files that could not be restored intact */
+  kh_restore_fn report;      /* each file, symlink or special file written
+                              * or skipped, each path deleted; may be NULL */
   void *ctx;
 } kh_restore_opts;
 
 typedef struct kh_restore_result {
-  uint64_t files, dirs, others, bytes;
+  uint64_t files, dirs, others, bytes; /* restored (dry_run: would be) */
   uint64_t failed;           /* entries not restored (reported through warn) */
+  uint64_t skipped;          /* existing entries kept by overwrite */
+  uint64_t deleted;          /* target paths removed by delete_extra */
+  uint64_t verified;         /* files re-read and found intact */
 } kh_restore_result;
 
 /* Restore a snapshot under target, recreating the backed-up absolute paths.
  * Bytes that fail authentication are never written: such a file is reported,
- * removed and counted in failed; the call then returns KH_ERR_CORRUPT.  No
- * symlink beneath target is followed; an entry that cannot be restored
- * without (a directory where one is) fails with everything below it. */
+ * removed and counted in failed; the call then returns KH_ERR_CORRUPT (also
+ * when verify finds a mismatch).  No symlink beneath target is followed; an
+ * entry that cannot be restored without (a directory where one is) fails
+ * with everything below it.  KH_ERR_NOTFOUND if an include matches
+ * nothing (the rest is restored). */
 kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_restore_result *r);
 
 /* ---- check ------------------------------------------------------------ */
