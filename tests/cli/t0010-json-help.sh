@@ -128,7 +128,7 @@ assert_ok "check --json --read-data"
 json_check "$OUT" "d['read_data'] is True and d['packs_read'] == d['packs'] and d['packs'] > 0 and d['blobs'] > 0" "check --json --read-data"
 khr restore --json "$(printf %.8s "$SNAP")" --target "$KH_T/rt/j"
 assert_ok "restore --json"
-json_check "$OUT" "set(d) == {'snapshot', 'target', 'files', 'dirs', 'others', 'bytes', 'failed', 'seconds'} and d['snapshot'] == '$(printf %.8s "$SNAP")' and d['failed'] == 0 and d['files'] == 19" "restore --json"
+json_check "$OUT" "set(d) == {'snapshot', 'id', 'target', 'dry_run', 'files', 'dirs', 'others', 'bytes', 'restored', 'skipped', 'deleted', 'verified', 'failed', 'seconds'} and d['snapshot'] == '$(printf %.8s "$SNAP")' and d['id'] == '$SNAP' and d['dry_run'] is False and d['restored'] == d['files'] + d['dirs'] + d['others'] and d['skipped'] == d['deleted'] == d['verified'] == 0 and d['failed'] == 0 and d['files'] == 19" "restore --json"
 backup_id "$SRC"
 S2=$SNAP
 khr diff --json "$S2" "$SNAP"
