@@ -164,7 +164,11 @@ int cmd_restore(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "n", longopts, NULL)) != -1) {
     switch (c) {
     case 't':
-      if (!*optarg) { cli_msgf("restore: --target: empty path"); rc = cli_usage("restore"); goto out; }
+      if (!*optarg) {
+        cli_msgf("restore: --target: empty path");
+        rc = cli_usage("restore");
+        goto out;
+      }
       o.target = optarg;
       break;
     case O_INCLUDE: case O_IINCLUDE: case O_EXCLUDE: case O_IEXCLUDE: {
@@ -188,7 +192,8 @@ int cmd_restore(int argc, char **argv) {
     }
     case O_OVERWRITE:
       if (!parse_overwrite(optarg, &o.overwrite)) {
-        cli_msgf("restore: --overwrite: not one of always, if-changed, if-newer, never: %s", optarg);
+        cli_msgf("restore: --overwrite: not one of always, if-changed, if-newer, never: %s",
+                 optarg);
         rc = cli_usage("restore");
         goto out;
       }
@@ -265,7 +270,8 @@ int cmd_restore(int argc, char **argv) {
     printf("dirs:      %llu\n", (unsigned long long)r.dirs);
     if (r.others) printf("others:    %llu\n", (unsigned long long)r.others);
     printf("bytes:     %s\n", b);
-    if (o.overwrite != KH_OVERWRITE_ALWAYS) printf("skipped:   %llu\n", (unsigned long long)r.skipped);
+    if (o.overwrite != KH_OVERWRITE_ALWAYS)
+      printf("skipped:   %llu\n", (unsigned long long)r.skipped);
     if (o.delete_extra) printf("deleted:   %llu\n", (unsigned long long)r.deleted);
     if (o.verify && !o.dry_run) printf("verified:  %llu\n", (unsigned long long)r.verified);
     printf("time:      %s (%.2f s)\n", t, secs);

@@ -571,7 +571,7 @@ static void verify_file(rctx *c, dcursor *cur, ritem *it, kh_buf *buf)
   uint64_t off = 0;
   struct stat st;
   int fd = -1, dfd = dcur_dir(c, cur, it->parent);
-  if (dfd < 0 || (fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+  if (dfd < 0 || (fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0) {
     e = kh_seterr(kh_errno_code(errno), "verify: open: %s", strerror(errno));
     goto out;
   }
