@@ -280,6 +280,8 @@ int cmd_restore(int argc, char **argv) {
              r.failed == 1 ? "y" : "ies");
   }
   if (r.failed || e) {
+    if (e && e != KH_ERR_CORRUPT)
+      cli_fail(e, what); /* an include that matched nothing (named above) */
     if (r.failed || e == KH_ERR_CORRUPT)
       cli_msgf("restore: %llu entr%s could not be restored intact", (unsigned long long)r.failed,
                r.failed == 1 ? "y" : "ies");

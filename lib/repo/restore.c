@@ -12,6 +12,7 @@
  * created or opened that way fails, with everything below it. */
 #include "repo/vault_internal.h"
 #include "common/err.h"
+#include "common/fault.h"
 #include "common/fsutil.h"
 #include "common/pattern.h"
 
@@ -1121,6 +1122,7 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   }
   /* --verify: every file written, and every file kept as unchanged */
   if (o->verify && !dry) {
+    (void)kh_fault_point("restore.verify"); /* test-only event point (fault.h) */
     c->verifying = true;
     run_workers(c, wk, nwk);
   }

@@ -109,6 +109,31 @@ khr restore "$SNAP" --target "$T" --verify
 assert_ok "restore (always) --verify"
 diff -r "$SRC" "$T$SRC" >"$KH_W/d" 2>&1 || fail "--overwrite always: trees differ: $(cat "$KH_W/d")"
 
+# --verify re-reads what was written: a file changed after it was written
+# (the restore held at the event point restore.verify) is caught
+T2=$KH_T/rt/verify
+bg env KH_FAULT=restore.verify:1:stop "$KEYHOLD" restore "$SNAP" --target "$T2" --verify \
+  >"$KH_W/v.out" 2>"$KH_W/v.err"
+PV=$BGPID
+n=0
+while :; do
+  st=$(sed 's/.*) //' "/proc/$PV/stat" 2>/dev/null | cut -c1)
+  [ "$st" = T ] && break
+  kill -0 "$PV" 2>/dev/null || fail "restore ended before it stopped at restore.verify: $(cat "$KH_W/v.err")"
+  n=$((n + 1))
+  [ $n -le 3000 ] || fail "restore did not stop at restore.verify within 30 s"
+  sleep 0.01
+done
+assert_eq "$(cat "$T2$SRC/docs/b.pdf")" "%PDF pretend" "restored before verification"
+printf '%%PDF PRETEND\n' >"$T2$SRC/docs/b.pdf"
+kill -CONT "$PV"
+wait "$PV"; RC=$?
+cp "$KH_W/v.err" "$ERR"
+assert_fail "restore --verify with a file changed after it was written"
+assert_grep -F "$T2$SRC/docs/b.pdf: verify: content differs from the snapshot in bytes 0 to 13" "$ERR" "verify names the file and the bytes"
+assert_eq "$(grep -c 'verify:' "$ERR")" 1 "only that file fails verification"
+assert_grep -F "restore: 1 entry could not be restored intact" "$ERR" "restore counts the failed verification"
+
 # ---- --overwrite never follows a symlink planted where a file goes --------------------------
 rm "$T$SRC/docs/a.txt"; ln -s "$OUTSIDE/victim" "$T$SRC/docs/a.txt"
 khr restore "$SNAP" --target "$T" --overwrite if-newer
