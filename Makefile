@@ -5,10 +5,10 @@ ASAN_BUILD ?= build-asan
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 BUILD_PKGS := meson ninja-build pkg-config gcc libsodium-dev libzstd-dev libp11-kit-dev \
-              libsqlite3-dev libcurl4-openssl-dev libmicrohttpd-dev python3
+              libsqlite3-dev libcurl4-openssl-dev libmicrohttpd-dev libfuse3-dev python3
 TEST_PKGS := curl openssl softhsm2 p11-kit xxd strace util-linux mount base-passwd time golang-go \
-             golang-golang-x-mod-dev
-BENCH_PKGS := restic borgbackup linux-source-6.1 time xz-utils
+             golang-golang-x-mod-dev zsh fish fuse3 unzip
+BENCH_PKGS := restic borgbackup linux-source-6.1 time xz-utils fuse3
 FUZZ_PKGS := clang
 
 .PHONY: all build deps test-deps check check-asan demo bench fuzz clean install uninstall
@@ -61,6 +61,7 @@ bench: build
 	$(call install_pkgs,$(BENCH_PKGS))
 	sh bench/bench.sh $(BUILD)
 	sh bench/kms.sh $(BUILD)
+	sh bench/mount.sh $(BUILD)
 
 fuzz: deps
 	$(call install_pkgs,$(FUZZ_PKGS))

@@ -35,6 +35,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (kh_tree_find(&t, x->name, x->namelen) != x)
       abort();
+    /* flags and extended attributes: known bits, files and dirs only,
+     * a list of exactly nxattr well-formed entries */
+    if ((x->flags & ~KH_FLAGS_ALL) ||
+        ((x->flags || x->nxattr) && x->type != KH_NODE_FILE && x->type != KH_NODE_DIR))
+      abort();
+    size_t off = 0, nl, vl, k = 0;
+    const uint8_t *nm, *val;
+    while (kh_xattr_next(x->xattrs, x->xattrlen, &off, &nm, &nl, &val, &vl)) {
+      if (!nl || nl > KH_XATTR_NAME_MAX || vl > KH_XATTR_VALUE_MAX || memchr(nm, 0, nl))
+        abort();
+      k++;
+    }
+    if (k != x->nxattr || off != x->xattrlen)
+      abort();
   }
   kh_buf enc;
   kh_buf_init(&enc, size + 64);

@@ -29,11 +29,14 @@ cli_opts g_opts;
  * worker threads and the progress line do not interleave. */
 static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool progress_shown; /* a progress line is on the terminal (err_lock) */
+static int progress_lines;  /* how many lines it has (the status, then files) */
 
 static void progress_erase_locked(void) {
   if (progress_shown) {
     fputs("\r\033[K", stderr);
+    for (int i = 1; i < progress_lines; i++) fputs("\033[1A\033[K", stderr);
     progress_shown = false;
+    progress_lines = 0;
   }
 }
 
@@ -681,9 +684,48 @@ double cli_now(void) {
 /* ---- progress ----------------------------------------------------------- */
 
 static double progress_last; /* cli_now() of the last redraw (err_lock) */
+static bool progress_json;   /* NDJSON status objects on stdout (cli_progress_stream) */
+static kh_progress json_last; /* the last status seen (counts only) */
+static bool json_pending;    /* json_last not written yet */
 
 bool cli_progress_enabled(void) {
-  return !g_opts.quiet && isatty(STDERR_FILENO);
+  return progress_json || (!g_opts.quiet && isatty(STDERR_FILENO));
+}
+
+void cli_progress_stream(void) {
+  progress_json = g_opts.json && !g_opts.quiet;
+}
+
+/* Fraction done (bytes, else files), 0 when nothing is known. */
+static double progress_fraction(const kh_progress *p) {
+  if (p->bytes_total) return p->bytes_done >= p->bytes_total ? 1.0 : (double)p->bytes_done / (double)p->bytes_total;
+  if (p->files_total) return p->files_done >= p->files_total ? 1.0 : (double)p->files_done / (double)p->files_total;
+  return 0;
+}
+
+/* Seconds left, or < 0 when unknown (totals still growing, nothing done). */
+static double progress_eta(const kh_progress *p) {
+  double f = progress_fraction(p);
+  if (!p->scan_done || f <= 0 || p->elapsed < 0.5) return -1;
+  return p->elapsed * (1 - f) / f;
+}
+
+static void json_status_locked(const kh_progress *p) {
+  double eta = progress_eta(p);
+  printf("{\"message_type\":\"status\",\"seconds_elapsed\":%.3f,", p->elapsed);
+  if (eta >= 0) printf("\"seconds_remaining\":%.0f,", eta);
+  printf("\"percent_done\":%.4f,\"total_files\":%llu,\"files_done\":%llu,\"total_bytes\":%llu,"
+         "\"bytes_done\":%llu,\"error_count\":%llu,\"scan_finished\":%s,\"current_files\":[",
+         progress_fraction(p), (unsigned long long)p->files_total,
+         (unsigned long long)p->files_done, (unsigned long long)p->bytes_total,
+         (unsigned long long)p->bytes_done, (unsigned long long)p->errors,
+         p->scan_done ? "true" : "false");
+  for (size_t i = 0; i < p->ncurrent; i++) {
+    if (i) putchar(',');
+    cli_json_cstr(stdout, p->current[i]);
+  }
+  fputs("]}\n", stdout);
+  fflush(stdout);
 }
 
 void cli_progress(const kh_progress *p, void *ctx) {
@@ -691,34 +733,66 @@ void cli_progress(const kh_progress *p, void *ctx) {
   if (!p || !cli_progress_enabled()) return;
   double now = cli_now();
   pthread_mutex_lock(&err_lock);
+  if (progress_json) {
+    json_last = *p;
+    json_last.current = NULL; /* valid during the call only */
+    json_last.ncurrent = 0;
+    json_pending = true;
+    if (progress_last == 0 || now - progress_last >= 1.0) {
+      progress_last = now;
+      json_status_locked(p);
+      json_pending = false;
+    }
+    pthread_mutex_unlock(&err_lock);
+    return;
+  }
   if (progress_last != 0 && now - progress_last < 0.24) {
     pthread_mutex_unlock(&err_lock);
     return;
   }
   progress_last = now;
-  char el[32], bd[CLI_BYTES_BUF], bt[CLI_BYTES_BUF], rate[CLI_BYTES_BUF], eta[40] = "";
+  char el[32], bd[CLI_BYTES_BUF], bt[CLI_BYTES_BUF], rate[CLI_BYTES_BUF], eta[40] = "",
+       pct[16] = "", errs[32] = "";
   cli_fmt_duration(el, sizeof el, p->elapsed);
   cli_fmt_bytes(bd, sizeof bd, p->bytes_done);
   cli_fmt_bytes(bt, sizeof bt, p->bytes_total);
   double r = p->elapsed > 0.1 ? (double)p->bytes_done / p->elapsed : 0;
   cli_fmt_bytes(rate, sizeof rate, (uint64_t)r);
-  if (p->scan_done && r > 0 && p->bytes_total >= p->bytes_done) {
+  double left = progress_eta(p);
+  if (left >= 0) {
     char d[32];
-    cli_fmt_duration(d, sizeof d, (double)(p->bytes_total - p->bytes_done) / r);
+    cli_fmt_duration(d, sizeof d, left);
     snprintf(eta, sizeof eta, "  ETA %s", d);
   }
-  char line[256];
-  int len = snprintf(line, sizeof line, "[%s] %llu/%llu%s files  %s/%s%s  %s/s%s", el,
+  if (p->scan_done) snprintf(pct, sizeof pct, "%5.1f%%  ", 100 * progress_fraction(p));
+  if (p->errors)
+    snprintf(errs, sizeof errs, "  %llu error%s", (unsigned long long)p->errors,
+             p->errors == 1 ? "" : "s");
+  char line[320];
+  int len = snprintf(line, sizeof line, "[%s] %s%llu/%llu%s files  %s/%s%s  %s/s%s%s", el, pct,
                      (unsigned long long)p->files_done, (unsigned long long)p->files_total,
-                     p->scan_done ? "" : "+", bd, bt, p->scan_done ? "" : "+", rate, eta);
-  /* Never wrap: a wrapped line cannot be redrawn with \r. */
+                     p->scan_done ? "" : "+", bd, bt, p->scan_done ? "" : "+", rate, errs, eta);
+  /* Never wrap: a wrapped line cannot be redrawn. */
   struct winsize ws;
-  if (len > 0 && ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 &&
-      (size_t)len >= ws.ws_col)
-    line[ws.ws_col - 1] = 0;
-  fprintf(stderr, "\r%s\033[K", line);
+  size_t cols = 0;
+  if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1) cols = ws.ws_col;
+  if (len > 0 && cols && (size_t)len >= cols) line[cols - 1] = 0;
+  progress_erase_locked();
+  fputs(line, stderr);
+  int lines = 1;
+  /* the files in flight, one a line below (at most 4) */
+  for (size_t i = 0; i < p->ncurrent && i < 4; i++) {
+    char f[320];
+    snprintf(f, sizeof f, "  %s", p->current[i]);
+    if (cols && strlen(f) >= cols) f[cols - 1] = 0;
+    fputs("\n", stderr);
+    fputs(f, stderr);
+    fputs("\033[K", stderr);
+    lines++;
+  }
   fflush(stderr);
   progress_shown = true;
+  progress_lines = lines;
   pthread_mutex_unlock(&err_lock);
 }
 
@@ -726,6 +800,31 @@ void cli_progress_end(void) {
   pthread_mutex_lock(&err_lock);
   progress_erase_locked();
   fflush(stderr);
+  if (progress_json && json_pending) {
+    json_status_locked(&json_last);
+    json_pending = false;
+  }
+  pthread_mutex_unlock(&err_lock);
+}
+
+void cli_out_line(const char *prefix, const void *path, size_t pathlen, const char *suffix) {
+  pthread_mutex_lock(&err_lock);
+  progress_erase_locked();
+  fflush(stderr);
+  fputs(prefix, stdout);
+  cli_print_path(stdout, path, pathlen);
+  fputs(suffix, stdout);
+  fputc('\n', stdout);
+  fflush(stdout);
+  pthread_mutex_unlock(&err_lock);
+}
+
+void cli_out_raw(const char *line) {
+  pthread_mutex_lock(&err_lock);
+  progress_erase_locked();
+  fflush(stderr);
+  fputs(line, stdout);
+  fflush(stdout);
   pthread_mutex_unlock(&err_lock);
 }
 

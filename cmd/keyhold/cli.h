@@ -17,7 +17,8 @@ typedef struct cli_opts {
   const char *passcode_command; /* --passcode-command CMD */
   const char *account;       /* --account ID or KEYHOLD_ACCOUNT (NULL: the only one) */
   bool json;                 /* --json */
-  bool quiet;                /* --quiet: no progress */
+  bool quiet;                /* -q, --quiet: no progress */
+  int verbose;               /* -v, --verbose (repeatable), -vv: 2 */
   bool no_cache;             /* --no-cache */
   uint64_t limit_upload;     /* --limit-upload KIB/s, in bytes/s; 0: none */
   uint64_t limit_download;   /* --limit-download KIB/s, in bytes/s; 0: none */
@@ -45,7 +46,7 @@ const cli_command *cli_command_list(size_t *n);
 CLI_VERB(init); CLI_VERB(backup); CLI_VERB(snapshots); CLI_VERB(ls); CLI_VERB(diff);
 CLI_VERB(restore); CLI_VERB(check); CLI_VERB(forget); CLI_VERB(prune);
 CLI_VERB(passcode); CLI_VERB(repair); CLI_VERB(help); CLI_VERB(accounts);
-CLI_VERB(completion); CLI_VERB(dump); CLI_VERB(find); CLI_VERB(stats);
+CLI_VERB(completion); CLI_VERB(dump); CLI_VERB(find); CLI_VERB(stats); CLI_VERB(copy);
 #undef CLI_VERB
 
 /* Print "keyhold: WHAT: <error text>: <detail>" to stderr (": <detail>" left
@@ -152,12 +153,21 @@ void cli_fmt_time_local(char *buf, size_t n, int64_t unix_ns);  /* "2006-01-02 1
 #define CLI_TIME_BUF 48
 #define CLI_BYTES_BUF 24
 
-/* A kh_progress_fn that redraws one status line on stderr (at most ~4 times
- * a second) when stderr is a terminal and --quiet is not set; ctx is unused.
- * cli_progress_end() erases the line. */
+/* A kh_progress_fn that redraws a status line (and the files in flight) on
+ * stderr (at most ~4 times a second) when stderr is a terminal and --quiet
+ * is not set; ctx is unused.  After cli_progress_stream() (backup and
+ * restore), with --json and without --quiet it writes NDJSON status objects
+ * to stdout instead, at most once a second.  cli_progress_end() erases the
+ * line, or writes the last status object if it was not written yet. */
 void cli_progress(const kh_progress *p, void *ctx);
 void cli_progress_end(void);
 bool cli_progress_enabled(void);
+void cli_progress_stream(void);
+/* Write one line to stdout, clearing the progress line first (thread-safe:
+ * for -v output while the progress is drawn). */
+void cli_out_line(const char *prefix, const void *path, size_t pathlen, const char *suffix);
+/* The same for a line the caller formatted (JSON). */
+void cli_out_raw(const char *line);
 
 /* Seconds on a monotonic clock. */
 double cli_now(void);

@@ -53,7 +53,8 @@ const char cmd_admin_help[] =
 "        DIR... (created with keyhold witness init) before any release.\n"
 "\n"
 "OPTIONS\n"
-"    --account ID     the account (a global option; also KEYHOLD_ACCOUNT)\n"
+"    --account ID     the account, or a unique prefix of its id (a global\n"
+"                     option; also KEYHOLD_ACCOUNT)\n"
 "    --reason TEXT    why (printable text, at most 512 bytes), logged\n"
 "    --requester NAME who asks (default \"operator\"), logged\n"
 "    --key-out FILE   write the released key there (hex, mode 0600)\n"
@@ -89,6 +90,14 @@ static int open_kms(kh_kms **k)
     return CLI_EXIT_FAIL;
   kh_err e = kh_kms_open(region, k);
   return e ? cli_fail(e, "admin: open the key service") : CLI_EXIT_OK;
+}
+
+/* --account may be a unique prefix, resolved against the region's accounts
+ * as for every other verb (cli_pick_account reports a wrong one). */
+static bool admin_account(char out[KH_ACCOUNT_ID_HEX + 1])
+{
+  const char *region;
+  return cli_region_path(&region) == KH_OK && cli_pick_account(region, out);
 }
 
 static kh_err write_key(const char *path, const uint8_t *key)
@@ -128,6 +137,9 @@ static int admin_unwrap(int argc, char **argv)
     cli_msgf("admin unwrap: --account and --reason are required");
     return cli_usage("admin");
   }
+  char account[KH_ACCOUNT_ID_HEX + 1];
+  if (!admin_account(account))
+    return 1;
   kh_kms *k = NULL;
   kh_kms_release r;
   memset(&r, 0, sizeof r);
@@ -135,7 +147,7 @@ static int admin_unwrap(int argc, char **argv)
   if (rc)
     return rc;
   kh_kms_request rq = {requester, reason, NULL, NULL, NULL};
-  kh_err e = kh_kms_unwrap(k, g_opts.account, &rq, &r);
+  kh_err e = kh_kms_unwrap(k, account, &rq, &r);
   if (e) {
     rc = cli_fail(e, "admin unwrap");
     goto out;
@@ -148,7 +160,7 @@ static int admin_unwrap(int argc, char **argv)
   }
   if (g_opts.json) {
     fputs("{\"account\":", stdout);
-    cli_json_cstr(stdout, g_opts.account);
+    cli_json_cstr(stdout, account);
     printf(",\"index\":%llu,\"size\":%llu,\"root\":\"", (unsigned long long)r.index,
            (unsigned long long)r.size);
     hex(stdout, r.root, 32);
@@ -166,7 +178,7 @@ static int admin_unwrap(int argc, char **argv)
     cli_json_cstr(stdout, keyout);
     fputs("}\n", stdout);
   } else {
-    printf("released the key of account %s\n", g_opts.account);
+    printf("released the key of account %s\n", account);
     printf("log index %llu\n", (unsigned long long)r.index);
     printf("checkpoint size %llu\ncheckpoint root ", (unsigned long long)r.size);
     hex(stdout, r.root, 32);
@@ -235,12 +247,15 @@ static int admin_escrow_status(int argc, char **argv)
     cli_msgf("admin escrow-status: --account is required");
     return cli_usage("admin");
   }
+  char account[KH_ACCOUNT_ID_HEX + 1];
+  if (!admin_account(account))
+    return 1;
   kh_kms *k = NULL;
   int rc = open_kms(&k);
   if (rc)
     return rc;
   kh_kms_escrow_info in;
-  kh_err e = kh_kms_escrow_status(k, g_opts.account, &in);
+  kh_err e = kh_kms_escrow_status(k, account, &in);
   if (e) {
     rc = cli_fail(e, "admin escrow-status");
   } else if (g_opts.json) {

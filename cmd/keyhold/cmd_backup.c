@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,22 +24,43 @@ const char cmd_backup_help[] =
 "    (compressed, encrypted, padded) and writes a new snapshot signed by this\n"
 "    device.  Relative paths are made absolute: the parent directory is\n"
 "    resolved with realpath(3), the last component is kept as given, so a\n"
-"    symlink named on the command line is backed up as a symlink.\n"
+"    symlink named on the command line is backed up as a symlink.\n""\n"
+"    Each file and directory keeps its extended attributes (POSIX ACLs\n"
+"    included) and its chattr flags append-only, immutable and no-dump.\n"
+"    Files are read to their end whatever size stat(2) reports, so /proc\n"
+"    and /sys files are kept whole.\n"
 "\n"
-"    On a terminal (and without --quiet) a progress line on stderr shows\n"
-"    files and bytes done out of the total found so far (\"+\" while the scan\n"
-"    is still running), the rate and, once the scan is done, the time left.\n"
+"    On a terminal (and without -q/--quiet) progress on stderr shows the\n"
+"    percentage, files and bytes done out of the total, the rate, the paths\n"
+"    reported so far, the time left and, below, the files being read.  The\n"
+"    totals come from a counting walk that runs ahead of the backup, so the\n"
+"    time left appears within seconds (\"+\" marks totals still growing).\n"
 "\n"
-"    A summary follows on stdout, and the new snapshot id (64 hex digits) is\n"
-"    always the last line of stdout, so scripts can use `| tail -n 1`.  Paths\n"
-"    that cannot be read are reported on stderr as\n"
-"    \"keyhold: warning: PATH: message\" and left out of the snapshot.\n"
+"    A summary follows on stdout: files (new, changed, unmodified), dirs,\n"
+"    bytes, the new data and what it takes stored, and the time.  The new\n"
+"    snapshot id (64 hex digits) is always the last line of stdout, so\n"
+"    scripts can use `| tail -n 1`.  Paths that cannot be read are reported\n"
+"    on stderr as \"keyhold: warning: PATH: message\" and left out.\n"
 "\n"
-"    With --json, stdout is one JSON object: {\"id\", \"dry_run\", \"files\", \"dirs\",\n"
-"    \"others\", \"bytes\", \"bytes_read\", \"blobs_new\", \"bytes_new\",\n"
-"    \"bytes_new_stored\", \"warnings\", \"seconds\"}.\n"
+"    -v lists each new or changed file on stdout as it is stored (\"new\",\n"
+"    \"modified\", then the path and size); -vv every file, \"unmodified\"\n"
+"    ones too.  New means the local file cache has no record of the path,\n"
+"    modified that its size, inode or times differ (the file was read).\n"
+"\n"
+"    With --json, stdout is NDJSON: {\"message_type\": \"status\", ...}\n"
+"    progress objects (about once a second, and one at the end; with -v\n"
+"    also \"verbose_status\" objects), then the summary as the last line:\n"
+"    {\"message_type\": \"summary\", \"id\", \"dry_run\", \"interrupted\",\n"
+"    \"files\", \"dirs\", \"others\", \"bytes\", \"bytes_read\", \"blobs_new\",\n"
+"    \"bytes_new\", \"bytes_new_stored\", \"warnings\", \"seconds\",\n"
+"    \"files_new\", \"files_changed\", \"files_unmodified\"}.  With --quiet only\n"
+"    the summary.  Fields: docs/cli.md.\n"
 "\n"
 "OPTIONS\n"
+"    -v, -vv\n"
+"        List new and changed files (-v) or every file (-vv) as stored.\n"
+"    -q, --quiet\n"
+"        No progress; only the snapshot id (with --json, only the summary).\n"
 "    --host NAME\n"
 "        Host name recorded in the snapshot (default: gethostname()).\n"
 "    --tag T[,T...]\n"
@@ -100,10 +122,20 @@ const char cmd_backup_help[] =
 "ENVIRONMENT\n"
 "    KEYHOLD_REGION, KEYHOLD_PASSCODE_FILE, KEYHOLD_ACCOUNT (see keyhold help)\n"
 "\n"
+"INTERRUPTION\n"
+"    SIGINT (Ctrl-C) or SIGTERM stops the backup: the packs being filled are\n"
+"    finished, everything uploaded is indexed (so the next backup reuses it),\n"
+"    the lock is released and no snapshot is written; stderr says\n"
+"    \"keyhold: backup interrupted by SIGINT: no snapshot was made; ...\".  A\n"
+"    second signal ends the process at once.  While the backup runs, its\n"
+"    packs are indexed every 4 packs or 30 seconds, so even a killed backup\n"
+"    leaves most of its upload reusable.\n"
+"\n"
 "EXIT STATUS\n"
 "    0 on success; 3 if the snapshot was made but some paths were skipped or\n"
 "    read only partially; 1 on failure (no snapshot); 2 on a usage error\n"
-"    (also a malformed pattern or SIZE).\n"
+"    (also a malformed pattern or SIZE); 130 if interrupted by SIGINT, 143\n"
+"    by SIGTERM (no snapshot; what was uploaded is kept).\n"
 "\n"
 "EXAMPLES\n"
 "    keyhold backup ~/Documents ~/Photos\n"
@@ -379,9 +411,76 @@ static bool parse_size(const char *a, uint64_t *out) {
   return true;
 }
 
+/* SIGINT / SIGTERM during the backup: the library is asked to stop (it
+ * keeps what it stored); a second signal ends the process at once
+ * (SA_RESETHAND). */
+static volatile sig_atomic_t backup_signal;
+
+static void on_backup_signal(int sig) { backup_signal = sig; }
+
+static void catch_signals(struct sigaction old[2]) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_backup_signal;
+  sa.sa_flags = SA_RESETHAND | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  backup_signal = 0;
+  sigaction(SIGINT, &sa, &old[0]);
+  sigaction(SIGTERM, &sa, &old[1]);
+}
+
+static void restore_signals(const struct sigaction old[2]) {
+  sigaction(SIGINT, &old[0], NULL);
+  sigaction(SIGTERM, &old[1], NULL);
+}
+
+/* -v: new and changed files as they are stored; -vv: every file. */
+static void backup_file(int status, const char *path, uint64_t size, void *ctx) {
+  (void)ctx;
+  if (status == KH_FILE_UNMODIFIED && g_opts.verbose < 2) return;
+  const char *action = status == KH_FILE_NEW ? "new" : status == KH_FILE_CHANGED ? "modified"
+                                                                                 : "unmodified";
+  if (g_opts.json) {
+    char *line = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&line, &len);
+    if (!m) return;
+    fprintf(m, "{\"message_type\":\"verbose_status\",\"action\":\"%s\",\"item\":", action);
+    cli_json_cstr(m, path);
+    fprintf(m, ",\"data_size\":%llu}\n", (unsigned long long)size);
+    if (fclose(m) == 0) cli_out_raw(line);
+    free(line);
+    return;
+  }
+  char pre[16], suf[CLI_BYTES_BUF + 8], b[CLI_BYTES_BUF];
+  snprintf(pre, sizeof pre, "%-11s", action);
+  cli_fmt_bytes(b, sizeof b, size);
+  snprintf(suf, sizeof suf, " (%s)", b);
+  cli_out_line(pre, path, strlen(path), suf);
+}
+
 static void backup_warn(kh_err e, const char *path, const char *msg, void *ctx) {
   (void)ctx;
   cli_path_msg("warning", path, msg && *msg ? msg : kh_strerror(e));
+}
+
+/* The summary object (docs/cli.md "backup"). */
+static void print_summary_json(const kh_backup_opts *o, const kh_backup_result *r,
+                               bool interrupted) {
+  fputs("{\"message_type\":\"summary\",", stdout);
+  if (o->dry_run || interrupted) printf("\"id\":null,\"dry_run\":%s,", o->dry_run ? "true" : "false");
+  else printf("\"id\":\"%s\",\"dry_run\":false,", r->snapshot_id);
+  printf("\"interrupted\":%s,", interrupted ? "true" : "false");
+  printf("\"files\":%llu,\"dirs\":%llu,\"others\":%llu,\"bytes\":%llu,"
+         "\"bytes_read\":%llu,\"blobs_new\":%llu,\"bytes_new\":%llu,"
+         "\"bytes_new_stored\":%llu,\"warnings\":%llu,\"seconds\":%.3f,"
+         "\"files_new\":%llu,\"files_changed\":%llu,\"files_unmodified\":%llu}\n",
+         (unsigned long long)r->files, (unsigned long long)r->dirs,
+         (unsigned long long)r->others, (unsigned long long)r->bytes,
+         (unsigned long long)r->bytes_read, (unsigned long long)r->blobs_new,
+         (unsigned long long)r->bytes_new_plain, (unsigned long long)r->bytes_new_stored,
+         (unsigned long long)r->warnings, r->seconds, (unsigned long long)r->files_new,
+         (unsigned long long)r->files_changed, (unsigned long long)r->files_unmodified);
 }
 
 int cmd_backup(int argc, char **argv) {
@@ -548,25 +647,36 @@ int cmd_backup(int argc, char **argv) {
   o.tags = s.tags;
   o.ntags = s.ntags;
   o.nexclude_if_present = s.npresent;
+  cli_progress_stream();
   o.progress = cli_progress_enabled() ? cli_progress : NULL;
   o.warn = backup_warn;
+  if (g_opts.verbose && !g_opts.quiet) o.file = backup_file;
   kh_backup_result r;
   memset(&r, 0, sizeof r);
+  struct sigaction oldsig[2];
+  o.cancel = &backup_signal;
+  catch_signals(oldsig);
   kh_err e = kh_backup(v, &o, &r);
+  restore_signals(oldsig);
   cli_progress_end();
+  if (e == KH_ERR_CANCELLED) {
+    int sig = backup_signal ? backup_signal : SIGINT;
+    char bs[CLI_BYTES_BUF];
+    cli_fmt_bytes(bs, sizeof bs, r.bytes_new_stored);
+    if (g_opts.json) print_summary_json(&o, &r, true);
+    if (o.dry_run)
+      cli_msgf("backup interrupted by %s (dry run: nothing was written)",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    else
+      cli_msgf("backup interrupted by %s: no snapshot was made; the %s stored so far are "
+               "kept and the next backup reuses them", sig == SIGTERM ? "SIGTERM" : "SIGINT", bs);
+    rc = 128 + sig;
+    goto out;
+  }
   if (e) { rc = cli_fail(e, "backup"); goto out; }
 
   if (g_opts.json) {
-    if (o.dry_run) fputs("{\"id\":null,\"dry_run\":true,", stdout);
-    else printf("{\"id\":\"%s\",\"dry_run\":false,", r.snapshot_id);
-    printf("\"files\":%llu,\"dirs\":%llu,\"others\":%llu,\"bytes\":%llu,"
-           "\"bytes_read\":%llu,\"blobs_new\":%llu,\"bytes_new\":%llu,"
-           "\"bytes_new_stored\":%llu,\"warnings\":%llu,\"seconds\":%.3f}\n",
-           (unsigned long long)r.files, (unsigned long long)r.dirs,
-           (unsigned long long)r.others, (unsigned long long)r.bytes,
-           (unsigned long long)r.bytes_read, (unsigned long long)r.blobs_new,
-           (unsigned long long)r.bytes_new_plain, (unsigned long long)r.bytes_new_stored,
-           (unsigned long long)r.warnings, r.seconds);
+    print_summary_json(&o, &r, false);
   } else {
     if (!g_opts.quiet) {
       char b[CLI_BYTES_BUF], bn[CLI_BYTES_BUF], bs[CLI_BYTES_BUF], t[32];
@@ -575,6 +685,9 @@ int cmd_backup(int argc, char **argv) {
       cli_fmt_bytes(bs, sizeof bs, r.bytes_new_stored);
       cli_fmt_duration(t, sizeof t, r.seconds);
       printf("files:     %llu\n", (unsigned long long)r.files);
+      printf("           %llu new, %llu changed, %llu unmodified\n",
+             (unsigned long long)r.files_new, (unsigned long long)r.files_changed,
+             (unsigned long long)r.files_unmodified);
       printf("dirs:      %llu\n", (unsigned long long)r.dirs);
       if (r.others) printf("others:    %llu\n", (unsigned long long)r.others);
       printf("bytes:     %s\n", b);

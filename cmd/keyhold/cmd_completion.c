@@ -100,8 +100,17 @@ static void zsh_script(void) {
   puts("_keyhold() {");
   puts("  local -a verbs globals opts");
   puts("  verbs=(");
-  for (size_t i = 0; i < n; i++)
-    if (c[i].fn) printf("    '%s:%s'\n", c[i].name, c[i].summary);
+  for (size_t i = 0; i < n; i++) {
+    if (!c[i].fn) continue;
+    /* single-quoted: a quote in a summary ("the vault's") ends the string,
+     * so it is written as '\'' (close, escaped quote, reopen) */
+    printf("    '%s:", c[i].name);
+    for (const char *s = c[i].summary; *s; s++) {
+      if (*s == '\'') fputs("'\\''", stdout);
+      else putchar(*s);
+    }
+    puts("'");
+  }
   puts("  )");
   printf("  globals=("); globals_line(" "); puts(")");
   puts("  local i verb=");

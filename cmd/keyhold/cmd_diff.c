@@ -22,11 +22,15 @@ const char cmd_diff_help[] =
 "        U    /path    metadata only (mode, owner, times)\n"
 "        T    /path    type changed (e.g. file became a symlink)\n"
 "\n"
-"    then \"added N, removed N, changed N\" (changed counts M, U and T).\n"
-"    Paths are escaped as in keyhold ls.\n"
+"    then \"added N, removed N, changed N; B added, B removed\" (changed\n"
+"    counts M, U and T).  The bytes are file content only in SNAPSHOT2\n"
+"    (added) or only in SNAPSHOT1 (removed): whole files for + and -, and\n"
+"    for M the chunks that differ (a small edit in a big file is a few KiB\n"
+"    each way).  Paths are escaped as in keyhold ls.\n"
 "\n"
 "    With --json, one JSON object per line (NDJSON):\n"
-"    {\"change\": \"+\", \"path\": \"/path\"}; no summary line.\n"
+"    {\"change\": \"+\", \"path\": \"/path\", \"bytes_added\": N,\n"
+"    \"bytes_removed\": N}; no summary line.\n"
 "\n"
 CLI_HELP_SNAPSHOT_NAMES
 "\n"
@@ -49,10 +53,14 @@ CLI_HELP_FILTER_OPTIONS
 
 struct diff_ctx {
   unsigned long long added, removed, changed;
+  uint64_t bytes_added, bytes_removed;
 };
 
-static void diff_one(char change, const uint8_t *path, size_t pathlen, void *vctx) {
+static void diff_one(char change, const uint8_t *path, size_t pathlen, uint64_t badd,
+                     uint64_t brem, void *vctx) {
   struct diff_ctx *c = vctx;
+  c->bytes_added += badd;
+  c->bytes_removed += brem;
   if (change == '+') c->added++;
   else if (change == '-') c->removed++;
   else c->changed++;
@@ -61,7 +69,8 @@ static void diff_one(char change, const uint8_t *path, size_t pathlen, void *vct
     cli_json_str(stdout, &change, 1);
     fputs(",\"path\":", stdout);
     cli_json_str(stdout, path, pathlen);
-    fputs("}\n", stdout);
+    printf(",\"bytes_added\":%llu,\"bytes_removed\":%llu}\n", (unsigned long long)badd,
+           (unsigned long long)brem);
   } else {
     printf("%c    ", change);
     cli_print_path(stdout, path, pathlen);
@@ -73,7 +82,7 @@ int cmd_diff(int argc, char **argv) {
   static const struct option longopts[] = {CLI_FILTER_OPTIONS, {NULL, 0, NULL, 0}};
   cli_filter cf;
   kh_vault *v = NULL;
-  struct diff_ctx ctx = {0, 0, 0};
+  struct diff_ctx ctx = {0, 0, 0, 0, 0};
   char ids[2][KH_SNAPSHOT_ID_HEX + 1], what[300];
   int c, rc = CLI_EXIT_FAIL;
   if (!cli_filter_init(&cf, argc)) return CLI_EXIT_FAIL;
@@ -101,8 +110,13 @@ int cmd_diff(int argc, char **argv) {
     cli_fail(e, what);
     goto out;
   }
-  if (!g_opts.json)
-    printf("added %llu, removed %llu, changed %llu\n", ctx.added, ctx.removed, ctx.changed);
+  if (!g_opts.json) {
+    char ba[CLI_BYTES_BUF], br[CLI_BYTES_BUF];
+    cli_fmt_bytes(ba, sizeof ba, ctx.bytes_added);
+    cli_fmt_bytes(br, sizeof br, ctx.bytes_removed);
+    printf("added %llu, removed %llu, changed %llu; %s added, %s removed\n", ctx.added,
+           ctx.removed, ctx.changed, ba, br);
+  }
   rc = CLI_EXIT_OK;
 out:
   kh_vault_free(v);

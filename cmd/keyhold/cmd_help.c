@@ -47,7 +47,9 @@ static const struct { const char *opt, *desc; } global_help[] = {
   {"--account ID", "the account to open, or a unique prefix of its id\n"
                    "(env KEYHOLD_ACCOUNT; default: the only account)"},
   {"--json", "machine-readable output"},
-  {"--quiet", "no progress line"},
+  {"-q, --quiet", "no progress line (nor JSON status lines)"},
+  {"-v, --verbose", "backup: list new and changed files as they are\n"
+                    "stored; -vv (or twice): every file with its status"},
   {"--no-cache", "do not use the local cache"},
   {"--limit-upload KIB", "write to the provider at most KIB KiB/s"},
   {"--limit-download KIB", "read from the provider at most KIB KiB/s"},

@@ -19,7 +19,12 @@ const char cmd_restore_help[] =
 "    Recreates the files of SNAPSHOT under DIR, which is created if\n"
 "    missing: a file backed up as /home/ana/a.txt is restored as\n"
 "    DIR/home/ana/a.txt, with its mode, owner (when running as root),\n"
-"    times, symlinks and hard links.\n"
+"    times, symlinks and hard links, extended attributes and POSIX ACLs,\n"
+"    and the file flags append-only, immutable and no-dump (set last).  An\n"
+"    entry the target file system (or a process that is not root) cannot\n"
+"    give all of these is restored without them and reported as\n"
+"    \"keyhold: warning: PATH: extended attributes not restored (NAMES):\n"
+"    reason\" or \"...: file flags (a) not restored: reason\".\n"
 "\n"
 CLI_HELP_SNAPSHOT_NAMES
 "\n"
@@ -37,15 +42,20 @@ CLI_HELP_SNAPSHOT_NAMES
 "    them either, and --delete removes a symlink itself, never what it\n"
 "    points to.\n"
 "\n"
-"    On a terminal (and without --quiet) a progress line is shown on stderr.\n"
-"    A summary follows on stdout: files, dirs, others, bytes, and skipped,\n"
-"    deleted, verified when those options are used.  With --dry-run, one\n"
-"    line per entry first: \"restore PATH\", \"skip PATH\" (kept by\n"
-"    --overwrite) or \"delete PATH\" (target paths).  With --json, stdout is\n"
-"    one JSON object: {\"snapshot\", \"id\", \"target\", \"dry_run\", \"files\",\n"
-"    \"dirs\", \"others\", \"bytes\", \"restored\", \"skipped\", \"deleted\",\n"
-"    \"verified\", \"failed\", \"seconds\"} (\"restored\" = files + dirs +\n"
-"    others; with --dry-run the counts say what would be done).\n"
+"    On a terminal (and without -q/--quiet) progress is shown on stderr:\n"
+"    percentage, files and bytes, rate, errors, time left and the files being\n"
+"    written (not with --dry-run).  A summary follows on stdout: files, dirs,\n"
+"    others, bytes (hard links included), and skipped, deleted, verified when\n"
+"    those options are used.  With --dry-run, one line per entry first:\n"
+"    \"restore PATH\", \"skip PATH\" (kept by --overwrite) or \"delete PATH\"\n"
+"    (target paths).  With --json, stdout is NDJSON: {\"message_type\":\n"
+"    \"status\", ...} progress objects (about once a second, and one at the\n"
+"    end; none with --dry-run or --quiet), then the summary as the last line:\n"
+"    {\"message_type\": \"summary\", \"snapshot\", \"id\", \"target\",\n"
+"    \"dry_run\", \"files\", \"dirs\", \"others\", \"bytes\", \"restored\",\n"
+"    \"skipped\", \"deleted\", \"verified\", \"failed\", \"warnings\",\n"
+"    \"seconds\"} (\"restored\" = files + dirs + others; with --dry-run the\n"
+"    counts say what would be done).\n"
 "\n"
 "OPTIONS\n"
 "    --target DIR\n"
@@ -92,11 +102,13 @@ CLI_HELP_FILTER_OPTIONS
 "    KEYHOLD_REGION, KEYHOLD_PASSCODE_FILE, KEYHOLD_ACCOUNT (see keyhold help)\n"
 "\n"
 "EXIT STATUS\n"
-"    0 if everything was restored intact; 1 if any entry (file, directory,\n"
-"    symlink or special file) could not be restored or verified (they are\n"
-"    listed on stderr and counted in \"failed\"), if an --include matches\n"
-"    nothing in the snapshot, or on failure; 2 on a usage error, also when\n"
-"    latest would have to choose between several groups.\n"
+"    0 if everything was restored intact; 3 if everything was restored but\n"
+"    some entries without all their metadata (counted in \"warnings\"); 1 if\n"
+"    any entry (file, directory, symlink or special file) could not be\n"
+"    restored or verified (they are listed on stderr and counted in\n"
+"    \"failed\"), if an --include matches nothing in the snapshot, or on\n"
+"    failure; 2 on a usage error, also when latest would have to choose\n"
+"    between several groups.\n"
 "\n"
 "EXAMPLES\n"
 "    keyhold restore --path /home/ana latest --target /tmp/r\n"
@@ -128,6 +140,11 @@ static bool parse_overwrite(const char *s, kh_overwrite *out) {
 }
 
 enum { O_INCLUDE = 0x1200, O_IINCLUDE, O_EXCLUDE, O_IEXCLUDE, O_OVERWRITE, O_DELETE, O_VERIFY };
+
+static void restore_meta_warn(kh_err e, const char *path, const char *msg, void *ctx) {
+  (void)ctx;
+  cli_path_msg("warning", path, msg && *msg ? msg : kh_strerror(e));
+}
 
 int cmd_restore(int argc, char **argv) {
   static const struct option longopts[] = {
@@ -234,8 +251,10 @@ int cmd_restore(int argc, char **argv) {
   o.nincludes = ninc;
   o.excludes = nexc ? exc : NULL;
   o.nexcludes = nexc;
+  cli_progress_stream();
   o.progress = cli_progress_enabled() && !o.dry_run ? cli_progress : NULL;
   o.warn = restore_warn;
+  o.meta_warn = restore_meta_warn;
   o.report = o.dry_run && !g_opts.json ? restore_report : NULL;
   kh_restore_result r;
   memset(&r, 0, sizeof r);
@@ -249,18 +268,19 @@ int cmd_restore(int argc, char **argv) {
   }
   uint64_t restored = r.files + r.dirs + r.others;
   if (g_opts.json) {
-    fputs("{\"snapshot\":", stdout);
+    fputs("{\"message_type\":\"summary\",\"snapshot\":", stdout);
     cli_json_cstr(stdout, snap);
     printf(",\"id\":\"%s\",\"target\":", id);
     cli_json_cstr(stdout, o.target);
     printf(",\"dry_run\":%s,\"files\":%llu,\"dirs\":%llu,\"others\":%llu,\"bytes\":%llu,"
            "\"restored\":%llu,\"skipped\":%llu,\"deleted\":%llu,\"verified\":%llu,"
-           "\"failed\":%llu,\"seconds\":%.3f}\n",
+           "\"failed\":%llu,\"warnings\":%llu,\"seconds\":%.3f}\n",
            o.dry_run ? "true" : "false", (unsigned long long)r.files,
            (unsigned long long)r.dirs, (unsigned long long)r.others,
            (unsigned long long)r.bytes, (unsigned long long)restored,
            (unsigned long long)r.skipped, (unsigned long long)r.deleted,
-           (unsigned long long)r.verified, (unsigned long long)r.failed, secs);
+           (unsigned long long)r.verified, (unsigned long long)r.failed,
+           (unsigned long long)r.meta_warnings, secs);
   } else if (!g_opts.quiet || r.failed || e || o.dry_run) {
     char b[CLI_BYTES_BUF], t[32];
     cli_fmt_bytes(b, sizeof b, r.bytes);
@@ -275,6 +295,9 @@ int cmd_restore(int argc, char **argv) {
     if (o.delete_extra) printf("deleted:   %llu\n", (unsigned long long)r.deleted);
     if (o.verify && !o.dry_run) printf("verified:  %llu\n", (unsigned long long)r.verified);
     printf("time:      %s (%.2f s)\n", t, secs);
+    if (r.meta_warnings)
+      printf("warnings:  %llu entr%s without all their metadata\n",
+             (unsigned long long)r.meta_warnings, r.meta_warnings == 1 ? "y" : "ies");
     if (r.failed || e == KH_ERR_CORRUPT)
       printf("failed:    %llu entr%s not restored\n", (unsigned long long)r.failed,
              r.failed == 1 ? "y" : "ies");
@@ -287,7 +310,7 @@ int cmd_restore(int argc, char **argv) {
                r.failed == 1 ? "y" : "ies");
     rc = CLI_EXIT_FAIL;
   } else {
-    rc = CLI_EXIT_OK;
+    rc = r.meta_warnings ? CLI_EXIT_PARTIAL : CLI_EXIT_OK;
   }
 out:
   kh_vault_free(v);

@@ -33,7 +33,9 @@ const char cmd_snapshots_help[] =
 "    nanoseconds), \"host\", \"paths\" (array), \"parent\" (id or null), \"tree\",\n"
 "    \"device\", \"counter\" (the device's monotonic counter), \"files\",\n"
 "    \"bytes\" (totals at backup time) and \"original\" (for a snapshot\n"
-"    rewritten by keyhold repair snapshots, the id it replaces; else null).\n"
+"    rewritten by keyhold repair snapshots, the id it replaces; else null)\n"
+"    and \"copy_of\" (for a snapshot made by keyhold copy, the id of the\n"
+"    source snapshot in the other account; else null).\n"
 "\n"
 "OPTIONS\n"
 "    --host H\n"
@@ -85,8 +87,10 @@ static void print_json(const kh_snapshot_info *s, size_t n) {
            s[i].tree, s[i].device, (unsigned long long)s[i].counter,
            (unsigned long long)s[i].files, (unsigned long long)s[i].bytes);
     fputs(",\"original\":", stdout);
-    if (s[i].original[0]) printf("\"%s\"}", s[i].original);
-    else fputs("null}", stdout);
+    if (s[i].original[0]) printf("\"%s\"", s[i].original);
+    else fputs("null", stdout);
+    if (s[i].copy_of[0]) printf(",\"copy_of\":\"%s\"}", s[i].copy_of);
+    else fputs(",\"copy_of\":null}", stdout);
   }
   fputs("]\n", stdout);
 }

@@ -21,6 +21,7 @@ CLI_WEAK_VERB(admin);
 CLI_WEAK_VERB(watch);
 CLI_WEAK_VERB(protection);
 CLI_WEAK_VERB(escrow);
+CLI_WEAK_VERB(mount);
 #undef CLI_WEAK_VERB
 
 static const cli_command commands[] = {
@@ -29,9 +30,11 @@ static const cli_command commands[] = {
   {"snapshots", cmd_snapshots, "list the snapshots", cmd_snapshots_help},
   {"ls", cmd_ls, "list the files in a snapshot", cmd_ls_help},
   {"dump", cmd_dump, "write a file of a snapshot, or a directory as tar, to stdout", cmd_dump_help},
+  {"mount", cmd_mount, "browse the snapshots as a read-only file system (FUSE)", cmd_mount_help},
   {"find", cmd_find, "search snapshots for files by name", cmd_find_help},
   {"stats", cmd_stats, "sizes: what a restore writes, or the data stored", cmd_stats_help},
   {"diff", cmd_diff, "show the differences between two snapshots", cmd_diff_help},
+  {"copy", cmd_copy, "copy snapshots from another account, re-encrypting them", cmd_copy_help},
   {"restore", cmd_restore, "restore a snapshot into a directory", cmd_restore_help},
   {"check", cmd_check, "verify the vault's structure and (optionally) every byte", cmd_check_help},
   {"forget", cmd_forget, "remove snapshots, by id or by a keep policy", cmd_forget_help},
@@ -125,7 +128,9 @@ int main(int argc, char **argv) {
     }
     if (took) continue;
     if (strcmp(a, "--json") == 0) g_opts.json = true;
-    else if (strcmp(a, "--quiet") == 0) g_opts.quiet = true;
+    else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) g_opts.quiet = true;
+    else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) g_opts.verbose++;
+    else if (strcmp(a, "-vv") == 0) g_opts.verbose += 2;
     else if (strcmp(a, "--no-cache") == 0) g_opts.no_cache = true;
     else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) help = true;
     else if (strcmp(a, "--version") == 0 && n == 1) version = true;

@@ -31,6 +31,7 @@ typedef enum kh_err {
   KH_ERR_HSM,         /* PKCS#11 token error */
   KH_ERR_INVALID_PROOF, /* a Merkle proof or signature did not verify */
   KH_ERR_ROLLBACK,    /* the key service's log was rolled back or forked under it */
+  KH_ERR_CANCELLED,   /* stopped at the caller's request (kh_backup_opts.cancel) */
   KH_ERR__COUNT
 } kh_err;
 

@@ -3,6 +3,7 @@
  * kh_errdetail() says what and where.  Nothing here prints. */
 #ifndef KEYHOLD_VAULT_H
 #define KEYHOLD_VAULT_H
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -111,10 +112,23 @@ typedef struct kh_progress {
   uint64_t bytes_new;                 /* plaintext bytes not already stored */
   bool scan_done;                     /* totals are final */
   double elapsed;                     /* seconds */
+  uint64_t errors;                    /* paths reported through warn so far */
+  /* The files being read (backup) or written (restore) right now, at most
+   * KH_PROGRESS_CURRENT; valid during the callback only. */
+  const char *const *current;
+  size_t ncurrent;
 } kh_progress;
+#define KH_PROGRESS_CURRENT 16
 typedef void (*kh_progress_fn)(const kh_progress *p, void *ctx);
 /* A non-fatal problem with one path (unreadable file, damaged file...). */
 typedef void (*kh_warn_fn)(kh_err e, const char *path, const char *msg, void *ctx);
+/* One file of a backup, once it is stored: status KH_FILE_NEW (the file
+ * cache of this device has no record of the path), KH_FILE_CHANGED (it has
+ * one, with other size, inode or times: the file was read again) or
+ * KH_FILE_UNMODIFIED (served by the cache, not read).  size is the bytes
+ * backed up.  Called from several threads, one call at a time. */
+enum { KH_FILE_NEW = 'A', KH_FILE_CHANGED = 'M', KH_FILE_UNMODIFIED = 'U' };
+typedef void (*kh_file_fn)(int status, const char *path, uint64_t size, void *ctx);
 
 /* ---- backup ----------------------------------------------------------- */
 
@@ -154,6 +168,14 @@ typedef struct kh_backup_opts {
   kh_progress_fn progress;   /* called about 4 times a second, may be NULL */
   kh_warn_fn warn;
   void *ctx;
+  /* Non-NULL: the backup stops soon after *cancel becomes non-zero (a
+   * signal handler may set it).  What was stored by then is kept: the
+   * packs written, including the ones being filled, are named by an index
+   * object so that the next backup reuses them; no snapshot is written,
+   * the lock is released and kh_backup returns KH_ERR_CANCELLED with r
+   * counting what was done. */
+  volatile sig_atomic_t *cancel;
+  kh_file_fn file;           /* each file as it is stored; may be NULL */
 } kh_backup_opts;
 
 typedef struct kh_backup_result {
@@ -164,11 +186,14 @@ typedef struct kh_backup_result {
   uint64_t blobs_new, bytes_new_plain, bytes_new_stored;
   uint64_t warnings;         /* paths skipped or read partially */
   double seconds;
+  uint64_t files_new, files_changed, files_unmodified; /* as kh_file_fn says */
 } kh_backup_result;
 
 /* Back up paths into a new signed snapshot.  Paths that cannot be read are
  * reported through warn and counted in warnings; the snapshot is still made
- * (unless o->dry_run). */
+ * (unless o->dry_run).  The packs stored so far are indexed every few packs
+ * and seconds (docs/format.md §11), so an interrupted or killed backup
+ * leaves data the next one deduplicates against. */
 kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r);
 /* KH_OK if pattern is a valid exclude pattern, else KH_ERR_INVAL with the
  * reason in kh_errdetail(). */
@@ -191,6 +216,7 @@ typedef struct kh_snapshot_info {
   int64_t order_ns;          /* the time it is ordered by (<= time_ns) */
   char **tags;               /* backup --tag, in the order given */
   size_t ntags;
+  char copy_of[KH_SNAPSHOT_ID_HEX + 1]; /* keyhold copy: the source snapshot; "" if none */
 } kh_snapshot_info;
 
 /* All snapshots, oldest first in the one snapshot order (docs/format.md
@@ -255,6 +281,7 @@ typedef struct kh_node_info {
   uint8_t content_id[32];    /* for diff: keyed hash over the content ids */
   uint64_t dev, ino;         /* as backed up: identify hard links (nlink > 1) */
   uint64_t rdev;             /* device number (types CHARDEV, BLOCKDEV) */
+  uint8_t tree[32];          /* type DIR: its listing's id (kh_browse_list) */
   const void *node;          /* the library's node, for kh_node_read; valid in the callback only */
 } kh_node_info;
 /* Return non-zero from the callback to stop the walk (that value is returned). */
@@ -285,6 +312,66 @@ typedef int (*kh_data_fn)(const uint8_t *p, size_t n, void *ctx);
  * stream stops with KH_ERR_IO. */
 kh_err kh_node_read(kh_vault *v, const kh_node_info *n, kh_data_fn fn, void *ctx);
 
+/* ---- browsing a snapshot without restoring (mount) ------------------- */
+
+/* A reader of snapshots' directories and file contents for random access
+ * (keyhold mount).  It keeps a bounded cache of decoded directory listings
+ * and decrypted chunks (cache_bytes; 0: 64 MiB, at least one entry is always
+ * kept).  Every chunk and listing is authenticated before it is used.  Not
+ * thread-safe: one thread at a time per kh_browse and its vault.  v must
+ * stay open (and should hold kh_vault_read_lock) while b is in use. */
+typedef struct kh_browse kh_browse;
+kh_err kh_browse_new(kh_vault *v, size_t cache_bytes, kh_browse **out);
+void kh_browse_free(kh_browse *b);
+/* The root directory's listing id of snapshot snap (a full 64-hex id):
+ * verifies the snapshot and loads the index if new packs appeared. */
+kh_err kh_browse_root(kh_browse *b, const char *snap, uint8_t dir[32]);
+/* Each entry of directory dir (a root or a kh_node_info.tree), in name
+ * order; in the callback n->path/pathlen is the entry's name (no '/').
+ * Return non-zero from fn to stop (that value is returned); fn must not
+ * call b. */
+kh_err kh_browse_list(kh_browse *b, const uint8_t dir[32], kh_walk_fn fn, void *ctx);
+/* Entry name of directory dir into *out (KH_ERR_NOTFOUND if absent).  The
+ * pointers in *out stay valid until the next call on b. */
+kh_err kh_browse_lookup(kh_browse *b, const uint8_t dir[32], const uint8_t *name, size_t len,
+                        kh_node_info *out);
+
+/* An open file: its chunk list is copied, so it outlives the kh_node_info
+ * it was opened from (n from kh_browse_lookup/list, type FILE, else
+ * KH_ERR_INVAL; KH_ERR_FORMAT if the chunk lengths do not add up). */
+typedef struct kh_browse_file kh_browse_file;
+kh_err kh_browse_file_open(kh_browse *b, const kh_node_info *n, kh_browse_file **out);
+void kh_browse_file_free(kh_browse_file *f);
+/* Up to len bytes at offset off into buf; *got is less than len only at
+ * end of file.  Reads only the chunks the range touches (holes as zeros);
+ * a chunk that is missing or not authentic fails the read (its error) and
+ * nothing of it is copied. */
+kh_err kh_browse_file_read(kh_browse_file *f, uint64_t off, void *buf, size_t len,
+                           size_t *got);
+
+/* ---- copy (docs/cli.md "copy") -------------------------------------- */
+
+typedef struct kh_copy_result {
+  uint64_t snapshots;        /* selected in the source */
+  uint64_t copied, skipped;  /* skipped: a copy already exists (either way) */
+  uint64_t blobs_new, bytes_new_plain, bytes_new_stored;
+} kh_copy_result;
+/* Called for each selected snapshot, oldest first: new_id is the copy's id,
+ * or "" if it was skipped. */
+typedef void (*kh_copy_fn)(const kh_snapshot_info *src, const char *new_id, void *ctx);
+/* Copy snapshots of src (ids, prefixes or "latest"; NULL/0: all) into dst:
+ * every file's content is read from src, chunked with dst's chunker and
+ * stored under dst's keys, trees rebuilt, and a snapshot signed by dst's
+ * device keeps the time, host, paths and tags and names the source
+ * snapshot (docs/format.md §9, kind 3).  A source snapshot is skipped when
+ * dst already has a copy of it, when it is itself a copy of one of dst's
+ * snapshots, or when it and one of dst's snapshots copy the same one.
+ * Each copy is committed (packs, index, snapshot) before the next one
+ * starts.  Holds the shared lock of both; KH_ERR_INVAL if they are the
+ * same account. */
+kh_err kh_copy(kh_vault *dst, kh_vault *src, const char *const *snaps, size_t nsnaps,
+               kh_copy_fn fn, void *ctx, kh_copy_result *r);
+
 /* ---- stats (docs/cli.md "stats") ------------------------------------ */
 
 typedef struct kh_stats_result {
@@ -305,8 +392,11 @@ typedef struct kh_stats_result {
 kh_err kh_stats(kh_vault *v, const char *const *snaps, size_t nsnaps, kh_stats_result *r);
 
 /* change: '+' added, '-' removed, 'M' content changed, 'U' metadata only,
- * 'T' type changed. */
-typedef void (*kh_diff_fn)(char change, const uint8_t *path, size_t pathlen, void *ctx);
+ * 'T' type changed.  added / removed: bytes of file content only in the
+ * second / first snapshot's version of this path (for 'M' the chunks that
+ * differ, by content id; holes count as no bytes). */
+typedef void (*kh_diff_fn)(char change, const uint8_t *path, size_t pathlen, uint64_t added,
+                           uint64_t removed, void *ctx);
 kh_err kh_diff(kh_vault *v, const char *snap_a, const char *snap_b, kh_diff_fn fn, void *ctx);
 
 /* ---- restore ---------------------------------------------------------- */
@@ -355,6 +445,10 @@ typedef struct kh_restore_opts {
   kh_restore_fn report;      /* each file, symlink or special file written
                               * or skipped, each path deleted; may be NULL */
   void *ctx;
+  /* An entry restored without some of its metadata: an extended attribute
+   * or ACL, or a file flag the target file system or this process could
+   * not set (msg names them).  May be NULL; counted in meta_warnings. */
+  kh_warn_fn meta_warn;
 } kh_restore_opts;
 
 typedef struct kh_restore_result {
@@ -363,6 +457,7 @@ typedef struct kh_restore_result {
   uint64_t skipped;          /* existing entries kept by overwrite */
   uint64_t deleted;          /* target paths removed by delete_extra */
   uint64_t verified;         /* files re-read and found intact */
+  uint64_t meta_warnings;    /* entries restored without all their metadata (meta_warn) */
 } kh_restore_result;
 
 /* Restore a snapshot under target, recreating the backed-up absolute paths.

@@ -13,6 +13,7 @@
 struct kh_cache {
   sqlite3 *db;
   sqlite3_stmt *get, *put;
+  bool xattrs_known; /* the row of the last hit has an xattrs value */
 };
 
 static const char schema[] =
@@ -20,7 +21,7 @@ static const char schema[] =
     "PRAGMA synchronous=OFF;" /* a lost cache costs a re-read, nothing more */
     "CREATE TABLE IF NOT EXISTS files ("
     " path BLOB PRIMARY KEY, size INTEGER, mtime INTEGER, ctime INTEGER,"
-    " ino INTEGER, dev INTEGER, chunks BLOB) WITHOUT ROWID;";
+    " ino INTEGER, dev INTEGER, chunks BLOB, xattrs BLOB) WITHOUT ROWID;";
 
 static kh_err open_db(const char *path, kh_cache *c)
 {
@@ -28,12 +29,22 @@ static kh_err open_db(const char *path, kh_cache *c)
                                         SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
     return kh_seterr(KH_ERR_IO, "cache %s: %s", path, sqlite3_errmsg(c->db));
   sqlite3_busy_timeout(c->db, 10000);
-  if (sqlite3_exec(c->db, schema, NULL, NULL, NULL) != SQLITE_OK ||
-      sqlite3_prepare_v2(c->db,
-                         "SELECT size, mtime, ctime, ino, dev, chunks FROM files WHERE path=?",
+  if (sqlite3_exec(c->db, schema, NULL, NULL, NULL) != SQLITE_OK)
+    return kh_seterr(KH_ERR_IO, "cache %s: %s", path, sqlite3_errmsg(c->db));
+  /* a cache from before xattrs: its rows get NULL, "not known" (backup
+   * then lists the file's attributes itself) */
+  sqlite3_stmt *probe = NULL;
+  if (sqlite3_prepare_v2(c->db, "SELECT xattrs FROM files LIMIT 0", -1, &probe, NULL) != SQLITE_OK)
+    sqlite3_exec(c->db, "ALTER TABLE files ADD COLUMN xattrs BLOB", NULL, NULL, NULL);
+  sqlite3_finalize(probe);
+  if (sqlite3_prepare_v2(c->db,
+                         "SELECT size, mtime, ctime, ino, dev, chunks, xattrs FROM files "
+                         "WHERE path=?",
                          -1, &c->get, NULL) != SQLITE_OK ||
-      sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?)", -1,
-                         &c->put, NULL) != SQLITE_OK)
+      sqlite3_prepare_v2(c->db,
+                         "INSERT OR REPLACE INTO files (path, size, mtime, ctime, ino, dev, "
+                         "chunks, xattrs) VALUES (?,?,?,?,?,?,?,?)",
+                         -1, &c->put, NULL) != SQLITE_OK)
     return kh_seterr(KH_ERR_IO, "cache %s: %s", path, sqlite3_errmsg(c->db));
   return KH_OK;
 }
@@ -184,15 +195,20 @@ void kh_cache_free(kh_cache *c)
 }
 
 kh_err kh_cache_lookup(kh_cache *c, const uint8_t *path, size_t plen, const kh_cache_key *k,
-                       kh_chunkref **refs, size_t *n, bool *found)
+                       kh_chunkref **refs, size_t *n, bool *found, bool *known)
 {
   *found = false;
   *refs = NULL;
   *n = 0;
+  c->xattrs_known = false;
+  if (known)
+    *known = false;
   sqlite3_reset(c->get);
   sqlite3_bind_blob(c->get, 1, path, (int)plen, SQLITE_STATIC);
   if (sqlite3_step(c->get) != SQLITE_ROW)
     return KH_OK;
+  if (known)
+    *known = true;
   if ((uint64_t)sqlite3_column_int64(c->get, 0) != k->size ||
       sqlite3_column_int64(c->get, 1) != k->mtime_ns ||
       sqlite3_column_int64(c->get, 2) != k->ctime_ns ||
@@ -220,7 +236,20 @@ kh_err kh_cache_lookup(kh_cache *c, const uint8_t *path, size_t plen, const kh_c
   *refs = r;
   *n = cnt;
   *found = true;
+  c->xattrs_known = sqlite3_column_type(c->get, 6) == SQLITE_BLOB ||
+                    sqlite3_column_type(c->get, 6) == SQLITE_TEXT;
   return KH_OK;
+}
+
+bool kh_cache_xattrs(kh_cache *c, const uint8_t **p, size_t *len)
+{
+  *p = NULL;
+  *len = 0;
+  if (!c->xattrs_known)
+    return false;
+  *len = (size_t)sqlite3_column_bytes(c->get, 6);
+  *p = sqlite3_column_blob(c->get, 6);
+  return true;
 }
 
 kh_err kh_cache_begin(kh_cache *c)
@@ -238,7 +267,8 @@ kh_err kh_cache_commit(kh_cache *c)
 }
 
 kh_err kh_cache_put(kh_cache *c, const uint8_t *path, size_t plen, const kh_cache_key *k,
-                    const kh_chunkref *refs, size_t n)
+                    const kh_chunkref *refs, size_t n, const uint8_t *xattrs,
+                    size_t xattrlen)
 {
   uint8_t *blob = malloc(n * 40 + 1);
   if (!blob)
@@ -255,6 +285,11 @@ kh_err kh_cache_put(kh_cache *c, const uint8_t *path, size_t plen, const kh_cach
   sqlite3_bind_int64(c->put, 5, (sqlite3_int64)k->ino);
   sqlite3_bind_int64(c->put, 6, (sqlite3_int64)k->dev);
   sqlite3_bind_blob(c->put, 7, blob, (int)(n * 40), SQLITE_STATIC);
+  if (xattrs) /* a zero-length blob: known to have none */
+    sqlite3_bind_blob(c->put, 8, xattrlen ? (const void *)xattrs : "", (int)xattrlen,
+                      SQLITE_STATIC);
+  else
+    sqlite3_bind_null(c->put, 8);
   int rc = sqlite3_step(c->put);
   free(blob);
   return rc == SQLITE_DONE ? KH_OK : kh_seterr(KH_ERR_IO, "cache: %s", sqlite3_errmsg(c->db));

@@ -26,12 +26,19 @@ void kh_cache_free(kh_cache *c);
  * compared in canonical form: relative paths and symlinks are resolved, and
  * path need not exist yet (nothing is created). */
 kh_err kh_cache_check_outside(const char *path, const char *region);
-/* *refs is malloc'd (free()) when *found. */
+/* *refs is malloc'd (free()) when *found.  *known (if not NULL) says
+ * whether the cache has a row for path at all, matching k or not (backup
+ * tells a changed file from a new one by it). */
 kh_err kh_cache_lookup(kh_cache *c, const uint8_t *path, size_t plen, const kh_cache_key *k,
-                       kh_chunkref **refs, size_t *n, bool *found);
+                       kh_chunkref **refs, size_t *n, bool *found, bool *known);
+/* The extended attributes recorded with the row the last kh_cache_lookup
+ * found (docs/format.md §8 encoding, not checked here; *len 0: none);
+ * false if that row does not know them.  Valid until the next call on c. */
+bool kh_cache_xattrs(kh_cache *c, const uint8_t **p, size_t *len);
 kh_err kh_cache_begin(kh_cache *c);
+/* xattrs NULL: not known (stored as NULL). */
 kh_err kh_cache_put(kh_cache *c, const uint8_t *path, size_t plen, const kh_cache_key *k,
-                    const kh_chunkref *refs, size_t n);
+                    const kh_chunkref *refs, size_t n, const uint8_t *xattrs, size_t xattrlen);
 kh_err kh_cache_commit(kh_cache *c);
 
 #endif

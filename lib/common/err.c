@@ -34,6 +34,7 @@ static const char *const messages[KH_ERR__COUNT] = {
   [KH_ERR_HSM] = "PKCS#11 token error",
   [KH_ERR_INVALID_PROOF] = "proof or signature did not verify",
   [KH_ERR_ROLLBACK] = "log rolled back",
+  [KH_ERR_CANCELLED] = "interrupted",
 };
 
 const char *kh_strerror(kh_err e)

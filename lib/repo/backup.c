@@ -19,7 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/limits.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -27,6 +30,13 @@
 #define PENDING_PACK UINT32_MAX
 #define ZSTD_LEVEL 3
 #define MAX_DEPTH 512
+#ifndef XATTR_LIST_MAX
+#define XATTR_LIST_MAX 65536
+#endif
+/* the packs written so far are indexed every FLUSH_PACKS packs or
+ * FLUSH_SECONDS seconds, whichever comes first (and on cancel) */
+#define FLUSH_PACKS 4
+#define FLUSH_SECONDS 30.0
 
 typedef struct bnode {
   uint8_t *name;
@@ -39,12 +49,18 @@ typedef struct bnode {
   size_t linklen;
   kh_chunkref *chunks;
   size_t nchunks;
+  uint32_t flags;      /* KH_FLAG_* */
+  uint8_t *xattrs;     /* encoded as in the tree (docs/format.md §8) */
+  size_t xattrlen;
+  uint32_t nxattr;
   struct bnode **kids;
   size_t nkids, kidcap;
   uint8_t tree_id[32];
   bool failed;     /* could not be read: left out of the snapshot */
   bool from_disk;  /* read by a worker this time: goes into the cache */
   bool no_descend; /* another file system's mount point (--one-file-system) */
+  uint8_t status;  /* KH_FILE_NEW / CHANGED / UNMODIFIED (files) */
+  bool xattrs_unknown; /* could not be listed: not recorded in the cache */
 } bnode;
 
 typedef struct job {
@@ -65,6 +81,9 @@ typedef struct worker {
   kh_pack_writer pack; /* reused pack after pack */
   kh_chunkref *refs;  /* chunks of the file being read */
   size_t nrefs, refcap;
+  int slot;           /* index in backup_ctx.current */
+  char *xlist;        /* flistxattr names (XATTR_LIST_MAX) */
+  uint8_t *xval;      /* one value (KH_XATTR_VALUE_MAX) */
   bool stream;        /* read(2), not pread(2): a pipe (--stdin) */
 } worker;
 
@@ -85,15 +104,29 @@ struct backup_ctx {
   kh_index newidx;
   kh_err fatal;       /* first fatal error of any worker (under nmu) */
   kh_errsave fatal_why; /* its detail, recorded on the worker's thread */
+  _Atomic bool stop;  /* fatal is set: walker and workers stop early */
+  uint32_t flushed;   /* packs [0, flushed) of newidx are in an index object */
+  double last_flush, last_flush_check;
   pthread_mutex_t wmu; /* serialises warn callbacks */
   _Atomic uint64_t files_done, bytes_done, bytes_new, bytes_stored, blobs_new, bytes_read;
   _Atomic uint64_t skipped_files, skipped_bytes; /* unreadable: not in the snapshot */
+  _Atomic uint64_t grown, shrunk; /* read size minus stat size (/proc, /sys, changing files) */
   uint64_t files_total, bytes_total;
   bool scan_done;
   double t0, last_progress, last_refresh;
   kh_cache *cache;
   uint64_t warnings;
   kh_pattern_set *excl; /* NULL when there are no exclude patterns */
+  /* progress only: the files the workers read now (under cmu), and the
+   * totals of the counting walk that runs ahead of the real one */
+  pthread_mutex_t cmu;
+  const char *current[KH_PROGRESS_CURRENT];
+  pthread_t counter;
+  bool counting;
+  _Atomic bool count_done, count_stop;
+  _Atomic uint64_t count_files, count_bytes;
+  char *xlist;          /* walker: llistxattr names (XATTR_LIST_MAX) */
+  uint8_t *xval;        /* walker: one value (KH_XATTR_VALUE_MAX) */
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -107,6 +140,21 @@ static void warn(backup_ctx *bc, kh_err e, const char *path, const char *msg)
   pthread_mutex_unlock(&bc->wmu);
 }
 
+/* A file is in the snapshot: count it by status and tell the caller. */
+static void file_done(backup_ctx *bc, const bnode *n, const char *path)
+{
+  pthread_mutex_lock(&bc->wmu);
+  if (n->status == KH_FILE_NEW)
+    bc->r->files_new++;
+  else if (n->status == KH_FILE_CHANGED)
+    bc->r->files_changed++;
+  else
+    bc->r->files_unmodified++;
+  if (bc->o->file)
+    bc->o->file(n->status, path, n->size, bc->o->ctx);
+  pthread_mutex_unlock(&bc->wmu);
+}
+
 static void set_fatal(backup_ctx *bc, kh_err e)
 {
   pthread_mutex_lock(&bc->nmu);
@@ -114,15 +162,45 @@ static void set_fatal(backup_ctx *bc, kh_err e)
     bc->fatal = e;
     kh_err_save(&bc->fatal_why, e);
   }
+  atomic_store(&bc->stop, true);
   pthread_mutex_unlock(&bc->nmu);
+}
+
+static bool cancel_requested(const backup_ctx *bc)
+{
+  return bc->o->cancel && *bc->o->cancel;
+}
+
+/* Name the packs written since the last flush in a new index object, so
+ * that a backup that is interrupted (or killed) from now on leaves them
+ * usable by the next one.  Main thread only.  The lock is confirmed first:
+ * only a holder may name packs in an index (docs/format.md §11). */
+static kh_err index_flush(backup_ctx *bc)
+{
+  if (bc->o->dry_run)
+    return KH_OK;
+  pthread_mutex_lock(&bc->nmu);
+  uint32_t np = bc->newidx.npacks;
+  pthread_mutex_unlock(&bc->nmu);
+  if (np == bc->flushed)
+    return KH_OK;
+  kh_err e = kh_vault_lock_refresh(bc->v);
+  if (e)
+    return e;
+  uint8_t id[32];
+  pthread_mutex_lock(&bc->nmu); /* workers add packs meanwhile */
+  np = bc->newidx.npacks;
+  e = kh_vault_write_index(bc->v, &bc->newidx, bc->flushed, NULL, 0, id);
+  pthread_mutex_unlock(&bc->nmu);
+  if (!e)
+    bc->flushed = np;
+  bc->last_flush = kh_now();
+  return e;
 }
 
 static bool has_fatal(backup_ctx *bc)
 {
-  pthread_mutex_lock(&bc->nmu);
-  bool f = bc->fatal != KH_OK;
-  pthread_mutex_unlock(&bc->nmu);
-  return f;
+  return atomic_load_explicit(&bc->stop, memory_order_relaxed);
 }
 
 /* Called often from the main thread: reports progress and stops the
@@ -134,6 +212,19 @@ static void progress(backup_ctx *bc, bool force)
   kh_err le = kh_vault_lock_check(bc->v); /* refreshed by lock.c's thread */
   if (le)
     set_fatal(bc, le); /* lost: stop, commit nothing */
+  if (cancel_requested(bc) && !has_fatal(bc))
+    set_fatal(bc, kh_seterr(KH_ERR_CANCELLED, "interrupted"));
+  if (!has_fatal(bc) && !bc->o->dry_run && now - bc->last_flush_check >= 0.1) {
+    bc->last_flush_check = now; /* called per file: look at most 10 times a second */
+    pthread_mutex_lock(&bc->nmu);
+    uint32_t unflushed = bc->newidx.npacks - bc->flushed;
+    pthread_mutex_unlock(&bc->nmu);
+    if (unflushed >= FLUSH_PACKS || (unflushed && now - bc->last_flush >= FLUSH_SECONDS)) {
+      kh_err fe = index_flush(bc);
+      if (fe)
+        set_fatal(bc, fe);
+    }
+  }
   if (!bc->o->progress)
     return;
   if (!force && now - bc->last_progress < 0.25)
@@ -144,6 +235,28 @@ static void progress(backup_ctx *bc, bool force)
       .bytes_done = atomic_load(&bc->bytes_done), .bytes_total = bc->bytes_total,
       .bytes_new = atomic_load(&bc->bytes_new), .scan_done = bc->scan_done,
       .elapsed = now - bc->t0};
+  if (!p.scan_done && bc->counting) {
+    /* the counting walk runs ahead: its totals give the ETA early */
+    bool done = atomic_load(&bc->count_done);
+    uint64_t cf = atomic_load(&bc->count_files), cb = atomic_load(&bc->count_bytes);
+    p.files_total = cf > p.files_total ? cf : p.files_total;
+    p.bytes_total = cb > p.bytes_total ? cb : p.bytes_total;
+    p.scan_done = done;
+  }
+  pthread_mutex_lock(&bc->wmu);
+  p.errors = bc->warnings;
+  pthread_mutex_unlock(&bc->wmu);
+  char cur[KH_PROGRESS_CURRENT][512];
+  const char *curp[KH_PROGRESS_CURRENT];
+  pthread_mutex_lock(&bc->cmu);
+  for (size_t i = 0; i < KH_PROGRESS_CURRENT; i++)
+    if (bc->current[i]) {
+      snprintf(cur[p.ncurrent], sizeof cur[0], "%s", bc->current[i]);
+      curp[p.ncurrent] = cur[p.ncurrent];
+      p.ncurrent++;
+    }
+  pthread_mutex_unlock(&bc->cmu);
+  p.current = curp;
   bc->o->progress(&p, bc->o->ctx);
 }
 
@@ -157,6 +270,7 @@ static void node_free(bnode *n)
   free(n->name);
   free(n->link);
   free(n->chunks);
+  free(n->xattrs);
   free(n);
 }
 
@@ -212,6 +326,121 @@ static kh_err add_kid(bnode *dir, bnode *kid)
   }
   dir->kids[dir->nkids++] = kid;
   return KH_OK;
+}
+
+/* lstat(2) through statx(2), which also says whether the chattr flags kept
+ * (append-only, immutable, no-dump) are set, at no extra cost. */
+static int stat_entry(int dfd, const char *name, struct stat *st, uint32_t *flags)
+{
+  struct statx sx;
+  if (statx(dfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_BASIC_STATS, &sx) != 0)
+    return -1;
+  memset(st, 0, sizeof *st);
+  st->st_mode = sx.stx_mode;
+  st->st_uid = sx.stx_uid;
+  st->st_gid = sx.stx_gid;
+  st->st_size = (off_t)sx.stx_size;
+  st->st_blocks = (blkcnt_t)sx.stx_blocks;
+  st->st_nlink = sx.stx_nlink;
+  st->st_ino = sx.stx_ino;
+  st->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+  st->st_rdev = makedev(sx.stx_rdev_major, sx.stx_rdev_minor);
+  st->st_mtim.tv_sec = sx.stx_mtime.tv_sec;
+  st->st_mtim.tv_nsec = sx.stx_mtime.tv_nsec;
+  st->st_ctim.tv_sec = sx.stx_ctime.tv_sec;
+  st->st_ctim.tv_nsec = sx.stx_ctime.tv_nsec;
+  uint64_t a = sx.stx_attributes & sx.stx_attributes_mask;
+  *flags = ((a & STATX_ATTR_APPEND) ? KH_FLAG_APPEND : 0) |
+           ((a & STATX_ATTR_IMMUTABLE) ? KH_FLAG_IMMUTABLE : 0) |
+           ((a & STATX_ATTR_NODUMP) ? KH_FLAG_NODUMP : 0);
+  return 0;
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The extended attributes (POSIX ACLs among them) of n, through fd when it
+ * is open (a worker reading the file), else by path: one listxattr, nothing
+ * more when there are none.  A list or value that cannot be read is a
+ * warning (the node is kept, its attributes are not recorded in the cache). */
+static kh_err read_xattrs(backup_ctx *bc, bnode *n, const char *path, int fd, char *xlist,
+                          uint8_t *xval)
+{
+  ssize_t len = fd >= 0 ? flistxattr(fd, xlist, XATTR_LIST_MAX)
+                        : llistxattr(path, xlist, XATTR_LIST_MAX);
+  if (len == 0 || (len < 0 && (errno == ENOTSUP || errno == ENOENT)))
+    return KH_OK;
+  if (len < 0) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "extended attributes not read: %s", strerror(errno));
+    warn(bc, KH_ERR_IO, path, msg);
+    n->xattrs_unknown = true;
+    return KH_OK;
+  }
+  const char *names[KH_XATTR_COUNT_MAX];
+  size_t nn = 0;
+  for (ssize_t i = 0; i < len; i += (ssize_t)strlen(xlist + i) + 1) {
+    if (!xlist[i])
+      continue;
+    if (nn == KH_XATTR_COUNT_MAX) {
+      warn(bc, KH_ERR_TOOBIG, path, "more than 1024 extended attributes: the rest not kept");
+      n->xattrs_unknown = true;
+      break;
+    }
+    names[nn++] = xlist + i;
+  }
+  qsort(names, nn, sizeof *names, cmp_cstr);
+  kh_buf enc;
+  kh_buf_init(&enc, KH_XATTR_COUNT_MAX * (KH_XATTR_NAME_MAX + KH_XATTR_VALUE_MAX + 16));
+  kh_err e = KH_OK;
+  uint32_t kept = 0;
+  for (size_t i = 0; i < nn && !e; i++) {
+    ssize_t vl = fd >= 0 ? fgetxattr(fd, names[i], xval, KH_XATTR_VALUE_MAX)
+                         : lgetxattr(path, names[i], xval, KH_XATTR_VALUE_MAX);
+    if (vl < 0) {
+      if (errno != ENODATA) { /* ENODATA: removed meanwhile */
+        char msg[400];
+        snprintf(msg, sizeof msg, "extended attribute %.255s not read: %s", names[i],
+                 strerror(errno));
+        warn(bc, KH_ERR_IO, path, msg);
+        n->xattrs_unknown = true;
+      }
+      continue;
+    }
+    e = kh_buf_put_lbytes(&enc, names[i], strlen(names[i]));
+    if (!e)
+      e = kh_buf_put_lbytes(&enc, xval, (size_t)vl);
+    kept++;
+  }
+  free(n->xattrs);
+  n->xattrs = NULL;
+  n->xattrlen = 0;
+  n->nxattr = 0;
+  if (!e && kept) {
+    if (!(n->xattrs = malloc(enc.len)))
+      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    else {
+      memcpy(n->xattrs, enc.data, enc.len);
+      n->xattrlen = enc.len;
+      n->nxattr = kept;
+    }
+  }
+  kh_buf_release(&enc);
+  return e;
+}
+
+/* Flags (from statx, no extra call) of a file or directory, and the
+ * extended attributes of a directory.  A file's come later: from the
+ * worker that reads it (through its descriptor), or from the cache with
+ * its chunks (a change of attributes changes the ctime the cache keys on). */
+static kh_err node_meta(backup_ctx *bc, bnode *n, const char *path, uint32_t flags)
+{
+  if (n->type != KH_NODE_FILE && n->type != KH_NODE_DIR)
+    return KH_OK;
+  n->flags = flags;
+  return n->type == KH_NODE_DIR ? read_xattrs(bc, n, path, -1, bc->xlist, bc->xval) : KH_OK;
 }
 
 /* ---- storing chunks (workers and main) ----------------------------------- */
@@ -356,6 +585,8 @@ static kh_err read_range(worker *w, int fd, uint64_t off, uint64_t end, const ch
     }
     if (start == len)
       return KH_OK;
+    if (has_fatal(bc) || cancel_requested(bc))
+      return kh_seterr(KH_ERR_CANCELLED, "stopped");
     size_t cut = kh_chunker_next(&bc->v->chunker, w->buf + start, len - start, eof);
     if (cut == 0)
       continue; /* need more data (cannot happen with a full window) */
@@ -390,12 +621,21 @@ static kh_err read_file(worker *w, bnode *n, const char *path, bool *skipped)
     warn(w->bc, KH_ERR_IO, path, "changed type while being read");
     goto out;
   }
+  if ((e = read_xattrs(w->bc, n, path, fd, w->xlist, w->xval)))
+    goto out;
   bool sparse = st.st_size > 0 && (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size;
   if (sparse) {
     uint64_t pos = 0, size = (uint64_t)st.st_size;
     static const uint8_t zero[32];
     while (!e && pos < size) {
       off_t d = lseek(fd, (off_t)pos, SEEK_DATA);
+      if (d < 0 && errno != ENXIO) {
+        /* no hole information (a virtual or remote file system): read
+         * the rest, never record what was not read as a hole */
+        e = read_range(w, fd, pos, UINT64_MAX, path, &got);
+        total += got;
+        break;
+      }
       uint64_t data = d < 0 ? size : (uint64_t)d;
       if (data > size)
         data = size;
@@ -408,7 +648,9 @@ static kh_err read_file(worker *w, bnode *n, const char *path, bool *skipped)
         break;
       off_t h = lseek(fd, (off_t)data, SEEK_HOLE);
       uint64_t hend = h < 0 || (uint64_t)h > size ? size : (uint64_t)h;
-      e = read_range(w, fd, data, hend, path, &got);
+      /* the last data reaches to end of file, wherever that is now: a
+       * file that grew, or a virtual one (/sys) whose size says nothing */
+      e = read_range(w, fd, data, hend >= size ? UINT64_MAX : hend, path, &got);
       total += got;
       pos = hend;
     }
@@ -471,7 +713,24 @@ static void *worker_main(void *arg)
     for (size_t i = 0; i < take; i++) {
       job j = batch[i];
       bool skipped = false;
+      uint64_t statsize = j.node->size;
+      if (bc->o->progress) {
+        pthread_mutex_lock(&bc->cmu);
+        bc->current[w->slot] = j.path;
+        pthread_mutex_unlock(&bc->cmu);
+      }
       kh_err e = has_fatal(bc) ? KH_OK : read_file(w, j.node, j.path, &skipped);
+      if (bc->o->progress) {
+        pthread_mutex_lock(&bc->cmu);
+        bc->current[w->slot] = NULL;
+        pthread_mutex_unlock(&bc->cmu);
+      }
+      if (!e && !skipped && !has_fatal(bc))
+        file_done(bc, j.node, j.path);
+      if (!e && !skipped && j.node->size > statsize)
+        atomic_fetch_add(&bc->grown, j.node->size - statsize);
+      else if (!e && !skipped && j.node->size < statsize)
+        atomic_fetch_add(&bc->shrunk, statsize - j.node->size);
       if (e)
         set_fatal(bc, kh_adderr(e, "%s", j.path));
       j.node->failed = skipped;
@@ -536,17 +795,40 @@ static bool cache_hit(backup_ctx *bc, bnode *n, const char *path, size_t plen)
   kh_cache_key k = {n->size, n->ino, n->dev, n->mtime_ns, n->ctime_ns};
   kh_chunkref *refs = NULL;
   size_t cnt = 0;
-  bool found = false;
-  if (kh_cache_lookup(bc->cache, (const uint8_t *)path, plen, &k, &refs, &cnt, &found) || !found)
+  bool found = false, known = false;
+  if (kh_cache_lookup(bc->cache, (const uint8_t *)path, plen, &k, &refs, &cnt, &found, &known) ||
+      !found) {
+    n->status = known ? KH_FILE_CHANGED : KH_FILE_NEW;
     return false;
+  }
+  n->status = known ? KH_FILE_CHANGED : KH_FILE_NEW; /* unless all chunks are usable */
   for (size_t i = 0; i < cnt; i++)
     if (!sodium_is_zero(refs[i].id, 32) &&
         !kh_vault_blob_usable(bc->v, &bc->v->index, kh_index_find(&bc->v->index, refs[i].id))) {
       free(refs); /* pruned or lost since: read it again */
       return false;
     }
+  /* the attributes recorded with the chunks, unless the row (from before
+   * they were) does not know them or they do not parse: then list them */
+  const uint8_t *xp;
+  size_t xl;
+  uint32_t nx = 0;
+  if (kh_cache_xattrs(bc->cache, &xp, &xl) && kh_xattr_list_count(xp, xl, &nx)) {
+    if (xl && !(n->xattrs = malloc(xl))) {
+      free(refs);
+      return false;
+    }
+    if (xl)
+      memcpy(n->xattrs, xp, xl);
+    n->xattrlen = xl;
+    n->nxattr = nx;
+  } else if (read_xattrs(bc, n, path, -1, bc->xlist, bc->xval)) {
+    free(refs);
+    return false;
+  }
   n->chunks = refs;
   n->nchunks = cnt;
+  n->status = KH_FILE_UNMODIFIED;
   return true;
 }
 
@@ -626,7 +908,7 @@ static kh_err walk_dir(backup_ctx *bc, bnode *dir, char *path, size_t plen, int 
   bool cache_tag = false;
   bool tagged = (bc->o->exclude_caches || bc->o->nexclude_if_present) &&
                 dir_tagged(bc, dirfd(d), &cache_tag);
-  while (!e && (de = readdir(d))) {
+  while (!e && !has_fatal(bc) && (de = readdir(d))) {
     if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
       continue;
     if (tagged && !is_tag_name(bc, de->d_name, cache_tag))
@@ -645,7 +927,8 @@ static kh_err walk_dir(backup_ctx *bc, bnode *dir, char *path, size_t plen, int 
       continue;
     }
     struct stat st;
-    if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    uint32_t flags = 0;
+    if (stat_entry(dirfd(d), de->d_name, &st, &flags) != 0) {
       path[plen] = 0;
       if (errno != ENOENT) /* vanished meanwhile: not an error */
         warn(bc, kh_errno_code(errno), path, strerror(errno));
@@ -663,13 +946,81 @@ static kh_err walk_dir(backup_ctx *bc, bnode *dir, char *path, size_t plen, int 
       break;
     }
     kid->no_descend = bc->o->one_file_system && S_ISDIR(st.st_mode) && st.st_dev != dir->dev;
-    e = visit(bc, kid, path, np + nl, depth + 1);
+    e = node_meta(bc, kid, path, flags);
+    if (!e)
+      e = visit(bc, kid, path, np + nl, depth + 1);
     path[plen] = 0;
   }
   closedir(d);
   if (!e && dir->nkids > 1)
     qsort(dir->kids, dir->nkids, sizeof *dir->kids, node_cmp);
   return e;
+}
+
+/* ---- the counting walk (progress only) -------------------------------------- */
+
+/* Files and bytes below path as the walk will find them (same excludes),
+ * counted ahead of it so that the progress has totals, hence an ETA, within
+ * seconds; the walk itself waits for the workers (a bounded queue).  Only
+ * counters are kept: memory is one directory stream per level. */
+static void count_dir(backup_ctx *bc, char *path, size_t plen, dev_t dev, int depth)
+{
+  DIR *d = depth > MAX_DEPTH ? NULL : opendir(path);
+  if (!d)
+    return;
+  struct dirent *de;
+  bool cache_tag = false;
+  bool tagged = (bc->o->exclude_caches || bc->o->nexclude_if_present) &&
+                dir_tagged(bc, dirfd(d), &cache_tag);
+  while (!has_fatal(bc) && !atomic_load(&bc->count_stop) && (de = readdir(d))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+        (tagged && !is_tag_name(bc, de->d_name, cache_tag)))
+      continue;
+    size_t nl = strlen(de->d_name), np = plen;
+    if (plen + 1 + nl >= 65536)
+      continue;
+    if (np > 1 || path[0] != '/')
+      path[np++] = '/';
+    memcpy(path + np, de->d_name, nl + 1);
+    struct stat st;
+    if ((!bc->excl || !kh_pattern_set_excludes(bc->excl, path, np + nl)) &&
+        fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !too_large(bc, &st)) {
+      if (S_ISREG(st.st_mode)) {
+        atomic_fetch_add(&bc->count_files, 1);
+        atomic_fetch_add(&bc->count_bytes, (uint64_t)st.st_size);
+      } else if (S_ISDIR(st.st_mode) && !(bc->o->one_file_system && st.st_dev != dev)) {
+        count_dir(bc, path, np + nl, st.st_dev, depth + 1);
+      }
+    }
+    path[plen] = 0;
+  }
+  closedir(d);
+}
+
+static void *count_main(void *arg)
+{
+  backup_ctx *bc = arg;
+  char *path = malloc(65536);
+  for (size_t i = 0; path && i < bc->o->npaths && !has_fatal(bc); i++) {
+    const char *p = bc->o->paths[i];
+    struct stat st;
+    size_t l = strlen(p);
+    if (p[0] != '/' || l >= 4096 || lstat(p, &st) != 0 ||
+        (bc->excl && kh_pattern_set_excludes(bc->excl, p, l)) || too_large(bc, &st))
+      continue;
+    if (S_ISREG(st.st_mode)) {
+      atomic_fetch_add(&bc->count_files, 1);
+      atomic_fetch_add(&bc->count_bytes, (uint64_t)st.st_size);
+    } else if (S_ISDIR(st.st_mode)) {
+      memcpy(path, p, l + 1);
+      while (l > 1 && path[l - 1] == '/')
+        path[--l] = 0;
+      count_dir(bc, path, l, st.st_dev, 0);
+    }
+  }
+  free(path);
+  atomic_store(&bc->count_done, true);
+  return NULL;
 }
 
 static kh_err visit(backup_ctx *bc, bnode *n, char *path, size_t plen, int depth)
@@ -698,9 +1049,11 @@ static kh_err visit(backup_ctx *bc, bnode *n, char *path, size_t plen, int depth
     bc->files_total++;
     bc->bytes_total += n->size;
     bc->r->files++;
+    n->status = KH_FILE_NEW; /* no cache: every file counts as new */
     if (cache_hit(bc, n, path, plen)) {
       atomic_fetch_add(&bc->files_done, 1);
       atomic_fetch_add(&bc->bytes_done, n->size);
+      file_done(bc, n, path);
       progress(bc, false);
       return KH_OK;
     }
@@ -759,7 +1112,8 @@ static kh_err add_path(backup_ctx *bc, bnode *root, const char *abs)
     }
     if (!kid) {
       struct stat cs;
-      if (lstat(path, &cs) != 0) {
+      uint32_t flags = 0;
+      if (stat_entry(AT_FDCWD, path, &cs, &flags) != 0) {
         e = kh_seterr(kh_errno_code(errno), "%s: %s", path, strerror(errno));
         goto out;
       }
@@ -781,6 +1135,8 @@ static kh_err add_path(backup_ctx *bc, bnode *root, const char *abs)
         goto out;
       }
       qsort(cur->kids, cur->nkids, sizeof *cur->kids, node_cmp);
+      if ((e = node_meta(bc, kid, path, flags)))
+        goto out;
       if (last) {
         e = visit(bc, kid, path, plen, 0);
         goto out;
@@ -844,6 +1200,8 @@ static kh_err add_stream(backup_ctx *bc, worker *w, bnode *root, const char *abs
   bc->files_total++;
   bc->bytes_total += got;
   atomic_fetch_add(&bc->files_done, 1);
+  cur->status = KH_FILE_NEW;
+  file_done(bc, cur, abs);
   return KH_OK;
 }
 
@@ -902,6 +1260,10 @@ static kh_err store_trees(backup_ctx *bc, worker *w, bnode *dir)
     memcpy(t->subtree, n->tree_id, 32);
     t->chunks = n->chunks;
     t->nchunks = n->nchunks;
+    t->flags = n->flags;
+    t->xattrs = n->xattrs;
+    t->xattrlen = n->xattrlen;
+    t->nxattr = n->nxattr;
   }
   e = kh_tree_encode(tn, k, &enc);
   if (!e)
@@ -916,7 +1278,9 @@ static kh_err cache_update(backup_ctx *bc, bnode *n, char *path, size_t plen)
   kh_err e = KH_OK;
   if (n->type == KH_NODE_FILE && n->from_disk) {
     kh_cache_key k = {n->size, n->ino, n->dev, n->mtime_ns, n->ctime_ns};
-    return kh_cache_put(bc->cache, (const uint8_t *)path, plen, &k, n->chunks, n->nchunks);
+    return kh_cache_put(bc->cache, (const uint8_t *)path, plen, &k, n->chunks, n->nchunks,
+                        n->xattrs_unknown ? NULL : n->xattrs ? n->xattrs : (const uint8_t *)"",
+                        n->xattrlen);
   }
   for (size_t i = 0; !e && i < n->nkids; i++) {
     bnode *c = n->kids[i];
@@ -937,6 +1301,8 @@ static kh_err cache_update(backup_ctx *bc, bnode *n, char *path, size_t plen)
 
 static void worker_release(worker *w)
 {
+  free(w->xlist);
+  free(w->xval);
   free(w->buf);
   free(w->zbuf);
   ZSTD_freeCCtx(w->zc);
@@ -951,7 +1317,9 @@ static kh_err worker_init(worker *w, backup_ctx *bc)
   w->bufcap = 2 * KH_CHUNK_MAX;
   w->buf = malloc(w->bufcap);
   w->zc = ZSTD_createCCtx();
-  if (!w->buf || !w->zc)
+  w->xlist = malloc(XATTR_LIST_MAX);
+  w->xval = malloc(KH_XATTR_VALUE_MAX);
+  if (!w->buf || !w->zc || !w->xlist || !w->xval)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
   return kh_pack_writer_init(&w->pack);
 }
@@ -1010,10 +1378,11 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
   bc->v = v;
   bc->o = o;
   bc->r = r;
-  bc->t0 = bc->last_refresh = kh_now();
+  bc->t0 = bc->last_refresh = bc->last_flush = kh_now();
   pthread_mutex_init(&bc->qmu, NULL);
   pthread_mutex_init(&bc->nmu, NULL);
   pthread_mutex_init(&bc->wmu, NULL);
+  pthread_mutex_init(&bc->cmu, NULL);
   pthread_cond_init(&bc->qnotempty, NULL);
   pthread_cond_init(&bc->qnotfull, NULL);
   pthread_cond_init(&bc->qidle, NULL);
@@ -1055,13 +1424,25 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
   }
   if (v->cache_path && kh_cache_open(v->cache_path, &bc->cache) != KH_OK)
     bc->cache = NULL; /* no cache: slower, nothing lost */
-  if (stat("/", &rst) != 0 || !(root = node_new("", 0, &rst))) {
+  bc->xlist = malloc(XATTR_LIST_MAX);
+  bc->xval = malloc(KH_XATTR_VALUE_MAX);
+  uint32_t rflags = 0;
+  if (!bc->xlist || !bc->xval || stat_entry(AT_FDCWD, "/", &rst, &rflags) != 0 ||
+      !(root = node_new("", 0, &rst))) {
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
-  for (int i = 0; i <= nthreads; i++)
+  if (!o->stdin_name && (e = node_meta(bc, root, "/", rflags)))
+    goto out;
+  for (int i = 0; i <= nthreads; i++) {
     if ((e = worker_init(&ws[i], bc)))
       goto out;
+    ws[i].slot = i % KH_PROGRESS_CURRENT;
+  }
+  /* the counting walk costs a second stat of everything: only for a caller
+   * that shows progress */
+  if (o->progress && o->npaths && pthread_create(&bc->counter, NULL, count_main, bc) == 0)
+    bc->counting = true;
   for (; started < nthreads; started++)
     if (pthread_create(&ws[started].tid, NULL, worker_main, &ws[started]) != 0) {
       e = kh_seterr(KH_ERR_NOMEM, "cannot start threads");
@@ -1081,12 +1462,13 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
   qsort(paths, np, sizeof *paths, cmp_str);
   if (o->stdin_name)
     e = add_stream(bc, &ws[nthreads], root, paths[0], o->stdin_fd);
-  for (size_t i = 0; i < o->npaths && !e; i++)
+  for (size_t i = 0; i < o->npaths && !e && !has_fatal(bc); i++)
     e = add_path(bc, root, paths[i]);
   if (!e && root->nkids == 0)
     e = kh_seterr(KH_ERR_NOTFOUND, "none of the paths could be read");
   bc->scan_done = true;
 out:
+  atomic_store(&bc->count_stop, true); /* the walk is over: its totals are the real ones */
   /* drain and stop the workers whatever happened */
   pthread_mutex_lock(&bc->qmu);
   bc->closing = true;
@@ -1107,11 +1489,22 @@ out:
   pthread_mutex_unlock(&bc->qmu);
   for (int i = 0; i < started; i++)
     pthread_join(ws[i].tid, NULL);
+  if (bc->counting) {
+    pthread_join(bc->counter, NULL);
+    bc->counting = false;
+  }
   if (!e && bc->fatal)
     e = kh_err_restore(&bc->fatal_why);
+  if (e == KH_ERR_CANCELLED) {
+    /* keep what was stored: the workers flushed their last packs */
+    kh_err fe = index_flush(bc);
+    e = fe ? fe : kh_seterr(KH_ERR_CANCELLED, "interrupted; no snapshot was made");
+    goto done;
+  }
   /* what could not be read is not in the snapshot: do not count it */
   r->files -= atomic_load(&bc->skipped_files);
   bc->bytes_total -= atomic_load(&bc->skipped_bytes);
+  bc->bytes_total += atomic_load(&bc->grown) - atomic_load(&bc->shrunk);
   if (!e) { /* trees, then the last pack, the index, the snapshot */
     worker *tw = &ws[nthreads];
     e = store_trees(bc, tw, root);
@@ -1123,8 +1516,8 @@ out:
     e = kh_vault_lock_refresh(v);
   if (!e && o->dry_run)
     goto done; /* counted; nothing to write */
-  if (!e && bc->newidx.npacks)
-    e = kh_vault_write_index(v, &bc->newidx, 0, NULL, 0, idxid);
+  if (!e && bc->newidx.npacks > bc->flushed)
+    e = kh_vault_write_index(v, &bc->newidx, bc->flushed, NULL, 0, idxid);
   if (!e) {
     /* the new blobs are durable and indexed: make them visible to later
      * calls on this handle too (session pack p becomes base + p) */
@@ -1210,10 +1603,13 @@ done:
   node_free(root);
   kh_cache_free(bc->cache);
   kh_pattern_set_free(bc->excl);
+  free(bc->xlist);
+  free(bc->xval);
   kh_index_release(&bc->newidx);
   pthread_mutex_destroy(&bc->qmu);
   pthread_mutex_destroy(&bc->nmu);
   pthread_mutex_destroy(&bc->wmu);
+  pthread_mutex_destroy(&bc->cmu);
   pthread_cond_destroy(&bc->qnotempty);
   pthread_cond_destroy(&bc->qnotfull);
   pthread_cond_destroy(&bc->qidle);

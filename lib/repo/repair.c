@@ -466,8 +466,8 @@ kh_err kh_repair_snapshots(kh_vault *v, const kh_repair_snapshots_opts *o,
     kh_hex_encode(old, fx[i].id, 32);
     if (!o->dry_run) {
       if (!s->has_original) { /* a copy of a copy keeps the first one's place */
-        memcpy(s->orig_device, s->device, 16);
-        s->orig_counter = s->counter;
+        memcpy(s->orig_device, s->has_copy_of ? s->copy_device : s->device, 16);
+        s->orig_counter = s->has_copy_of ? s->copy_counter : s->counter;
       }
       s->has_original = true;
       memcpy(s->original, fx[i].id, 32);

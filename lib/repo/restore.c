@@ -25,8 +25,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 typedef struct ritem {
@@ -40,6 +43,10 @@ typedef struct ritem {
   char *link;
   kh_chunkref *chunks;
   size_t nchunks;
+  uint32_t flags;      /* KH_FLAG_* */
+  uint8_t *xattrs;     /* as in the tree (docs/format.md §8) */
+  size_t xattrlen;
+  bool meta_warned;    /* counted in meta_warnings */
   long link_to;        /* hard link: index of the first item with this inode, else -1 */
   int depth;
   bool failed;
@@ -65,9 +72,11 @@ typedef struct rctx {
   int levels;          /* 1 + the deepest item depth */
   int tfd;             /* the target directory (O_PATH) */
   _Atomic size_t next;
-  _Atomic uint64_t files_done, bytes_done, failed;
+  _Atomic uint64_t files_done, bytes_done, failed, meta_warnings;
   uint64_t files_total, bytes_total;
   pthread_mutex_t wmu;
+  pthread_mutex_t cmu;  /* current */
+  const char *current[KH_PROGRESS_CURRENT]; /* files being written (progress) */
   bool root;
   uid_t euid;
   gid_t egid;
@@ -101,6 +110,7 @@ static void ritem_release(ritem *it)
   free(it->path);
   free(it->link);
   free(it->chunks);
+  free(it->xattrs);
 }
 
 static kh_err add_item(rctx *c, const kh_tnode *t, int depth, long parent, size_t nameoff)
@@ -138,11 +148,22 @@ static kh_err add_item(rctx *c, const kh_tnode *t, int depth, long parent, size_
     free(it->path);
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
   }
+  if (t->nxattr) {
+    if (!(it->xattrs = malloc(t->xattrlen))) {
+      free(it->path);
+      free(it->link);
+      return kh_seterr(KH_ERR_NOMEM, "out of memory");
+    }
+    memcpy(it->xattrs, t->xattrs, t->xattrlen);
+    it->xattrlen = t->xattrlen;
+  }
+  it->flags = t->flags;
   if (t->type == KH_NODE_FILE && t->nchunks) {
     it->chunks = malloc(t->nchunks * sizeof *it->chunks);
     if (!it->chunks) {
       free(it->path);
       free(it->link);
+      free(it->xattrs);
       return kh_seterr(KH_ERR_NOMEM, "out of memory");
     }
     memcpy(it->chunks, t->chunks, t->nchunks * sizeof *it->chunks);
@@ -356,6 +377,46 @@ static void meta_at(const rctx *c, int dfd, const char *name, const ritem *it)
   (void)utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW);
 }
 
+/* An entry restored without some of its metadata: reported and counted,
+ * once per entry. */
+static void meta_warn(rctx *c, ritem *it, const char *msg)
+{
+  if (!it->meta_warned) /* the item belongs to one thread at a time */
+    atomic_fetch_add(&c->meta_warnings, 1);
+  it->meta_warned = true;
+  pthread_mutex_lock(&c->wmu);
+  if (c->o->meta_warn)
+    c->o->meta_warn(KH_ERR_UNSUPPORTED, it->path, msg, c->o->ctx);
+  pthread_mutex_unlock(&c->wmu);
+}
+
+/* Set the extended attributes of it on fd (a file being written or a
+ * directory); the ones the target refuses are named in one warning. */
+static void xattrs_fd(rctx *c, int fd, ritem *it)
+{
+  if (!it->xattrlen)
+    return;
+  char msg[512] = "", name[KH_XATTR_NAME_MAX + 1];
+  size_t off = 0, ml = 0, nl, vl;
+  const uint8_t *n, *val;
+  int err = 0;
+  while (kh_xattr_next(it->xattrs, it->xattrlen, &off, &n, &nl, &val, &vl)) {
+    memcpy(name, n, nl);
+    name[nl] = 0;
+    if (fsetxattr(fd, name, val, vl, 0) == 0)
+      continue;
+    err = errno;
+    int w = snprintf(msg + ml, sizeof msg - ml, "%s%s", ml ? ", " : "", name);
+    if (w > 0 && (size_t)w < sizeof msg - ml)
+      ml += (size_t)w;
+  }
+  if (err) {
+    char full[640];
+    snprintf(full, sizeof full, "extended attributes not restored (%s): %s", msg, strerror(err));
+    meta_warn(c, it, full);
+  }
+}
+
 static kh_err write_all_at(int fd, const uint8_t *p, size_t n, uint64_t off)
 {
   while (n) {
@@ -495,6 +556,7 @@ static void restore_file(rctx *c, dcursor *cur, ritem *it, kh_buf *blob)
     const kh_chunkref *r = &it->chunks[i];
     if (sodium_is_zero(r->id, 32)) { /* hole: leave it sparse */
       off += r->len;
+      atomic_fetch_add(&c->bytes_done, r->len);
       continue;
     }
     e = kh_vault_read_blob(c->v, r->id, blob);
@@ -514,6 +576,12 @@ static void restore_file(rctx *c, dcursor *cur, ritem *it, kh_buf *blob)
     if (c->root && (it->uid != c->euid || it->gid != c->egid) &&
         fchown(fd, it->uid, it->gid) != 0)
       e = kh_seterr(KH_ERR_IO, "chown: %s", strerror(errno));
+    /* after the owner (chown drops security.capability), before the mode
+     * (a read-only mode would refuse user.* attributes to a non-root
+     * process; chmod to the recorded mode keeps an ACL's mask, which the
+     * recorded group bits are) */
+    if (!e)
+      xattrs_fd(c, fd, it);
     if (!e && fchmod(fd, it->mode) != 0)
       e = kh_seterr(KH_ERR_IO, "chmod: %s", strerror(errno));
     struct timespec ts[2];
@@ -622,6 +690,7 @@ out:
 typedef struct rworker {
   rctx *c;
   dcursor cur;
+  int slot;            /* in rctx.current */
 } rworker;
 
 static void *restore_worker(void *arg)
@@ -645,10 +714,23 @@ static void *restore_worker(void *arg)
       pthread_mutex_lock(&c->wmu);
       bool stop = c->fatal != KH_OK;
       pthread_mutex_unlock(&c->wmu);
-      if (stop)
+      if (stop) {
         fail_item(c, it);
-      else
-        restore_file(c, &w->cur, it, &blob);
+        atomic_fetch_add(&c->files_done, 1);
+        atomic_fetch_add(&c->bytes_done, it->size);
+        continue;
+      }
+      if (c->o->progress) {
+        pthread_mutex_lock(&c->cmu);
+        c->current[w->slot] = it->path;
+        pthread_mutex_unlock(&c->cmu);
+      }
+      restore_file(c, &w->cur, it, &blob);
+      if (c->o->progress) {
+        pthread_mutex_lock(&c->cmu);
+        c->current[w->slot] = NULL;
+        pthread_mutex_unlock(&c->cmu);
+      }
     }
   }
   kh_buf_release(&blob);
@@ -665,7 +747,19 @@ static void rprogress(rctx *c, bool force)
   c->last = now;
   kh_progress p = {.files_done = atomic_load(&c->files_done), .files_total = c->files_total,
                    .bytes_done = atomic_load(&c->bytes_done), .bytes_total = c->bytes_total,
-                   .scan_done = true, .elapsed = now - c->t0};
+                   .scan_done = true, .elapsed = now - c->t0,
+                   .errors = atomic_load(&c->failed)};
+  char cur[KH_PROGRESS_CURRENT][512];
+  const char *curp[KH_PROGRESS_CURRENT];
+  pthread_mutex_lock(&c->cmu);
+  for (size_t i = 0; i < KH_PROGRESS_CURRENT; i++)
+    if (c->current[i]) {
+      snprintf(cur[p.ncurrent], sizeof cur[0], "%s", c->current[i]);
+      curp[p.ncurrent] = cur[p.ncurrent];
+      p.ncurrent++;
+    }
+  pthread_mutex_unlock(&c->cmu);
+  p.current = curp;
   c->o->progress(&p, c->o->ctx);
 }
 
@@ -678,6 +772,38 @@ static int cmp_hl(const void *a, const void *b, void *arg)
   if (x->ino != y->ino)
     return x->ino < y->ino ? -1 : 1;
   return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
+}
+
+/* chattr flags of it (KH_FLAG_*), through its own descriptor. */
+static void set_flags(rctx *c, dcursor *cur, ritem *it)
+{
+  int dfd = dcur_dir(c, cur, it->parent), fd = -1, err = 0;
+  if (dfd < 0 ||
+      (fd = openat(dfd, it->path + it->nameoff,
+                   O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
+                       (it->type == KH_NODE_DIR ? O_DIRECTORY : 0))) < 0) {
+    err = errno;
+  } else {
+    int fl = 0;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &fl) != 0)
+      err = errno;
+    else {
+      fl &= ~(FS_APPEND_FL | FS_IMMUTABLE_FL | FS_NODUMP_FL);
+      fl |= ((it->flags & KH_FLAG_APPEND) ? FS_APPEND_FL : 0) |
+            ((it->flags & KH_FLAG_IMMUTABLE) ? FS_IMMUTABLE_FL : 0) |
+            ((it->flags & KH_FLAG_NODUMP) ? FS_NODUMP_FL : 0);
+      if (ioctl(fd, FS_IOC_SETFLAGS, &fl) != 0)
+        err = errno;
+    }
+    close(fd);
+  }
+  if (err) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "file flags (%s%s%s) not restored: %s",
+             (it->flags & KH_FLAG_APPEND) ? "a" : "", (it->flags & KH_FLAG_IMMUTABLE) ? "i" : "",
+             (it->flags & KH_FLAG_NODUMP) ? "d" : "", strerror(err));
+    meta_warn(c, it, msg);
+  }
 }
 
 /* Pass 1 for one directory, symlink, FIFO or device node (tree order, so a
@@ -924,6 +1050,7 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   c->t0 = kh_now();
   c->tfd = -1;
   pthread_mutex_init(&c->wmu, NULL);
+  pthread_mutex_init(&c->cmu, NULL);
   kh_err e = KH_OK;
   uint8_t id[32];
   kh_snap s = {0};
@@ -1003,6 +1130,7 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
       goto out;
   for (int i = 0; i < nwk; i++) {
     wk[i].c = c;
+    wk[i].slot = i % KH_PROGRESS_CURRENT;
     if ((e = dcur_init(&wk[i].cur, c->tfd, c->levels)))
       goto out;
   }
@@ -1048,9 +1176,11 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     if (a->dev == b->dev && a->ino == b->ino)
       b->link_to = a->link_to >= 0 ? a->link_to : (long)hl[i - 1];
   }
+  /* totals: every file still to do, hard links too (pass 3), so that the
+   * last progress says what the result says */
   for (size_t i = 0; i < c->n; i++) {
     const ritem *it = &c->items[i];
-    if (it->type == KH_NODE_FILE && it->link_to < 0 && !it->failed) {
+    if (it->type == KH_NODE_FILE && !it->failed) {
       c->files_total++;
       c->bytes_total += it->size;
     }
@@ -1079,6 +1209,8 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     if (it->type != KH_NODE_FILE || it->failed || it->skipped)
       continue;
     if (it->link_to >= 0) {
+      atomic_fetch_add(&c->files_done, 1);
+      atomic_fetch_add(&c->bytes_done, it->size);
       ritem *first = &c->items[it->link_to];
       if (first->failed) {
         fail_item(c, it);
@@ -1107,6 +1239,7 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     r->files++;
     r->bytes += it->size;
   }
+  rprogress(c, true);
   /* --delete: in each directory restored whole, what the snapshot lacks */
   if (o->delete_extra) {
     bool root_full = !c->incl || kh_pattern_set_match_each(c->incl, "/", 1, NULL);
@@ -1132,12 +1265,30 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     if (it->type != KH_NODE_DIR || it->failed)
       continue;
     int dfd = dcur_dir(c, &cur[0], it->parent);
-    if (dfd >= 0)
-      meta_at(c, dfd, it->path + it->nameoff, it);
+    if (dfd < 0)
+      continue;
+    if (it->xattrlen) { /* now that everything inside exists: a default ACL is not inherited */
+      int fd = openat(dfd, it->path + it->nameoff,
+                      O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd >= 0) {
+        xattrs_fd(c, fd, it);
+        close(fd);
+      }
+    }
+    meta_at(c, dfd, it->path + it->nameoff, it);
+  }
+  /* pass 4: file flags, last: an immutable or append-only file or
+   * directory takes no more changes.  Not in a dry run; an entry kept by
+   * --overwrite only when it matched (it got the snapshot's metadata). */
+  for (size_t i = 0; !dry && i < c->n; i++) {
+    ritem *it = &c->items[i];
+    if (it->flags && !it->failed && it->link_to < 0 && (!it->skipped || it->unchanged))
+      set_flags(c, &cur[0], it);
   }
   r->failed = atomic_load(&c->failed);
   r->skipped = atomic_load(&c->skipped);
   r->verified = atomic_load(&c->verified);
+  r->meta_warnings = atomic_load(&c->meta_warnings);
   if (c->fatal)
     e = kh_seterr(c->fatal, "restore stopped: %s", kh_strerror(c->fatal));
   else if (r->failed)
@@ -1165,6 +1316,7 @@ out:
   kh_pattern_set_free(c->incl);
   kh_pattern_set_free(c->excl);
   pthread_mutex_destroy(&c->wmu);
+  pthread_mutex_destroy(&c->cmu);
   free(c);
   return e;
 }

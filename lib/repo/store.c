@@ -564,6 +564,8 @@ static void snap_info(const uint8_t id[32], kh_snap *s, kh_snapshot_info *o)
   o->bytes = s->bytes;
   if (s->has_original)
     kh_hex_encode(o->original, s->original, 32);
+  if (s->has_copy_of)
+    kh_hex_encode(o->copy_of, s->copy_of, 32);
 }
 
 /* The ordering fields of a snapshot (docs/format.md §9.1). */
@@ -572,8 +574,9 @@ static void snap_order_key(const uint8_t id[32], const kh_snap *s, kh_snap_order
   memset(k, 0, sizeof *k);
   memcpy(k->id, id, 32);
   k->time_ns = s->time_ns;
-  memcpy(k->device, s->has_original ? s->orig_device : s->device, 16);
-  k->counter = s->has_original ? s->orig_counter : s->counter;
+  /* the order line: a rewrite's original's, a copy's source's, else its own */
+  memcpy(k->device, s->has_original ? s->orig_device : s->has_copy_of ? s->copy_device : s->device, 16);
+  k->counter = s->has_original ? s->orig_counter : s->has_copy_of ? s->copy_counter : s->counter;
   k->has_parent = s->has_parent;
   memcpy(k->parent, s->parent, 32);
   k->has_original = s->has_original;

@@ -118,6 +118,8 @@ kh_err kh_vault_read_blob(kh_vault *v, const uint8_t id[32], kh_buf *out);
 kh_err kh_vault_read_pack_header(kh_vault *v, const uint8_t pid[32], kh_pack_blob **blobs,
                                  size_t *n);
 kh_err kh_vault_load_tree(kh_vault *v, const uint8_t id[32], kh_tree *t);
+/* The public view of tree node t named path (walk.c); n->node = t. */
+void kh_node_info_fill(const kh_tnode *t, const uint8_t *path, size_t pathlen, kh_node_info *n);
 
 /* Snapshots */
 kh_err kh_vault_load_snapshot(kh_vault *v, const uint8_t id[32], kh_snap *s);

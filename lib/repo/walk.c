@@ -51,11 +51,11 @@ static void content_id(const kh_tnode *t, uint8_t out[32])
   crypto_generichash_final(&st, out, 32);
 }
 
-static void fill_info(const kh_tnode *t, const pathbuf *pb, kh_node_info *n)
+void kh_node_info_fill(const kh_tnode *t, const uint8_t *path, size_t pathlen, kh_node_info *n)
 {
   memset(n, 0, sizeof *n);
-  n->path = pb->p;
-  n->pathlen = pb->len;
+  n->path = path;
+  n->pathlen = pathlen;
   n->type = t->type;
   n->mode = t->mode;
   n->uid = t->uid;
@@ -68,6 +68,8 @@ static void fill_info(const kh_tnode *t, const pathbuf *pb, kh_node_info *n)
   n->dev = t->dev;
   n->ino = t->ino;
   n->rdev = t->rdev;
+  if (t->type == KH_NODE_DIR)
+    memcpy(n->tree, t->subtree, 32);
   n->node = t;
   content_id(t, n->content_id);
 }
@@ -103,7 +105,7 @@ static kh_err walk_node(walk_ctx *w, const kh_tnode *t, int depth)
   if (e)
     return e;
   kh_node_info info;
-  fill_info(t, &w->pb, &info);
+  kh_node_info_fill(t, w->pb.p, w->pb.len, &info);
   w->stop = w->fn(&info, w->ctx);
   if (!w->stop && t->type == KH_NODE_DIR)
     e = walk_tree(w, t->subtree, depth + 1);
@@ -207,10 +209,70 @@ typedef struct sub_ctx {
   char change;
 } sub_ctx;
 
+/* Bytes of a file's content that are data (holes are none). */
+static uint64_t data_bytes(const kh_tnode *t)
+{
+  uint64_t n = 0;
+  if (t->type == KH_NODE_FILE)
+    for (size_t i = 0; i < t->nchunks; i++)
+      if (!sodium_is_zero(t->chunks[i].id, 32))
+        n += t->chunks[i].len;
+  return n;
+}
+
+static int cmp_ref(const void *a, const void *b)
+{
+  return memcmp(((const kh_chunkref *)a)->id, ((const kh_chunkref *)b)->id, 32);
+}
+
+/* Bytes of the chunks of y that x does not have (*added) and of x that y
+ * does not have (*removed), by content id. */
+static kh_err chunk_delta(const kh_tnode *x, const kh_tnode *y, uint64_t *added,
+                          uint64_t *removed)
+{
+  *added = *removed = 0;
+  kh_chunkref *a = malloc((x->nchunks + 1) * sizeof *a), *b = malloc((y->nchunks + 1) * sizeof *b);
+  if (!a || !b) {
+    free(a);
+    free(b);
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  }
+  if (x->nchunks)
+    memcpy(a, x->chunks, x->nchunks * sizeof *a);
+  if (y->nchunks)
+    memcpy(b, y->chunks, y->nchunks * sizeof *b);
+  qsort(a, x->nchunks, sizeof *a, cmp_ref);
+  qsort(b, y->nchunks, sizeof *b, cmp_ref);
+  size_t i = 0, j = 0;
+  while (i < x->nchunks || j < y->nchunks) {
+    int c = i == x->nchunks ? 1 : j == y->nchunks ? -1 : cmp_ref(&a[i], &b[j]);
+    if (c < 0) {
+      if (!sodium_is_zero(a[i].id, 32))
+        *removed += a[i].len;
+      i++;
+    } else if (c > 0) {
+      if (!sodium_is_zero(b[j].id, 32))
+        *added += b[j].len;
+      j++;
+    } else { /* in both: skip every copy of this id on either side */
+      kh_chunkref k = a[i];
+      while (i < x->nchunks && !cmp_ref(&a[i], &k))
+        i++;
+      while (j < y->nchunks && !cmp_ref(&b[j], &k))
+        j++;
+    }
+  }
+  free(a);
+  free(b);
+  return KH_OK;
+}
+
 static int report_sub(const kh_node_info *n, void *ctx)
 {
   sub_ctx *s = ctx;
-  s->d->fn(s->change, n->path, n->pathlen, s->d->ctx);
+  uint64_t bytes = data_bytes(n->node);
+  s->d->fn(s->change, n->path, n->pathlen, s->change == '+' ? bytes : 0,
+           s->change == '-' ? bytes : 0, s->d->ctx);
   return 0;
 }
 
@@ -252,21 +314,27 @@ static kh_err diff_trees(diff_ctx *d, const uint8_t a[32], const uint8_t b[32], 
     if ((e = path_push(&d->pb, x->name, x->namelen, &saved)))
       break;
     if (x->type != y->type) {
-      d->fn('T', d->pb.p, d->pb.len, d->ctx);
+      d->fn('T', d->pb.p, d->pb.len, data_bytes(y), data_bytes(x), d->ctx);
     } else {
       uint8_t cx[32], cy[32];
       content_id(x, cx);
       content_id(y, cy);
       bool meta = x->mode != y->mode || x->uid != y->uid || x->gid != y->gid ||
-                  (x->type != KH_NODE_DIR && x->mtime_ns != y->mtime_ns);
+                  (x->type != KH_NODE_DIR && x->mtime_ns != y->mtime_ns) ||
+                  x->flags != y->flags || x->xattrlen != y->xattrlen ||
+                  (x->xattrlen && memcmp(x->xattrs, y->xattrs, x->xattrlen));
       if (x->type == KH_NODE_DIR) {
         if (meta)
-          d->fn('U', d->pb.p, d->pb.len, d->ctx);
+          d->fn('U', d->pb.p, d->pb.len, 0, 0, d->ctx);
         e = diff_trees(d, x->subtree, y->subtree, depth + 1);
       } else if (memcmp(cx, cy, 32)) {
-        d->fn('M', d->pb.p, d->pb.len, d->ctx);
+        uint64_t add = 0, rem = 0;
+        if (x->type == KH_NODE_FILE)
+          e = chunk_delta(x, y, &add, &rem);
+        if (!e)
+          d->fn('M', d->pb.p, d->pb.len, add, rem, d->ctx);
       } else if (meta) {
-        d->fn('U', d->pb.p, d->pb.len, d->ctx);
+        d->fn('U', d->pb.p, d->pb.len, 0, 0, d->ctx);
       }
     }
     d->pb.len = saved;

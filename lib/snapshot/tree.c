@@ -14,6 +14,7 @@
 /* optional trailing fields, each at most once, in this order */
 #define SNAP_FIELD_ORIGINAL 1
 #define SNAP_FIELD_TAGS 2
+#define SNAP_FIELD_COPY_OF 3
 /* docs/format.md §8: a name is one path component, so that restore can
  * never be steered out of the directory that holds it */
 #define BAD_NAME "entry name is empty, \".\" or \"..\", or contains '/' or NUL"
@@ -33,6 +34,68 @@ static bool valid_name(const uint8_t *n, size_t l)
   return memchr(n, '/', l) == NULL && memchr(n, 0, l) == NULL;
 }
 
+/* The type byte's high bit: flags and extended attributes follow the
+ * node (docs/format.md §8) */
+#define TYPE_EXT 0x80
+
+/* Is p[0..len) a list of exactly n extended attributes, names 1..255 bytes
+ * without NUL and strictly increasing, values at most 64 KiB? */
+static bool xattrs_valid(const uint8_t *p, size_t len, uint64_t n)
+{
+  kh_rd r;
+  kh_rd_init(&r, p, len);
+  const uint8_t *prev = NULL;
+  size_t prevlen = 0;
+  if (n > KH_XATTR_COUNT_MAX)
+    return false;
+  for (uint64_t i = 0; i < n && kh_rd_ok(&r); i++) {
+    size_t nl, vl;
+    const uint8_t *name = kh_rd_lbytes(&r, KH_XATTR_NAME_MAX, &nl);
+    kh_rd_lbytes(&r, KH_XATTR_VALUE_MAX, &vl);
+    if (!kh_rd_ok(&r) || nl == 0 || memchr(name, 0, nl) ||
+        (prev && kh_name_cmp(prev, prevlen, name, nl) >= 0))
+      return false;
+    prev = name;
+    prevlen = nl;
+  }
+  return kh_rd_done(&r);
+}
+
+bool kh_xattr_next(const uint8_t *xattrs, size_t len, size_t *off, const uint8_t **name,
+                   size_t *namelen, const uint8_t **value, size_t *valuelen)
+{
+  if (*off >= len)
+    return false;
+  kh_rd r;
+  kh_rd_init(&r, xattrs, len);
+  r.off = *off;
+  *name = kh_rd_lbytes(&r, KH_XATTR_NAME_MAX, namelen);
+  *value = kh_rd_lbytes(&r, KH_XATTR_VALUE_MAX, valuelen);
+  if (!kh_rd_ok(&r))
+    return false;
+  *off = r.off;
+  return true;
+}
+
+bool kh_xattr_list_count(const uint8_t *p, size_t len, uint32_t *n)
+{
+  size_t off = 0, nl, vl;
+  const uint8_t *nm, *val;
+  uint64_t k = 0;
+  *n = 0;
+  while (k <= KH_XATTR_COUNT_MAX && kh_xattr_next(p, len, &off, &nm, &nl, &val, &vl))
+    k++;
+  if (off != len || !xattrs_valid(p, len, k))
+    return false;
+  *n = (uint32_t)k;
+  return true;
+}
+
+static bool has_ext(const kh_tnode *t)
+{
+  return t->flags || t->nxattr;
+}
+
 kh_err kh_tree_encode(const kh_tnode *nodes, size_t n, kh_buf *out)
 {
   kh_buf_reset(out);
@@ -44,8 +107,14 @@ kh_err kh_tree_encode(const kh_tnode *nodes, size_t n, kh_buf *out)
       e = kh_seterr(KH_ERR_INVAL, "tree: " BAD_NAME);
       break;
     }
+    if (has_ext(t) && ((t->type != KH_NODE_FILE && t->type != KH_NODE_DIR) ||
+                       (t->flags & ~KH_FLAGS_ALL) ||
+                       !xattrs_valid(t->xattrs, t->xattrlen, t->nxattr))) {
+      e = kh_seterr(KH_ERR_INVAL, "tree: invalid flags or extended attributes");
+      break;
+    }
     e = kh_buf_put_lbytes(out, t->name, t->namelen);
-    if (!e) e = kh_buf_put_u8(out, t->type);
+    if (!e) e = kh_buf_put_u8(out, (uint8_t)(t->type | (has_ext(t) ? TYPE_EXT : 0)));
     if (!e) e = kh_buf_put_uvar(out, t->mode);
     if (!e) e = kh_buf_put_uvar(out, t->uid);
     if (!e) e = kh_buf_put_uvar(out, t->gid);
@@ -69,6 +138,11 @@ kh_err kh_tree_encode(const kh_tnode *nodes, size_t n, kh_buf *out)
     case KH_NODE_CHARDEV:
     case KH_NODE_BLOCKDEV: e = kh_buf_put_uvar(out, t->rdev); break;
     default: break;
+    }
+    if (!e && has_ext(t)) {
+      e = kh_buf_put_uvar(out, t->flags);
+      if (!e) e = kh_buf_put_uvar(out, t->nxattr);
+      if (!e) e = kh_buf_append(out, t->xattrs, t->xattrlen);
     }
   }
   return e;
@@ -103,6 +177,8 @@ kh_err kh_tree_decode(const uint8_t *p, size_t len, kh_tree *t)
     kh_tnode *x = &t->nodes[i];
     x->name = kh_rd_lbytes(&r, KH_NAME_MAX, &x->namelen);
     x->type = kh_rd_u8(&r);
+    bool ext = x->type & TYPE_EXT;
+    x->type &= (uint8_t)~TYPE_EXT;
     uint64_t mode = kh_rd_uvar(&r), uid = kh_rd_uvar(&r), gid = kh_rd_uvar(&r);
     x->mtime_ns = (int64_t)kh_rd_u64(&r);
     x->size = kh_rd_uvar(&r);
@@ -163,6 +239,27 @@ kh_err kh_tree_decode(const uint8_t *p, size_t len, kh_tree *t)
     case KH_NODE_CHARDEV:
     case KH_NODE_BLOCKDEV: x->rdev = kh_rd_uvar(&r); break;
     default: break;
+    }
+    if (ext && kh_rd_ok(&r)) {
+      /* flags and extended attributes: only on files and directories, only
+       * when there is something (the encoding is canonical) */
+      uint64_t flags = kh_rd_uvar(&r), nx = kh_rd_uvar(&r);
+      size_t start = r.off;
+      for (uint64_t k = 0; k < nx && k <= KH_XATTR_COUNT_MAX && kh_rd_ok(&r); k++) {
+        size_t l;
+        kh_rd_lbytes(&r, KH_XATTR_NAME_MAX, &l);
+        kh_rd_lbytes(&r, KH_XATTR_VALUE_MAX, &l);
+      }
+      if (!kh_rd_ok(&r) || (x->type != KH_NODE_FILE && x->type != KH_NODE_DIR) ||
+          (flags & ~(uint64_t)KH_FLAGS_ALL) || (!flags && !nx) ||
+          !xattrs_valid(r.p + start, r.off - start, nx)) {
+        kh_rd_fail(&r);
+        break;
+      }
+      x->flags = (uint32_t)flags;
+      x->nxattr = (uint32_t)nx;
+      x->xattrs = r.p + start;
+      x->xattrlen = r.off - start;
     }
   }
   if (bad_name) {
@@ -241,6 +338,12 @@ kh_err kh_snap_encode(const kh_snap *s, kh_buf *out)
       e = kh_buf_put_str(out, s->tags[i]);
     }
   }
+  if (!e && s->has_copy_of) {
+    e = kh_buf_put_u8(out, SNAP_FIELD_COPY_OF);
+    if (!e) e = kh_buf_append(out, s->copy_of, 32);
+    if (!e) e = kh_buf_append(out, s->copy_device, 16);
+    if (!e) e = kh_buf_put_u64(out, s->copy_counter);
+  }
   return e;
 }
 
@@ -292,7 +395,8 @@ kh_err kh_snap_decode(const uint8_t *p, size_t n, kh_snap *s)
   s->files = kh_rd_uvar(&r);
   s->bytes = kh_rd_uvar(&r);
   /* optional fields, in increasing kind: the snapshot this one replaces,
-   * then the tags (a snapshot without tags has no tags field) */
+   * the tags (a snapshot without tags has no tags field), the snapshot
+   * this one copies */
   for (uint8_t last = 0; kh_rd_ok(&r) && kh_rd_left(&r);) {
     uint8_t kind = kh_rd_u8(&r);
     if (kind <= last)
@@ -316,6 +420,11 @@ kh_err kh_snap_decode(const uint8_t *p, size_t n, kh_snap *s)
           goto bad;
         s->ntags++;
       }
+    } else if (kind == SNAP_FIELD_COPY_OF) {
+      s->has_copy_of = true;
+      kh_rd_copy(&r, s->copy_of, 32);
+      kh_rd_copy(&r, s->copy_device, 16);
+      s->copy_counter = kh_rd_u64(&r);
     } else {
       goto bad;
     }

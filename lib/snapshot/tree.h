@@ -9,6 +9,15 @@
 
 #define KH_NAME_MAX 4096
 #define KH_TREE_MAX_NODES 10000000u
+/* extended attributes of one node (docs/format.md §8): Linux's own limits */
+#define KH_XATTR_NAME_MAX 255
+#define KH_XATTR_VALUE_MAX 65536u
+#define KH_XATTR_COUNT_MAX 1024u
+/* file flags kept (chattr a, i, d); format bits, not the kernel's */
+#define KH_FLAG_APPEND 1u
+#define KH_FLAG_IMMUTABLE 2u
+#define KH_FLAG_NODUMP 4u
+#define KH_FLAGS_ALL 7u
 
 typedef struct kh_chunkref {
   uint8_t id[32];   /* all zero: a hole (sparse region) of len bytes */
@@ -27,6 +36,13 @@ typedef struct kh_tnode {
   uint8_t subtree[32];          /* dir */
   kh_chunkref *chunks;          /* file */
   size_t nchunks;
+  /* files and directories: file flags (KH_FLAG_*) and extended
+   * attributes (POSIX ACLs are the system.posix_acl_* ones), encoded as
+   * nxattr × (lbytes name | lbytes value) with names strictly increasing */
+  uint32_t flags;
+  const uint8_t *xattrs;
+  size_t xattrlen;
+  uint32_t nxattr;
 } kh_tnode;
 
 typedef struct kh_tree {
@@ -41,6 +57,14 @@ kh_err kh_tree_encode(const kh_tnode *nodes, size_t n, kh_buf *out);
 kh_err kh_tree_decode(const uint8_t *p, size_t len, kh_tree *t);
 void kh_tree_release(kh_tree *t);
 int kh_name_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl);
+/* The next extended attribute of a node's list (*off: 0 to start):
+ * name (1..255 bytes, no NUL) and value; false at the end.  Only for a
+ * list kh_tree_decode or kh_tree_encode accepted. */
+bool kh_xattr_next(const uint8_t *xattrs, size_t len, size_t *off, const uint8_t **name,
+                   size_t *namelen, const uint8_t **value, size_t *valuelen);
+/* How many attributes p[0..len) holds if it is a valid list (the rules of
+ * docs/format.md §8: what kh_tree_encode accepts); false if it is not. */
+bool kh_xattr_list_count(const uint8_t *p, size_t len, uint32_t *n);
 /* Find a child by name (binary search); NULL if absent. */
 const kh_tnode *kh_tree_find(const kh_tree *t, const uint8_t *name, size_t len);
 
@@ -65,6 +89,13 @@ typedef struct kh_snap {
   /* backup --tag: in the order given; none in snapshots made before tags */
   char **tags;
   size_t ntags;
+  /* keyhold copy: the snapshot (of another account) this one copies, and
+   * the device and counter that order it: its source's order line
+   * (docs/format.md §9, §9.1) */
+  bool has_copy_of;
+  uint8_t copy_of[32];
+  uint8_t copy_device[16];
+  uint64_t copy_counter;
 } kh_snap;
 
 kh_err kh_snap_encode(const kh_snap *s, kh_buf *out);

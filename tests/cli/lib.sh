@@ -335,11 +335,21 @@ restore_and_compare() {
 # tree_size DIR: bytes of all files under DIR (apparent sizes).
 tree_size() { find "$1" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
 
-# json_check FILE EXPR WHAT: FILE parses as one JSON value `d`; python EXPR is true.
+# json_check FILE EXPR WHAT: FILE parses as one JSON value `d`, or is the
+# NDJSON stream of backup/restore --json (status and verbose_status objects,
+# then the summary, which is `d`); python EXPR is true.
 json_check() {
   python3 -c '
 import json, sys
-d = json.load(open(sys.argv[1], "rb"))
+raw = open(sys.argv[1], "rb").read()
+try:
+    d = json.loads(raw)
+except ValueError:
+    lines = [json.loads(l) for l in raw.splitlines() if l.strip()]
+    assert len(lines) > 1, "not JSON"
+    assert all(x.get("message_type") in ("status", "verbose_status") for x in lines[:-1]), "stream: not status lines"
+    d = lines[-1]
+    assert d.get("message_type") == "summary", "stream: last line is not the summary"
 ok = eval(sys.argv[2])
 sys.exit(0 if ok else 1)
 ' "$1" "$2" || fail "$3: JSON check failed: $2"

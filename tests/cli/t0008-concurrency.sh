@@ -37,9 +37,9 @@ while [ $round -le 2 ]; do
   [ $ra -eq 0 ] || fail "round $round: concurrent backup A exited $ra: $(cat "$KH_W/a.err")"
   [ $rb -eq 0 ] || fail "round $round: concurrent backup B exited $rb: $(cat "$KH_W/b.err")"
   [ $rc -eq 0 ] || fail "round $round: concurrent backup C exited $rc: $(cat "$KH_W/c.err")"
-  SA=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$KH_W/a.json") || fail "backup A json"
-  SB=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$KH_W/b.json") || fail "backup B json"
-  SC=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$KH_W/c.json") || fail "backup C json"
+  SA=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["id"])' "$KH_W/a.json") || fail "backup A json"
+  SB=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["id"])' "$KH_W/b.json") || fail "backup B json"
+  SC=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["id"])' "$KH_W/c.json") || fail "backup C json"
   khr check --read-data
   assert_ok "round $round: check --read-data after concurrent backups"
   assert_no_grep 'counter' "$OUT" "round $round: concurrent backups of one device must not share a counter"
@@ -70,7 +70,7 @@ assert_grep 'lock' "$ERR" "prune while a backup holds the lock: message"
 kill -CONT "$PA"
 wait "$PA"; ra=$?
 [ $ra -eq 0 ] || fail "the paused backup failed after prune was refused: $(cat "$KH_W/a.err")"
-SP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$KH_W/a.json")
+SP=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["id"])' "$KH_W/a.json")
 restore_matches "$SP" "$A" "$KH_W/m/A-paused" "backup that was paused while prune ran"
 khr prune
 assert_ok "prune after the backup finished"

@@ -101,11 +101,11 @@ make_tree "$SRC"
 # global options after the command, and --opt=VALUE
 khr backup --json "$SRC" --region="$KEYHOLD_REGION"
 assert_ok "backup --json with --region=DIR after the command"
-json_check "$OUT" "set(d) == {'id', 'dry_run', 'files', 'dirs', 'others', 'bytes', 'bytes_read', 'blobs_new', 'bytes_new', 'bytes_new_stored', 'warnings', 'seconds'}" "backup --json fields"
-json_check "$OUT" "all(isinstance(d[k], int) for k in d if k not in ('id', 'seconds'))" "backup --json counts are integers"
-SNAP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT")
+json_check "$OUT" "set(d) == {'message_type', 'id', 'dry_run', 'interrupted', 'files', 'dirs', 'others', 'bytes', 'bytes_read', 'blobs_new', 'bytes_new', 'bytes_new_stored', 'warnings', 'seconds', 'files_new', 'files_changed', 'files_unmodified'}" "backup --json fields"
+json_check "$OUT" "d['message_type'] == 'summary' and d['interrupted'] is False and all(isinstance(d[k], int) for k in d if k not in ('message_type', 'id', 'dry_run', 'interrupted', 'seconds'))" "backup --json counts are integers"
+SNAP=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["id"])' "$OUT")
 khr snapshots --json
-json_check "$OUT" "set(d[0]) == {'id', 'short_id', 'time', 'host', 'paths', 'tags', 'parent', 'tree', 'device', 'counter', 'files', 'bytes', 'original'}" "snapshots --json fields"
+json_check "$OUT" "set(d[0]) == {'id', 'short_id', 'time', 'host', 'paths', 'tags', 'parent', 'tree', 'device', 'counter', 'files', 'bytes', 'original', 'copy_of'}" "snapshots --json fields"
 
 khr ls --json "$SNAP" "$SRC"
 assert_ok "ls --json"
@@ -128,7 +128,7 @@ assert_ok "check --json --read-data"
 json_check "$OUT" "d['read_data'] is True and d['packs_read'] == d['packs'] and d['packs'] > 0 and d['blobs'] > 0" "check --json --read-data"
 khr restore --json "$(printf %.8s "$SNAP")" --target "$KH_T/rt/j"
 assert_ok "restore --json"
-json_check "$OUT" "set(d) == {'snapshot', 'id', 'target', 'dry_run', 'files', 'dirs', 'others', 'bytes', 'restored', 'skipped', 'deleted', 'verified', 'failed', 'seconds'} and d['snapshot'] == '$(printf %.8s "$SNAP")' and d['id'] == '$SNAP' and d['dry_run'] is False and d['restored'] == d['files'] + d['dirs'] + d['others'] and d['skipped'] == d['deleted'] == d['verified'] == 0 and d['failed'] == 0 and d['files'] == 19" "restore --json"
+json_check "$OUT" "set(d) == {'message_type', 'snapshot', 'id', 'target', 'dry_run', 'files', 'dirs', 'others', 'bytes', 'restored', 'skipped', 'deleted', 'verified', 'failed', 'warnings', 'seconds'} and d['message_type'] == 'summary' and d['snapshot'] == '$(printf %.8s "$SNAP")' and d['id'] == '$SNAP' and d['dry_run'] is False and d['restored'] == d['files'] + d['dirs'] + d['others'] and d['skipped'] == d['deleted'] == d['verified'] == 0 and d['failed'] == 0 and d['warnings'] == 0 and d['files'] == 19" "restore --json"
 backup_id "$SRC"
 S2=$SNAP
 khr diff --json "$S2" "$SNAP"

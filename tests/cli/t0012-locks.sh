@@ -48,7 +48,7 @@ assert_grep "index ${OLD%"${OLD#????????????????}"} is superseded" "$OUT" "check
 # a backup of X must store X again (not point at the deleted packs)
 khr backup --json "$X"
 assert_ok "backup of X with the old index back"
-SX2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT") || fail "backup json"
+SX2=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["id"])' "$OUT") || fail "backup json"
 json_check "$OUT" "d['bytes_new'] >= 3700 * 1024" "backup stored X's data again"
 khr prune
 assert_ok "prune after the old index came back"

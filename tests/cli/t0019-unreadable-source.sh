@@ -37,7 +37,7 @@ json_check "$OUT" "d['warnings'] == 2 and len(d['id']) == 64" "backup --json cou
 assert_grep -F "keyhold: warning: $U/ok/unreadable: " "$ERR" "warning names the unreadable file"
 assert_grep -F "keyhold: warning: $U/locked-dir" "$ERR" "warning names the unreadable directory"
 assert_grep 'permission denied' "$ERR" "warning says why"
-US=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT")
+US=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["id"])' "$OUT")
 asnobody backup "$U"
 assert_rc 3 "backup with warnings (human output)"
 assert_grep '^warnings: +2 ' "$OUT" "summary shows the warnings"

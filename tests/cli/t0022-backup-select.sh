@@ -230,7 +230,7 @@ khr backup --json "$S/docs"
 assert_ok "backup after the dry runs"
 json_check "$OUT" "d['dry_run'] is False and d['bytes_new'] >= 300 * 1024 and d['bytes_read'] >= 300 * 1024" \
   "the real backup stores what the dry run only counted"
-DOCS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT")
+DOCS=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["id"])' "$OUT")
 restore_and_compare "$DOCS" "$S/docs" "backup after a dry run"
 rm "$S/docs/new"
 
@@ -245,7 +245,7 @@ cat "$KH_W/stdin.bin" | "$KEYHOLD" backup --json --stdin >"$OUT" 2>"$ERR"
 RC=$?
 assert_ok "backup --stdin (from a pipe)"
 json_check "$OUT" "d['files'] == 1 and d['bytes'] == $(stat -c %s "$KH_W/stdin.bin")" "stdin: one file of the input's size"
-SPIPE=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$OUT")
+SPIPE=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["id"])' "$OUT")
 khr snapshots --json
 json_check "$OUT" "[(x['paths'], x['tags']) for x in d if x['id'] in ('$SIN', '$SPIPE')] == [(['/dumps/db.sql'], ['db']), (['/stdin'], [])]" \
   "stdin: snapshot paths and tags"

@@ -204,6 +204,25 @@ if command -v bash >/dev/null 2>&1; then
   got=$(bash -c ". '$OUT'; COMP_WORDS=(keyhold init --new); COMP_CWORD=2; _keyhold; echo \"\${COMPREPLY[*]}\"")
   assert_eq "$got" "--new-account" "bash completes an option"
 fi
+# zsh and fish run their scripts for real: every verb with its whole
+# summary (a quote in a summary must not break the quoting), and options
+ZC="zsh -f $KH_SRCDIR/tests/cli/zsh-complete.zsh"
+khr completion zsh
+cp "$OUT" "$KH_W/_keyhold"
+zsh -n "$KH_W/_keyhold" || fail "zsh completion does not parse"
+kh help --list >"$KH_W/verbs"
+got=$(KH_WORDS="keyhold x" KH_CURRENT=2 $ZC "$KH_W/_keyhold" | cut -d: -f1)
+assert_eq "$got" "$(cat "$KH_W/verbs")" "zsh completes every verb, nothing else"
+got=$(KH_WORDS="keyhold x" KH_CURRENT=2 $ZC "$KH_W/_keyhold" | grep '^check:')
+assert_eq "$got" "check:verify the vault's structure and (optionally) every byte" "zsh verb summary with a quote"
+got=$(KH_WORDS="keyhold init --n" KH_CURRENT=3 $ZC "$KH_W/_keyhold" | grep -x -- '--new-account')
+assert_eq "$got" "--new-account" "zsh completes an option of the verb"
+khr completion fish
+cp "$OUT" "$KH_W/keyhold.fish"
+got=$(fish --no-config -c "source '$KH_W/keyhold.fish'; complete -C 'keyhold ch'")
+assert_eq "$got" "$(printf 'check\tverify the vault'"'"'s structure and (optionally) every byte')" "fish completes a verb with its summary"
+got=$(fish --no-config -c "source '$KH_W/keyhold.fish'; complete -C 'keyhold init --new'")
+assert_eq "$got" "--new-account" "fish completes an option of the verb"
 khr completion tcsh
 assert_rc 2 "unknown shell"
 D=$KH_T/destdir

@@ -29,7 +29,14 @@ outside_intact() {
 }
 # files TARGET: the non-directories below TARGET's copy of SRC, relative
 files() { (cd "$1$SRC" && find . ! -type d | sed 's|^\./||' | sort | tr '\n' ' '); }
-jnum() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(" ".join(str(d[k]) for k in sys.argv[2:]))' "$OUT" "$@"; }
+# restore --json is NDJSON: status lines, then the summary as the last line
+jnum() { python3 -c '
+import json, sys
+ls = [json.loads(l) for l in open(sys.argv[1], "rb").read().splitlines() if l.strip()]
+assert ls and all(x["message_type"] == "status" for x in ls[:-1]), "not status lines, then a summary"
+d = ls[-1]
+assert d["message_type"] == "summary", "the last line is not the summary"
+print(" ".join(str(d[k]) for k in sys.argv[2:]))' "$OUT" "$@"; }
 
 # ---- usage errors ---------------------------------------------------------------
 for bad in "--overwrite sometimes" "--include !x" "--include [abc" "--exclude ''" "--iinclude ''"; do

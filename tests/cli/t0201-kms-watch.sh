@@ -89,8 +89,15 @@ assert_ok "log verify after the failed unwrap"
 
 # watch notices history being rewritten: roll the checkpoint back
 cp "$KEYHOLD_REGION/log/checkpoint" "$KH_T/cp.saved"
-khr admin unwrap --account "$ACCOUNT" --reason "second"
-assert_ok "second unwrap"
+PFX=$(printf %s "$ACCOUNT" | cut -c1-6)
+khr --json admin unwrap --account "$PFX" --reason "second"
+assert_ok "second unwrap, the account named by a prefix"
+json_check "$OUT" "d['account'] == '$ACCOUNT'" "unwrap by prefix names the full account"
+khr admin escrow-status --account "$PFX"
+assert_ok "escrow-status by prefix"
+khr admin unwrap --account "ffffffffff" --reason "nobody"
+assert_rc 1 "unwrap of an account that does not exist"
+assert_grep "no account ffffffffff" "$ERR" "unknown account named"
 khr watch
 assert_rc 1 "watch sees two"
 cp "$KH_T/cp.saved" "$KEYHOLD_REGION/log/checkpoint"

@@ -483,7 +483,7 @@ static void test_snap_tags(void)
   /* zero tags, an empty tag, a NUL in a tag, a field twice or out of
    * order, an unknown field */
   static const uint8_t tails[][6] = {{2, 0}, {2, 1, 0}, {2, 1, 1, 0}, {2, 1, 1, 'a', 2, 0},
-                                     {3}, {0}};
+                                     {4}, {0}};
   static const size_t tlen[] = {2, 3, 4, 6, 1, 1};
   for (size_t i = 0; i < sizeof tlen / sizeof tlen[0]; i++) {
     kh_buf_reset(&enc2);
@@ -501,6 +501,198 @@ static void test_snap_tags(void)
   kh_buf_release(&enc2);
 }
 
+/* docs/format.md §8 "ext": flags and extended attributes.  A node without
+ * them is encoded exactly as before the group existed (so old trees decode
+ * and trees dedup across versions); a node with them round-trips; the
+ * decoder refuses every non-canonical or out-of-bounds form. */
+static void test_tree_xattrs(void)
+{
+  /* an old-format tree, byte by byte: one fifo "f" */
+  static const uint8_t old[] = {'K', 'H', 'T', 'R', '1', 1, 1, 'f', 6, 0x80, 0x03, 0, 0,
+                                0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0};
+  kh_tree t;
+  CHECK_OK(kh_tree_decode(old, sizeof old, &t));
+  CHECK(t.n == 1 && t.nodes[0].type == KH_NODE_FIFO && t.nodes[0].mode == 0600 &&
+        t.nodes[0].flags == 0 && t.nodes[0].nxattr == 0 && t.nodes[0].xattrs == NULL);
+  kh_buf enc;
+  kh_buf_init(&enc, 1 << 20);
+  CHECK_OK(kh_tree_encode(t.nodes, t.n, &enc));
+  CHECK(enc.len == sizeof old && !memcmp(enc.data, old, sizeof old));
+  kh_tree_release(&t);
+
+  /* a file and a directory with attributes, a symlink without */
+  kh_buf xa, xd;
+  kh_buf_init(&xa, 1 << 20);
+  kh_buf_init(&xd, 1 << 20);
+  static const uint8_t acl[] = {2, 0, 0, 0, 1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff};
+  CHECK_OK(kh_buf_put_lbytes(&xa, "system.posix_acl_access", 23));
+  CHECK_OK(kh_buf_put_lbytes(&xa, acl, sizeof acl));
+  CHECK_OK(kh_buf_put_lbytes(&xa, "user.a", 6));
+  CHECK_OK(kh_buf_put_lbytes(&xa, "", 0)); /* an empty value */
+  CHECK_OK(kh_buf_put_lbytes(&xa, "user.b", 6));
+  CHECK_OK(kh_buf_put_lbytes(&xa, "\x00\xff", 2)); /* any value bytes */
+  CHECK_OK(kh_buf_put_lbytes(&xd, "user.d", 6));
+  CHECK_OK(kh_buf_put_lbytes(&xd, "v", 1));
+  kh_tnode n[3] = {node("d", 1, KH_NODE_DIR), node("f", 1, KH_NODE_FILE), node("l", 1, KH_NODE_SYMLINK)};
+  n[0].flags = KH_FLAG_NODUMP;
+  n[0].xattrs = xd.data;
+  n[0].xattrlen = xd.len;
+  n[0].nxattr = 1;
+  n[1].flags = KH_FLAG_APPEND | KH_FLAG_IMMUTABLE;
+  n[1].xattrs = xa.data;
+  n[1].xattrlen = xa.len;
+  n[1].nxattr = 3;
+  n[2].link = (const uint8_t *)"f";
+  n[2].linklen = 1;
+  CHECK_OK(kh_tree_encode(n, 3, &enc));
+  CHECK_OK(kh_tree_decode(enc.data, enc.len, &t));
+  CHECK(t.n == 3);
+  if (t.n == 3) {
+    CHECK(t.nodes[0].type == KH_NODE_DIR && t.nodes[0].flags == KH_FLAG_NODUMP &&
+          t.nodes[0].nxattr == 1 && t.nodes[0].xattrlen == xd.len &&
+          !memcmp(t.nodes[0].xattrs, xd.data, xd.len));
+    CHECK(t.nodes[1].type == KH_NODE_FILE && t.nodes[1].flags == 3 && t.nodes[1].nxattr == 3 &&
+          t.nodes[1].xattrlen == xa.len && !memcmp(t.nodes[1].xattrs, xa.data, xa.len));
+    CHECK(t.nodes[2].type == KH_NODE_SYMLINK && t.nodes[2].nxattr == 0);
+    size_t off = 0, nl, vl, k = 0;
+    const uint8_t *nm, *val;
+    while (kh_xattr_next(t.nodes[1].xattrs, t.nodes[1].xattrlen, &off, &nm, &nl, &val, &vl)) {
+      if (k == 0)
+        CHECK(nl == 23 && !memcmp(nm, "system.posix_acl_access", 23) && vl == sizeof acl &&
+              !memcmp(val, acl, vl));
+      if (k == 1)
+        CHECK(nl == 6 && !memcmp(nm, "user.a", 6) && vl == 0);
+      if (k == 2)
+        CHECK(nl == 6 && !memcmp(nm, "user.b", 6) && vl == 2 && !memcmp(val, "\x00\xff", 2));
+      k++;
+    }
+    CHECK(k == 3);
+  }
+  kh_buf enc2;
+  kh_buf_init(&enc2, 1 << 20);
+  CHECK_OK(kh_tree_encode(t.nodes, t.n, &enc2));
+  CHECK(enc2.len == enc.len && !memcmp(enc2.data, enc.data, enc.len));
+  kh_tree_release(&t);
+
+  /* the writer refuses what the reader would */
+  kh_tnode bad = n[2];
+  bad.flags = KH_FLAG_IMMUTABLE; /* on a symlink */
+  CHECK(kh_tree_encode(&bad, 1, &enc2) == KH_ERR_INVAL);
+  bad = n[1];
+  bad.flags = 8; /* an unknown flag */
+  CHECK(kh_tree_encode(&bad, 1, &enc2) == KH_ERR_INVAL);
+  bad = n[1];
+  bad.nxattr = 2; /* count does not match the list */
+  CHECK(kh_tree_encode(&bad, 1, &enc2) == KH_ERR_INVAL);
+
+  /* the decoder: a tree of one file "f" (no chunks) with a hand-made ext */
+  struct {
+    const char *what;
+    uint64_t flags, n;
+    const char *names[3];
+    size_t vlen;
+    bool ok;
+  } cases[] = {
+      {"flags only", KH_FLAG_NODUMP, 0, {NULL}, 0, true},
+      {"one xattr", 0, 1, {"user.x"}, 3, true},
+      {"largest value", 0, 1, {"user.x"}, KH_XATTR_VALUE_MAX, true},
+      {"empty ext", 0, 0, {NULL}, 0, false},
+      {"unknown flag", 16, 0, {NULL}, 0, false},
+      {"unsorted", 0, 2, {"user.b", "user.a"}, 1, false},
+      {"duplicate", 0, 2, {"user.a", "user.a"}, 1, false},
+      {"empty name", 0, 1, {""}, 1, false},
+      {"NUL in name", 0, 1, {"user\0x"}, 1, false},
+      {"value too long", 0, 1, {"user.x"}, KH_XATTR_VALUE_MAX + 1, false},
+      {"count beyond the list", 0, 2, {"user.x"}, 1, false},
+  };
+  uint8_t *val = calloc(1, KH_XATTR_VALUE_MAX + 1);
+  CHECK(val != NULL);
+  for (size_t i = 0; val && i < sizeof cases / sizeof cases[0]; i++) {
+    kh_buf b;
+    kh_buf_init(&b, 1 << 20);
+    kh_tnode f = node("f", 1, KH_NODE_FILE);
+    CHECK_OK(kh_tree_encode(&f, 1, &b));
+    b.data[8] |= 0x80; /* the type byte: "KHTR1", count, name length, name */
+    CHECK_OK(kh_buf_put_uvar(&b, cases[i].flags));
+    CHECK_OK(kh_buf_put_uvar(&b, cases[i].n));
+    for (size_t k = 0; k < 3 && cases[i].names[k]; k++) {
+      size_t nl = strcmp(cases[i].names[k], "user") ? strlen(cases[i].names[k]) : 6;
+      CHECK_OK(kh_buf_put_lbytes(&b, cases[i].names[k], nl));
+      CHECK_OK(kh_buf_put_lbytes(&b, val, cases[i].vlen));
+    }
+    kh_err e = kh_tree_decode(b.data, b.len, &t);
+    if ((e == KH_OK) != cases[i].ok)
+      fprintf(stderr, "case '%s': decode returned %d\n", cases[i].what, (int)e);
+    CHECK((e == KH_OK) == cases[i].ok);
+    if (!e)
+      kh_tree_release(&t);
+    else
+      CHECK(e == KH_ERR_FORMAT && t.nodes == NULL && t.n == 0);
+    kh_buf_release(&b);
+  }
+  free(val);
+  kh_buf_release(&xa);
+  kh_buf_release(&xd);
+  kh_buf_release(&enc);
+  kh_buf_release(&enc2);
+}
+
+/* kind 3 (keyhold copy): after the tags, id, device, counter (56 bytes),
+ * canonical, optional. */
+static void test_snap_copy_of(void)
+{
+  char *paths[] = {"/p"}, *tags[] = {"daily"};
+  kh_snap s = {.time_ns = 1, .host = "h", .paths = paths, .npaths = 1, .counter = 3};
+  kh_buf plain, enc, enc2;
+  kh_buf_init(&plain, 1 << 16);
+  kh_buf_init(&enc, 1 << 16);
+  kh_buf_init(&enc2, 1 << 16);
+  CHECK_OK(kh_snap_encode(&s, &plain));
+  s.has_copy_of = true;
+  memset(s.copy_of, 0xc5, 32);
+  memset(s.copy_device, 0x5c, 16);
+  s.copy_counter = 0x0102030405060708ull;
+  CHECK_OK(kh_snap_encode(&s, &enc));
+  CHECK_EQ(enc.len, plain.len + 1 + 56);
+  CHECK_MEM(enc.data, plain.data, plain.len);
+  CHECK_EQ(enc.data[plain.len], 3);
+  kh_snap d;
+  CHECK_OK(kh_snap_decode(enc.data, enc.len, &d));
+  CHECK(d.has_copy_of && !memcmp(d.copy_of, s.copy_of, 32) && !d.has_original && !d.ntags);
+  CHECK(!memcmp(d.copy_device, s.copy_device, 16) && d.copy_counter == s.copy_counter);
+  CHECK_OK(kh_snap_encode(&d, &enc2));
+  CHECK(enc2.len == enc.len && !memcmp(enc2.data, enc.data, enc.len));
+  kh_snap_release(&d);
+  /* with tags and original: kinds 1, 2, 3 in order */
+  s.tags = tags;
+  s.ntags = 1;
+  s.has_original = true;
+  CHECK_OK(kh_snap_encode(&s, &enc));
+  CHECK_EQ(enc.data[enc.len - 57], 3);
+  CHECK_OK(kh_snap_decode(enc.data, enc.len, &d));
+  CHECK(d.has_copy_of && d.has_original && d.ntags == 1 && !memcmp(d.copy_of, s.copy_of, 32));
+  kh_snap_release(&d);
+  /* truncated, twice, or before the tags: malformed */
+  int bad = 0;
+  for (size_t l = enc.len - 56; l < enc.len; l++) /* the kind byte and part of the field */
+    bad += kh_snap_decode(enc.data, l, &d) != KH_ERR_FORMAT;
+  CHECK_EQ(bad, 0);
+  kh_buf_reset(&enc2);
+  kh_buf_append(&enc2, enc.data, enc.len);
+  kh_buf_append(&enc2, enc.data + enc.len - 57, 57);
+  CHECK_ERR(kh_snap_decode(enc2.data, enc2.len, &d), KH_ERR_FORMAT);
+  s.ntags = 0;
+  s.has_original = false;
+  CHECK_OK(kh_snap_encode(&s, &enc)); /* plain | 3 | id */
+  kh_buf_reset(&enc2);
+  kh_buf_append(&enc2, enc.data, enc.len);
+  kh_buf_append(&enc2, (const uint8_t[]){2, 1, 1, 'a'}, 4);
+  CHECK_ERR(kh_snap_decode(enc2.data, enc2.len, &d), KH_ERR_FORMAT);
+  kh_buf_release(&plain);
+  kh_buf_release(&enc);
+  kh_buf_release(&enc2);
+}
+
 int main(void)
 {
   if (sodium_init() < 0)
@@ -509,7 +701,9 @@ int main(void)
   RUN(test_tree_roundtrip);
   RUN(test_tree_minimal_nodes);
   RUN(test_tree_rejects);
+  RUN(test_tree_xattrs);
   RUN(test_snap);
   RUN(test_snap_tags);
+  RUN(test_snap_copy_of);
   return kh_test_done("test_tree");
 }
