@@ -16,6 +16,9 @@
 #define KH_CAP_PRUNE 4u
 #define KH_CAP_ADMIN 8u
 #define KH_CAP_ALL 15u
+/* Returned by kh_proto_obj_allowed when no capability allows the operation
+ * (deleting the account marker or protection; an invalid name). */
+#define KH_PROTO_CAP_NEVER 0x100u
 /* "backup,read" -> bits; KH_ERR_INVAL on an unknown or empty name. */
 kh_err kh_proto_caps_parse(const char *s, unsigned *caps);
 /* bits -> "backup,read,prune,admin" order, comma-separated ("" for 0). */
@@ -36,14 +39,22 @@ kh_obj_kind kh_proto_obj_kind(const char *name, const char **id_hex);
 uint64_t kh_proto_obj_max(kh_obj_kind k);
 /* The list prefix of a kind ("data", "index"...), NULL if not listable. */
 const char *kh_proto_kind_prefix(kh_obj_kind k);
+/* The kind listed under prefix ("keys" ... "damage", §8.2), or
+ * KH_OBJ_INVALID. */
+kh_obj_kind kh_proto_list_kind(const char *prefix);
 
 typedef enum kh_obj_op { KH_OP_PUT, KH_OP_GET, KH_OP_DELETE, KH_OP_LIST } kh_obj_op;
 /* May a device with caps (and id device_hex) do op on name?  Returns 0 if
- * yes, else the capability bit it lacks (the lowest that would do). */
+ * yes, else the capability bit it lacks (the lowest that would do), or
+ * KH_PROTO_CAP_NEVER if none would.  KH_OP_GET covers HEAD.  For
+ * KH_OP_LIST, name is the list prefix ("data"...).  This and the kind
+ * grammar are one table in lib/proto/proto.c: the §8.1 table. */
 unsigned kh_proto_obj_allowed(kh_obj_op op, const char *name, const char *device_hex,
                               unsigned caps);
 
 /* ---- signed requests (§7.4) -------------------------------------------- */
+#define KH_PROTO_TARGET_MAX 1024            /* bytes of a request target */
+#define KH_PROTO_SEQ_MAX 0x7fffffffffffffffull /* KH-Seq is 1..2^63-1 */
 /* Build the canonical request into out (malloc'd, *len bytes, NUL-terminated).
  * if_none_match and range may be NULL (empty).  KH_ERR_INVAL if target is
  * not a valid target (§6.1) or a field holds a newline. */
@@ -51,20 +62,43 @@ kh_err kh_proto_canonical_request(const char *method, const char *target,
                                   const char *session, uint64_t seq,
                                   const char body_sha256_hex[65], const char *if_none_match,
                                   const char *range, char **out, size_t *len);
-/* true if target is spelled per §6.1 (path chars, optional query). */
+/* true if target is spelled per §6.1 (path chars, optional query) and at
+ * most KH_PROTO_TARGET_MAX bytes. */
 bool kh_proto_target_valid(const char *target);
+/* The KH-Seq value: decimal 1..KH_PROTO_SEQ_MAX, digits only, no leading
+ * zero; KH_ERR_FORMAT otherwise. */
+kh_err kh_proto_seq_parse(const char *v, uint64_t *seq);
+/* A Range value "bytes=A-B" (decimal, A <= B < 2^64-1, no spaces, no other
+ * form); KH_ERR_FORMAT otherwise. */
+kh_err kh_proto_range_parse(const char *v, uint64_t *first, uint64_t *last);
+/* Lowercase hex SHA-256 of data (the KH-Body-SHA256 value). */
+void kh_proto_sha256_hex(const uint8_t *data, size_t n, char out[65]);
+
+/* ---- sign-up and session statements (§7.2, §7.3) ----------------------- */
+/* The exact bytes a device signs (malloc'd into *out, *len bytes,
+ * NUL-terminated).  Fields are the strings as sent (base64 as sent);
+ * invite NULL or "" is "-".  KH_ERR_INVAL if a field holds a newline. */
+kh_err kh_proto_signup_statement(const char *instance, const char *challenge,
+                                 const char *sign_pk, const char *box_pk, const char *name,
+                                 const char *invite, char **out, size_t *len);
+kh_err kh_proto_session_statement(const char *instance, const char *challenge,
+                                  const char *account, const char *device, char **out,
+                                  size_t *len);
 
 /* ---- replay window (§7.4) ---------------------------------------------- */
 typedef struct kh_proto_window {
   uint64_t top;              /* highest sequence number seen (0: none) */
   uint64_t bits[4096 / 64];  /* bit i: top - i seen */
 } kh_proto_window;
-/* Accept seq once: KH_OK and remembered, or KH_ERR_DENIED (seen, 0, or
- * more than 4096 below the top).  Not thread-safe: the caller locks. */
+/* Accept seq once: KH_OK and remembered, or KH_ERR_DENIED (seen, 0, above
+ * KH_PROTO_SEQ_MAX, or 4096 or more below the top: the window holds the
+ * 4096 numbers top-4095..top).  Not thread-safe: the caller locks. */
 kh_err kh_proto_window_accept(kh_proto_window *w, uint64_t seq);
 
 /* ---- enrolment codes (§9.2) -------------------------------------------- */
 #define KH_PROTO_CODE_LEN 8
+#define KH_PROTO_CODE_OPSLIMIT 3ull
+#define KH_PROTO_CODE_MEMLIMIT (64ull << 20)
 /* A new random code: 8 Crockford base32 characters, NUL-terminated. */
 void kh_proto_code_new(char out[KH_PROTO_CODE_LEN + 1]);
 /* Normalise typed input ("abcd-efgh", I/L->1, O->0, dash optional) into

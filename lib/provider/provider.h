@@ -63,6 +63,12 @@ struct kh_provider {
 /* Directory backend rooted at dir (must exist).  Paths below dir are never
  * resolved through symlinks; new directories are fsynced in their parent. */
 kh_err kh_provider_dir_new(const char *dir, kh_provider **out);
+/* Store the whole regular file at path (complete, written by the caller;
+ * never a symlink) as object name of the directory provider p, as put does
+ * but without holding it in memory: linked (excl) or renamed into place when
+ * on the same filesystem, else copied next to it first.  On success path is
+ * gone; on failure the caller still owns (and removes) it. */
+kh_err kh_provider_dir_put_file(kh_provider *p, const char *name, const char *path, bool excl);
 void kh_provider_free(kh_provider *p);
 
 /* A provider over inner (owned by it on success, freed with it; left to

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sodium.h>
 #include <unistd.h>
 
 /* Open read descriptors kept for ranged reads (restore reads one pack many
@@ -427,6 +428,125 @@ static void dir_destroy(kh_provider *p)
   close(d->rootfd);
   free(d->root);
   free(d);
+}
+
+#define FAULTABLE(name, call) (kh_fault_point(name) ? (errno = EIO, -1) : (call))
+
+/* Copy the file at src into a new temporary file in dfd (for a src on
+ * another filesystem); *tmp gets its name in dfd. */
+static kh_err copy_into(int dfd, const char *base, const char *src, char *tmp, size_t tmpcap)
+{
+  kh_err e = KH_OK;
+  uint8_t rnd[6], *buf = malloc(1 << 20);
+  int in = -1, out = -1;
+  randombytes_buf(rnd, sizeof rnd);
+  snprintf(tmp, tmpcap, "%s.%02x%02x%02x%02x%02x%02x.tmp", base, rnd[0], rnd[1], rnd[2], rnd[3],
+           rnd[4], rnd[5]);
+  if (!buf) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  if ((in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+      (out = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+    e = kh_seterr(kh_errno_code(errno), "copy %s: %s", src, strerror(errno));
+    goto out;
+  }
+  for (;;) {
+    ssize_t r = read(in, buf, 1 << 20);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      e = kh_seterr(KH_ERR_IO, "read %s: %s", src, strerror(errno));
+      break;
+    }
+    if (r == 0)
+      break;
+    for (ssize_t o = 0; o < r;) {
+      ssize_t w = write(out, buf + o, (size_t)(r - o));
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w < 0) {
+        e = kh_seterr(kh_errno_code(errno), "write %s: %s", tmp, strerror(errno));
+        break;
+      }
+      o += w;
+    }
+    if (e)
+      break;
+  }
+  if (!e && fsync(out) != 0)
+    e = kh_seterr(kh_errno_code(errno), "fsync %s: %s", tmp, strerror(errno));
+out:
+  if (out >= 0 && close(out) != 0 && !e)
+    e = kh_seterr(kh_errno_code(errno), "close %s: %s", tmp, strerror(errno));
+  if (e && out >= 0)
+    unlinkat(dfd, tmp, 0);
+  if (in >= 0)
+    close(in);
+  free(buf);
+  return e;
+}
+
+static const kh_provider_ops dir_ops;
+
+kh_err kh_provider_dir_put_file(kh_provider *p, const char *name, const char *path, bool excl)
+{
+  dir_provider *d = (dir_provider *)p;
+  kh_err e = check_name(name);
+  char tmp[300];
+  const char *src = path, *base;
+  int srcdir = AT_FDCWD, dfd = -1, fd = -1;
+  bool copied = false;
+  if (p->ops != &dir_ops)
+    return kh_seterr(KH_ERR_UNSUPPORTED, "not a directory provider");
+  if (e)
+    return e;
+  fd_forget(d, name);
+  if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+      FAULTABLE("file.fsync", fsync(fd)) != 0) {
+    e = kh_seterr(kh_errno_code(errno), "%s: %s", path, strerror(errno));
+    goto out;
+  }
+  if ((dfd = open_parent(d, name, true, &base)) < 0) {
+    e = walk_error(name, errno);
+    goto out;
+  }
+  for (int pass = 0; pass < 2; pass++) {
+    int r = excl ? FAULTABLE("file.link", linkat(srcdir, src, dfd, base, 0))
+                 : FAULTABLE("file.rename", renameat(srcdir, src, dfd, base));
+    if (r == 0)
+      break;
+    if (errno == EXDEV && pass == 0) {
+      /* another filesystem: copy next to the object, then the same */
+      if ((e = copy_into(dfd, base, path, tmp, sizeof tmp)))
+        goto out;
+      copied = true;
+      srcdir = dfd;
+      src = tmp;
+      continue;
+    }
+    e = errno == EEXIST ? kh_seterr(KH_ERR_EXISTS, "object %s exists", name)
+                        : kh_seterr(kh_errno_code(errno), "store %s: %s", name, strerror(errno));
+    goto out;
+  }
+  /* the new name is durable before the source goes */
+  if (fsync(dfd) != 0) {
+    e = kh_seterr(kh_errno_code(errno), "fsync %s: %s", name, strerror(errno));
+    goto out;
+  }
+  if (excl)
+    unlinkat(srcdir, src, 0); /* linked: drop the source name (tmp or path) */
+  if (copied)
+    unlink(path);
+  copied = false; /* tmp is the object (renamed) or gone (linked) */
+out:
+  if (e && copied)
+    unlinkat(dfd, tmp, 0);
+  if (fd >= 0)
+    close(fd);
+  if (dfd >= 0)
+    close(dfd);
+  return e;
 }
 
 static const kh_provider_ops dir_ops = {dir_put, dir_get, dir_read, dir_size, dir_list,

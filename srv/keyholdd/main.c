@@ -2,7 +2,9 @@
  *
  *   keyholdd init  --dir DIR [--region-id ID]
  *   keyholdd serve --dir DIR --listen HOST:PORT [--tls-cert F --tls-key F]
- *                  [--access-log FILE]
+ *                  [--access-log FILE] [--signup open|invite] [--session-ttl S]
+ *                  [--quota BYTES] [--device-rate N] [--address-rate N]
+ *   keyholdd admin --dir DIR invite|accounts|quota ...   (admin.c)
  *
  * Exit status: 0 success, 1 failure, 2 usage error (docs/cli.md). */
 #include "keyholdd.h"
@@ -24,6 +26,11 @@ static const char usage_text[] =
 "    keyholdd init --dir DIR [--region-id ID]\n"
 "    keyholdd serve --dir DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE]\n"
 "                   [--access-log FILE] [--idle-timeout SECONDS]\n"
+"                   [--signup open|invite] [--session-ttl SECONDS] [--quota BYTES]\n"
+"                   [--device-rate N] [--address-rate N]\n"
+"    keyholdd admin --dir DIR invite [--expires SECONDS]\n"
+"    keyholdd admin --dir DIR accounts [--json]\n"
+"    keyholdd admin --dir DIR quota --account ID --bytes N|none\n"
 "\n"
 "DESCRIPTION\n"
 "    init creates a region in DIR (which must be missing or empty): its\n"
@@ -35,7 +42,17 @@ static const char usage_text[] =
 "    serve answers HTTP on HOST:PORT (numeric address; port 0 picks a free\n"
 "    one) and prints \"listening on http://HOST:PORT\" to stderr when ready.\n"
 "    Plain HTTP only on a loopback address; any other address needs\n"
-"    --tls-cert and --tls-key (PEM).  Endpoints: docs/protocol.md.\n"
+"    --tls-cert and --tls-key (PEM).  Endpoints: docs/protocol.md.  Server\n"
+"    state lives in DIR/server/: meta.db (accounts, devices, invitations,\n"
+"    enrolments; SQLite), tmp/ (uploads being received; emptied at start),\n"
+"    session.key.  serve opens the region's key service (the operator\n"
+"    secret as for keyhold) and holds it until it stops.\n"
+"\n"
+"    admin works on DIR/server/meta.db, also while a server runs:\n"
+"      invite     make a single-use sign-up invitation and print its token\n"
+"                 (only a hash of it is stored)\n"
+"      accounts   list accounts: id, created, devices, used bytes, quota\n"
+"      quota      set an account's quota in bytes (none: no quota)\n"
 "\n"
 "OPTIONS\n"
 "    --dir DIR          the region directory\n"
@@ -46,9 +63,23 @@ static const char usage_text[] =
 "    --access-log FILE  JSON lines access log (default: stderr); reopened on SIGHUP\n"
 "    --idle-timeout S   close a connection idle (or stalled mid-request) for S\n"
 "                       seconds, 1-3600 (default 30)\n"
+"    --signup MODE      invite (default): sign-up needs a token from\n"
+"                       'keyholdd admin invite'; open: anyone may sign up\n"
+"    --session-ttl S    session lifetime, 1-86400 seconds (default 3600)\n"
+"    --quota BYTES      quota of new accounts (default: none)\n"
+"    --device-rate N    signed requests per second per device, burst 2N\n"
+"                       (default 2000)\n"
+"    --address-rate N   sign-up and session requests per minute per address,\n"
+"                       burst N (default 20)\n"
+"    --expires S        (admin invite) the invitation expires after S seconds\n"
+"                       (default: never)\n"
+"    --json             (admin accounts) one JSON object per line\n"
+"    --account ID       (admin quota) the account (full id)\n"
+"    --bytes N|none     (admin quota) the quota in bytes, or none\n"
 "\n"
 "SIGNALS\n"
-"    SIGTERM, SIGINT  stop accepting, finish requests in flight, exit 0\n"
+"    SIGTERM, SIGINT  stop accepting, finish requests in flight (up to 10 s;\n"
+"                     an upload cut off leaves nothing), exit 0\n"
 "    SIGHUP           reopen the access log file\n"
 "\n"
 "EXIT STATUS\n"
@@ -61,6 +92,9 @@ static int usage(const char *msg)
   fputs("usage: keyholdd init --dir DIR [--region-id ID]\n"
         "       keyholdd serve --dir DIR --listen HOST:PORT [--tls-cert F --tls-key F]"
         " [--access-log F] [--idle-timeout S]\n"
+        "                      [--signup open|invite] [--session-ttl S] [--quota BYTES]"
+        " [--device-rate N] [--address-rate N]\n"
+        "       keyholdd admin --dir DIR invite|accounts|quota ...\n"
         "       keyholdd help\n",
         stderr);
   return EXIT_USAGE;
@@ -92,6 +126,80 @@ static char *slurp(const char *path, size_t max)
   }
   fclose(f);
   return b;
+}
+
+/* A decimal number in [lo, hi]: 0, else -1. */
+static int number(const char *a, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+  char *end;
+  errno = 0;
+  if (!a || *a < '0' || *a > '9')
+    return -1;
+  unsigned long long v = strtoull(a, &end, 10);
+  if (errno || *end || v < lo || v > hi)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* The server's own state: DIR/server/ (meta.db, tmp/), the region marker
+ * and log key, the store and the metadata. */
+static int serve_setup(kd_server *s, const char *dir, const char *vk)
+{
+  kh_err e;
+  size_t n = strlen(dir) + 32;
+  char *p = malloc(n);
+  int rc = EXIT_FAIL;
+  if (!p || !(s->tmpdir = malloc(n)) || !(s->vkey = strdup(vk)))
+    goto out;
+  snprintf(p, n, "%s/server", dir);
+  snprintf(s->tmpdir, n, "%s/server/tmp", dir);
+  if ((mkdir(p, 0700) != 0 && errno != EEXIST) ||
+      (mkdir(s->tmpdir, 0700) != 0 && errno != EEXIST)) {
+    fprintf(stderr, "keyholdd: serve: cannot make %s: %s\n", s->tmpdir, strerror(errno));
+    goto out;
+  }
+  /* uploads a killed server left half-received are never objects */
+  kd_tmp_clean(s);
+  /* the origin is the verifier key's name (docs/log.md) */
+  size_t ol = strcspn(vk, "+");
+  snprintf(s->origin, sizeof s->origin, "%.*s", (int)(ol < sizeof s->origin ? ol : 0), vk);
+  if ((e = kh_store_open_dir(dir, &s->store)) ||
+      (e = kh_store_read(s->store, "keyhold-region", 4096, &s->marker, &s->marker_len))) {
+    rc = fail(e, "serve: the region marker");
+    goto out;
+  }
+  /* "instance <hex>" line of the marker (docs/format.md §1) */
+  for (size_t i = 0; i + 9 + KH_REGION_INSTANCE_HEX <= s->marker_len; i++)
+    if ((i == 0 || s->marker[i - 1] == '\n') && !memcmp(s->marker + i, "instance ", 9)) {
+      memcpy(s->instance, s->marker + i + 9, KH_REGION_INSTANCE_HEX);
+      s->instance[KH_REGION_INSTANCE_HEX] = '\0';
+      break;
+    }
+  if (strlen(s->instance) != KH_REGION_INSTANCE_HEX) {
+    fprintf(stderr, "keyholdd: serve: the region has no instance id (made by an old version)\n");
+    goto out;
+  }
+  snprintf(p, n, "%s/server/meta.db", dir);
+  if ((e = kh_meta_open_sqlite(p, &s->meta))) {
+    rc = fail(e, "serve: the metadata store");
+    goto out;
+  }
+  if ((e = kd_usage_recount(s))) {
+    rc = fail(e, "serve: counting the accounts' objects");
+    goto out;
+  }
+  if ((e = kd_auth_init(s))) {
+    rc = fail(e, "serve: sessions");
+    goto out;
+  }
+  /* s->kms stays NULL until the key-service rows land with the operator's
+   * socket (DIR/server/admin.sock): holding the key service's lock without
+   * that socket would make `keyhold admin unwrap` wait for the server */
+  rc = EXIT_OK;
+out:
+  free(p);
+  return rc;
 }
 
 static int cmd_init(int argc, char **argv)
@@ -143,6 +251,11 @@ static int cmd_serve(int argc, char **argv)
                                      {"tls-key", required_argument, NULL, 'k'},
                                      {"access-log", required_argument, NULL, 'a'},
                                      {"idle-timeout", required_argument, NULL, 't'},
+                                     {"signup", required_argument, NULL, 'S'},
+                                     {"session-ttl", required_argument, NULL, 'T'},
+                                     {"quota", required_argument, NULL, 'Q'},
+                                     {"device-rate", required_argument, NULL, 'D'},
+                                     {"address-rate", required_argument, NULL, 'A'},
                                      {NULL, 0, NULL, 0}};
   const char *dir = NULL, *listen = NULL, *certf = NULL, *keyf = NULL, *access = NULL;
   int c, rc = EXIT_FAIL;
@@ -150,8 +263,10 @@ static int cmd_serve(int argc, char **argv)
   kd_listen l;
   char *vkp = NULL, *vk = NULL, *logdir = NULL, *cert = NULL, *key = NULL;
   unsigned port = 0;
+  uint64_t u64 = 0;
   bool locks = false;
   memset(&s, 0, sizeof s);
+  s.quota = KH_META_UNLIMITED;
   optind = 0;
   while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
     switch (c) {
@@ -169,6 +284,31 @@ static int cmd_serve(int argc, char **argv)
       s.idle_timeout = (unsigned)v;
       break;
     }
+    case 'S':
+      if (strcmp(optarg, "open") && strcmp(optarg, "invite"))
+        return usage("serve: --signup takes open or invite");
+      s.signup_open = !strcmp(optarg, "open");
+      break;
+    case 'T':
+      if (number(optarg, 1, 86400, &u64))
+        return usage("serve: --session-ttl takes 1-86400 seconds");
+      s.session_ttl = (unsigned)u64;
+      break;
+    case 'Q':
+      if (number(optarg, 0, UINT64_MAX - 1, &u64))
+        return usage("serve: --quota takes a number of bytes");
+      s.quota = u64;
+      break;
+    case 'D':
+      if (number(optarg, 1, 1000000, &u64))
+        return usage("serve: --device-rate takes 1-1000000");
+      s.device_rate = (unsigned)u64;
+      break;
+    case 'A':
+      if (number(optarg, 1, 1000000, &u64))
+        return usage("serve: --address-rate takes 1-1000000");
+      s.addr_rate = (unsigned)u64;
+      break;
     default: return usage(NULL);
     }
   }
@@ -214,6 +354,9 @@ static int cmd_serve(int argc, char **argv)
     goto out;
   }
   vk[strcspn(vk, "\n")] = '\0';
+  if ((rc = serve_setup(&s, dir, vk)) != EXIT_OK)
+    goto out;
+  rc = EXIT_FAIL;
   if ((e = kh_tlog_open(logdir, NULL, NULL, vk, &s.log))) {
     rc = fail(e, "serve: the region's log");
     goto out;
@@ -245,6 +388,7 @@ static int cmd_serve(int argc, char **argv)
     }
     break;
   }
+  atomic_store(&s.stopping, true);
   kd_http_stop(&s, 10000);
   fprintf(stderr, "keyholdd: stopped\n");
   rc = EXIT_OK;
@@ -252,6 +396,13 @@ out:
   if (s.mhd)
     kd_http_stop(&s, 0);
   kh_tlog_free(s.log);
+  kd_auth_free(&s);
+  kh_kms_free(s.kms);
+  kh_meta_free(s.meta);
+  kh_store_free(s.store);
+  free(s.marker);
+  free(s.tmpdir);
+  free(s.vkey);
   if (s.access)
     fclose(s.access);
   if (locks) {
@@ -277,6 +428,8 @@ int main(int argc, char **argv)
     return cmd_init(argc - 1, argv + 1);
   if (!strcmp(argv[1], "serve"))
     return cmd_serve(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "admin"))
+    return kd_admin_main(argc - 1, argv + 1);
   if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help")) {
     fputs(usage_text, stdout);
     return EXIT_OK;

@@ -1,148 +1,99 @@
-/* The route table and its handlers (docs/protocol.md).  A row names a
- * path (exact, or a prefix whose rest the handler parses), the methods it
- * answers and its metrics label.  Unknown paths are 404; a known path with
- * another method is 405. */
+/* The route table: the concatenation of the feature files' tables.  A row
+ * names a path (exact, or a prefix whose rest the handler parses; "*" is
+ * one segment, e.g. an account id), the methods it answers and its metrics
+ * label.  Unknown paths are 404; a known
+ * path with another method is 405.  A feature file adds its table here
+ * (one line) and its route labels to kd_route. */
 #include "keyholdd.h"
 
-#include <stdlib.h>
 #include <string.h>
 
-#define IMMUTABLE "public, max-age=31536000, immutable"
-
-typedef void (*kd_handler)(kd_server *s, const kd_request *rq, const char *rest,
-                           kd_response *rs);
-
-typedef struct kd_row {
-  const char *path;
-  bool prefix;
-  unsigned methods;
-  kd_route route;
-  kd_handler fn;
-} kd_row;
-
-static void get_checkpoint(kd_server *s, const kd_request *rq, const char *rest,
-                           kd_response *rs)
-{
-  uint8_t *body = NULL;
-  size_t len = 0;
-  pthread_rwlock_wrlock(&s->log_lock);
-  kh_err e = kh_tlog_refresh(s->log, NULL);
-  const char *cp = kh_tlog_checkpoint(s->log, &len);
-  if ((body = malloc(len ? len : 1)))
-    memcpy(body, cp, len);
-  pthread_rwlock_unlock(&s->log_lock);
-  /* A checkpoint on disk that does not verify (e) is not served: the last
-   * verified one is, and clients see the log stop growing. */
-  (void)e;
-  if (!body) {
-    kd_error(rs, 500, "internal", "out of memory");
-    return;
-  }
-  kd_ok(rs, "text/plain; charset=utf-8", "no-cache", body, len);
-}
-
-/* Shared by /log/tile/<L>/... and /log/tile/entries/...: rest is the path
- * after "/log/". */
-static void get_tile(kd_server *s, const kd_request *rq, const char *rest, kd_response *rs)
-{
-  kh_tile_ref t;
-  uint8_t *data = NULL;
-  size_t len = 0;
-  if (kh_tile_ref_parse(rest, strlen(rest), &t) != KH_OK) {
-    kd_error(rs, 404, "not_found", "not a tile path (c2sp.org/tlog-tiles)");
-    return;
-  }
-  pthread_rwlock_rdlock(&s->log_lock);
-  kh_err e = kh_tlog_tile(s->log, &t, &data, &len);
-  pthread_rwlock_unlock(&s->log_lock);
-  if (e == KH_ERR_NOTFOUND) {
-    /* maybe the log grew since we last looked */
-    bool changed = false;
-    pthread_rwlock_wrlock(&s->log_lock);
-    if (kh_tlog_refresh(s->log, &changed) == KH_OK && changed)
-      e = kh_tlog_tile(s->log, &t, &data, &len);
-    pthread_rwlock_unlock(&s->log_lock);
-  }
-  if (e == KH_ERR_NOTFOUND) {
-    kd_error(rs, 404, "not_found", "no such tile in the log");
-    return;
-  }
-  if (e) {
-    kd_error(rs, 500, "internal", "the tile cannot be read");
-    return;
-  }
-  /* full tiles never change; a partial tile is replaced as the log grows */
-  kd_ok(rs, "application/octet-stream", t.w ? "no-cache" : IMMUTABLE, data, len);
-}
-
-static void get_health(kd_server *s, const kd_request *rq, const char *rest, kd_response *rs)
-{
-  char buf[256];
-  size_t o = (size_t)snprintf(buf, sizeof buf, "{\"status\":\"ok\",\"region\":");
-  o = kd_json_str(buf, sizeof buf, o, s->region_id);
-  pthread_rwlock_rdlock(&s->log_lock);
-  uint64_t size = kh_tlog_size(s->log);
-  pthread_rwlock_unlock(&s->log_lock);
-  if (o < sizeof buf)
-    o += (size_t)snprintf(buf + o, sizeof buf - o, ",\"log_size\":%llu}\n",
-                          (unsigned long long)size);
-  uint8_t *body = o < sizeof buf ? malloc(o) : NULL;
-  if (!body) {
-    kd_error(rs, 500, "internal", "out of memory");
-    return;
-  }
-  memcpy(body, buf, o);
-  kd_ok(rs, "application/json", "no-store", body, o);
-}
-
-static void get_metrics(kd_server *s, const kd_request *rq, const char *rest,
-                        kd_response *rs)
-{
-  size_t len = 0;
-  char *text = kd_metrics_render(&s->metrics, &len);
-  if (!text) {
-    kd_error(rs, 500, "internal", "out of memory");
-    return;
-  }
-  kd_ok(rs, "text/plain; version=0.0.4; charset=utf-8", "no-store", (uint8_t *)text, len);
-}
-
-static const kd_row g_routes[] = {
-  {"/log/checkpoint", false, KD_GET | KD_HEAD, KD_ROUTE_CHECKPOINT, get_checkpoint},
-  {"/log/tile/entries/", true, KD_GET | KD_HEAD, KD_ROUTE_ENTRIES, get_tile},
-  {"/log/tile/", true, KD_GET | KD_HEAD, KD_ROUTE_TILE, get_tile},
-  {"/v1/health", false, KD_GET | KD_HEAD, KD_ROUTE_HEALTH, get_health},
-  {"/metrics", false, KD_GET | KD_HEAD, KD_ROUTE_METRICS, get_metrics},
+static const struct {
+  const kd_row *rows;
+  const size_t *n;
+} g_tables[] = {
+  {kd_routes_log, &kd_routes_log_n},
+  {kd_routes_account, &kd_routes_account_n},
+  {kd_routes_objects, &kd_routes_objects_n},
 };
 
 const char *kd_route_name(kd_route r)
 {
-  static const char *n[KD_ROUTE__COUNT] = {"log_checkpoint", "log_tile", "log_entries",
-                                           "health", "metrics", "other"};
-  return (unsigned)r < KD_ROUTE__COUNT ? n[r] : "other";
+  static const char *n[KD_ROUTE__COUNT] = {
+    [KD_ROUTE_CHECKPOINT] = "log_checkpoint", [KD_ROUTE_TILE] = "log_tile",
+    [KD_ROUTE_ENTRIES] = "log_entries", [KD_ROUTE_HEALTH] = "health",
+    [KD_ROUTE_METRICS] = "metrics", [KD_ROUTE_REGION] = "region",
+    [KD_ROUTE_CHALLENGE] = "challenge", [KD_ROUTE_SIGNUP] = "signup",
+    [KD_ROUTE_SESSION] = "session", [KD_ROUTE_OBJECT] = "object", [KD_ROUTE_LIST] = "list",
+    [KD_ROUTE_OTHER] = "other",
+  };
+  return (unsigned)r < KD_ROUTE__COUNT && n[r] ? n[r] : "other";
 }
 
-void kd_dispatch(kd_server *s, const kd_request *rq, kd_route *route, kd_response *rs)
+/* Does path match the row's path?  A "*" in a row's path stands for one
+ * non-empty segment (an account id); *end gets where the match ends. */
+static bool path_match(const char *pat, const char *path, bool prefix, const char **end)
 {
-  *route = KD_ROUTE_OTHER;
-  for (size_t i = 0; i < sizeof g_routes / sizeof g_routes[0]; i++) {
-    const kd_row *r = &g_routes[i];
-    size_t pl = strlen(r->path);
-    if (r->prefix ? strncmp(rq->path, r->path, pl) != 0 : strcmp(rq->path, r->path) != 0)
+  while (*pat) {
+    if (*pat == '*') {
+      size_t n = strcspn(path, "/");
+      if (n == 0)
+        return false;
+      path += n;
+      pat++;
       continue;
-    *route = r->route;
-    if (!(r->methods & rq->method)) {
-      kd_error(rs, 405, "method_not_allowed", "method not allowed");
-      return;
     }
-    /* the handlers of this table read no body */
-    if (rq->body_len) {
-      kd_error(rs, 400, "bad_request", "this request takes no body");
-      return;
-    }
-    /* tile handlers get the path after "/log/" */
-    r->fn(s, rq, rq->path + (r->prefix ? strlen("/log/") : pl), rs);
-    return;
+    if (*pat != *path)
+      return false;
+    pat++;
+    path++;
   }
-  kd_error(rs, 404, "not_found", "no such endpoint");
+  *end = path;
+  return prefix || *path == '\0';
+}
+
+size_t kd_path_rest(const kd_row *r, const char *path)
+{
+  const char *end = path;
+  return path_match(r->path, path, r->prefix, &end) ? (size_t)(end - path) : 0;
+}
+
+bool kd_path_segment(const char *path, unsigned i, char *out, size_t cap)
+{
+  const char *p = path;
+  for (unsigned k = 0; k <= i; k++) {
+    if (*p != '/')
+      return false;
+    p++;
+    if (k < i)
+      p += strcspn(p, "/");
+  }
+  size_t n = strcspn(p, "/");
+  if (n == 0 || n >= cap)
+    return false;
+  memcpy(out, p, n);
+  out[n] = '\0';
+  return true;
+}
+
+const kd_row *kd_route_find(const char *path, kd_method m, bool *method_ok, unsigned *allow)
+{
+  const kd_row *found = NULL;
+  *method_ok = false;
+  *allow = 0;
+  for (size_t t = 0; t < sizeof g_tables / sizeof g_tables[0]; t++)
+    for (size_t i = 0; i < *g_tables[t].n; i++) {
+      const kd_row *r = &g_tables[t].rows[i];
+      const char *end;
+      if (!path_match(r->path, path, r->prefix, &end))
+        continue;
+      *allow |= r->methods;
+      if (r->methods & m) {
+        *method_ok = true;
+        return r;
+      }
+      if (!found)
+        found = r; /* the path exists: 405 unless another row takes the method */
+    }
+  return found;
 }
