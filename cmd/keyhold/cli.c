@@ -483,7 +483,7 @@ kh_err cli_region_path(const char **out) {
   if (!r || !*r) {
     /* --region is required by every command that reaches here: its absence
      * is a usage error (exit 2) whichever command notices it. */
-    cli_msgf("no region: use --region DIR or KEYHOLD_REGION");
+    cli_msgf("no region: use --region DIR|URL or KEYHOLD_REGION");
     fputs("Try 'keyhold help' for the list of commands and options.\n", stderr);
     g_opts.usage_error = true;
     return KH_ERR_INVAL;
@@ -499,14 +499,21 @@ kh_err cli_open_vault(kh_vault **out) {
   char account[KH_ACCOUNT_ID_HEX + 1];
   kh_err e = cli_region_path(&region);
   if (e) return e;
-  /* a prefix is resolved (and a wrong one reported) before the passcode */
-  if (!cli_pick_account(region, account)) return KH_ERR_NOTFOUND;
-  e = cli_read_passcode(g_opts.passcode_file, "KEYHOLD_PASSCODE_FILE", "Passcode", false, &pass);
-  if (e) return e;
+  bool server = cli_is_url(region);
+  /* server mode: the device's own key opens the account (no passcode), and
+   * the account is the one this device belongs to there */
+  if (!server) {
+    /* a prefix is resolved (and a wrong one reported) before the passcode */
+    if (!cli_pick_account(region, account)) return KH_ERR_NOTFOUND;
+    e = cli_read_passcode(g_opts.passcode_file, "KEYHOLD_PASSCODE_FILE", "Passcode", false,
+                          &pass);
+    if (e) return e;
+  }
   kh_open_opts o;
   memset(&o, 0, sizeof o);
   o.region_path = region;
-  o.account = account;
+  o.ca_file = g_opts.ca_file;
+  o.account = server ? g_opts.account : account;
   o.limit_upload = g_opts.limit_upload;
   o.limit_download = g_opts.limit_download;
   o.passcode = pass;

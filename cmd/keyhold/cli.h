@@ -12,7 +12,8 @@
  * from argv before the command sees it.  main() also fills in the
  * environment fallbacks, so these are the effective values. */
 typedef struct cli_opts {
-  const char *region;        /* --region DIR or KEYHOLD_REGION */
+  const char *region;        /* --region DIR|URL or KEYHOLD_REGION */
+  const char *ca_file;       /* --ca-file F or KEYHOLD_CA_FILE (server mode) */
   const char *passcode_file; /* --passcode-file F ("-": stdin); env read by cli_read_passcode */
   const char *passcode_command; /* --passcode-command CMD */
   const char *account;       /* --account ID or KEYHOLD_ACCOUNT (NULL: the only one) */

@@ -39,6 +39,12 @@ int cmd_accounts(int argc, char **argv) {
   }
   const char *region;
   if (cli_region_path(&region)) return CLI_EXIT_FAIL;
+  if (cli_is_url(region)) {
+    /* a server's accounts are its operator's business; a device knows its own */
+    cli_msgf("accounts: a region server's accounts are listed by its operator (keyholdd admin "
+             "accounts); this device's account is shown by keyhold whoami");
+    return CLI_EXIT_FAIL;
+  }
   char (*ids)[KH_ACCOUNT_ID_HEX + 1] = NULL;
   size_t n = 0;
   kh_err e = kh_region_accounts(region, &ids, &n);

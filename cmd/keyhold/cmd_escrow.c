@@ -1,11 +1,13 @@
 /* keyhold escrow: the account key held by the key service behind a
  * recovery passcode with an attempt limit. */
 #include "cli.h"
+#include "keyhold/keysvc.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int cmd_escrow(int argc, char **argv);
 
@@ -15,7 +17,7 @@ const char cmd_escrow_help[] =
 "\n"
 "SYNOPSIS\n"
 "    keyhold escrow enable\n"
-"    keyhold escrow recover\n"
+"    keyhold escrow recover [--name NAME]\n"
 "    keyhold escrow status\n"
 "\n"
 "DESCRIPTION\n"
@@ -36,6 +38,20 @@ const char cmd_escrow_help[] =
 "        Whether a record exists and how many wrong attempts it has seen\n"
 "        (needs the account passcode).\n"
 "\n"
+"    On a region server (--region URL) the passcode never leaves the device:\n"
+"    it sends only an Argon2id derivative of it (docs/protocol.md 10.4), and\n"
+"    the server never stores anything a passcode could be guessed against\n"
+"    offline.  enable needs an admin device; the request is signed by the\n"
+"    device over the exact log entry.  recover runs on a FRESH device (a\n"
+"    KEYHOLD_DEVICE_DIR without an identity on that server) with\n"
+"    --region URL --account ID and only the escrow passcode: the attempt\n"
+"    is counted and logged before it is judged, and on the right passcode\n"
+"    the account key comes back sealed to this device's new X25519 key and\n"
+"    the device becomes an enrolled device of the account (every\n"
+"    capability; --name, default the host name).  No new passcode is asked\n"
+"    for: on a server the passcode is the escrow's (keyhold passcode change\n"
+"    sets a new one).\n"
+"\n"
 "    The recovery passcode comes from KEYHOLD_RECOVERY_PASSCODE_FILE or a\n"
 "    prompt; the new passcode of recover from --passcode-file,\n"
 "    KEYHOLD_PASSCODE_FILE or a prompt.  Every operation is logged in the\n"
@@ -47,12 +63,46 @@ const char cmd_escrow_help[] =
 "\n"
 "EXIT STATUS\n"
 "    0 on success; 1 on failure (wrong recovery passcode, record destroyed,\n"
-"    no record); 2 on a usage error.\n"
+"    no record); 2 on a usage error.  With --json, recover prints\n"
+"    {\"account\", \"recovered\": false, \"attempts_left\"} on a wrong passcode,\n"
+"    {\"account\", \"recovered\": true, \"log_index\"} (and \"device\" on a\n"
+"    server) on the right one.\n"
 "\n"
 "EXAMPLES\n"
 "    KEYHOLD_RECOVERY_PASSCODE_FILE=rp.txt keyhold escrow enable\n"
 "    KEYHOLD_RECOVERY_PASSCODE_FILE=rp.txt KEYHOLD_PASSCODE_FILE=new.txt \\\n"
-"        keyhold escrow recover\n";
+"        keyhold escrow recover\n"
+"    KEYHOLD_DEVICE_DIR=~/.config/keyhold-new KEYHOLD_RECOVERY_PASSCODE_FILE=rp.txt \\\n"
+"        keyhold --region https://eu.example:8443 --account 0123... escrow recover\n";
+
+/* Server mode (docs/protocol.md §10): the device sends the escrow secret
+ * (an Argon2id derivative of the passcode), never the passcode. */
+static int escrow_enable_remote(void)
+{
+  kh_vault *v = NULL;
+  kh_secret *rp = NULL;
+  int rc = CLI_EXIT_FAIL;
+  if (cli_open_vault(&v))
+    return CLI_EXIT_FAIL;
+  if (cli_read_passcode(NULL, "KEYHOLD_RECOVERY_PASSCODE_FILE", "Recovery passcode", true, &rp))
+    goto out;
+  kh_err e = kh_keysvc_escrow_enable(v, rp, 0, 0);
+  if (e) {
+    rc = cli_fail(e, "escrow enable");
+    goto out;
+  }
+  if (g_opts.json)
+    printf("{\"account\":\"%s\",\"escrow\":\"enabled\",\"attempt_limit\":%d}\n",
+           kh_vault_account_id(v), KH_KMS_ESCROW_LIMIT);
+  else
+    printf("escrow enabled for account %s (%d wrong attempts destroy it)\n",
+           kh_vault_account_id(v), KH_KMS_ESCROW_LIMIT);
+  rc = CLI_EXIT_OK;
+out:
+  kh_secret_free(rp);
+  kh_vault_free(v);
+  return rc;
+}
 
 static int escrow_enable(void)
 {
@@ -91,6 +141,77 @@ out:
   memset(key, 0, sizeof key);
   kh_secret_free(rp);
   kh_kms_free(k);
+  kh_vault_free(v);
+  return rc;
+}
+
+/* Server mode: a fresh device with only the escrow passcode becomes an
+ * enrolled device of the account. */
+static int escrow_recover_remote(const char *url, const char *name)
+{
+  kh_secret *rp = NULL;
+  kh_keysvc_recovered out;
+  char host[65] = "";
+  int rc = CLI_EXIT_FAIL;
+  if (!g_opts.account) {
+    cli_msgf("escrow recover: --account ID is required with a server (--region URL)");
+    return cli_usage("escrow");
+  }
+  if (!name) {
+    if (gethostname(host, sizeof host - 1) != 0 || !*host)
+      snprintf(host, sizeof host, "recovered device");
+    name = host;
+  }
+  if (cli_read_passcode(NULL, "KEYHOLD_RECOVERY_PASSCODE_FILE", "Recovery passcode", false, &rp))
+    return CLI_EXIT_FAIL;
+  kh_keysvc_recovery rq = {.url = url, .ca_file = g_opts.ca_file,
+                           .device_dir = getenv("KEYHOLD_DEVICE_DIR"),
+                           .account = g_opts.account, .name = name};
+  kh_err e = kh_keysvc_escrow_recover(&rq, rp, &out);
+  if (e == KH_ERR_PASSCODE) {
+    cli_msgf("escrow recover: %s", kh_errdetail());
+    if (g_opts.json)
+      printf("{\"account\":\"%s\",\"recovered\":false,\"attempts_left\":%u}\n",
+             g_opts.account, out.left);
+    goto out;
+  }
+  if (e) {
+    rc = cli_fail(e, "escrow recover");
+    goto out;
+  }
+  if (g_opts.json)
+    printf("{\"account\":\"%s\",\"recovered\":true,\"device\":\"%s\",\"log_index\":%llu}\n",
+           g_opts.account, out.device, (unsigned long long)out.index);
+  else
+    printf("recovered account %s: this device is device %s (escrow attempt logged at index "
+           "%llu)\n", g_opts.account, out.device, (unsigned long long)out.index);
+  rc = CLI_EXIT_OK;
+out:
+  kh_secret_free(rp);
+  return rc;
+}
+
+static int escrow_status_remote(void)
+{
+  kh_vault *v = NULL;
+  kh_keysvc_status st;
+  int rc = CLI_EXIT_FAIL;
+  if (cli_open_vault(&v))
+    return CLI_EXIT_FAIL;
+  kh_err e = kh_keysvc_status_get(v, &st);
+  if (e) {
+    rc = cli_fail(e, "escrow status");
+  } else {
+    const char *s = st.escrow.destroyed ? "destroyed" : st.escrow.present ? "enabled" : "none";
+    if (g_opts.json)
+      printf("{\"account\":\"%s\",\"escrow\":\"%s\",\"failed\":%u,\"attempts\":%llu}\n",
+             kh_vault_account_id(v), s, st.escrow.failed,
+             (unsigned long long)st.escrow.attempts);
+    else
+      printf("escrow %s\nwrong attempts in a row %u of %d\n", s, st.escrow.failed,
+             KH_KMS_ESCROW_LIMIT);
+    rc = CLI_EXIT_OK;
+  }
   kh_vault_free(v);
   return rc;
 }
@@ -181,16 +302,28 @@ static int escrow_status(void)
 
 int cmd_escrow(int argc, char **argv)
 {
+  const char *region = g_opts.region, *name = NULL;
+  bool server = region && cli_is_url(region);
+  /* recover --name N (server mode: the new device's name) */
+  if (argc == 4 && !strcmp(argv[1], "recover") && !strcmp(argv[2], "--name")) {
+    name = argv[3];
+    argc = 2;
+  }
   if (argc != 2) {
     cli_msgf("escrow: which subcommand (enable, recover, status)?");
     return cli_usage("escrow");
   }
   if (!strcmp(argv[1], "enable"))
-    return escrow_enable();
-  if (!strcmp(argv[1], "recover"))
-    return escrow_recover();
+    return server ? escrow_enable_remote() : escrow_enable();
+  if (!strcmp(argv[1], "recover")) {
+    if (name && !server) {
+      cli_msgf("escrow recover: --name is for a region server (--region URL)");
+      return cli_usage("escrow");
+    }
+    return server ? escrow_recover_remote(region, name) : escrow_recover();
+  }
   if (!strcmp(argv[1], "status"))
-    return escrow_status();
+    return server ? escrow_status_remote() : escrow_status();
   cli_msgf("escrow: unknown subcommand '%s'", argv[1]);
   return cli_usage("escrow");
 }

@@ -39,7 +39,10 @@ const char cmd_help_help[] =
 
 /* The global options, for `keyhold help` and keyhold(1). */
 static const struct { const char *opt, *desc; } global_help[] = {
-  {"--region DIR", "the region directory (env KEYHOLD_REGION)"},
+  {"--region DIR|URL", "the region directory, or a region server's\n"
+                       "http(s)://HOST:PORT (env KEYHOLD_REGION)"},
+  {"--ca-file FILE", "CA certificates for an https:// region server\n"
+                     "(env KEYHOLD_CA_FILE; default: the system's)"},
   {"--passcode-file FILE", "read the passcode from the first line of FILE\n"
                            "(\"-\": standard input; env KEYHOLD_PASSCODE_FILE)"},
   {"--passcode-command CMD", "run CMD with /bin/sh -c, passcode = first line of\n"

@@ -15,6 +15,7 @@ const char cmd_init_help[] =
 "SYNOPSIS\n"
 "    keyhold init [--region-id ID] [--kdf-memory MIB] [--kdf-ops N] [--new-account]\n"
 "                 [--force-weak-passcode]\n"
+"    keyhold --region URL init [--invite TOKEN] [--name NAME] [--region-id ID]\n"
 "\n"
 "DESCRIPTION\n"
 "    Creates the region directory given by --region (or KEYHOLD_REGION) if it\n"
@@ -36,6 +37,17 @@ const char cmd_init_help[] =
 "    Prints \"created account ID in region REGION-ID at DIR\".  With --json:\n"
 "    {\"account\": ID, \"region\": REGION-ID, \"path\": DIR}.\n"
 "\n"
+"    With a region server's URL (--region http(s)://HOST:PORT), init signs up\n"
+"    for a new account there (with --invite when the server asks for one):\n"
+"    this device makes its own key pairs, becomes the account's first device\n"
+"    (every capability), and keeps its identity in KEYHOLD_DEVICE_DIR\n"
+"    (server-INSTANCE/).  The account key is wrapped to this device's own key\n"
+"    and, for standard protection, by the region's key service (logged); no\n"
+"    passcode is asked or needed to open the account on this device.  Prints\n"
+"    \"created account ID in region REGION-ID at URL\" and \"device ID\"; with\n"
+"    --json {\"account\", \"region\", \"url\", \"device\"}.  A device dir that\n"
+"    already has an identity on that server is refused.\n"
+"\n"
 "OPTIONS\n"
 "    --region-id ID\n"
 "        The region's id, [a-z0-9-]{1,63}; default \"local\".  Only used when\n"
@@ -48,9 +60,17 @@ const char cmd_init_help[] =
 "        Add another account to a region that already has one.\n"
 "    --force-weak-passcode\n"
 "        Accept a passcode typed on the terminal that looks weak.\n"
+"    --invite TOKEN\n"
+"        Server mode: the sign-up invitation from the operator (keyholdd admin\n"
+"        invite).\n"
+"    --name NAME\n"
+"        Server mode: this device's name, 1-64 printable characters (default:\n"
+"        the host name).\n"
 "\n"
 "ENVIRONMENT\n"
-"    KEYHOLD_REGION         the region directory, if --region is not given\n"
+"    KEYHOLD_REGION         the region directory or URL, if --region is not given\n"
+"    KEYHOLD_CA_FILE        CA certificates for an https:// region (or --ca-file)\n"
+"    KEYHOLD_DEVICE_DIR     where this device keeps its identity\n"
 "    KEYHOLD_PASSCODE_FILE  file whose first line is the new passcode\n"
 "    KEYHOLD_PASSCODE_COMMAND, KEYHOLD_PASSCODE  other passcode sources, in\n"
 "                           the order given in keyhold(1)\n"
@@ -60,7 +80,8 @@ const char cmd_init_help[] =
 "\n"
 "EXAMPLES\n"
 "    keyhold --region ~/vault init\n"
-"    keyhold --region /srv/eu --passcode-file pass.txt init --region-id eu-west\n";
+"    keyhold --region /srv/eu --passcode-file pass.txt init --region-id eu-west\n"
+"    keyhold --region https://backup.example:8443 init --invite 4f2a... --name laptop\n";
 
 /* Why a passcode typed at the prompt is obviously weak, or NULL. */
 static const char *weak_reason(const kh_secret *p) {
@@ -84,6 +105,43 @@ static const char loss_notice[] =
 "  recovery-key) and a recovery escrow with the region (keyhold escrow\n"
 "  enable).  Write the passcode down somewhere safe.\n";
 
+/* init against a region server: sign up, no passcode (docs/protocol.md §7.2) */
+static int init_server(kh_init_opts *o, const char *url) {
+  char account[KH_ACCOUNT_ID_HEX + 1] = "";
+  kh_device_state *d = NULL;
+  if (o->kdf_ops || o->kdf_mem_mib) {
+    cli_msgf("init: --kdf-memory and --kdf-ops are for a region directory: no passcode wrap "
+             "is stored on a region server");
+    return cli_usage("init");
+  }
+  if (o->device_name && (!*o->device_name || strlen(o->device_name) > KH_REMOTE_NAME_MAX)) {
+    cli_msgf("init: --name: 1 to %d printable characters", KH_REMOTE_NAME_MAX);
+    return cli_usage("init");
+  }
+  o->region_path = url;
+  o->ca_file = g_opts.ca_file;
+  kh_err e = kh_vault_init(o, account);
+  if (e) return cli_fail(e, "init");
+  /* the identity init saved names the device and the region */
+  if ((e = kh_device_state_find(NULL, url, &d))) return cli_fail(e, "init");
+  if (g_opts.json) {
+    fputs("{\"account\":", stdout);
+    cli_json_cstr(stdout, account);
+    fputs(",\"region\":", stdout);
+    cli_json_cstr(stdout, d->region);
+    fputs(",\"url\":", stdout);
+    cli_json_cstr(stdout, d->url);
+    fputs(",\"device\":", stdout);
+    cli_json_cstr(stdout, d->device);
+    fputs("}\n", stdout);
+  } else {
+    printf("created account %s in region %s at %s\ndevice %s\n", account, d->region, d->url,
+           d->device);
+  }
+  kh_device_state_free(d);
+  return CLI_EXIT_OK;
+}
+
 int cmd_init(int argc, char **argv) {
   static const struct option longopts[] = {
     {"region-id", required_argument, NULL, 'r'},
@@ -91,6 +149,8 @@ int cmd_init(int argc, char **argv) {
     {"kdf-ops", required_argument, NULL, 'o'},
     {"new-account", no_argument, NULL, 'n'},
     {"force-weak-passcode", no_argument, NULL, 'w'},
+    {"invite", required_argument, NULL, 'i'},
+    {"name", required_argument, NULL, 'N'},
     {NULL, 0, NULL, 0},
   };
   kh_init_opts o;
@@ -115,6 +175,8 @@ int cmd_init(int argc, char **argv) {
       break;
     case 'n': new_account = true; break;
     case 'w': force_weak = true; break;
+    case 'i': o.invite = optarg; break;
+    case 'N': o.device_name = optarg; break;
     default: return cli_usage("init");
     }
   }
@@ -124,6 +186,11 @@ int cmd_init(int argc, char **argv) {
   }
   const char *region;
   if (cli_region_path(&region)) return CLI_EXIT_FAIL;
+  if (cli_is_url(region)) return init_server(&o, region);
+  if (o.invite || o.device_name) {
+    cli_msgf("init: --invite and --name are for a region server (--region URL)");
+    return cli_usage("init");
+  }
   if (!new_account) {
     char (*ids)[KH_ACCOUNT_ID_HEX + 1] = NULL;
     size_t n = 0;

@@ -54,7 +54,8 @@ const char cmd_log_help[] =
 "        tlog-tiles (a region server's http://HOST:PORT/log, or any static\n"
 "        mirror): the checkpoint and tiles are fetched from it and checked\n"
 "        the same way.  A URL needs --key: a server is never trusted for the\n"
-"        key of the log it serves.\n"
+"        key of the log it serves.  Against a region server (--region URL)\n"
+"        without --log, the log is the server's URL/log.\n"
 "    note-verify\n"
 "        Verify any C2SP signed note: valid if at least one signature by a\n"
 "        given key verifies (signatures by other keys are ignored; a bad\n"
@@ -363,6 +364,17 @@ static int log_verify(int argc, char **argv)
   }
   if (optind != argc - 1)
     return cli_usage("log");
+  /* a region server (--region URL) serves its log under /log */
+  char srvlog[600];
+  if (!dir_opt && g_opts.region && cli_is_url(g_opts.region)) {
+    size_t rl = strlen(g_opts.region);
+    while (rl && g_opts.region[rl - 1] == '/')
+      rl--;
+    snprintf(srvlog, sizeof srvlog, "%.*s/log", (int)(rl < 500 ? rl : 500), g_opts.region);
+    dir_opt = srvlog;
+  }
+  if (!ca_opt && g_opts.ca_file)
+    ca_opt = g_opts.ca_file;
   bool url = dir_opt && cli_is_url(dir_opt);
   if (url && !key_opt) {
     cli_msgf("log verify: a log URL needs --key (the server is not trusted for its key)");

@@ -1,5 +1,7 @@
 /* keyhold passcode change: re-wrap the account key under a new passcode. */
 #include "cli.h"
+#include "keyhold/keysvc.h"
+#include "keyhold/remote.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -25,6 +27,13 @@ const char cmd_passcode_help[] =
 "    KEYHOLD_NEW_PASSCODE_FILE, else a terminal prompt (asked twice).\n"
 "    Prints \"passcode changed\" (with --json: {\"passcode_changed\": true,\n"
 "    \"account\": ID}).  No passcode is ever printed.\n"
+"\n"
+"    On a region server (--region URL) the device opens the account with\n"
+"    its own key, and the passcode is the account's escrow passcode: the\n"
+"    server never stores anything a passcode could be guessed against\n"
+"    offline.  passcode change then gives the key service a new escrow\n"
+"    record under the new passcode (as keyhold escrow enable does; an\n"
+"    admin device only), replacing the old one and its attempt count.\n"
 "\n"
 "OPTIONS\n"
 "    --new-passcode-file FILE\n"
@@ -96,14 +105,19 @@ int cmd_passcode(int argc, char **argv) {
   if (!from_file &&
       cli_read_passcode(NULL, "KEYHOLD_NEW_PASSCODE_FILE", "New passcode", true, &np))
     goto out;
-  kh_err e = kh_vault_passcode_change(v, np, ops, mem);
+  /* server mode: the passcode only guards the key service's escrow (a
+   * server never stores a passcode wrap), so changing it re-enables the
+   * escrow under the new one */
+  bool server = kh_vault_remote(v) != NULL;
+  kh_err e = server ? kh_keysvc_escrow_enable(v, np, 0, 0)
+                    : kh_vault_passcode_change(v, np, ops, mem);
   if (e) { rc = cli_fail(e, "change passcode"); goto out; }
   if (g_opts.json) {
     fputs("{\"passcode_changed\":true,\"account\":", stdout);
     cli_json_cstr(stdout, kh_vault_account_id(v));
     fputs("}\n", stdout);
   } else {
-    puts("passcode changed");
+    puts(server ? "passcode changed (the escrow record now opens with it)" : "passcode changed");
   }
   rc = CLI_EXIT_OK;
 out:

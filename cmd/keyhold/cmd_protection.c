@@ -1,6 +1,7 @@
 /* keyhold protection: show or change the account's protection mode, and
  * unlock an end-to-end account with its recovery key. */
 #include "cli.h"
+#include "keyhold/keysvc.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -38,7 +39,8 @@ const char cmd_protection_help[] =
 "         the destruction is logged, and the key service refuses any\n"
 "         later release for the account;\n"
 "      4. records the new mode in the account's sealed protection record.\n"
-"    There is no way back to standard in this version.\n"
+"    There is no way back to standard in this version.\n""    On a region server (--region URL) step 3 is a request the device signs\n"
+"    over the exact log entry (docs/protocol.md 10.3).\n"
 "\n"
 "    recover: sets a new passcode (from --passcode-file, KEYHOLD_PASSCODE_FILE\n"
 "    or a prompt) with the recovery key (from --recovery-key-file,\n"
@@ -149,8 +151,15 @@ static int prot_e2e(const char *keyfile)
     rc = CLI_EXIT_OK;
     goto out;
   }
-  /* the key service must be reachable before anything changes */
-  if ((e = kh_kms_open(region, &k))) {
+  /* the key service must be reachable before anything changes (on a
+   * server: it still holds this account's wrap) */
+  bool server = cli_is_url(region);
+  kh_keysvc_status st;
+  if (server && (e = kh_keysvc_status_get(v, &st))) {
+    rc = cli_fail(e, "protection e2e: ask the key service");
+    goto out;
+  }
+  if (!server && (e = kh_kms_open(region, &k))) {
     rc = cli_fail(e, "protection e2e: open the key service");
     goto out;
   }
@@ -185,7 +194,8 @@ static int prot_e2e(const char *keyfile)
   snprintf(reqr, sizeof reqr, "device:%s", kh_vault_device_id(v));
   kh_kms_request rq = {reqr, "switch to end-to-end protection", kh_vault_device_id(v),
                        kh_vault_device_sign, v};
-  if ((e = kh_kms_destroy(k, kh_vault_account_id(v), &rq))) {
+  if ((e = server ? kh_keysvc_destroy(v, "switch to end-to-end protection")
+                  : kh_kms_destroy(k, kh_vault_account_id(v), &rq))) {
     rc = cli_fail(e, "protection e2e: destroy the key-service wrap");
     goto out;
   }
@@ -216,7 +226,17 @@ static int prot_recover(const char *keyfile)
   kh_secret *rks = NULL, *np = NULL;
   uint8_t rk[32];
   int rc = CLI_EXIT_FAIL;
-  if (cli_region_path(&region) || !cli_pick_account(region, account))
+  if (cli_region_path(&region))
+    return CLI_EXIT_FAIL;
+  if (cli_is_url(region)) {
+    /* a server account has no passcode wrap to set: a fresh device gets in
+     * through the key service's escrow (keyhold escrow recover) */
+    cli_errorf("protection recover: not available against a region server in this version; "
+               "a fresh device recovers a standard account with keyhold escrow recover, and "
+               "an enrolled device approves a new one (keyhold device approve)");
+    return CLI_EXIT_FAIL;
+  }
+  if (!cli_pick_account(region, account))
     return CLI_EXIT_FAIL;
   if (cli_read_passcode(keyfile, "KEYHOLD_RECOVERY_KEY_FILE", "Recovery key", false, &rks))
     goto out;

@@ -1,6 +1,7 @@
 /* keyhold watch: verify the region's log and report every key operation on
  * this account that none of its own devices asked for. */
 #include "cli.h"
+#include "keyhold/remote.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -41,9 +42,26 @@ const char cmd_watch_help[] =
 "    key: the server is never asked for the key.  A device that has not\n"
 "    pinned a key yet pins the region's <region>/log/verifier.\n"
 "\n"
+"    On a region server (--region URL) the log is the server's URL/log, the\n"
+"    device's own requests are signed by it (docs/protocol.md 10.3) and\n"
+"    the account's devices are its sealed device records; the log key is\n"
+"    pinned on first use from the server's /v1/region (give --log and\n"
+"    compare keyhold log verify --key with a key you got elsewhere to\n"
+"    check it) and refused if it ever changes.  The operator's unwrap\n"
+"    (keyholdd admin unwrap) and escrow attempts are listed.\n"
+"\n"
+"    The account's device statements (docs/log.md 5.2) are listed after\n"
+"    that, one line each: \"device enrolled|revoked: TIME ID by\n"
+"    device:SIGNER, signature valid\"; one whose signature does not verify\n"
+"    with a device of the account says INVALID, one signed by a device\n"
+"    that an earlier statement revoked says REVOKED; both also count as an\n"
+"    operation by somebody else (as does any request such a device signs).\n"
+"\n"
 "    With --json one object: {\"account\", \"log_size\", \"count\",\n"
 "    \"entries\": [{\"index\", \"time\", \"op\", \"key\", \"requester\",\n"
-"    \"reason\", \"attempt\"}]}.\n"
+"    \"reason\", \"attempt\"}], \"device_changes\": [{\"index\", \"time\",\n"
+"    \"op\", \"device\", \"by\", \"signature\": \"valid\"|\"invalid\"|\n"
+"    \"revoked-signer\"}]}.\n"
 "\n"
 "OPTIONS\n"
 "    --log URL      fetch the log over HTTP(S) from URL\n"
@@ -108,7 +126,65 @@ typedef struct watch_ctx {
   uint64_t *found_idx;
   size_t nfound, capfound;
   uint64_t bad;           /* entries that do not parse */
+  kh_log_entry *changes;  /* enrol / revoke statements of the account */
+  uint64_t *change_idx;
+  int *change_sig;        /* SIG_* below */
+  size_t nchanges, capchanges;
+  char (*revoked)[33];    /* devices the log shows revoked so far */
+  size_t nrevoked, caprevoked;
 } watch_ctx;
+
+/* What a device statement's signature says (docs/log.md §5.2). */
+enum { SIG_VALID, SIG_INVALID, SIG_REVOKED };
+static const char *const SIG_JSON[] = {"valid", "invalid", "revoked-signer"};
+static const char *const SIG_TEXT[] = {"valid", "INVALID (not by a device of this account)",
+                                       "by a device REVOKED before it"};
+
+/* Was the signer of e (its device field) revoked earlier in the log? */
+static bool signer_revoked(const watch_ctx *w, const kh_log_entry *e)
+{
+  for (size_t i = 0; i < w->nrevoked; i++)
+    if (!strncmp(e->device, w->revoked[i], 32) && e->device[32] == ':')
+      return true;
+  return false;
+}
+
+static kh_err note_revoked(watch_ctx *w, const char *id)
+{
+  if (w->nrevoked == w->caprevoked) {
+    size_t nc = w->caprevoked ? 2 * w->caprevoked : 8;
+    char (*p)[33] = realloc(w->revoked, nc * sizeof *p);
+    if (!p)
+      return KH_ERR_NOMEM;
+    w->revoked = p;
+    w->caprevoked = nc;
+  }
+  snprintf(w->revoked[w->nrevoked++], 33, "%.32s", id);
+  return KH_OK;
+}
+
+/* Remember an enrol or revoke statement (docs/log.md §5.2) for the report. */
+static kh_err note_change(watch_ctx *w, const kh_log_entry *e, uint64_t index, int sig)
+{
+  if (w->nchanges == w->capchanges) {
+    size_t nc = w->capchanges ? 2 * w->capchanges : 8;
+    kh_log_entry *p = realloc(w->changes, nc * sizeof *p);
+    if (p)
+      w->changes = p;
+    uint64_t *q = p ? realloc(w->change_idx, nc * sizeof *q) : NULL;
+    if (q)
+      w->change_idx = q;
+    int *b = q ? realloc(w->change_sig, nc * sizeof *b) : NULL;
+    if (!b)
+      return KH_ERR_NOMEM;
+    w->change_sig = b;
+    w->capchanges = nc;
+  }
+  w->changes[w->nchanges] = *e;
+  w->change_idx[w->nchanges] = index;
+  w->change_sig[w->nchanges++] = sig;
+  return KH_OK;
+}
 
 static bool own_entry(watch_ctx *w, const kh_log_entry *e)
 {
@@ -147,7 +223,17 @@ static kh_err each_entry(void *ctx, uint64_t index, const uint8_t *data, size_t 
     w->bad++;
     return KH_OK;
   }
-  if (strcmp(e.account, w->account) || own_entry(w, &e))
+  if (strcmp(e.account, w->account))
+    return KH_OK;
+  bool own = own_entry(w, &e);
+  /* a device the log shows revoked speaks for the account no more */
+  int sig = !own ? SIG_INVALID : signer_revoked(w, &e) ? SIG_REVOKED : SIG_VALID;
+  own = sig == SIG_VALID;
+  if ((e.op == KH_LOG_OP_ENROL || e.op == KH_LOG_OP_REVOKE) && note_change(w, &e, index, sig))
+    return KH_ERR_NOMEM;
+  if (e.op == KH_LOG_OP_REVOKE && own && note_revoked(w, e.key))
+    return KH_ERR_NOMEM;
+  if (own)
     return KH_OK;
   if (w->nfound == w->capfound) {
     size_t nc = w->capfound ? 2 * w->capfound : 16;
@@ -210,7 +296,19 @@ int cmd_watch(int argc, char **argv)
   kh_err e;
   if (cli_region_path(&region) || cli_open_vault(&v))
     return WATCH_ERROR;
+  if (!ca && g_opts.ca_file)
+    ca = g_opts.ca_file;
+  /* on a region server: its log (docs/protocol.md §3); what this device
+   * pinned about it lives in its directory for that region instance */
+  const kh_device_state *ds = kh_vault_device_state(v);
+  char surl[600];
   const char *dd = kh_vault_device_dir(v);
+  if (ds) {
+    if (!url) {
+      snprintf(surl, sizeof surl, "%s/log", ds->url);
+      url = surl;
+    }
+  }
   size_t n1 = strlen(region) + 8, n2 = strlen(dd) + 32;
   logdir = malloc(n1 + 16);
   pinp = malloc(n2);
@@ -225,7 +323,15 @@ int cmd_watch(int argc, char **argv)
   snprintf(vp, n1 + 16, "%s/log/verifier", region);
   snprintf(pinp, n2, "%s/log.vkey", dd);
   snprintf(cpp, n2, "%s/log.checkpoint", dd);
-  current = read_file(vp, NULL);
+  if (ds) {
+    /* the server's word for its log key: only a first-use pin, checked
+     * against what this device pinned ever after */
+    kh_region_info ri;
+    if ((e = kh_remote_region(kh_vault_remote(v), &ri)) == KH_OK)
+      current = strdup(ri.vkey);
+  } else {
+    current = read_file(vp, NULL);
+  }
   free(vp);
   if (current)
     chomp(current);
@@ -340,6 +446,17 @@ int cmd_watch(int argc, char **argv)
         fputs("null", stdout);
       fputc('}', stdout);
     }
+    fputs("],\"device_changes\":[", stdout);
+    for (size_t i = 0; i < w.nchanges; i++) {
+      const kh_log_entry *en = &w.changes[i];
+      fmt_time(ts, en->time);
+      printf("%s{\"index\":%llu,\"time\":\"%s\",\"op\":\"%s\",\"device\":", i ? "," : "",
+             (unsigned long long)w.change_idx[i], ts, kh_log_op_name(en->op));
+      cli_json_cstr(stdout, en->key);
+      fputs(",\"by\":", stdout);
+      cli_json_cstr(stdout, en->requester);
+      printf(",\"signature\":\"%s\"}", SIG_JSON[w.change_sig[i]]);
+    }
     fputs("]}\n", stdout);
   } else if (w.nfound == 0) {
     printf("no key operations on account %s by anyone else (log verified, %llu entries)\n",
@@ -357,8 +474,21 @@ int cmd_watch(int argc, char **argv)
       printf("  (log index %llu)\n", (unsigned long long)w.found_idx[i]);
     }
   }
+  if (!g_opts.json)
+    for (size_t i = 0; i < w.nchanges; i++) {
+      const kh_log_entry *en = &w.changes[i];
+      fmt_time(ts, en->time);
+      printf("device %s: %s %s by %s, signature %s  (log index %llu)\n",
+             en->op == KH_LOG_OP_ENROL ? "enrolled" : "revoked", ts, en->key, en->requester,
+             SIG_TEXT[w.change_sig[i]],
+             (unsigned long long)w.change_idx[i]);
+    }
   rc = w.nfound ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
+  free(w.changes);
+  free(w.change_idx);
+  free(w.change_sig);
+  free(w.revoked);
   free(w.devs);
   free(w.sigs);
   free(w.found);

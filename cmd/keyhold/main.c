@@ -21,6 +21,7 @@ CLI_WEAK_VERB(admin);
 CLI_WEAK_VERB(watch);
 CLI_WEAK_VERB(protection);
 CLI_WEAK_VERB(escrow);
+CLI_WEAK_VERB(device);
 CLI_WEAK_VERB(mount);
 #undef CLI_WEAK_VERB
 
@@ -44,6 +45,7 @@ static const cli_command commands[] = {
   {"whoami", cmd_whoami, "show the account, device and region in use", cmd_whoami_help},
   {"protection", cmd_protection, "show or change the account's protection mode", cmd_protection_help},
   {"escrow", cmd_escrow, "manage the recovery escrow of the account key", cmd_escrow_help},
+  {"device", cmd_device, "list, add, approve and revoke devices of the account", cmd_device_help},
   {"watch", cmd_watch, "watch the log for uses of this account's keys", cmd_watch_help},
   {"log", cmd_log, "inspect and verify the region's transparency log", cmd_log_help},
   {"witness", cmd_witness, "verify and cosign log checkpoints", cmd_witness_help},
@@ -106,6 +108,7 @@ int main(int argc, char **argv) {
     if (strcmp(a, "--") == 0) { seen_dashdash = true; args[n++] = argv[i]; continue; }
     const struct { const char *name; const char **dst; } valued[] = {
       {"--region", &g_opts.region},
+      {"--ca-file", &g_opts.ca_file},
       {"--passcode-file", &g_opts.passcode_file},
       {"--passcode-command", &g_opts.passcode_command},
       {"--limit-upload", &limit_up},
@@ -138,6 +141,7 @@ int main(int argc, char **argv) {
   }
   args[n] = NULL;
   if (!g_opts.region) g_opts.region = env_or_null("KEYHOLD_REGION");
+  if (!g_opts.ca_file) g_opts.ca_file = env_or_null("KEYHOLD_CA_FILE");
   if (!g_opts.account) g_opts.account = env_or_null("KEYHOLD_ACCOUNT");
 
   int rc;

@@ -8,4 +8,5 @@
 #include "keyhold/kms.h"
 #include "keyhold/file.h"
 #include "keyhold/region.h"
+#include "keyhold/remote.h"
 #endif

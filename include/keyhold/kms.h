@@ -81,11 +81,27 @@ const char *kh_kms_rootkey_id(const kh_kms *k);
 /* Signs msg with a device's Ed25519 key (e.g. kh_vault_device_sign). */
 typedef kh_err (*kh_kms_sign_fn)(void *ctx, const uint8_t *msg, size_t len, uint8_t sig[64]);
 
+/* A device's request signed over the exact log entry the service will
+ * append (docs/protocol.md §10.2): entry is the text kh_kms_prepare made
+ * (without a `device` line), sig the device's Ed25519 signature over
+ * "keyhold-device-request v1\n" followed by entry (docs/log.md §5.1), pk
+ * the device's signing key as the caller knows it (its metadata store),
+ * device_id the device's 32 lowercase hex id. */
+typedef struct kh_kms_presigned {
+  const char *entry;
+  size_t len;
+  const char *device_id;
+  const uint8_t *sig;        /* 64 bytes */
+  const uint8_t *pk;         /* 32 bytes */
+} kh_kms_presigned;
+
 /* Who asks and why; both end up in the log entry (printable text, 1..512
  * bytes).  A device that asks on its own behalf passes its id and a signer:
  * the entry's `device` field then carries "<device id>:<base64 signature>"
  * over the entry (docs/log.md §5.1), which is how `keyhold watch` tells the
- * account's own requests from anybody else's. */
+ * account's own requests from anybody else's.  A device that is not in
+ * this process (a request over the network) uses the *_signed functions
+ * below instead. */
 typedef struct kh_kms_request {
   const char *requester;
   const char *reason;
@@ -93,6 +109,20 @@ typedef struct kh_kms_request {
   kh_kms_sign_fn sign;       /* with device_id */
   void *sign_ctx;
 } kh_kms_request;
+
+/* How far the time of a presigned entry may be from the service's clock. */
+#define KH_KMS_PRESIGNED_WINDOW 300
+
+/* Prepare the entry a device signs (prepare / sign / commit): the exact
+ * text the operation op on account will append for device_id with reason
+ * (printable, 1..512 bytes), without the device line.  op is
+ * KH_LOG_OP_UNWRAP, KH_LOG_OP_DESTROY or KH_LOG_OP_ESCROW_ENABLE (whose
+ * record id is chosen here and taken from the entry at commit).
+ * *entry is malloc'd (NUL-terminated, *len bytes), freed by the caller.
+ * KH_ERR_STATE if the account has no key-service wrap (unwrap) or was
+ * destroyed; KH_ERR_INVAL on a bad argument. */
+kh_err kh_kms_prepare(kh_kms *k, kh_log_op op, const char *account, const char *device_id,
+                      const char *reason, char **entry, size_t *len);
 
 /* What an unwrap returns.  Owned by the caller: kh_kms_release_clear wipes
  * the key and frees everything (idempotent). */
@@ -136,6 +166,22 @@ kh_err kh_kms_wrap(kh_kms *k, const char *account, const uint8_t key[32], int ci
  * the signed checkpoint.  Thread-safe; concurrent calls share log appends. */
 kh_err kh_kms_unwrap(kh_kms *k, const char *account, const kh_kms_request *rq,
                      kh_kms_release *out);
+
+/* The same operations for a device over the network (prepare / sign /
+ * commit, docs/protocol.md §10.2): the service appends exactly ps->entry,
+ * with the device line added, only if it parses, is in canonical form,
+ * names this region, the account, the operation and the key the operation
+ * acts on, has requester "device:<ps->device_id>" and a time within
+ * KH_KMS_PRESIGNED_WINDOW seconds of the service's clock, and ps->sig
+ * verifies with ps->pk.  Otherwise KH_ERR_AUTH (the signature) or
+ * KH_ERR_DENIED (an entry that does not describe this operation, e.g. one
+ * prepared before a rotation), and nothing is logged or done. */
+kh_err kh_kms_unwrap_signed(kh_kms *k, const char *account, const kh_kms_presigned *ps,
+                            kh_kms_release *out);
+kh_err kh_kms_destroy_signed(kh_kms *k, const char *account, const kh_kms_presigned *ps);
+kh_err kh_kms_escrow_enable_signed(kh_kms *k, const char *account, const uint8_t key[32],
+                                   int cipher, const kh_secret *passcode,
+                                   const kh_kms_presigned *ps);
 
 /* Without opening the service (no lock, no root key): *destroyed = true if
  * the key service of region_path destroyed the account's wrap (its
@@ -188,6 +234,22 @@ kh_err kh_kms_escrow_status(kh_kms *k, const char *account, kh_kms_escrow_info *
 /* Require n witness cosignatures before any release; each witness is a
  * local state directory (keyhold witness) that gets this log added. */
 kh_err kh_kms_set_witnesses(kh_kms *k, unsigned required, const char *const *dirs, size_t n);
+
+/* ---- device statements (docs/log.md §5.2) -------------------------------- */
+
+/* Append a device-signed account statement (op enrol or revoke) exactly as
+ * given: entry is the full entry text with its `device` field, as the
+ * signing device built it.  Refused (KH_ERR_FORMAT) unless it parses, is in
+ * canonical form (formatting it again gives the same bytes), its op is enrol
+ * or revoke, its region is this service's, and its requester is
+ * "device:<id>" for the id in its device field; KH_ERR_AUTH unless the
+ * signature verifies with signer_pk (the caller looks the signer up: only
+ * the caller knows the account's devices).  It does not judge the time or
+ * whether the signer may make the statement: the caller does.  Durable in
+ * the log when it returns KH_OK; *index (may be NULL) is the entry's
+ * index.  KH_ERR_LOG if the log could not be written. */
+kh_err kh_kms_append_statement(kh_kms *k, const char *entry, size_t len,
+                               const uint8_t signer_pk[32], uint64_t *index);
 
 /* ---- for watchers -------------------------------------------------------- */
 

@@ -145,8 +145,11 @@ kh_err kh_cosig_sign(const char *text, size_t len, const kh_note_signer *s, uint
 
 typedef enum kh_log_op {
   KH_LOG_OP_WRAP = 1, KH_LOG_OP_UNWRAP, KH_LOG_OP_REWRAP, KH_LOG_OP_DESTROY,
-  KH_LOG_OP_ROTATE, KH_LOG_OP_ESCROW_ENABLE, KH_LOG_OP_ESCROW_ATTEMPT
+  KH_LOG_OP_ROTATE, KH_LOG_OP_ESCROW_ENABLE, KH_LOG_OP_ESCROW_ATTEMPT,
+  /* device statements of an account (docs/log.md §5.2): not key releases */
+  KH_LOG_OP_ENROL, KH_LOG_OP_REVOKE
 } kh_log_op;
+#define KH_LOG_OP_LAST KH_LOG_OP_REVOKE
 
 typedef enum kh_log_result { KH_LOG_RESULT_NONE = 0, KH_LOG_RESULT_OK, KH_LOG_RESULT_FAIL }
     kh_log_result;

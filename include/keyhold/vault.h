@@ -18,12 +18,21 @@ typedef struct kh_vault kh_vault;
 /* ---- creating and opening ------------------------------------------- */
 
 typedef struct kh_init_opts {
-  const char *region_path;  /* directory; created if missing or empty */
+  const char *region_path;  /* directory (created if missing or empty), or the
+                               http(s):// URL of a region server: then an
+                               account is signed up for there and this
+                               device's identity saved in device_dir
+                               (docs/format.md §12); no passcode is used */
   const char *region_id;    /* NULL = "local"; [a-z0-9-]{1,63} */
   const kh_secret *passcode;
   uint32_t kdf_ops;         /* Argon2id passes; 0 = default (3) */
   uint32_t kdf_mem_mib;     /* Argon2id memory in MiB; 0 = default (64) */
   int cipher;               /* 0 = auto (AES-256-GCM with AES-NI, else XChaCha20-Poly1305) */
+  /* server mode only */
+  const char *ca_file;      /* NULL: $KEYHOLD_CA_FILE, else the system's CAs */
+  const char *invite;       /* sign-up invitation, NULL if none */
+  const char *device_name;  /* NULL: the host name */
+  const char *device_dir;   /* NULL: as kh_open_opts */
 } kh_init_opts;
 
 /* Create the region (if new) and a new account in it.  account_out receives
@@ -39,7 +48,11 @@ kh_err kh_region_accounts(const char *region_path, char (**ids)[KH_ACCOUNT_ID_HE
                           size_t *n);
 
 typedef struct kh_open_opts {
-  const char *region_path;
+  const char *region_path;  /* directory, or a region server's URL: then the
+                               device's identity on it is loaded from
+                               device_dir and the account key opened with the
+                               device's own key (no passcode needed) */
+  const char *ca_file;      /* server mode: NULL = $KEYHOLD_CA_FILE / system */
   const char *account;      /* NULL: the region's only account */
   const kh_secret *passcode;
   const char *cache_dir;    /* NULL: $KEYHOLD_CACHE_DIR, $XDG_CACHE_HOME/keyhold, ~/.cache/keyhold */
@@ -90,6 +103,12 @@ typedef struct kh_device_info {
 /* The account's enrolled devices (only records that authenticate); *out is
  * malloc'd (free()). */
 kh_err kh_vault_devices(kh_vault *v, kh_device_info **out, size_t *n);
+/* Write the device record (docs/format.md §4, sealed with the account's
+ * meta key) of another device approved into the account (server mode,
+ * `keyhold device approve`): device_hex 32 hex digits, its Ed25519 key and
+ * name.  An existing record is kept (KH_OK): a retried approval. */
+kh_err kh_vault_device_record_add(kh_vault *v, const char *device_hex, const uint8_t pk[32],
+                                  const char *name);
 /* A copy of the account key and its cipher id (for escrow enable). */
 kh_err kh_vault_master_key(kh_vault *v, uint8_t key[32], int *cipher);
 

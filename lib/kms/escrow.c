@@ -150,8 +150,30 @@ static void escrow_kid(char *out, size_t n, const uint8_t rid[16])
   snprintf(out, n, "escrow/%s", hex);
 }
 
-kh_err kh_kms_escrow_enable(kh_kms *k, const char *account, const uint8_t key[32], int cipher,
-                            const kh_secret *passcode, const kh_kms_request *rq)
+/* The record id of a new escrow record: random, or for a device's signed
+ * request the one kh_kms_prepare chose (the entry's key, escrow/<32 hex>),
+ * so that the entry the device signed names the record it enables. */
+static kh_err enable_rid(kh_kms *k, const kh_kms_presigned *ps, uint8_t rid[16])
+{
+  if (!ps) {
+    randombytes_buf(rid, 16);
+    return KH_OK;
+  }
+  kh_log_entry *en = kh_kms_malloc(k, sizeof *en);
+  kh_err e = KH_OK;
+  if (!en)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  if (kh_log_entry_parse(ps->entry, ps->len, en) ||
+      strncmp(en->key, "escrow/", 7) != 0 || strlen(en->key) != 7 + 32 ||
+      kh_hex_decode(rid, 16, en->key + 7, 32))
+    e = kh_seterr(KH_ERR_DENIED, "the signed entry does not name an escrow record");
+  free(en);
+  return e;
+}
+
+static kh_err escrow_enable(kh_kms *k, const char *account, const uint8_t key[32], int cipher,
+                            const kh_secret *passcode, const kh_kms_request *rq,
+                            const kh_kms_presigned *ps)
 {
   if (!kh_kms_account_ok(account))
     return kh_seterr(KH_ERR_INVAL, "bad account id");
@@ -181,7 +203,8 @@ kh_err kh_kms_escrow_enable(kh_kms *k, const char *account, const uint8_t key[32
     goto out;
   }
   randombytes_buf(salt, 16);
-  randombytes_buf(rid, 16);
+  if ((e = enable_rid(k, ps, rid)))
+    goto out;
   if ((e = kh_buf_append(&rec, KH_ESCROW_MAGIC, 6)) || (e = kh_buf_put_u8(&rec, 1)) ||
       (e = kh_buf_put_u32(&rec, ESCROW_OPS)) || (e = kh_buf_put_u32(&rec, ESCROW_MEMKIB)) ||
       (e = kh_buf_append(&rec, salt, 16)) || (e = kh_buf_append(&rec, rid, 16)))
@@ -195,7 +218,7 @@ kh_err kh_kms_escrow_enable(kh_kms *k, const char *account, const uint8_t key[32
   if ((e = kh_aead_seal_box(a, &rec, pt, 33, ad.data, ad.len)))
     goto out;
   escrow_kid(kid, sizeof kid, rid);
-  if ((e = kh_kms_log(k, KH_LOG_OP_ESCROW_ENABLE, account, kid, rq, false, 0, NULL)))
+  if ((e = kh_kms_log_either(k, KH_LOG_OP_ESCROW_ENABLE, account, kid, rq, ps, NULL)))
     goto out;
   memset(&c, 0, sizeof c);
   memcpy(c.rid, rid, 16);
@@ -220,6 +243,19 @@ out:
   free(rp);
   pthread_mutex_unlock(el);
   return e;
+}
+
+kh_err kh_kms_escrow_enable(kh_kms *k, const char *account, const uint8_t key[32], int cipher,
+                            const kh_secret *passcode, const kh_kms_request *rq)
+{
+  return escrow_enable(k, account, key, cipher, passcode, rq, NULL);
+}
+
+kh_err kh_kms_escrow_enable_signed(kh_kms *k, const char *account, const uint8_t key[32],
+                                   int cipher, const kh_secret *passcode,
+                                   const kh_kms_presigned *ps)
+{
+  return escrow_enable(k, account, key, cipher, passcode, NULL, ps);
 }
 
 kh_err kh_kms_escrow_status(kh_kms *k, const char *account, kh_kms_escrow_info *info)

@@ -3,6 +3,7 @@
  * protection): wrap, unwrap, destroy, rotate (docs/threat-model.md). */
 #include "kms/kms_internal.h"
 #include "common/err.h"
+#include "common/fault.h"
 #include "common/fsutil.h"
 #include "common/hex.h"
 #include "common/wire.h"
@@ -792,6 +793,19 @@ kh_err kh_kms_open(const char *region_path, kh_kms **out)
     e = kh_seterr(kh_errno_code(errno), "open %s: %s", lockp, strerror(errno));
     goto out;
   }
+  if (flock(k->lockfd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+    /* a region server (keyholdd) holds its key service for as long as it
+     * runs: waiting would be forever; its operator socket is the way in */
+    char *sock = kh_path_join(region_path, "server/admin.sock");
+    struct stat sst;
+    bool served = sock && stat(sock, &sst) == 0 && S_ISSOCK(sst.st_mode);
+    free(sock);
+    if (served) {
+      e = kh_seterr(KH_ERR_LOCKED, "a region server (keyholdd) holds the key service of %s "
+                    "while it runs: use keyholdd admin --dir %s", region_path, region_path);
+      goto out;
+    }
+  }
   while (flock(k->lockfd, LOCK_EX) != 0) {
     if (errno != EINTR) {
       e = kh_seterr(KH_ERR_IO, "lock %s: %s", lockp, strerror(errno));
@@ -929,6 +943,11 @@ void kh_kms_point(kh_kms *k, const char *point)
   pthread_mutex_unlock(&k->tmu);
   if (fn)
     fn(ctx, point);
+  /* the same points for whole-process tests (KH_FAULT="kms.<point>:1:kill",
+   * lib/common/fault.h): an event, never a failure */
+  char name[96];
+  snprintf(name, sizeof name, "kms.%s", point);
+  (void)kh_fault_point(name);
 }
 
 void *kh_kms_malloc(kh_kms *k, size_t n)
@@ -1312,10 +1331,108 @@ static kh_err log_submit(kh_kms *k, const char *entry, size_t len, kh_kms_releas
   return KH_OK;
 }
 
+kh_err kh_kms_log_text(kh_kms *k, const char *entry, size_t len, uint64_t *index)
+{
+  return log_submit(k, entry, len, NULL, index);
+}
+
+/* The entry of a network device's request (kh_kms_presigned): checked to
+ * describe exactly this operation and to carry the device's signature, then
+ * given its device line.  *out is the text to append (malloc'd). */
+static kh_err presigned_entry(kh_kms *k, kh_log_op op, const char *account, const char *key,
+                              bool has_attempt, const kh_kms_presigned *ps, char **out,
+                              size_t *olen)
+{
+  kh_log_entry *en = kh_kms_malloc(k, sizeof *en);
+  char *canon = NULL, want[KH_LOG_TEXT_MAX + 1], b64[100];
+  size_t clen = 0;
+  kh_buf msg;
+  kh_buf_init(&msg, KH_LOG_ENTRY_MAX + 64);
+  kh_err e;
+  *out = NULL;
+  if (!en) {
+    e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  if (!ps->entry || !ps->sig || !ps->pk || !ps->device_id || strlen(ps->device_id) != 32 ||
+      !kh_kms_account_ok(ps->device_id) || ps->len > KH_LOG_ENTRY_MAX) {
+    e = kh_seterr(KH_ERR_INVAL, "a signed request needs its entry, device id, signature "
+                  "and key");
+    goto out;
+  }
+  /* the text must be exactly what the service would write: canonical */
+  if ((e = kh_log_entry_parse(ps->entry, ps->len, en)) ||
+      (e = kh_log_entry_format(en, &canon, &clen))) {
+    e = kh_adderr(KH_ERR_DENIED, "the signed entry");
+    goto out;
+  }
+  if (clen != ps->len || memcmp(canon, ps->entry, clen) != 0) {
+    e = kh_seterr(KH_ERR_DENIED, "the signed entry is not in canonical form");
+    goto out;
+  }
+  snprintf(want, sizeof want, "device:%s", ps->device_id);
+  int64_t now = (int64_t)time(NULL), dt = now - en->time;
+  const char *bad = en->op != op ? "op"
+                    : strcmp(en->region, k->cfg.region) ? "region"
+                    : strcmp(en->account, account) ? "account"
+                    : strcmp(en->key, key) ? "key"
+                    : strcmp(en->requester, want) ? "requester"
+                    : en->device[0] ? "device"
+                    : en->has_attempt != has_attempt || en->result ? "attempt or result"
+                    : (dt > KH_KMS_PRESIGNED_WINDOW || dt < -KH_KMS_PRESIGNED_WINDOW) ? "time"
+                    : NULL;
+  if (bad) {
+    e = kh_seterr(KH_ERR_DENIED, "the signed entry's %s does not match the operation "
+                  "(prepare it again)", bad);
+    goto out;
+  }
+  if ((e = kh_buf_append(&msg, DEVICE_SIG_CTX, strlen(DEVICE_SIG_CTX))) ||
+      (e = kh_buf_append(&msg, ps->entry, ps->len)))
+    goto out;
+  if (crypto_sign_verify_detached(ps->sig, msg.data, msg.len, ps->pk) != 0) {
+    e = kh_seterr(KH_ERR_AUTH, "the device's signature over the entry does not verify");
+    goto out;
+  }
+  kh_b64_encode(b64, ps->sig, 64);
+  snprintf(en->device, sizeof en->device, "%s:%s", ps->device_id, b64);
+  e = kh_log_entry_format(en, out, olen);
+out:
+  kh_buf_release(&msg);
+  free(canon);
+  free(en);
+  return e;
+}
+
+kh_err kh_kms_log_presigned(kh_kms *k, kh_log_op op, const char *account, const char *key,
+                            const kh_kms_presigned *ps, kh_kms_release *rel)
+{
+  char *text = NULL;
+  size_t len = 0;
+  kh_err e = presigned_entry(k, op, account, key, false, ps, &text, &len);
+  if (!e)
+    e = log_submit(k, text, len, rel, NULL);
+  if (!e && rel) {
+    rel->entry = text;
+    rel->entry_len = len;
+    text = NULL;
+  }
+  free(text);
+  return e;
+}
+
+kh_err kh_kms_log_either(kh_kms *k, kh_log_op op, const char *account, const char *key,
+                         const kh_kms_request *rq, const kh_kms_presigned *ps,
+                         kh_kms_release *rel)
+{
+  return ps ? kh_kms_log_presigned(k, op, account, key, ps, rel)
+            : kh_kms_log(k, op, account, key, rq, false, 0, rel);
+}
+
 kh_err kh_kms_log(kh_kms *k, kh_log_op op, const char *account, const char *key,
                   const kh_kms_request *rq, bool has_attempt, uint32_t attempt,
                   kh_kms_release *rel)
 {
+
   kh_log_entry *en = kh_kms_malloc(k, sizeof *en);
   char *text = NULL, *signed_text = NULL;
   size_t len = 0, slen = 0;
@@ -1587,6 +1704,71 @@ out:
   return e;
 }
 
+kh_err kh_kms_prepare(kh_kms *k, kh_log_op op, const char *account, const char *device_id,
+                      const char *reason, char **entry, size_t *len)
+{
+  *entry = NULL;
+  *len = 0;
+  if (!kh_kms_account_ok(account) || !device_id || strlen(device_id) != 32 ||
+      !kh_kms_account_ok(device_id) || !reason)
+    return kh_seterr(KH_ERR_INVAL, "bad account, device id or reason");
+  if (op != KH_LOG_OP_UNWRAP && op != KH_LOG_OP_DESTROY && op != KH_LOG_OP_ESCROW_ENABLE)
+    return kh_seterr(KH_ERR_INVAL, "operation %d is not taken from a device", (int)op);
+  kh_log_entry *en = kh_kms_malloc(k, sizeof *en);
+  kh_buf obj;
+  kh_buf_init(&obj, 4096);
+  uint8_t wid[16];
+  char rid[96];
+  kh_err e = KH_OK;
+  if (!en)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  memset(en, 0, sizeof *en);
+  pthread_rwlock_t *al = kh_kms_acct_lock(k, account);
+  pthread_rwlock_rdlock(al);
+  if (kh_kms_destroyed(k, account)) {
+    e = kh_seterr(KH_ERR_STATE, "account %s is end-to-end protected", account);
+    goto out;
+  }
+  if (op == KH_LOG_OP_ESCROW_ENABLE) {
+    uint8_t r[16];
+    char hex[33];
+    randombytes_buf(r, 16);
+    kh_hex_encode(hex, r, 16);
+    snprintf(en->key, sizeof en->key, "escrow/%s", hex);
+  } else {
+    /* the key id the operation will log (unwrap / destroy) */
+    kh_err fe = find_wrap(k, account, &obj, wid);
+    rk_id(k, rid, sizeof rid);
+    if (fe == KH_OK) {
+      key_id(en->key, sizeof en->key, "kms-wrap", wid, rid);
+    } else if (fe == KH_ERR_NOTFOUND && op == KH_LOG_OP_DESTROY) {
+      snprintf(en->key, sizeof en->key, "kms-wrap/none@%s", rid);
+    } else if (fe == KH_ERR_NOTFOUND) {
+      e = kh_seterr(KH_ERR_STATE, "account %s has no key-service wrap", account);
+      goto out;
+    } else {
+      e = fe;
+      goto out;
+    }
+  }
+  if (strlen(reason) > KH_LOG_TEXT_MAX) {
+    e = kh_seterr(KH_ERR_INVAL, "reason longer than %d bytes", KH_LOG_TEXT_MAX);
+    goto out;
+  }
+  en->time = (int64_t)time(NULL);
+  snprintf(en->region, sizeof en->region, "%s", k->cfg.region);
+  snprintf(en->account, sizeof en->account, "%s", account);
+  en->op = op;
+  snprintf(en->requester, sizeof en->requester, "device:%s", device_id);
+  snprintf(en->reason, sizeof en->reason, "%s", reason);
+  e = kh_log_entry_format(en, entry, len);
+out:
+  pthread_rwlock_unlock(al);
+  kh_buf_release(&obj);
+  free(en);
+  return e;
+}
+
 kh_err kh_kms_has_wrap(kh_kms *k, const char *account, bool *has)
 {
   *has = false;
@@ -1685,8 +1867,8 @@ static void cache_put(kh_kms *k, const char *account, const uint8_t *key, int ci
   }
 }
 
-kh_err kh_kms_unwrap(kh_kms *k, const char *account, const kh_kms_request *rq,
-                     kh_kms_release *out)
+static kh_err unwrap(kh_kms *k, const char *account, const kh_kms_request *rq,
+                     const kh_kms_presigned *ps, kh_kms_release *out)
 {
   memset(out, 0, sizeof *out);
   if (!kh_kms_account_ok(account))
@@ -1732,8 +1914,9 @@ kh_err kh_kms_unwrap(kh_kms *k, const char *account, const kh_kms_request *rq,
   }
   kh_kms_point(k, "unwrap-before-log");
   /* fail closed: the key leaves only after the entry is durable and signed */
-  if ((e = kh_kms_log(k, KH_LOG_OP_UNWRAP, account, kid, rq, false, 0, out)))
+  if ((e = kh_kms_log_either(k, KH_LOG_OP_UNWRAP, account, kid, rq, ps, out)))
     goto out;
+  kh_kms_point(k, "unwrap-logged");
   out->key = key;
   out->cipher = cipher;
   key = NULL;
@@ -1750,7 +1933,20 @@ out:
   return e;
 }
 
-kh_err kh_kms_destroy(kh_kms *k, const char *account, const kh_kms_request *rq)
+kh_err kh_kms_unwrap(kh_kms *k, const char *account, const kh_kms_request *rq,
+                     kh_kms_release *out)
+{
+  return unwrap(k, account, rq, NULL, out);
+}
+
+kh_err kh_kms_unwrap_signed(kh_kms *k, const char *account, const kh_kms_presigned *ps,
+                            kh_kms_release *out)
+{
+  return unwrap(k, account, NULL, ps, out);
+}
+
+static kh_err destroy(kh_kms *k, const char *account, const kh_kms_request *rq,
+                      const kh_kms_presigned *ps)
 {
   if (!kh_kms_account_ok(account))
     return kh_seterr(KH_ERR_INVAL, "bad account id");
@@ -1783,7 +1979,7 @@ kh_err kh_kms_destroy(kh_kms *k, const char *account, const kh_kms_request *rq)
   else
     snprintf(kid, sizeof kid, "kms-wrap/none@%s", rid);
   cache_clear(k, account);
-  if ((e = kh_kms_log(k, KH_LOG_OP_DESTROY, account, kid, rq, false, 0, NULL)))
+  if ((e = kh_kms_log_either(k, KH_LOG_OP_DESTROY, account, kid, rq, ps, NULL)))
     goto out;
   kh_kms_point(k, "destroy-logged");
   /* the tombstone first: from now on nothing is released for this account,
@@ -1810,6 +2006,16 @@ out:
   pthread_mutex_unlock(el);
   pthread_rwlock_unlock(al);
   return e;
+}
+
+kh_err kh_kms_destroy(kh_kms *k, const char *account, const kh_kms_request *rq)
+{
+  return destroy(k, account, rq, NULL);
+}
+
+kh_err kh_kms_destroy_signed(kh_kms *k, const char *account, const kh_kms_presigned *ps)
+{
+  return destroy(k, account, NULL, ps);
 }
 
 bool kh_kms_destroyed(kh_kms *k, const char *account)

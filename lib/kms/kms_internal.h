@@ -185,12 +185,23 @@ struct kh_kms {
   void *hook_ctx;
 };
 
+/* Append an already formatted entry (statement.c) through the same group
+ * commit; durable when it returns KH_OK. */
+kh_err kh_kms_log_text(kh_kms *k, const char *entry, size_t len, uint64_t *index);
 /* Build the entry for op on account, sign it for a device request, and
  * append it durably (group commit).  With rel, fill index, proof and
  * checkpoint.  KH_ERR_LOG if the log could not be written. */
 kh_err kh_kms_log(kh_kms *k, kh_log_op op, const char *account, const char *key,
                   const kh_kms_request *rq, bool has_attempt, uint32_t attempt,
                   kh_kms_release *rel);
+/* The same for a device's presigned entry (kh_kms_presigned): appended only
+ * if it describes exactly this operation and its signature verifies. */
+kh_err kh_kms_log_presigned(kh_kms *k, kh_log_op op, const char *account, const char *key,
+                            const kh_kms_presigned *ps, kh_kms_release *rel);
+/* rq, or ps when it is not NULL */
+kh_err kh_kms_log_either(kh_kms *k, kh_log_op op, const char *account, const char *key,
+                         const kh_kms_request *rq, const kh_kms_presigned *ps,
+                         kh_kms_release *rel);
 /* "kms/escrow/<account>.<ext>" etc. (malloc'd) */
 char *kh_kms_path(const kh_kms *k, const char *sub, const char *account, const char *ext);
 bool kh_kms_account_ok(const char *account);

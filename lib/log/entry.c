@@ -19,11 +19,12 @@ static const char *const OPS[] = {
   [KH_LOG_OP_WRAP] = "wrap", [KH_LOG_OP_UNWRAP] = "unwrap", [KH_LOG_OP_REWRAP] = "rewrap",
   [KH_LOG_OP_DESTROY] = "destroy", [KH_LOG_OP_ROTATE] = "rotate",
   [KH_LOG_OP_ESCROW_ENABLE] = "escrow-enable", [KH_LOG_OP_ESCROW_ATTEMPT] = "escrow-attempt",
+  [KH_LOG_OP_ENROL] = "enrol", [KH_LOG_OP_REVOKE] = "revoke",
 };
 
 const char *kh_log_op_name(kh_log_op op)
 {
-  if ((int)op < KH_LOG_OP_WRAP || (int)op > KH_LOG_OP_ESCROW_ATTEMPT)
+  if ((int)op < KH_LOG_OP_WRAP || (int)op > KH_LOG_OP_LAST)
     return NULL;
   return OPS[op];
 }
@@ -235,7 +236,7 @@ kh_err kh_log_entry_parse(const void *data, size_t len, kh_log_entry *e)
       break;
     case F_OP:
       err = kh_seterr(KH_ERR_FORMAT, "entry: unknown op \"%.*s\"", (int)(vlen > 32 ? 32 : vlen), v);
-      for (int o = KH_LOG_OP_WRAP; o <= KH_LOG_OP_ESCROW_ATTEMPT; o++)
+      for (int o = KH_LOG_OP_WRAP; o <= KH_LOG_OP_LAST; o++)
         if (strlen(OPS[o]) == vlen && memcmp(OPS[o], v, vlen) == 0) {
           e->op = (kh_log_op)o;
           err = KH_OK;

@@ -1335,6 +1335,13 @@ static kh_err find_parent(kh_vault *v, const char *host, char **paths, size_t np
   size_t n = 0;
   *maxctr = 0;
   kh_err e = kh_snapshots_list(v, &list, &n);
+  if (e == KH_ERR_DENIED) {
+    /* a backup-only device on a region server may not read snapshots: no
+     * parent, and the device's own counter file (which only grows) numbers
+     * the snapshot */
+    kh_clearerr();
+    return KH_OK;
+  }
   if (e)
     return e;
   for (size_t i = 0; i < n; i++) {
@@ -1411,7 +1418,13 @@ kh_err kh_backup(kh_vault *v, const kh_backup_opts *o, kh_backup_result *r)
     /* packs the index names but the provider lost are not deduplicated
      * against (and recorded, so every device and reader knows) */
     uint64_t lost;
-    if ((e = kh_vault_scan_packs(v, !o->dry_run, &lost)))
+    e = kh_vault_scan_packs(v, !o->dry_run, &lost);
+    if (e == KH_ERR_DENIED) {
+      /* a backup-only device may not list packs: it trusts the index */
+      kh_clearerr();
+      e = KH_OK;
+    }
+    if (e)
       goto out;
   }
   if (o->nexcludes) {

@@ -1,6 +1,7 @@
 /* forget by keep policy: group the snapshots, apply the keep rules to each
  * group separately (docs/cli.md "forget"), remove what no rule keeps. */
 #include "repo/vault_internal.h"
+#include "keyhold/proto.h"
 #include "common/err.h"
 #include "common/hex.h"
 
@@ -175,6 +176,8 @@ kh_err kh_forget_policy(kh_vault *v, const kh_keep_policy *p, bool dry_run, kh_f
     e = kh_seterr(KH_ERR_INVAL, "a policy must keep something (give a --keep rule)");
     goto out;
   }
+  if (!dry_run && (e = kh_vault_require(v, KH_CAP_PRUNE | KH_CAP_READ)))
+    goto out;
   e = kh_snapshots_select(v, p->filter, &list, &n); /* the rest is left alone */
   if (e)
     goto out;

@@ -3,6 +3,7 @@
  * device signatures on requests, the list of the account's devices, and
  * setting a passcode from a released key (docs/threat-model.md §3). */
 #include "repo/vault_internal.h"
+#include "keyhold/keysvc.h"
 #include "keyhold/kms.h"
 #include "common/err.h"
 #include "common/fsutil.h"
@@ -103,6 +104,14 @@ out:
   return e;
 }
 
+kh_err kh_vault_protect_new_account_remote(kh_vault *v)
+{
+  /* the key service's wrap is made behind the server (docs/protocol.md
+   * §10), logged there before it exists */
+  kh_err e = kh_vault_kms_wrap_remote(v);
+  return e ? e : prot_put(v->prov, &v->keys, v->account, KH_PROTECTION_STANDARD);
+}
+
 static char *pin_path(const kh_vault *v)
 {
   return kh_path_join(v->device_dir, "protection-e2e");
@@ -128,9 +137,17 @@ kh_err kh_vault_protection(kh_vault *v, kh_protection *out)
   if (*out == KH_PROTECTION_STANDARD) {
     /* the key service is the authority on whether the operator can still
      * recover the account: a switch to e2e killed after the service's
-     * destroy but before this record was written is completed here */
+     * destroy but before this record was written is completed here (on a
+     * server: the key service behind it, docs/protocol.md §10.2) */
     bool gone = false;
-    if ((e = kh_kms_account_destroyed(v->region_path, v->account, &gone))) {
+    kh_keysvc_status ks;
+    if (v->remote) {
+      if ((e = kh_keysvc_status_get(v, &ks))) {
+        e = kh_adderr(e, "asking the key service about account %s", v->account);
+        goto out;
+      }
+      gone = ks.destroyed;
+    } else if ((e = kh_kms_account_destroyed(v->region_path, v->account, &gone))) {
       e = kh_adderr(e, "asking the key service about account %s", v->account);
       goto out;
     }
@@ -235,6 +252,23 @@ kh_err kh_vault_devices(kh_vault *v, kh_device_info **out, size_t *n)
   *out = s.d;
   *n = good;
   return KH_OK;
+}
+
+kh_err kh_vault_device_record_add(kh_vault *v, const char *device_hex, const uint8_t pk[32],
+                                  const char *name)
+{
+  uint8_t id[16];
+  kh_buf rec;
+  kh_buf_init(&rec, 4096);
+  kh_err e = kh_hex_decode(id, 16, device_hex, strlen(device_hex));
+  if (!e)
+    e = kh_vault_device_record(&rec, pk, name);
+  if (!e)
+    e = kh_vault_put_obj(v, "devices", "device", id, 16, rec.data, rec.len, true);
+  if (e == KH_ERR_EXISTS)
+    e = KH_OK;
+  kh_buf_release(&rec);
+  return e;
 }
 
 kh_err kh_vault_master_key(kh_vault *v, uint8_t key[32], int *cipher)

@@ -4,6 +4,7 @@
  * deletions.  Until the new index is durable nothing is deleted; after it,
  * whatever is left over is only unreferenced. */
 #include "repo/vault_internal.h"
+#include "keyhold/proto.h"
 #include "common/err.h"
 #include "common/hex.h"
 
@@ -19,7 +20,7 @@ kh_err kh_forget(kh_vault *v, const char *const *snaps, size_t n)
   uint8_t(*ids)[32] = calloc(n ? n : 1, 32);
   if (!ids)
     return kh_seterr(KH_ERR_NOMEM, "out of memory");
-  kh_err e = KH_OK;
+  kh_err e = kh_vault_require(v, KH_CAP_PRUNE);
   /* resolve everything first: a typo removes nothing */
   for (size_t i = 0; i < n && !e; i++)
     e = kh_vault_resolve(v, snaps[i], ids[i]);
@@ -106,8 +107,8 @@ static kh_err flush_pack(kh_vault *v, kh_pack_writer *w, kh_index *nidx)
 kh_err kh_prune(kh_vault *v, kh_progress_fn progress, void *pctx, kh_prune_result *r)
 {
   memset(r, 0, sizeof *r);
-  kh_err e = kh_vault_lock(v, true);
-  if (e)
+  kh_err e = kh_vault_require(v, KH_CAP_PRUNE | KH_CAP_READ);
+  if (e || (e = kh_vault_lock(v, true)))
     return e;
   uint8_t(*snaps)[32] = NULL;
   size_t nsnaps = 0;

@@ -609,8 +609,10 @@ kh_err kh_snapshots_list(kh_vault *v, kh_snapshot_info **out, size_t *n)
   for (size_t i = 0; i < cnt && !e; i++) {
     kh_snap s;
     e = kh_vault_load_snapshot(v, ids[i], &s);
-    if (e == KH_ERR_NOMEM || e == KH_ERR_IO || e == KH_ERR_NOSPACE || e == KH_ERR_CRYPTO)
-      break; /* not damage: the caller must not see a shorter list */
+    if (e == KH_ERR_NOMEM || e == KH_ERR_IO || e == KH_ERR_NOSPACE || e == KH_ERR_CRYPTO ||
+        e == KH_ERR_DENIED)
+      break; /* not damage (a region server's refusal neither): the caller
+              * must not see a shorter list */
     if (e) {
       e = KH_OK;
       skipped_tls++; /* damaged: `keyhold check` names it */

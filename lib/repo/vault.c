@@ -8,6 +8,7 @@
 #include "common/hex.h"
 #include "common/wire.h"
 #include "keyhold/kms.h"
+#include "keyhold/remote.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -220,7 +221,7 @@ static int count_entries(const char *dir)
   return n;
 }
 
-static kh_err read_region_marker(kh_provider *p, char id[64])
+kh_err kh_vault_read_marker(kh_provider *p, char id[64])
 {
   kh_buf b;
   kh_buf_init(&b, 4096);
@@ -247,7 +248,7 @@ kh_err kh_region_id(const char *region_path, char out[64])
   kh_provider *p = NULL;
   kh_err e = kh_provider_dir_new(region_path, &p);
   if (!e)
-    e = read_region_marker(p, out);
+    e = kh_vault_read_marker(p, out);
   kh_provider_free(p);
   return e;
 }
@@ -257,6 +258,8 @@ kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX +
   kh_err e = kh_crypto_init();
   if (e)
     return e;
+  if (kh_vault_is_url(o->region_path))
+    return kh_vault_init_remote(o, account_out);
   const char *rid = o->region_id ? o->region_id : "local";
   if (!kh_region_id_valid(rid))
     return kh_seterr(KH_ERR_INVAL, "region id '%s' must be 1-63 of [a-z0-9-]", rid);
@@ -275,7 +278,7 @@ kh_err kh_vault_init(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX +
   if ((e = kh_provider_dir_new(o->region_path, &p)))
     goto out;
   char have[64];
-  e = read_region_marker(p, have);
+  e = kh_vault_read_marker(p, have);
   if (e == KH_ERR_NOTFOUND) {
     /* a new region: only in an empty directory, never over someone's files */
     int entries = count_entries(o->region_path);
@@ -379,7 +382,7 @@ kh_err kh_region_account(const char *region_path, char out[KH_ACCOUNT_ID_HEX + 1
   char rid[64];
   kh_err e = kh_provider_dir_new(region_path, &p);
   if (!e)
-    e = read_region_marker(p, rid);
+    e = kh_vault_read_marker(p, rid);
   if (!e)
     e = only_account(p, region_path, out);
   kh_provider_free(p);
@@ -428,7 +431,7 @@ kh_err kh_region_accounts(const char *region_path, char (**ids)[KH_ACCOUNT_ID_HE
   *n = 0;
   kh_err e = kh_provider_dir_new(region_path, &p);
   if (!e)
-    e = read_region_marker(p, rid);
+    e = kh_vault_read_marker(p, rid);
   if (!e)
     e = kh_provider_list(p, "accounts", collect_account, &a);
   if (!e && a.oom)
@@ -540,6 +543,15 @@ static kh_err device_file_key(const kh_vault *v, uint8_t out[32])
   return KH_OK;
 }
 
+kh_err kh_vault_device_record(kh_buf *rec, const uint8_t pk[32], const char *name)
+{
+  kh_err e;
+  if ((e = kh_buf_append(rec, DEVICE_MAGIC, 6)) || (e = kh_buf_append(rec, pk, 32)) ||
+      (e = kh_buf_put_str(rec, name)) || (e = kh_buf_put_u64(rec, (uint64_t)kh_wall_ns())))
+    return e;
+  return KH_OK;
+}
+
 static kh_err enroll_device(kh_vault *v, const char *path)
 {
   kh_err e = KH_OK;
@@ -558,8 +570,7 @@ static kh_err enroll_device(kh_vault *v, const char *path)
   char host[256] = "unknown";
   gethostname(host, sizeof host - 1);
   /* public record first: a device the region does not know signs nothing */
-  if ((e = kh_buf_append(&rec, DEVICE_MAGIC, 6)) || (e = kh_buf_append(&rec, v->device_pk, 32)) ||
-      (e = kh_buf_put_str(&rec, host)) || (e = kh_buf_put_u64(&rec, (uint64_t)kh_wall_ns())))
+  if ((e = kh_vault_device_record(&rec, v->device_pk, host)))
     goto out;
   if ((e = kh_vault_put_obj(v, "devices", "device", v->device_id, KH_DEVICE_ID_BYTES, rec.data,
                             rec.len, true)))
@@ -650,7 +661,8 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
   kh_err e = kh_crypto_init();
   if (e)
     return e;
-  if (!o->passcode)
+  bool remote = kh_vault_is_url(o->region_path);
+  if (!o->passcode && !remote)
     return kh_seterr(KH_ERR_INVAL, "no passcode");
   kh_vault *v = calloc(1, sizeof *v);
   kh_buf obj;
@@ -664,6 +676,12 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
     goto out;
   }
   kh_index_init(&v->index);
+  if (remote) {
+    /* the device's own key opens the account: no passcode, no wraps to try */
+    if ((e = kh_vault_open_remote(o, v)))
+      goto out;
+    goto keys;
+  }
   if ((e = kh_provider_dir_new(o->region_path, &v->prov)))
     goto out;
   if (o->limit_upload || o->limit_download) {
@@ -672,7 +690,7 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
       goto out;
     v->prov = rl;
   }
-  if ((e = read_region_marker(v->prov, v->region_id)))
+  if ((e = kh_vault_read_marker(v->prov, v->region_id)))
     goto out;
   if (o->account) {
     if (!valid_account(o->account)) {
@@ -730,6 +748,7 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
     e = kh_seterr(KH_ERR_PASSCODE, "the passcode does not open account %s", v->account);
     goto out;
   }
+keys:
   if ((e = kh_keys_init(&v->keys, v->master, v->cipher, v->region_id, v->account)))
     goto out;
   {
@@ -761,10 +780,12 @@ kh_err kh_vault_open(const kh_open_opts *o, kh_vault **out)
       goto out;
     }
     /* the cache must never sit inside the region the provider holds */
-    if ((e = kh_cache_check_outside(v->cache_path, o->region_path)))
+    if (!remote && (e = kh_cache_check_outside(v->cache_path, o->region_path)))
       goto out;
   }
-  if ((e = load_device(v)))
+  /* server mode: the device's keys came with its identity; its per-account
+   * state (counter, locks seen) still lives in device_dir */
+  if ((e = remote ? kh_mkdirs(v->device_dir, 0700) : load_device(v)))
     goto out;
   *out = v;
   v = NULL;
@@ -791,6 +812,8 @@ void kh_vault_free(kh_vault *v)
   kh_vault_clear_damage(v);
   free(v->devices);
   kh_provider_free(v->prov);
+  kh_remote_free(v->remote);
+  kh_device_state_free(v->dev);
   free(v->region_path);
   free(v->device_dir);
   free(v->cache_path);
@@ -806,6 +829,12 @@ kh_err kh_vault_passcode_change(kh_vault *v, const kh_secret *newpass, uint32_t 
 {
   if (!newpass || newpass->len == 0)
     return kh_seterr(KH_ERR_INVAL, "empty passcode");
+  /* a passcode wrap on a server could be guessed offline by whoever holds
+   * it: in server mode the passcode is the escrow's (keyhold/keysvc.h) */
+  if (v->remote)
+    return kh_seterr(KH_ERR_STATE, "a region server never stores a passcode wrap: the "
+                     "passcode of a server account is its escrow passcode "
+                     "(kh_keysvc_escrow_enable)");
   kh_buf obj;
   kh_buf_init(&obj, 1 << 20);
   uint8_t wid[16];

@@ -16,8 +16,13 @@
 #define KH_REGION_MARKER "keyhold-region"
 #define KH_DEVICE_ID_BYTES 16
 
+struct kh_remote;
+struct kh_device_state;
+
 struct kh_vault {
   kh_provider *prov;
+  struct kh_remote *remote;     /* server mode (vault_remote.c), else NULL */
+  struct kh_device_state *dev;  /* server mode: this device's identity */
   char *region_path;
   char region_id[64];
   char account[KH_ACCOUNT_ID_HEX + 1];
@@ -195,6 +200,28 @@ kh_err kh_vault_key_names(kh_provider *p, const char *prefix, char (**names)[33]
  * the next change removes them all. */
 kh_err kh_vault_passcode_replace(kh_provider *p, const char *prefix, const uint8_t wid[16],
                                  const kh_buf *obj);
+/* Server mode (vault_remote.c): region_path is an http(s) URL. */
+bool kh_vault_is_url(const char *region);
+kh_err kh_vault_init_remote(const kh_init_opts *o, char account_out[KH_ACCOUNT_ID_HEX + 1]);
+/* Fill v (allocated as kh_vault_open does) from the device's state and its
+ * kind-4 key: provider, region, account, master key, device keys. */
+kh_err kh_vault_open_remote(const kh_open_opts *o, kh_vault *v);
+/* The region id from the region marker "keyhold-region". */
+kh_err kh_vault_read_marker(kh_provider *p, char id[64]);
+/* A device record's plaintext (docs/format.md §4) into rec. */
+kh_err kh_vault_device_record(kh_buf *rec, const uint8_t pk[32], const char *name);
+/* Standard protection of a new account on a region server: the key
+ * service's wrap through the server (logged there) and the protection
+ * record, written through v's provider. */
+kh_err kh_vault_protect_new_account_remote(kh_vault *v);
+/* KH_OK in a directory; on a region server KH_ERR_DENIED ("this device
+ * lacks the 'prune' capability") unless the device has every capability
+ * in need (KH_CAP_* bits), checked before an operation starts so that it
+ * is refused as a whole, by the name of what it is. */
+kh_err kh_vault_require(kh_vault *v, unsigned need);
+/* POST kms/wrap for v's account (docs/protocol.md §10.1). */
+kh_err kh_vault_kms_wrap_remote(kh_vault *v);
+
 /* protection.c: standard protection for a new account (key-service wrap,
  * logged) and its protection record. */
 kh_err kh_vault_protect_new_account(kh_provider *p, const char *region_path,

@@ -9,6 +9,9 @@
  *            limits (§11);
  * account.c  region, challenge, sign-up and session rows (§7);
  * objects.c  the object rows (§8);
+ * keysvc.c   the key service's rows (§10);
+ * enrol.c    devices, revocation and enrolment by approval code (§9);
+ * adminsock.c the operator socket DIR/server/admin.sock (keyholdd admin unwrap);
  * admin.c    keyholdd admin (operator commands on DIR/server/meta.db);
  * obs.c      metrics counters and the structured access log;
  * main.c     the command line: init, serve, admin, signals.
@@ -51,7 +54,8 @@
 typedef enum kd_route {
   KD_ROUTE_CHECKPOINT, KD_ROUTE_TILE, KD_ROUTE_ENTRIES, KD_ROUTE_HEALTH,
   KD_ROUTE_METRICS, KD_ROUTE_REGION, KD_ROUTE_CHALLENGE, KD_ROUTE_SIGNUP, KD_ROUTE_SESSION,
-  KD_ROUTE_OBJECT, KD_ROUTE_LIST, KD_ROUTE_OTHER, KD_ROUTE__COUNT
+  KD_ROUTE_OBJECT, KD_ROUTE_LIST, KD_ROUTE_KMS, KD_ROUTE_DEVICES, KD_ROUTE_ENROL,
+  KD_ROUTE_OTHER, KD_ROUTE__COUNT
 } kd_route;
 const char *kd_route_name(kd_route r);
 
@@ -136,6 +140,7 @@ typedef struct kd_server {
   uint8_t *marker;             /* the region marker object, byte for byte */
   size_t marker_len;
   kh_kms *kms;                 /* the region's key service (holds kms/lock) */
+  struct kd_adminsock *adminsock; /* the operator socket (adminsock.c) */
   kh_meta *meta;               /* DIR/server/meta.db */
   kh_store *store;             /* the region's objects (provider at DIR) */
   char *tmpdir;                /* DIR/server/tmp: upload staging */
@@ -255,6 +260,21 @@ int kd_http_start(kd_server *s, const kd_listen *l, const char *cert, const char
                   unsigned *port);
 /* Stop accepting, let in-flight requests finish (up to grace_ms), stop. */
 void kd_http_stop(kd_server *s, unsigned grace_ms);
+
+/* adminsock.c: the operator socket DIR/server/admin.sock (adminsock.h),
+ * served by a thread with s->kms; -1 with errno on failure. */
+int kd_adminsock_start(kd_server *s);
+void kd_adminsock_stop(kd_server *s);
+/* keyholdd admin unwrap ARGS (argv[0] is "unwrap"): exit status. */
+int kd_cmd_admin_unwrap(int argc, char **argv);
+
+/* keysvc.c: the key service's rows (docs/protocol.md §10). */
+extern const kd_row kd_routes_keysvc[];
+extern const size_t kd_routes_keysvc_n;
+
+/* enrol.c: devices and enrolment by approval code (docs/protocol.md §9). */
+extern const kd_row kd_routes_enrol[];
+extern const size_t kd_routes_enrol_n;
 
 /* objects.c: set every account's used bytes to the size of its objects
  * (at start: reservations of uploads a crash cut off are gone). */

@@ -31,6 +31,8 @@ static const char usage_text[] =
 "    keyholdd admin --dir DIR invite [--expires SECONDS]\n"
 "    keyholdd admin --dir DIR accounts [--json]\n"
 "    keyholdd admin --dir DIR quota --account ID --bytes N|none\n"
+"    keyholdd admin unwrap --dir DIR --account ID --reason TEXT\n"
+"                   [--requester NAME] [--key-out FILE] [--json]\n"
 "\n"
 "DESCRIPTION\n"
 "    init creates a region in DIR (which must be missing or empty): its\n"
@@ -54,6 +56,19 @@ static const char usage_text[] =
 "      accounts   list accounts: id, created, devices, used bytes, quota\n"
 "      quota      set an account's quota in bytes (none: no quota)\n"
 "\n"
+"    admin unwrap is the operator's logged release of a standard-protection\n"
+"    account's key, with the output of `keyhold admin unwrap` (docs/cli.md):\n"
+"    the log index, the checkpoint (size, root), the leaf hash and the\n"
+"    inclusion proof; with --json {\"account\", \"index\", \"size\", \"root\",\n"
+"    \"leaf_hash\", \"proof\", \"checkpoint\", \"cosignatures\", \"key_file\"}; the key\n"
+"    only with --key-out (hex, mode 0600).  While serve runs it holds the\n"
+"    key service, so admin unwrap asks it over DIR/server/admin.sock (mode\n"
+"    0600, the server's user only); when no server runs it opens DIR's key\n"
+"    service itself (operator secret from the environment, as for serve).\n"
+"    The release is written to the log before the key leaves the service;\n"
+"    the account's devices see it with keyhold watch.  --requester (default\n"
+"    \"operator\") and --reason (1-512 printable bytes) are logged.\n"
+"\n"
 "OPTIONS\n"
 "    --dir DIR          the region directory\n"
 "    --region-id ID     1-63 of [a-z0-9-] (default: local)\n"
@@ -73,8 +88,12 @@ static const char usage_text[] =
 "                       burst N (default 20)\n"
 "    --expires S        (admin invite) the invitation expires after S seconds\n"
 "                       (default: never)\n"
-"    --json             (admin accounts) one JSON object per line\n"
-"    --account ID       (admin quota) the account (full id)\n"
+"    --json             (admin accounts) one JSON object per line; (admin\n"
+"                       unwrap) one JSON object\n"
+"    --account ID       (admin quota, unwrap) the account (full id)\n"
+"    --reason TEXT      (admin unwrap) why (logged)\n"
+"    --requester NAME   (admin unwrap) who asks (logged; default operator)\n"
+"    --key-out FILE     (admin unwrap) write the key there (hex, mode 0600)\n"
 "    --bytes N|none     (admin quota) the quota in bytes, or none\n"
 "\n"
 "SIGNALS\n"
@@ -95,6 +114,8 @@ static int usage(const char *msg)
         "                      [--signup open|invite] [--session-ttl S] [--quota BYTES]"
         " [--device-rate N] [--address-rate N]\n"
         "       keyholdd admin --dir DIR invite|accounts|quota ...\n"
+        "       keyholdd admin unwrap --dir DIR --account ID --reason TEXT [--requester R]"
+        " [--key-out F] [--json]\n"
         "       keyholdd help\n",
         stderr);
   return EXIT_USAGE;
@@ -193,9 +214,12 @@ static int serve_setup(kd_server *s, const char *dir, const char *vk)
     rc = fail(e, "serve: sessions");
     goto out;
   }
-  /* s->kms stays NULL until the key-service rows land with the operator's
-   * socket (DIR/server/admin.sock): holding the key service's lock without
-   * that socket would make `keyhold admin unwrap` wait for the server */
+  /* the key service: this process holds its lock until it stops; operator
+   * commands reach it through DIR/server/admin.sock meanwhile (adminsock.c) */
+  if ((e = kh_kms_open(dir, &s->kms))) {
+    rc = fail(e, "serve: the region's key service");
+    goto out;
+  }
   rc = EXIT_OK;
 out:
   free(p);
@@ -373,6 +397,11 @@ static int cmd_serve(int argc, char **argv)
     fprintf(stderr, "keyholdd: serve: cannot listen on %s\n", listen);
     goto out;
   }
+  if (kd_adminsock_start(&s) != 0) {
+    fprintf(stderr, "keyholdd: serve: cannot make %s/server/admin.sock: %s\n", dir,
+            strerror(errno));
+    goto out;
+  }
   bool v6 = strchr(l.host, ':') != NULL;
   fprintf(stderr, "listening on %s://%s%s%s:%u\n", cert ? "https" : "http", v6 ? "[" : "",
           l.host, v6 ? "]" : "", port);
@@ -390,11 +419,13 @@ static int cmd_serve(int argc, char **argv)
   }
   atomic_store(&s.stopping, true);
   kd_http_stop(&s, 10000);
+  kd_adminsock_stop(&s);
   fprintf(stderr, "keyholdd: stopped\n");
   rc = EXIT_OK;
 out:
   if (s.mhd)
     kd_http_stop(&s, 0);
+  kd_adminsock_stop(&s);
   kh_tlog_free(s.log);
   kd_auth_free(&s);
   kh_kms_free(s.kms);
@@ -420,6 +451,27 @@ out:
   return rc;
 }
 
+/* keyholdd admin [--dir DIR] unwrap ... is the key service's (adminsock.c);
+ * the other admin commands are admin.c's. */
+static int cmd_admin(int argc, char **argv)
+{
+  int sub = 0;
+  for (int i = 1; i < argc && !sub; i++) {
+    if (!strcmp(argv[i], "--dir"))
+      i++;
+    else if (argv[i][0] != '-')
+      sub = i;
+  }
+  if (!sub || strcmp(argv[sub], "unwrap"))
+    return kd_admin_main(argc, argv);
+  /* argv without the subcommand, the subcommand's name as argv[0] */
+  char *name = argv[sub];
+  for (int i = sub; i > 0; i--)
+    argv[i] = argv[i - 1];
+  argv[1] = name;
+  return kd_cmd_admin_unwrap(argc - 1, argv + 1);
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 2)
@@ -429,7 +481,7 @@ int main(int argc, char **argv)
   if (!strcmp(argv[1], "serve"))
     return cmd_serve(argc - 1, argv + 1);
   if (!strcmp(argv[1], "admin"))
-    return kd_admin_main(argc - 1, argv + 1);
+    return cmd_admin(argc - 1, argv + 1);
   if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help")) {
     fputs(usage_text, stdout);
     return EXIT_OK;

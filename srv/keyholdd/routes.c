@@ -15,6 +15,8 @@ static const struct {
   {kd_routes_log, &kd_routes_log_n},
   {kd_routes_account, &kd_routes_account_n},
   {kd_routes_objects, &kd_routes_objects_n},
+  {kd_routes_keysvc, &kd_routes_keysvc_n},
+  {kd_routes_enrol, &kd_routes_enrol_n},
 };
 
 const char *kd_route_name(kd_route r)
@@ -24,7 +26,8 @@ const char *kd_route_name(kd_route r)
     [KD_ROUTE_ENTRIES] = "log_entries", [KD_ROUTE_HEALTH] = "health",
     [KD_ROUTE_METRICS] = "metrics", [KD_ROUTE_REGION] = "region",
     [KD_ROUTE_CHALLENGE] = "challenge", [KD_ROUTE_SIGNUP] = "signup",
-    [KD_ROUTE_SESSION] = "session", [KD_ROUTE_OBJECT] = "object", [KD_ROUTE_LIST] = "list",
+    [KD_ROUTE_SESSION] = "session", [KD_ROUTE_OBJECT] = "object", [KD_ROUTE_LIST] = "list", [KD_ROUTE_KMS] = "kms",
+    [KD_ROUTE_DEVICES] = "devices", [KD_ROUTE_ENROL] = "enrolments",
     [KD_ROUTE_OTHER] = "other",
   };
   return (unsigned)r < KD_ROUTE__COUNT && n[r] ? n[r] : "other";

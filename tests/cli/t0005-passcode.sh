@@ -175,7 +175,7 @@ json_check "$OUT" "d['region'] == 'local' and len(d['account']) == 32 and d['pat
 # no region given at all
 KEYHOLD_REGION='' khr snapshots
 assert_rc 2 "no region given (a missing required option is a usage error)"
-assert_grep -F "keyhold: no region: use --region DIR or KEYHOLD_REGION" "$ERR" "no region given: message"
+assert_grep -F "keyhold: no region: use --region DIR|URL or KEYHOLD_REGION" "$ERR" "no region given: message"
 KEYHOLD_REGION='' khr init --kdf-memory 8 --kdf-ops 1
 assert_rc 2 "init without a region"
 assert_grep 'region' "$ERR" "no region: message"

@@ -85,8 +85,9 @@ assert_eq "$CODE" 200 "health status"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["status"]=="ok" and d["region"]=="eu-west", d' "$KH_W/b" || fail "health body: $(cat "$KH_W/b")"
 
 # ---- log entries, verified through the server ------------------------------
+# the server holds the key service: the operator goes through its socket
 for n in 1 2 3; do
-  khr admin unwrap --account "$ACCOUNT" --reason "audit $n"
+  run "$KEYHOLDD" admin unwrap --dir "$R" --account "$ACCOUNT" --reason "audit $n"
   assert_ok "admin unwrap $n"
 done
 khr log verify --log "$URL/log" --key "$VKEY"
@@ -124,9 +125,14 @@ for p in tile/0/0 tile/0/x000/000 tile/00/000 tile/0/000.p/0 tile/0/000.p/256 \
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["code"]=="not_found" and d["error"], d' "$KH_W/b" || fail "JSON error body for $p"
 done
 
-# full tiles are immutable: fill the first tile (256 entries)
+# full tiles are immutable: fill the first tile (256 entries), with the key
+# service to ourselves while the server is stopped
+kill -TERM "$SPID"
+wait "$SPID"
 run "$KH_FILL_LOG" "$R" "$ACCOUNT" 253
 assert_ok "253 more unwraps"
+start_server http --access-log "$ALOG"
+URL=http://127.0.0.1:$PORT
 get "$URL/log/tile/0/000"
 assert_eq "$CODE" 200 "full tile status"
 assert_eq "$(header Cache-Control)" "public, max-age=31536000, immutable" "full tile Cache-Control"

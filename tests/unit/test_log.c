@@ -758,6 +758,25 @@ static void test_entry(void)
   CHECK(!memcmp(&e, &g, sizeof e));
   CHECK(t && strstr(t, "op escrow-attempt\n") && strstr(t, "attempt 3\nresult fail\n"));
   free(t);
+  /* device statements (docs/log.md §5.2) */
+  {
+    const char *ops[] = {"enrol", "revoke"};
+    kh_log_op want_op[] = {KH_LOG_OP_ENROL, KH_LOG_OP_REVOKE};
+    for (int i = 0; i < 2; i++) {
+      char st[512];
+      snprintf(st, sizeof st, "keyhold-log-entry v1\ntime 2026-11-28T09:00:00Z\nregion local\n"
+               "account ab\nop %s\nkey 0123456789abcdef0123456789abcdef\n"
+               "requester device:fedcba9876543210fedcba9876543210\nreason x y\n"
+               "device fedcba9876543210fedcba9876543210:c2ln\n", ops[i]);
+      CHECK_OK(kh_log_entry_parse(st, strlen(st), &g));
+      CHECK_EQ(g.op, want_op[i]);
+      CHECK(!strcmp(kh_log_op_name(g.op), ops[i]));
+      CHECK_OK(kh_log_entry_format(&g, &t, &tl));
+      CHECK(t && tl == strlen(st) && !memcmp(t, st, tl));
+      free(t);
+    }
+    CHECK(kh_log_op_name((kh_log_op)(KH_LOG_OP_LAST + 1)) == NULL);
+  }
   /* strict parse */
   const char *base = "keyhold-log-entry v1\ntime 2026-11-23T19:00:00Z\nregion local\n"
                      "account ab\nop wrap\nkey k\nrequester r\nreason x\n";
