@@ -57,7 +57,7 @@ khd_start() { # BIN REGION_DIR LOG_DIR
   KHD_PID=$!
   _i=0
   while [ $_i -lt 300 ]; do
-    KHD_URL=$(sed -n 's/^listening on \(https\{0,1\}:\/\/[^ ]*\)$/\1/p' "$_logs/serve.err" | head -n 1)
+    KHD_URL=$(sed -n 's/^listening on \(https\{0,1\}:\/\/[^ ]*\)$/\1/p' "$_logs/serve.err" 2>/dev/null | head -n 1)
     [ -n "$KHD_URL" ] && break
     kill -0 "$KHD_PID" 2>/dev/null || break
     sleep 0.1; _i=$((_i + 1))
@@ -86,7 +86,8 @@ khd_hwm() {
 
 khd_requests() {
   # JSON lines only (the access log falls back to stderr without --access-log)
-  grep -c '^{' "$KHD_LOG" 2>/dev/null || echo 0
+  if [ -f "$KHD_LOG" ]; then grep -c '^{' "$KHD_LOG"; else echo 0; fi
+  return 0
 }
 
 khd_client_init() { # KEYHOLD PASSFILE SCRATCH
