@@ -11,7 +11,7 @@ TEST_PKGS := curl openssl softhsm2 p11-kit xxd strace util-linux mount base-pass
 BENCH_PKGS := restic borgbackup linux-source-6.1 time xz-utils openssh-server openssh-client
 FUZZ_PKGS := clang
 
-.PHONY: all build deps test-deps check check-asan demo bench bench-load fuzz clean install uninstall
+.PHONY: all build deps test-deps check check-asan demo bench bench-load bench-selftest fuzz clean install uninstall
 
 all: build
 
@@ -68,6 +68,11 @@ bench: build
 
 bench-load: build
 	sh bench/load.sh $(BUILD)
+
+# checks of the harness itself (analyzer, "not available", private sshd); ~1 min
+bench-selftest: build
+	$(call install_pkgs,$(BENCH_PKGS))
+	sh bench/selftest.sh $(BUILD)
 
 fuzz: deps
 	$(call install_pkgs,$(FUZZ_PKGS))

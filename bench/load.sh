@@ -57,15 +57,16 @@ SMALL_MAX=${KH_LOAD_SMALL_MAX:-65536}
 analyze() {
   tail -n +"$(($2 + 1))" "$1" | awk -v secs="$3" -v small_max="$SMALL_MAX" '
     function field(name,   m, s) {
-      # a number field of one JSON object per line (docs/operations.md)
-      if (match($0, "\"" name "\":[0-9.]+")) {
-        s = substr($0, RSTART, RLENGTH); sub(/^"[^"]*":/, "", s); return s
+      # a number field of one JSON object per line (docs/operations.md;
+      # keyholdd writes no blank after the colon, other writers may)
+      if (match($0, "\"" name "\": *[0-9.]+")) {
+        s = substr($0, RSTART, RLENGTH); sub(/^"[^"]*": */, "", s); return s
       }
       return ""
     }
     function sfield(name,   s) {
-      if (match($0, "\"" name "\":\"[^\"]*\"")) {
-        s = substr($0, RSTART, RLENGTH); sub(/^"[^"]*":"/, "", s); sub(/"$/, "", s); return s
+      if (match($0, "\"" name "\": *\"[^\"]*\"")) {
+        s = substr($0, RSTART, RLENGTH); sub(/^"[^"]*": *"/, "", s); sub(/"$/, "", s); return s
       }
       return ""
     }
