@@ -245,18 +245,19 @@ fail() { # TOOL STEP
   [ "$KEEP" = 1 ] || log "(rerun with --keep to keep the logs)"
 }
 
-# server_rss_begin TOOL / server_rss_end TOOL: peak RSS (KiB) of the server
-# side of a networked tool during one step, or empty for a local tool.
-server_rss_begin() {
+# server_begin TOOL / server_end TOOL: "KIB CPU", the peak RSS (KiB) and the
+# user+sys CPU seconds of the server side of a networked tool during one
+# step; nothing for a local tool.
+server_begin() {
   case $1 in
-    keyholdd) khd_hwm_reset ;;
-    restic-sftp|borg-ssh) sshd_rss_clear ;;
+    keyholdd) khd_hwm_reset; KHD_CPU0=$(khd_cpu) ;;
+    restic-sftp|borg-ssh) sshd_server_clear ;;
   esac
 }
-server_rss_end() {
+server_end() {
   case $1 in
-    keyholdd) khd_hwm ;;
-    restic-sftp|borg-ssh) sshd_take_rss ;;
+    keyholdd) echo "$(khd_hwm) $(awk -v a="${KHD_CPU0:-0}" -v b="$(khd_cpu)" 'BEGIN { printf "%.2f", b - a }')" ;;
+    restic-sftp|borg-ssh) sshd_server_take ;;
   esac
 }
 
@@ -264,14 +265,15 @@ server_rss_end() {
 run_step() {
   _t=$1; _s=$2; shift 2
   log "$_t: $_s ..."
-  server_rss_begin "$_t"
+  server_begin "$_t"
   if timed "$_t-$_s" "$@"; then
     setv "$_t" "${_s}_s" "$T_SEC"; setv "$_t" "${_s}_kib" "$T_KIB"; setv "$_t" "${_s}_cpu" "$T_CPU"
-    _srv=$(server_rss_end "$_t"); setv "$_t" "${_s}_srv" "$_srv"
-    log "$_t: $_s ${T_SEC} s wall, ${T_CPU} s cpu, peak RSS ${T_KIB} KiB${_srv:+, server peak RSS $_srv KiB}"
+    _srv=$(server_end "$_t")
+    setv "$_t" "${_s}_srv" "${_srv%% *}"; setv "$_t" "${_s}_srvcpu" "${_srv#* }"
+    log "$_t: $_s ${T_SEC} s wall, ${T_CPU} s cpu, peak RSS ${T_KIB} KiB${_srv:+, server: peak RSS ${_srv%% *} KiB, ${_srv#* } s cpu}"
     return 0
   fi
-  server_rss_end "$_t" > /dev/null
+  server_end "$_t" > /dev/null
   fail "$_t" "$_s"; return 1
 }
 
@@ -367,7 +369,7 @@ bench_borg_ssh() {
   setv borg-ssh version "$(borg --version 2>/dev/null | head -n1); $(ssh -V 2>&1)"
   _url="ssh://$SSH_USER@127.0.0.1:$SSHD_PORT$R"
   set -- env "BORG_RSH=ssh -F $SSH_CONFIG" \
-    "BORG_REMOTE_PATH=/usr/bin/time -a -o $SSHD_DIR/server.rss -f %M borg"
+    "BORG_REMOTE_PATH=/usr/bin/time -a -o $SSHD_DIR/server.time -f %M,%U,%S borg"
   run_step borg-ssh init "$@" borg init --encryption=repokey-blake2 "$_url" || return 1
   run_step borg-ssh backup1 "$@" borg create --compression zstd,3 "$_url::a1" "$TREE" || return 1
   run_step borg-ssh backup2 "$@" borg create --compression zstd,3 "$_url::a2" "$TREE" || return 1
@@ -507,11 +509,16 @@ JSON=$RESULTS/latest.json
   echo "peakRSS: the client (max over b1, b2, restore); srvRSS: the server side"
   echo "(keyholdd VmHWM; sftp-server / borg serve under GNU time), max over the same steps"
   echo
-  printf '%-11s %9s %9s %9s   (CPU seconds, user+sys, client)\n' '' 'b1 cpu' 'b2 cpu' 'rst cpu'
+  printf '%-11s %9s %9s %9s %9s %9s %9s   (CPU seconds, user+sys)\n' '' 'b1 cpu' 'b2 cpu' 'rst cpu' \
+    'srv b1' 'srv b2' 'srv rst'
   for t in $TOOLS; do
-    printf '%-11s %9s %9s %9s\n' "$t" "$(num "$(getv $t backup1_cpu)" %.2f)" \
-      "$(num "$(getv $t backup2_cpu)" %.2f)" "$(num "$(getv $t restore_cpu)" %.2f)"
+    printf '%-11s %9s %9s %9s %9s %9s %9s\n' "$t" "$(num "$(getv $t backup1_cpu)" %.2f)" \
+      "$(num "$(getv $t backup2_cpu)" %.2f)" "$(num "$(getv $t restore_cpu)" %.2f)" \
+      "$(num "$(getv $t backup1_srvcpu)" %.2f)" "$(num "$(getv $t backup2_srvcpu)" %.2f)" \
+      "$(num "$(getv $t restore_srvcpu)" %.2f)"
   done
+  echo "(client: the tool and its children, e.g. ssh; server: keyholdd, or every sshd"
+  echo " connection with its sftp-server / borg serve)"
   echo
   # A/B ratios of every pair that says something: local vs over the network
   # for each tool, keyhold (embedded and through the server) vs the others.
@@ -598,6 +605,8 @@ jnum() { if [ -n "$1" ]; then printf '%s' "$1"; else printf 'null'; fi; }
       "$(jnum "$(getv $t restore_srv)")" "$(jnum "$(getv $t srv_kib)")"
     printf '      "backup1_cpu_s": %s, "backup2_cpu_s": %s, "restore_cpu_s": %s,\n' \
       "$(jnum "$(getv $t backup1_cpu)")" "$(jnum "$(getv $t backup2_cpu)")" "$(jnum "$(getv $t restore_cpu)")"
+    printf '      "server_backup1_cpu_s": %s, "server_backup2_cpu_s": %s, "server_restore_cpu_s": %s,\n' \
+      "$(jnum "$(getv $t backup1_srvcpu)")" "$(jnum "$(getv $t backup2_srvcpu)")" "$(jnum "$(getv $t restore_srvcpu)")"
     printf '      "repo_bytes": %s}' "$(jnum "$(getv $t repo_bytes)")"
   done
   echo

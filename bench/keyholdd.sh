@@ -17,6 +17,7 @@
 #   khd_hwm_reset / khd_hwm
 #                 reset / read the server's peak RSS in KiB (VmHWM in
 #                 /proc/PID/status; "5" in /proc/PID/clear_refs resets it).
+#   khd_cpu       the server's user+sys CPU seconds so far (/proc/PID/stat).
 #   khd_requests  number of lines in the access log so far.
 #   khd_client_init KEYHOLD PASSFILE SCRATCH
 #                 `keyhold init --region URL` in the empty dir SCRATCH, with
@@ -82,6 +83,13 @@ khd_hwm_reset() {
 
 khd_hwm() {
   [ -n "$KHD_PID" ] && awk '$1 == "VmHWM:" { print $2 }' "/proc/$KHD_PID/status" 2>/dev/null
+}
+
+khd_cpu() {
+  [ -n "$KHD_PID" ] || return 0
+  # fields after "(comm) ": state is $1, utime $12, stime $13 (proc(5))
+  sed 's/^.*) //' "/proc/$KHD_PID/stat" 2>/dev/null |
+    awk -v hz="$(getconf CLK_TCK 2>/dev/null || echo 100)" '{ printf "%.2f\n", ($12 + $13) / hz }'
 }
 
 khd_requests() {

@@ -10,10 +10,14 @@
 #                    and the server stopped.
 #   sshd_stop        stop that server and its sessions (safe to call twice,
 #                    and from an EXIT trap).
-#   sshd_rss_clear   forget what sshd_take_rss would report.
-#   sshd_take_rss    peak RSS (KiB) of the server-side programs (sftp-server,
-#                    borg serve) that ran since the last call, waiting briefly
-#                    for the last one to exit; empty if none reported.
+#   sshd_server_clear
+#                    forget what sshd_server_take would report.
+#   sshd_server_take prints "KIB CPU" for what ran since the last clear:
+#                    KIB the peak RSS of the server-side programs
+#                    (sftp-server, borg serve), CPU the user+sys seconds of
+#                    all of the server side (the per-connection sshd that
+#                    encrypts, and those programs), after waiting briefly
+#                    for the sessions to end; nothing if none ran.
 #
 # Nothing outside DIR is read or written: not /etc/ssh/sshd_config (sshd -f
 # DIR/sshd_config), not ~/.ssh (ssh -F DIR/ssh_config, whose IdentityFile
@@ -22,9 +26,11 @@
 # privilege-separation directory /run/sshd, compiled into sshd: it is created
 # (empty, root-owned, 0755) when missing, as the system's unit would.
 #
-# Server-side memory: the sftp subsystem and `borg serve` run under GNU time
-# (the sftp Subsystem line here, BORG_REMOTE_PATH in bench.sh), which appends
-# their peak RSS to DIR/server.rss; bench.sh reports it as "server RSS".
+# Server side: the sftp subsystem and `borg serve` run under GNU time (the
+# sftp Subsystem line here, BORG_REMOTE_PATH in bench.sh), which appends
+# "KIB,USER,SYS" to DIR/server.time (no blank: sshd_config would split it):
+# their peak RSS.  CPU is the growth of the listener's cutime + cstime
+# (proc(5)): every finished connection, sshd and its children together.
 
 SSHD_PID=
 SSHD_PORT=
@@ -77,7 +83,7 @@ sshd_start() {
     ssh-keygen -q -t ed25519 -N '' -C khbench-client -f "$SSHD_DIR/id_ed25519" </dev/null >/dev/null 2>&1 ||
     { SSHD_WHY="ssh-keygen failed"; return 1; }
   cp "$SSHD_DIR/id_ed25519.pub" "$SSHD_DIR/authorized_keys"
-  : > "$SSHD_DIR/server.rss"
+  : > "$SSHD_DIR/server.time"
   mkdir -p "$SSHD_DIR/borg-serve-base"
   # PAM, lastlog, motd and DNS off: the session touches nothing of the system.
   # StrictModes off: DIR's parents (e.g. /var/tmp, mode 1777) would fail it.
@@ -103,7 +109,7 @@ PermitUserEnvironment no
 MaxStartups 200:30:400
 MaxSessions 64
 SetEnv BORG_BASE_DIR=$SSHD_DIR/borg-serve-base
-Subsystem sftp /usr/bin/time -a -o $SSHD_DIR/server.rss -f %M $_sftp
+Subsystem sftp /usr/bin/time -a -o $SSHD_DIR/server.time -f %M,%U,%S $_sftp
 EOF
   _try=0
   while [ $_try -lt 5 ]; do
@@ -158,17 +164,28 @@ EOF
   return 0
 }
 
-sshd_rss_clear() {
-  : > "$SSHD_DIR/server.rss"
+# user+sys CPU seconds of the listener's waited-for descendants
+sshd_child_cpu() {
+  sed 's/^.*) //' "/proc/$SSHD_PID/stat" 2>/dev/null |
+    awk -v hz="$(getconf CLK_TCK 2>/dev/null || echo 100)" '{ printf "%.2f\n", ($14 + $15) / hz }'
 }
 
-sshd_take_rss() {
-  _f=$SSHD_DIR/server.rss
+sshd_server_clear() {
+  : > "$SSHD_DIR/server.time"
+  SSHD_CPU0=$(sshd_child_cpu)
+}
+
+sshd_server_take() {
+  _f=$SSHD_DIR/server.time
   # the remote side writes its line when it exits, which can be just after
   # the client has: give it a moment
   _i=0
   while [ $_i -lt 30 ] && [ ! -s "$_f" ]; do sleep 0.1; _i=$((_i + 1)); done
-  sleep 0.2
-  grep -E '^[0-9]+$' "$_f" 2>/dev/null | sort -n | tail -n 1
+  # and for the connections' sshd processes to end and be reaped
+  _i=0
+  while [ $_i -lt 30 ] && pgrep -P "$SSHD_PID" >/dev/null 2>&1; do sleep 0.1; _i=$((_i + 1)); done
+  awk -F, -v cpu="$(awk -v a="${SSHD_CPU0:-0}" -v b="$(sshd_child_cpu)" 'BEGIN { printf "%.2f", b - a }')" \
+    'NF == 3 && $1 ~ /^[0-9]+$/ { n++; if ($1 + 0 > k) k = $1 + 0 }
+     END { if (n) printf "%d %s\n", k, cpu }' "$_f" 2>/dev/null
   : > "$_f"
 }
