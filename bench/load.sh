@@ -184,7 +184,11 @@ WORK=$(cd "$WORK" && pwd -P)
 RUN=$WORK/load.$$
 RESULTS=$WORK/results
 mkdir -p "$RUN" "$RESULTS" || die "cannot create $RUN"
+PIDS=
 cleanup() {
+  # on ^C or an error during the load: the clients' timeout processes (by the
+  # pid of their subshell), which pass the signal on to keyhold
+  for p in $PIDS; do pkill -TERM -P "$p" 2>/dev/null; done
   khd_stop
   if [ "$KEEP" = 1 ]; then log "kept $RUN"; else rm -rf "$RUN"; fi
 }
@@ -262,7 +266,6 @@ done
 MARK=$(wc -l < "$KHD_LOG" | tr -d ' ')
 log "$DEVICES backups at once (limit ${TIMEOUT} s each) ..."
 t0=$(date +%s.%N)
-PIDS=
 i=1
 while [ $i -le "$DEVICES" ]; do
   (
@@ -276,6 +279,7 @@ while [ $i -le "$DEVICES" ]; do
 done
 # these clients only: a bare `wait` would also wait for the server
 wait $PIDS
+PIDS=
 t1=$(date +%s.%N)
 LOAD_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 HWM=$(khd_hwm)
