@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_PKGS := meson ninja-build pkg-config gcc libsodium-dev libzstd-dev libp11-kit-dev \
               libsqlite3-dev libcurl4-openssl-dev libmicrohttpd-dev libfuse3-dev python3
 TEST_PKGS := curl openssl softhsm2 p11-kit xxd strace util-linux mount base-passwd time golang-go \
-             golang-golang-x-mod-dev zsh fish fuse3 unzip sqlite3
+             golang-golang-x-mod-dev zsh fish fuse3 unzip sqlite3 systemd
 BENCH_PKGS := restic borgbackup linux-source-6.1 time xz-utils fuse3 openssh-server openssh-client
 FUZZ_PKGS := clang
 
