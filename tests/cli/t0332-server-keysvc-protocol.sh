@@ -5,8 +5,10 @@
 # body, no session); prepare / sign / commit of a device's request: the
 # entry the device signs is appended byte for byte, and an entry altered
 # between prepare and commit, a signature by another key, a prepared request
-# used twice or by another device are refused with nothing logged; the
-# escrow recovery endpoint's refusals.
+# used twice or by another device are refused with nothing logged; kill -9
+# of the server between a release's log entry and its answer (the entry is
+# there, the log verifies, the next release completes); the escrow recovery
+# endpoint's refusals.
 . "$KH_SRCDIR/tests/cli/lib.sh"
 . "$KH_SRCDIR/tests/cli/protolib.sh"
 python3 -c 'import cryptography.hazmat.primitives.asymmetric.ed25519' 2>/dev/null ||
@@ -140,7 +142,51 @@ json_check "$KH_W/r4.json" "d['op'] == 'unwrap' and d['index'] == $S1 and len(d[
 log_text | tr '\n' '\001' | grep -qF "$(tr '\n' '\001' <"$KH_W/e4.logged")" ||
   fail "the log holds exactly the signed entry and the device's signature"
 
+# ---- kill -9 between a device's release and its answer ------------------------------
+srv_stop
+KH_FAULT=kms.unwrap-logged:1:kill
+export KH_FAULT
+srv_start
+unset KH_FAULT
+pc session alice
+expect "201 -" "a new session after the restart"
+pc req alice POST "$KMS/prepare" --body "$KH_W/prep.json" --out "$KH_W/p5.json"
+expect "201 -" "prepare before the crash"
+json_field "$KH_W/p5.json" entry >"$KH_W/e5"
+P5=$(json_field "$KH_W/p5.json" prepare)
+SIG5=$(sign_entry alice "$KH_W/e5")
+printf '{"prepare":"%s","sig":"%s"}' "$P5" "$SIG5" >"$KH_W/c.json"
+S5=$(log_size)
+pc req alice POST "$KMS/commit" --body "$KH_W/c.json"
+[ "$RC" -eq 1 ] || fail "the client sees the connection end without an answer (rc $RC: $GOT)"
+i=0
+while kill -0 "$SPID" 2>/dev/null; do
+  i=$((i + 1)); [ $i -lt 100 ] || fail "the server was not killed at the fault point"; sleep 0.1
+done
+wait "$SPID"
+assert_eq "$(log_size)" "$((S5 + 1))" "the release was logged before the crash"
+{ cat "$KH_W/e5"; printf 'device %s:%s\n' "$(devid alice)" "$SIG5"; } >"$KH_W/e5.logged"
+log_text | tr '\n' '\001' | grep -qF "$(tr '\n' '\001' <"$KH_W/e5.logged")" ||
+  fail "the released key's entry is in the log, signed by the device"
+srv_start
+run "$KEYHOLD" log verify --log "$URL/log" --key "$(cat "$R/log/verifier")"
+assert_ok "the log verifies after the crash"
+assert_grep "^size $((S5 + 1))\$" "$OUT" "with the crashed release in it"
+pc session alice
+expect "201 -" "session after the restart"
+pc req alice POST "$KMS/commit" --body "$KH_W/c.json"
+expect "404 not_found" "a prepared request does not outlive the server"
+pc req alice POST "$KMS/prepare" --body "$KH_W/prep.json" --out "$KH_W/p6.json"
+expect "201 -" "prepare after the restart"
+json_field "$KH_W/p6.json" entry >"$KH_W/e6"
+printf '{"prepare":"%s","sig":"%s"}' "$(json_field "$KH_W/p6.json" prepare)" \
+  "$(sign_entry alice "$KH_W/e6")" >"$KH_W/c.json"
+pc req alice POST "$KMS/commit" --body "$KH_W/c.json" --out "$KH_W/r6.json"
+expect "200 -" "the next release completes"
+json_check "$KH_W/r6.json" "d['index'] == $((S5 + 1))" "right after the crashed one"
+
 # ---- escrow recovery endpoint (no session) ------------------------------------------
+S7=$(log_size)
 CH=$(curl -s "$URL/v1/challenge" | python3 -c 'import json,sys; print(json.load(sys.stdin)["challenge"])')
 Z=$(head -c 32 /dev/zero | base64 -w0)
 S64=$(head -c 64 /dev/zero | base64 -w0)
@@ -154,5 +200,5 @@ assert_eq "$CODE" 401 "a challenge is used once"
 assert_grep '"code":"bad_challenge"' "$KH_W/b" "code bad_challenge"
 CODE=$(curl -s -o "$KH_W/b" -w '%{http_code}' -X POST --data-binary '{"name":"x"}' "$URL$KMS/escrow/recover")
 assert_eq "$CODE" 400 "recovery with a malformed body"
-assert_eq "$(log_size)" "$((S1 + 1))" "refused recoveries log nothing (not even an attempt)"
+assert_eq "$(log_size)" "$S7" "refused recoveries log nothing (not even an attempt)"
 pass
