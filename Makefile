@@ -56,6 +56,7 @@ check-asan: test-deps
 
 demo: build
 	sh scripts/demo.sh $(BUILD)/cmd/keyhold/keyhold
+	sh scripts/demo-server.sh $(BUILD)/cmd/keyhold/keyhold $(BUILD)/srv/keyholdd/keyholdd
 
 # bench.sh: keyhold (embedded and through keyholdd), restic (local and over
 # SFTP), borg (local and over SSH) on the Linux tree; load.sh: 50 devices at
