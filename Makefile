@@ -7,11 +7,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_PKGS := meson ninja-build pkg-config gcc libsodium-dev libzstd-dev libp11-kit-dev \
               libsqlite3-dev libcurl4-openssl-dev libmicrohttpd-dev libfuse3-dev python3
 TEST_PKGS := curl openssl softhsm2 p11-kit xxd strace util-linux mount base-passwd time golang-go \
-             golang-golang-x-mod-dev zsh fish fuse3 unzip
-BENCH_PKGS := restic borgbackup linux-source-6.1 time xz-utils fuse3
+             golang-golang-x-mod-dev zsh fish fuse3 unzip sqlite3 systemd
+BENCH_PKGS := restic borgbackup linux-source-6.1 time xz-utils fuse3 openssh-server openssh-client
 FUZZ_PKGS := clang
 
-.PHONY: all build deps test-deps check check-asan demo bench fuzz clean install uninstall
+.PHONY: all build deps test-deps check check-asan demo bench bench-load bench-selftest fuzz clean install uninstall
 
 all: build
 
@@ -56,12 +56,25 @@ check-asan: test-deps
 
 demo: build
 	sh scripts/demo.sh $(BUILD)/cmd/keyhold/keyhold
+	sh scripts/demo-server.sh $(BUILD)/cmd/keyhold/keyhold $(BUILD)/srv/keyholdd/keyholdd
 
+# bench.sh: keyhold (embedded and through keyholdd), restic (local and over
+# SFTP), borg (local and over SSH) on the Linux tree; load.sh: 50 devices at
+# once against keyholdd.  docs/benchmarks.md.
 bench: build
 	$(call install_pkgs,$(BENCH_PKGS))
 	sh bench/bench.sh $(BUILD)
 	sh bench/kms.sh $(BUILD)
 	sh bench/mount.sh $(BUILD)
+	sh bench/load.sh $(BUILD)
+
+bench-load: build
+	sh bench/load.sh $(BUILD)
+
+# checks of the harness itself (analyzer, "not available", private sshd); ~1 min
+bench-selftest: build
+	$(call install_pkgs,$(BENCH_PKGS))
+	sh bench/selftest.sh $(BUILD)
 
 fuzz: deps
 	$(call install_pkgs,$(FUZZ_PKGS))

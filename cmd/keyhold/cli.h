@@ -173,6 +173,52 @@ void cli_out_raw(const char *line);
 /* Seconds on a monotonic clock. */
 double cli_now(void);
 
+/* --host, --path, --tag (cli_select.c; docs/cli.md "Selecting snapshots"):
+ * add CLI_FILTER_OPTIONS to a command's getopt_long table and hand each of
+ * those options to cli_filter_add. */
+enum { CLI_OPT_HOST = 0x1100, CLI_OPT_PATH, CLI_OPT_TAG };
+#define CLI_FILTER_OPTIONS                                                    \
+  {"host", required_argument, NULL, CLI_OPT_HOST},                            \
+  {"path", required_argument, NULL, CLI_OPT_PATH},                            \
+  {"tag", required_argument, NULL, CLI_OPT_TAG}
+/* Help text shared by the commands that take a SNAPSHOT name. */
+#define CLI_HELP_SNAPSHOT_NAMES                                                \
+  "    SNAPSHOT is a full id, a unique prefix of 4 or more hex digits, or\n"   \
+  "    \"latest\": the newest snapshot of one group (same host and same\n"     \
+  "    backed-up paths) among those --host, --path and --tag select.\n"       \
+  "    Without --host, this machine's snapshots are preferred when it has\n"  \
+  "    any.  If what is left spans several groups, latest is refused\n"      \
+  "    (exit 2) and the groups are listed, each as the --host and --path\n"  \
+  "    options that choose it: it never picks another folder's snapshot.\n"  \
+  "    NAME~N is the Nth snapshot before NAME in its group, in the order of\n" \
+  "    keyhold snapshots (latest~1: the one before the newest).  An id\n"    \
+  "    given with --host, --path or --tag must match them.\n"
+#define CLI_HELP_FILTER_OPTIONS                                                \
+  "    --host H\n"                                                           \
+  "        Choose among snapshots made on host H (repeatable: any of them).\n" \
+  "    --path P\n"                                                           \
+  "        Choose among snapshots whose backed-up paths are exactly the\n"    \
+  "        --path options given (repeat it for a snapshot of several paths).\n" \
+  "    --tag T[,T...]\n"                                                     \
+  "        Choose among snapshots carrying every tag of the list\n"          \
+  "        (repeatable: any of the lists; '' selects those without tags).\n"
+typedef struct cli_filter {
+  kh_snapshot_filter f;     /* what the library is given */
+  char **hosts, **paths, **tags; /* owned */
+  size_t cap;
+} cli_filter;
+/* cap: how many options at most (argc will do).  false: out of memory. */
+bool cli_filter_init(cli_filter *cf, int cap);
+void cli_filter_release(cli_filter *cf);
+/* Take one option (c is CLI_OPT_*): false on a bad value, after printing
+ * why ("CMD: --path: ..."); the caller then returns cli_usage(cmd). */
+bool cli_filter_add(cli_filter *cf, int c, const char *arg, const char *cmd);
+/* Resolve a snapshot name with the filter (NULL: none) into id.  On error
+ * prints "keyhold: WHAT: ..." and returns the exit code: 2 when latest (or
+ * latest~N) spans several groups (listed), else 1.  0 on success. */
+int cli_resolve_snapshot(kh_vault *v, const char *spec, const cli_filter *cf, const char *what,
+                         char id[KH_SNAPSHOT_ID_HEX + 1]);
+
 /* A tree node's type as ls and find print it ("file", "dir", "symlink",
  * ...), and its mode as "ls -l" shows it ("drwxr-xr-x"; s must hold 11). */
 const char *cli_node_type(int t);

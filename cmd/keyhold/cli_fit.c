@@ -7,8 +7,8 @@
 
 /* The global options (docs/cli.md), without their values. */
 static const char *const global_opts[] = {
-  "--region", "--ca-file", "--passcode-file", "--passcode-command", "--account", "--json",
-  "--quiet", "--verbose",
+  "--region", "--ca-file", "--passcode-file", "--passcode-command", "--account", "--json", "--quiet",
+  "--verbose",
   "--no-cache", "--limit-upload", "--limit-download", "--help", "--version",
 };
 #define NGLOBAL (sizeof global_opts / sizeof global_opts[0])

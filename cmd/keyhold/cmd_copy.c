@@ -12,7 +12,8 @@ const char cmd_copy_help[] =
 "\n"
 "SYNOPSIS\n"
 "    keyhold copy [--from-region DIR] [--from-account ID]\n"
-"                 [--from-passcode-file F] [--json] [SNAPSHOT...]\n"
+"                 [--from-passcode-file F] [--host H]... [--path P]...\n"
+"                 [--tag T]... [--json] [SNAPSHOT...]\n"
 "\n"
 "DESCRIPTION\n"
 "    Copies snapshots of the source account (--from-account in\n"
@@ -25,8 +26,10 @@ const char cmd_copy_help[] =
 "    with each other; the trees are rebuilt.  Nothing is ever copied as\n"
 "    ciphertext: the source's keys never reach the destination.\n"
 "\n"
-"    SNAPSHOT names source snapshots (\"latest\", an id or a unique prefix);\n"
-"    without any, every snapshot of the source is copied, oldest first.\n"
+"    SNAPSHOT names source snapshots (see below; --host, --path and --tag\n"
+"    choose among the source's snapshots); without any, every snapshot of\n"
+"    the source that --host, --path and --tag select (all of them without\n"
+"    these options) is copied, oldest first.\n"
 "    Each copy keeps the time, host, paths, tags and counts of its source\n"
 "    and records the source snapshot's id (shown as copy_of by keyhold\n"
 "    snapshots --json); it is signed by this device but ordered as its\n"
@@ -50,7 +53,10 @@ const char cmd_copy_help[] =
 "    is one object {\"copied\": [{\"source\", \"id\"}...], \"skipped\":\n"
 "    [source ids], \"blobs_new\", \"bytes_new\", \"bytes_stored\"}.\n"
 "\n"
+CLI_HELP_SNAPSHOT_NAMES
+"\n"
 "OPTIONS\n"
+CLI_HELP_FILTER_OPTIONS
 "    --from-region DIR\n"
 "        The source region (default: the destination's region).\n"
 "    --from-account ID\n"
@@ -69,11 +75,14 @@ const char cmd_copy_help[] =
 "    0 on success (also when everything was already copied); 1 if an\n"
 "    account cannot be opened, a snapshot does not exist, or data is\n"
 "    missing or damaged (the copies finished before stay); 2 on a usage\n"
-"    error, or when source and destination are the same account.\n"
+"    error, or when source and destination are the same account, or when\n"
+"    latest would have to choose between several groups of the source.\n"
 "\n"
 "EXAMPLES\n"
 "    keyhold --region /srv/eu copy --from-region /srv/local\n"
-"    keyhold copy --from-account 3f2a --from-passcode-file old.pass latest\n";
+"    keyhold copy --from-account 3f2a --from-passcode-file old.pass \\\n"
+"        --path /home/ana latest\n"
+"    keyhold copy --from-region /srv/local --host laptop\n";
 
 typedef struct copy_out {
   uint64_t n;
@@ -106,42 +115,53 @@ int cmd_copy(int argc, char **argv) {
     {"from-region", required_argument, NULL, 'r'},
     {"from-account", required_argument, NULL, 'a'},
     {"from-passcode-file", required_argument, NULL, 'p'},
+    CLI_FILTER_OPTIONS,
     {NULL, 0, NULL, 0},
   };
   const char *from_region = NULL, *from_account = NULL, *from_pass = NULL;
   int ch;
+  kh_vault *dst = NULL, *src = NULL;
+  kh_secret *pass = NULL;
+  copy_out out;
+  memset(&out, 0, sizeof out);
+  int rc = CLI_EXIT_FAIL;
+  cli_filter cf;
+  kh_snapshot_info *sel = NULL;
+  size_t nsel = 0, nids = 0;
+  char (*idbuf)[KH_SNAPSHOT_ID_HEX + 1] = NULL;
+  const char **ids = NULL;
+  if (!cli_filter_init(&cf, argc)) return CLI_EXIT_FAIL;
   optind = 0;
   while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (ch) {
     case 'r': from_region = optarg; break;
     case 'a': from_account = optarg; break;
     case 'p': from_pass = optarg; break;
-    default: return cli_usage("copy");
+    case CLI_OPT_HOST: case CLI_OPT_PATH: case CLI_OPT_TAG:
+      if (!cli_filter_add(&cf, ch, optarg, "copy")) { rc = cli_usage("copy"); goto out; }
+      break;
+    default: rc = cli_usage("copy"); goto out;
     }
   }
-  kh_vault *dst = NULL, *src = NULL;
-  kh_secret *pass = NULL;
-  copy_out out;
-  memset(&out, 0, sizeof out);
-  int rc = CLI_EXIT_FAIL;
   const char *region;
   char dacct[KH_ACCOUNT_ID_HEX + 1], sacct[KH_ACCOUNT_ID_HEX + 1];
-  if (cli_region_path(&region)) return CLI_EXIT_USAGE;
+  if (cli_region_path(&region)) { rc = CLI_EXIT_USAGE; goto out; }
   if (!from_region) from_region = region;
-  if (!cli_pick_account(region, dacct)) return CLI_EXIT_FAIL;
+  if (!cli_pick_account(region, dacct)) goto out;
   {
     const char *saved = g_opts.account; /* the source: same rules, its own prefix */
     g_opts.account = from_account;
     bool ok = cli_pick_account(from_region, sacct);
     g_opts.account = saved;
-    if (!ok) return CLI_EXIT_FAIL;
+    if (!ok) goto out;
   }
   char rid_d[64], rid_s[64];
   if (!kh_region_id(region, rid_d) && !kh_region_id(from_region, rid_s) && !strcmp(rid_d, rid_s) &&
       !strcmp(dacct, sacct)) {
     cli_msgf("copy: the source is the destination account (%s); name another with "
              "--from-region or --from-account", dacct);
-    return cli_usage("copy");
+    rc = cli_usage("copy");
+    goto out;
   }
   if (cli_open_vault(&dst)) goto out;
   kh_err e = cli_read_passcode(from_pass, "KEYHOLD_FROM_PASSCODE_FILE",
@@ -155,9 +175,37 @@ int cmd_copy(int argc, char **argv) {
   o.no_cache = g_opts.no_cache;
   o.limit_download = g_opts.limit_download;
   if ((e = kh_vault_open(&o, &src))) { rc = cli_fail(e, "open source account"); goto out; }
+  /* the snapshots, as full ids: named ones resolved as every verb does
+   * (latest of one group, ~N, the filter), else those the filter selects */
+  bool filtered = cf.f.nhosts || cf.f.npaths || cf.f.ntags;
+  size_t nargs = (size_t)(argc - optind);
+  if (!nargs && filtered) {
+    if ((e = kh_snapshots_select(src, &cf.f, &sel, &nsel))) {
+      rc = cli_fail(e, "copy: source snapshots");
+      goto out;
+    }
+  }
+  size_t want = nargs ? nargs : nsel;
+  idbuf = calloc(want ? want : 1, sizeof *idbuf);
+  ids = calloc(want ? want : 1, sizeof *ids);
+  if (!idbuf || !ids) { cli_msgf("out of memory"); goto out; }
+  for (; nids < want; nids++) {
+    if (nargs) {
+      char what[300];
+      snprintf(what, sizeof what, "copy: snapshot %s", argv[optind + (int)nids]);
+      if ((rc = cli_resolve_snapshot(src, argv[optind + (int)nids], &cf, what, idbuf[nids])))
+        goto out;
+      rc = CLI_EXIT_FAIL;
+    } else {
+      snprintf(idbuf[nids], sizeof idbuf[nids], "%s", sel[nids].id);
+    }
+    ids[nids] = idbuf[nids];
+  }
   kh_copy_result r;
+  memset(&r, 0, sizeof r);
   if (g_opts.json) fputs("{\"copied\":[", stdout);
-  e = kh_copy(dst, src, (const char *const *)argv + optind, (size_t)(argc - optind), on_copy, &out, &r);
+  /* a filter that selects nothing copies nothing (kh_copy: none = all) */
+  e = nids || !filtered ? kh_copy(dst, src, ids, nids, on_copy, &out, &r) : KH_OK;
   if (e) {
     if (g_opts.json) fputs("]}\n", stdout); /* the copies made so far */
     rc = e == KH_ERR_INVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
@@ -184,5 +232,9 @@ out:
   kh_vault_free(dst);
   for (size_t i = 0; i < out.nskipped; i++) free(out.skipped[i]);
   free(out.skipped);
+  free(ids);
+  free(idbuf);
+  kh_snapshots_free(sel, nsel);
+  cli_filter_release(&cf);
   return rc;
 }

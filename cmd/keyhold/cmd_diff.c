@@ -9,11 +9,12 @@ const char cmd_diff_help[] =
 "    keyhold diff - show the differences between two snapshots\n"
 "\n"
 "SYNOPSIS\n"
-"    keyhold diff [--json] SNAPSHOT1 SNAPSHOT2\n"
+"    keyhold diff [--json] [--host H]... [--path P]... [--tag T]...\n"
+"                 SNAPSHOT1 SNAPSHOT2\n"
 "\n"
 "DESCRIPTION\n"
-"    Compares the trees of two snapshots (\"latest\", full ids or unique\n"
-"    prefixes) and prints one line per path that differs, in path order:\n"
+"    Compares the trees of two snapshots and prints one line per path that\n"
+"    differs, in path order:\n"
 "\n"
 "        +    /path    added in SNAPSHOT2\n"
 "        -    /path    removed in SNAPSHOT2\n"
@@ -31,7 +32,10 @@ const char cmd_diff_help[] =
 "    {\"change\": \"+\", \"path\": \"/path\", \"bytes_added\": N,\n"
 "    \"bytes_removed\": N}; no summary line.\n"
 "\n"
+CLI_HELP_SNAPSHOT_NAMES
+"\n"
 "OPTIONS\n"
+CLI_HELP_FILTER_OPTIONS
 "    --json\n"
 "        NDJSON output (a global option).\n"
 "\n"
@@ -44,6 +48,7 @@ const char cmd_diff_help[] =
 "\n"
 "EXAMPLES\n"
 "    keyhold diff 1a2b3c4d latest\n"
+"    keyhold diff --path /home/ana latest~1 latest\n"
 "    keyhold diff --json 1a2b 5e6f | jq -r 'select(.change==\"+\") | .path'\n";
 
 struct diff_ctx {
@@ -74,26 +79,37 @@ static void diff_one(char change, const uint8_t *path, size_t pathlen, uint64_t 
 }
 
 int cmd_diff(int argc, char **argv) {
-  static const struct option longopts[] = {{NULL, 0, NULL, 0}};
-  int c;
-  optind = 0;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) return cli_usage("diff");
-  if (argc - optind != 2) {
-    cli_msgf("diff: need exactly two snapshots");
-    return cli_usage("diff");
-  }
+  static const struct option longopts[] = {CLI_FILTER_OPTIONS, {NULL, 0, NULL, 0}};
+  cli_filter cf;
   kh_vault *v = NULL;
   struct diff_ctx ctx = {0, 0, 0, 0, 0};
-  if (cli_open_vault(&v)) return CLI_EXIT_FAIL;
-  kh_err e = kh_diff(v, argv[optind], argv[optind + 1], diff_one, &ctx);
+  char ids[2][KH_SNAPSHOT_ID_HEX + 1], what[300];
+  int c, rc = CLI_EXIT_FAIL;
+  if (!cli_filter_init(&cf, argc)) return CLI_EXIT_FAIL;
+  optind = 0;
+  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    if (!cli_filter_add(&cf, c, optarg, "diff")) {
+      rc = cli_usage("diff");
+      goto out;
+    }
+  }
+  if (argc - optind != 2) {
+    cli_msgf("diff: need exactly two snapshots");
+    rc = cli_usage("diff");
+    goto out;
+  }
+  if (cli_open_vault(&v)) goto out;
+  for (int i = 0; i < 2; i++) {
+    snprintf(what, sizeof what, "diff: snapshot %s", argv[optind + i]);
+    if ((rc = cli_resolve_snapshot(v, argv[optind + i], &cf, what, ids[i]))) goto out;
+    rc = CLI_EXIT_FAIL;
+  }
+  kh_err e = kh_diff(v, ids[0], ids[1], diff_one, &ctx);
   if (e) {
-    char what[300];
     snprintf(what, sizeof what, "diff %s %s", argv[optind], argv[optind + 1]);
     cli_fail(e, what);
-    kh_vault_free(v);
-    return CLI_EXIT_FAIL;
+    goto out;
   }
-  kh_vault_free(v);
   if (!g_opts.json) {
     char ba[CLI_BYTES_BUF], br[CLI_BYTES_BUF];
     cli_fmt_bytes(ba, sizeof ba, ctx.bytes_added);
@@ -101,5 +117,9 @@ int cmd_diff(int argc, char **argv) {
     printf("added %llu, removed %llu, changed %llu; %s added, %s removed\n", ctx.added,
            ctx.removed, ctx.changed, ba, br);
   }
-  return CLI_EXIT_OK;
+  rc = CLI_EXIT_OK;
+out:
+  kh_vault_free(v);
+  cli_filter_release(&cf);
+  return rc;
 }

@@ -14,11 +14,12 @@ const char cmd_dump_help[] =
 "    keyhold dump - write a file or directory of a snapshot to stdout\n"
 "\n"
 "SYNOPSIS\n"
-"    keyhold dump [--archive tar|zip] SNAPSHOT PATH\n"
+"    keyhold dump [--archive tar|zip] [--host H]... [--path P]... [--tag T]...\n"
+"                 SNAPSHOT PATH\n"
 "\n"
 "DESCRIPTION\n"
-"    Writes PATH (an absolute path in SNAPSHOT, which is \"latest\", a full\n"
-"    id or a unique prefix) to standard output without restoring it.\n"
+"    Writes PATH (an absolute path in SNAPSHOT) to standard output without\n"
+"    restoring it.\n"
 "\n"
 "    A regular file is written as its bare content, chunk by chunk: memory\n"
 "    stays bounded by one chunk whatever the size of the file.\n"
@@ -61,10 +62,13 @@ const char cmd_dump_help[] =
 "    dump refuses to write to a terminal.  It holds the account's shared\n"
 "    lock while it runs, like restore: prune waits for it.\n"
 "\n"
+CLI_HELP_SNAPSHOT_NAMES
+"\n"
 "OPTIONS\n"
 "    --archive FORMAT\n"
 "        Archive format for a directory: tar (the default) or zip.\n"
 "        Ignored for a regular file.\n"
+CLI_HELP_FILTER_OPTIONS
 "    --json\n"
 "        Not accepted: dump writes data, not a report (usage error).\n"
 "\n"
@@ -275,51 +279,62 @@ static int dump_node(const kh_node_info *n, void *ctx) {
 int cmd_dump(int argc, char **argv) {
   static const struct option longopts[] = {
     {"archive", required_argument, NULL, 'a'},
+    CLI_FILTER_OPTIONS,
     {NULL, 0, NULL, 0},
   };
-  int c;
+  int c, rc = CLI_EXIT_FAIL;
+  cli_filter cf;
+  char *prefix = NULL;
+  dump_ctx ctx;
+  memset(&ctx, 0, sizeof ctx);
+  kh_vault *v = NULL;
+  bool locked = false;
+  char what[512], id[KH_SNAPSHOT_ID_HEX + 1];
   bool zip = false;
+  if (!cli_filter_init(&cf, argc)) return CLI_EXIT_FAIL;
   optind = 0;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
     case 'a':
       if (strcmp(optarg, "tar") != 0 && strcmp(optarg, "zip") != 0) {
         cli_msgf("dump: unsupported archive format '%s' (tar or zip)", optarg);
-        return cli_usage("dump");
+        rc = cli_usage("dump");
+        goto out;
       }
       zip = !strcmp(optarg, "zip");
       break;
-    default: return cli_usage("dump");
+    case CLI_OPT_HOST: case CLI_OPT_PATH: case CLI_OPT_TAG:
+      if (!cli_filter_add(&cf, c, optarg, "dump")) { rc = cli_usage("dump"); goto out; }
+      break;
+    default: rc = cli_usage("dump"); goto out;
     }
   }
   int rest = argc - optind;
   if (rest != 2) {
     cli_msgf(rest < 2 ? "dump: SNAPSHOT and PATH are required" : "dump: too many arguments");
-    return cli_usage("dump");
+    rc = cli_usage("dump");
+    goto out;
   }
   if (g_opts.json) {
     cli_msgf("dump: --json does not apply: dump writes data");
-    return cli_usage("dump");
+    rc = cli_usage("dump");
+    goto out;
   }
   if (isatty(fileno(stdout))) {
     cli_msgf("dump: refusing to write binary data to a terminal; redirect stdout");
-    return CLI_EXIT_USAGE;
+    rc = CLI_EXIT_USAGE;
+    goto out;
   }
   const char *snap = argv[optind], *path = argv[optind + 1];
   if (path[0] != '/') {
     cli_msgf("dump: PATH must be absolute (as in keyhold ls): '%s'", path);
-    return CLI_EXIT_USAGE;
+    rc = CLI_EXIT_USAGE;
+    goto out;
   }
   size_t len = strlen(path);
   while (len > 1 && path[len - 1] == '/') len--;
-  char *prefix = strndup(path, len);
-  if (!prefix) { cli_msgf("out of memory"); return CLI_EXIT_FAIL; }
-  dump_ctx ctx;
-  memset(&ctx, 0, sizeof ctx);
-  kh_vault *v = NULL;
-  bool locked = false;
-  int rc = CLI_EXIT_FAIL;
-  char what[512];
+  prefix = strndup(path, len);
+  if (!prefix) { cli_msgf("out of memory"); goto out; }
   snprintf(what, sizeof what, "dump %s %s", snap, prefix);
   if (zip && !(ctx.zw = zip_new(stdout))) { cli_msgf("out of memory"); goto out; }
   if (cli_open_vault(&v)) goto out;
@@ -327,11 +342,13 @@ int cmd_dump(int argc, char **argv) {
   kh_err e = kh_vault_read_lock(v);
   if (e) { rc = cli_fail(e, what); goto out; }
   locked = true;
+  if ((rc = cli_resolve_snapshot(v, snap, &cf, what, id))) goto out;
+  rc = CLI_EXIT_FAIL;
   if (!strcmp(prefix, "/")) { /* the whole snapshot: its children, as a tar */
     ctx.started = ctx.tar = true;
     ctx.base = 1;
   }
-  e = kh_snapshot_walk(v, snap, prefix, dump_node, &ctx);
+  e = kh_snapshot_walk(v, id, prefix, dump_node, &ctx);
   if (ctx.werr || ferror(stdout)) goto out; /* reported by main() */
   if (ctx.e) {
     if (ctx.edetail && *ctx.edetail)
@@ -353,5 +370,6 @@ out:
   free(ctx.edetail);
   zip_free(ctx.zw);
   free(prefix);
+  cli_filter_release(&cf);
   return rc;
 }

@@ -11,8 +11,8 @@ const char cmd_find_help[] =
 "    keyhold find - search snapshots for files by name\n"
 "\n"
 "SYNOPSIS\n"
-"    keyhold find [-i] [--pathname] [-l] [--snapshot ID]... [--host H]\n"
-"                 [--path P] [--json] PATTERN...\n"
+"    keyhold find [-i] [--pathname] [-l] [--snapshot ID]... [--host H]...\n"
+"                 [--path P]... [--tag T]... [--json] PATTERN...\n"
 "\n"
 "DESCRIPTION\n"
 "    Searches the snapshots for nodes (files, directories, symlinks...)\n"
@@ -28,8 +28,9 @@ const char cmd_find_help[] =
 "\n"
 "    By default every snapshot is searched, oldest first.  --snapshot\n"
 "    names the snapshots to search (\"latest\", an id or a unique prefix;\n"
-"    repeatable); --host and --path keep only the snapshots made on host H\n"
-"    or having P among their backed-up paths.\n"
+"    repeatable); --host, --path and --tag keep only the snapshots they\n"
+"    select, as in keyhold snapshots (and a --snapshot name is resolved\n"
+"    among them: --snapshot latest --path P is the newest snapshot of P).\n"
 "\n"
 "    The output is, for each snapshot with matches, a line\n"
 "    \"snapshot ID (TIME, HOST):\" then one matching path per line (escaped\n"
@@ -54,9 +55,13 @@ const char cmd_find_help[] =
 "    --snapshot ID\n"
 "        Search only this snapshot; repeatable.\n"
 "    --host H\n"
-"        Search only snapshots made on host H.\n"
+"        Search only snapshots made on host H (repeatable: any of them).\n"
 "    --path P\n"
-"        Search only snapshots that have P among their backed-up paths.\n"
+"        Search only snapshots whose backed-up paths are exactly the --path\n"
+"        options given.\n"
+"    --tag T[,T...]\n"
+"        Search only snapshots carrying every tag of the list (repeatable:\n"
+"        any of the lists).\n"
 "    --json\n"
 "        Machine-readable output (a global option).\n"
 "\n"
@@ -125,27 +130,18 @@ static int find_node(const kh_node_info *n, void *vctx) {
   return ferror(stdout) ? 1 : 0;
 }
 
-static bool has_path(const kh_snapshot_info *s, const char *p) {
-  size_t pl = strlen(p);
-  while (pl > 1 && p[pl - 1] == '/') pl--;
-  for (size_t i = 0; i < s->npaths; i++)
-    if (s->paths[i] && strlen(s->paths[i]) == pl && !memcmp(s->paths[i], p, pl)) return true;
-  return false;
-}
-
 int cmd_find(int argc, char **argv) {
   static const struct option longopts[] = {
     {"ignore-case", no_argument, NULL, 'i'},
     {"pathname", no_argument, NULL, 'P'},
     {"long", no_argument, NULL, 'l'},
     {"snapshot", required_argument, NULL, 's'},
-    {"host", required_argument, NULL, 'H'},
-    {"path", required_argument, NULL, 'p'},
+    CLI_FILTER_OPTIONS,
     {NULL, 0, NULL, 0},
   };
   find_ctx ctx;
   memset(&ctx, 0, sizeof ctx);
-  const char *host = NULL, *spath = NULL;
+  cli_filter cf;
   char **want = calloc((size_t)argc + 1, sizeof *want);
   char (*wid)[KH_SNAPSHOT_ID_HEX + 1] = NULL;
   size_t nwant = 0;
@@ -155,6 +151,7 @@ int cmd_find(int argc, char **argv) {
   bool locked = false;
   int c, rc = CLI_EXIT_FAIL;
   if (!want) { cli_msgf("out of memory"); return CLI_EXIT_FAIL; }
+  if (!cli_filter_init(&cf, argc)) { free(want); return CLI_EXIT_FAIL; }
   optind = 0;
   while ((c = getopt_long(argc, argv, "il", longopts, NULL)) != -1) {
     switch (c) {
@@ -162,8 +159,9 @@ int cmd_find(int argc, char **argv) {
     case 'P': ctx.pathname = true; break;
     case 'l': ctx.lng = true; break;
     case 's': want[nwant++] = optarg; break;
-    case 'H': host = optarg; break;
-    case 'p': spath = optarg; break;
+    case CLI_OPT_HOST: case CLI_OPT_PATH: case CLI_OPT_TAG:
+      if (!cli_filter_add(&cf, c, optarg, "find")) { rc = cli_usage("find"); goto out; }
+      break;
     default: rc = cli_usage("find"); goto out;
     }
   }
@@ -178,19 +176,18 @@ int cmd_find(int argc, char **argv) {
   kh_err e = kh_vault_read_lock(v);
   if (e) { rc = cli_fail(e, "find"); goto out; }
   locked = true;
-  if ((e = kh_snapshots_list(v, &s, &n))) { rc = cli_fail(e, "list snapshots"); goto out; }
+  if ((e = kh_snapshots_select(v, &cf.f, &s, &n))) { rc = cli_fail(e, "list snapshots"); goto out; }
   if (kh_snapshots_skipped())
     cli_warnf("%llu snapshot(s) failed authentication and are not searched; run keyhold check",
               (unsigned long long)kh_snapshots_skipped());
   if (nwant) {
     if (!(wid = calloc(nwant, sizeof *wid))) { cli_msgf("out of memory"); goto out; }
-    for (size_t i = 0; i < nwant; i++)
-      if ((e = kh_snapshot_resolve(v, want[i], wid[i]))) {
-        char what[256];
-        snprintf(what, sizeof what, "find: snapshot %s", want[i]);
-        rc = cli_fail(e, what);
-        goto out;
-      }
+    for (size_t i = 0; i < nwant; i++) {
+      char what[256];
+      snprintf(what, sizeof what, "find: snapshot %s", want[i]);
+      if ((rc = cli_resolve_snapshot(v, want[i], &cf, what, wid[i]))) goto out;
+      rc = CLI_EXIT_FAIL;
+    }
   }
   if (g_opts.json) fputc('[', stdout);
   for (size_t i = 0; i < n; i++) {
@@ -199,8 +196,6 @@ int cmd_find(int argc, char **argv) {
       for (size_t j = 0; j < nwant && !sel; j++) sel = !strcmp(wid[j], s[i].id);
       if (!sel) continue;
     }
-    if (host && (!s[i].host || strcmp(host, s[i].host))) continue;
-    if (spath && !has_path(&s[i], spath)) continue;
     ctx.snap = &s[i];
     ctx.in_snap = 0;
     e = kh_snapshot_walk(v, s[i].id, NULL, find_node, &ctx);
@@ -224,5 +219,6 @@ out:
   kh_vault_free(v);
   free(wid);
   free(want);
+  cli_filter_release(&cf);
   return rc;
 }

@@ -10,8 +10,10 @@ const char cmd_forget_help[] =
 "    keyhold forget - remove snapshots, by id or by a keep policy\n"
 "\n"
 "SYNOPSIS\n"
-"    keyhold forget [--dry-run] [--prune] SNAPSHOT...\n"
-"    keyhold forget [--group-by KEYS] [--keep-last N] [--keep-hourly N]\n"
+"    keyhold forget [--host H]... [--path P]... [--tag T]... [--dry-run]\n"
+"                   [--prune] SNAPSHOT...\n"
+"    keyhold forget [--host H]... [--path P]... [--tag T]...\n"
+"                   [--group-by KEYS] [--keep-last N] [--keep-hourly N]\n"
 "                   [--keep-daily N] [--keep-weekly N] [--keep-monthly N]\n"
 "                   [--keep-yearly N] [--keep-within DURATION]\n"
 "                   [--keep-tag TAG]... [--dry-run] [--prune]\n"
@@ -21,6 +23,11 @@ const char cmd_forget_help[] =
 "    prefixes), or every snapshot the keep policy does not keep.  Give one\n"
 "    or the other, not both.  The data the removed snapshots used stays in\n"
 "    the vault until keyhold prune, or --prune.\n"
+"\n"
+"    --host, --path and --tag limit forget to the snapshots they select\n"
+"    (as in keyhold snapshots): the keep policy is applied to those only,\n"
+"    every other snapshot is left alone; a named snapshot (an id, latest\n"
+"    or latest~N, see keyhold help restore) must be among them.\n"
 "\n"
 "    The policy is applied to each group of snapshots separately: by\n"
 "    default the snapshots of one host with the same paths, so a folder\n"
@@ -45,6 +52,10 @@ const char cmd_forget_help[] =
 "    removed unless the removal succeeded.\n"
 "\n"
 "OPTIONS\n"
+"    --host H, --path P, --tag T[,T...]\n"
+"        Consider only the snapshots made on host H (repeatable: any of\n"
+"        them), whose backed-up paths are exactly the --path options, and\n"
+"        carrying every tag of one of the --tag lists (repeatable: any).\n"
 "    --group-by KEYS\n"
 "        Group by a comma-separated subset of host, paths, tags (default\n"
 "        host,paths); '' makes one group of all snapshots.\n"
@@ -75,7 +86,8 @@ const char cmd_forget_help[] =
 "    keyhold forget 1a2b3c4d\n"
 "    keyhold forget --keep-last 7 --keep-daily 30 --dry-run\n"
 "    keyhold forget --keep-within 30d --keep-monthly 12 --keep-tag important\n"
-"    keyhold forget --group-by host --keep-last 10 --prune\n";
+"    keyhold forget --group-by host --keep-last 10 --prune\n"
+"    keyhold forget --host laptop --path /home/ana --keep-daily 7\n";
 
 static unsigned g_group_by;
 
@@ -309,8 +321,11 @@ int cmd_forget(int argc, char **argv) {
     {"group-by", required_argument, NULL, 'g'},
     {"prune", no_argument, NULL, 'p'},
     {"dry-run", no_argument, NULL, 'n'},
+    CLI_FILTER_OPTIONS,
     {NULL, 0, NULL, 0},
   };
+  cli_filter cf;
+  if (!cli_filter_init(&cf, argc)) return CLI_EXIT_FAIL;
   kh_keep_policy pol;
   memset(&pol, 0, sizeof pol);
   const char *tags[MAX_KEEP_TAGS];
@@ -332,14 +347,14 @@ int cmd_forget(int argc, char **argv) {
     case 'W':
       if (!parse_within(optarg, &pol)) {
         cli_msgf("forget: --keep-within: not a duration like 1y2m3d4h: %s", optarg);
-        return cli_usage("forget");
+        { rc = cli_usage("forget"); goto out_args; }
       }
       policy = true;
       break;
     case 't':
       if (!*optarg || ntags == MAX_KEEP_TAGS) {
         cli_msgf("forget: --keep-tag: %s", *optarg ? "too many tags" : "empty tag");
-        return cli_usage("forget");
+        { rc = cli_usage("forget"); goto out_args; }
       }
       tags[ntags++] = optarg;
       policy = true;
@@ -347,17 +362,20 @@ int cmd_forget(int argc, char **argv) {
     case 'g':
       if (!parse_group_by(optarg, &group_by)) {
         cli_msgf("forget: --group-by: not a list of host, paths, tags: %s", optarg);
-        return cli_usage("forget");
+        { rc = cli_usage("forget"); goto out_args; }
       }
       break;
     case 'p': prune = true; break;
     case 'n': dry_run = true; break;
-    default: return cli_usage("forget");
+    case CLI_OPT_HOST: case CLI_OPT_PATH: case CLI_OPT_TAG:
+      if (!cli_filter_add(&cf, c, optarg, "forget")) { rc = cli_usage("forget"); goto out_args; }
+      break;
+    default: { rc = cli_usage("forget"); goto out_args; }
     }
     if (count) {
       if (!cli_parse_u32(optarg, 0, UINT32_MAX, count)) {
         cli_msgf("forget: --keep-%s: not a count: %s", name, optarg);
-        return cli_usage("forget");
+        { rc = cli_usage("forget"); goto out_args; }
       }
       policy = true;
     }
@@ -365,21 +383,22 @@ int cmd_forget(int argc, char **argv) {
   pol.tags = tags;
   pol.ntags = ntags;
   pol.group_by = group_by;
+  pol.filter = &cf.f;
   g_group_by = group_by;
   size_t nsnaps = (size_t)(argc - optind);
   if (policy && nsnaps) {
     cli_msgf("forget: give snapshots or a --keep policy, not both");
-    return cli_usage("forget");
+    { rc = cli_usage("forget"); goto out_args; }
   }
   if (!policy && !nsnaps) {
     cli_msgf("forget: give snapshots to remove or a --keep policy");
-    return cli_usage("forget");
+    { rc = cli_usage("forget"); goto out_args; }
   }
   if (policy && !pol.last && !pol.hourly && !pol.daily && !pol.weekly && !pol.monthly &&
       !pol.yearly && !pol.within_years && !pol.within_months && !pol.within_days &&
       !pol.within_hours && !pol.ntags) {
     cli_msgf("forget: the policy would keep nothing; name the snapshots to remove instead");
-    return cli_usage("forget");
+    { rc = cli_usage("forget"); goto out_args; }
   }
 
   kh_vault *v = NULL;
@@ -419,14 +438,10 @@ int cmd_forget(int argc, char **argv) {
   size_t n = 0;
   for (size_t i = 0; i < nsnaps; i++) {
     const char *spec = argv[optind + (int)i];
-    char id[KH_SNAPSHOT_ID_HEX + 1];
-    kh_err e = kh_snapshot_resolve(v, spec, id);
-    if (e) {
-      char what[300];
-      snprintf(what, sizeof what, "snapshot %s", spec);
-      rc = cli_fail(e, what);
-      goto out;
-    }
+    char id[KH_SNAPSHOT_ID_HEX + 1], what[300];
+    snprintf(what, sizeof what, "snapshot %s", spec);
+    if ((rc = cli_resolve_snapshot(v, spec, &cf, what, id))) goto out;
+    rc = CLI_EXIT_FAIL;
     bool dup = false;
     for (size_t j = 0; j < n && !dup; j++) dup = strcmp(ids[j], id) == 0;
     if (dup) continue;
@@ -452,5 +467,7 @@ out:
   free(ids);
   free(idp);
   kh_vault_free(v);
+out_args:
+  cli_filter_release(&cf);
   return rc;
 }

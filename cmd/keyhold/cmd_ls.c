@@ -10,13 +10,14 @@ const char cmd_ls_help[] =
 "    keyhold ls - list the files in a snapshot\n"
 "\n"
 "SYNOPSIS\n"
-"    keyhold ls [--json] [-l] SNAPSHOT [PATH]\n"
+"    keyhold ls [--json] [-l] [--host H]... [--path P]... [--tag T]...\n"
+"               SNAPSHOT [PATH]\n"
 "\n"
 "DESCRIPTION\n"
 "    Prints every node of SNAPSHOT (depth first, names in byte order), one\n"
 "    absolute path per line; with PATH only that path and what is below it.\n"
-"    SNAPSHOT is \"latest\", a full id or a unique prefix of 4 or more hex\n"
-"    digits.\n"
+"\n"
+CLI_HELP_SNAPSHOT_NAMES
 "\n"
 "    Bytes that are not printable are shown as \\xNN and a newline as \\n,\n"
 "    so every node is exactly one line.\n"
@@ -34,6 +35,7 @@ const char cmd_ls_help[] =
 "OPTIONS\n"
 "    -l, --long\n"
 "        Long format.\n"
+CLI_HELP_FILTER_OPTIONS
 "    --json\n"
 "        NDJSON output (a global option).\n"
 "\n"
@@ -46,6 +48,7 @@ const char cmd_ls_help[] =
 "\n"
 "EXAMPLES\n"
 "    keyhold ls latest\n"
+"    keyhold ls --path /home/ana latest~1\n"
 "    keyhold ls -l 1a2b3c4d /home/ana/Documents\n"
 "    keyhold ls --json latest | jq -r 'select(.type==\"file\") | .path'\n";
 
@@ -92,37 +95,47 @@ static int ls_node(const kh_node_info *n, void *vctx) {
 int cmd_ls(int argc, char **argv) {
   static const struct option longopts[] = {
     {"long", no_argument, NULL, 'l'},
+    CLI_FILTER_OPTIONS,
     {NULL, 0, NULL, 0},
   };
+  cli_filter cf;
+  if (!cli_filter_init(&cf, argc)) return CLI_EXIT_FAIL;
+  kh_vault *v = NULL;
+  char *prefix = NULL;
+  int rc = CLI_EXIT_FAIL;
   struct ls_ctx ctx = {false};
   int c;
   optind = 0;
   while ((c = getopt_long(argc, argv, "l", longopts, NULL)) != -1) {
     switch (c) {
     case 'l': ctx.lng = true; break;
-    default: return cli_usage("ls");
+    case CLI_OPT_HOST: case CLI_OPT_PATH: case CLI_OPT_TAG:
+      if (!cli_filter_add(&cf, c, optarg, "ls")) { rc = cli_usage("ls"); goto out; }
+      break;
+    default: rc = cli_usage("ls"); goto out;
     }
   }
   int rest = argc - optind;
   if (rest < 1 || rest > 2) {
     cli_msgf(rest < 1 ? "ls: no SNAPSHOT given" : "ls: too many arguments");
-    return cli_usage("ls");
+    rc = cli_usage("ls");
+    goto out;
   }
   const char *snap = argv[optind];
-  char *prefix = NULL;
+  char id[KH_SNAPSHOT_ID_HEX + 1], what[512];
   if (rest == 2) {
     size_t len = strlen(argv[optind + 1]);
     while (len > 1 && argv[optind + 1][len - 1] == '/') len--;
     prefix = strndup(argv[optind + 1], len);
-    if (!prefix) { cli_msgf("out of memory"); return CLI_EXIT_FAIL; }
+    if (!prefix) { cli_msgf("out of memory"); goto out; }
   }
-  kh_vault *v = NULL;
-  int rc = CLI_EXIT_FAIL;
   if (cli_open_vault(&v)) goto out;
-  kh_err e = kh_snapshot_walk(v, snap, prefix, ls_node, &ctx);
+  snprintf(what, sizeof what, "ls %s", snap);
+  if ((rc = cli_resolve_snapshot(v, snap, &cf, what, id))) goto out;
+  rc = CLI_EXIT_FAIL;
+  kh_err e = kh_snapshot_walk(v, id, prefix, ls_node, &ctx);
   if (e) {
     if (ferror(stdout)) goto out; /* reported by main() */
-    char what[512];
     if (prefix) snprintf(what, sizeof what, "ls %s %s", snap, prefix);
     else snprintf(what, sizeof what, "ls %s", snap);
     rc = cli_fail(e, what);
@@ -132,5 +145,6 @@ int cmd_ls(int argc, char **argv) {
 out:
   kh_vault_free(v);
   free(prefix);
+  cli_filter_release(&cf);
   return rc;
 }

@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char cmd_snapshots_help[] =
@@ -9,11 +10,12 @@ const char cmd_snapshots_help[] =
 "    keyhold snapshots - list the snapshots\n"
 "\n"
 "SYNOPSIS\n"
-"    keyhold snapshots [--json]\n"
+"    keyhold snapshots [--host H]... [--path P]... [--tag T[,T...]]... [--json]\n"
 "\n"
 "DESCRIPTION\n"
-"    Lists every snapshot of the account, oldest first.  Each one is\n"
-"    decrypted and its device signature verified before it is shown.\n"
+"    Lists the snapshots of the account, oldest first: every one, or those\n"
+"    --host, --path and --tag select.  Each one is decrypted and its device\n"
+"    signature verified before it is shown.\n"
 "\n"
 "    \"Oldest first\" is the snapshot order that latest, forget's keep\n"
 "    rules and restore use too: snapshots of one device are in the order\n"
@@ -36,6 +38,15 @@ const char cmd_snapshots_help[] =
 "    source snapshot in the other account; else null).\n"
 "\n"
 "OPTIONS\n"
+"    --host H\n"
+"        Only snapshots made on host H (repeatable: any of them).\n"
+"    --path P\n"
+"        Only snapshots whose backed-up paths are exactly the --path\n"
+"        options given (repeat --path for a snapshot of several paths).\n"
+"    --tag T[,T...]\n"
+"        Only snapshots carrying every tag of the list; repeatable: a\n"
+"        snapshot matching any of the --tag options is shown.  --tag ''\n"
+"        selects snapshots without tags.\n"
 "    --json\n"
 "        Machine-readable output (a global option).\n"
 "\n"
@@ -48,6 +59,7 @@ const char cmd_snapshots_help[] =
 "\n"
 "EXAMPLES\n"
 "    keyhold snapshots\n"
+"    keyhold snapshots --host laptop --path /home/ana\n"
 "    keyhold snapshots --json | jq -r '.[-1].id'\n";
 
 static void print_json(const kh_snapshot_info *s, size_t n) {
@@ -124,34 +136,44 @@ static void print_table(const kh_snapshot_info *s, size_t n) {
 }
 
 int cmd_snapshots(int argc, char **argv) {
-  static const struct option longopts[] = {{NULL, 0, NULL, 0}};
-  int c;
-  optind = 0;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) return cli_usage("snapshots");
-  if (optind != argc) {
-    cli_msgf("snapshots: unexpected argument '%s'", argv[optind]);
-    return cli_usage("snapshots");
-  }
+  static const struct option longopts[] = {CLI_FILTER_OPTIONS, {NULL, 0, NULL, 0}};
+  cli_filter cf;
   kh_vault *v = NULL;
   kh_snapshot_info *s = NULL;
   size_t n = 0;
-  if (cli_open_vault(&v)) return CLI_EXIT_FAIL;
-  kh_err e = kh_snapshots_list(v, &s, &n);
+  int c, rc = CLI_EXIT_FAIL;
+  if (!cli_filter_init(&cf, argc)) return CLI_EXIT_FAIL;
+  optind = 0;
+  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    if (!cli_filter_add(&cf, c, optarg, "snapshots")) {
+      rc = cli_usage("snapshots");
+      goto out;
+    }
+  }
+  if (optind != argc) {
+    cli_msgf("snapshots: unexpected argument '%s'", argv[optind]);
+    rc = cli_usage("snapshots");
+    goto out;
+  }
+  if (cli_open_vault(&v)) goto out;
+  kh_err e = kh_snapshots_select(v, &cf.f, &s, &n);
   if (e) {
     cli_fail(e, "list snapshots");
-    kh_vault_free(v);
-    return CLI_EXIT_FAIL;
+    goto out;
   }
   if (g_opts.json) print_json(s, n);
   else print_table(s, n);
-  kh_snapshots_free(s, n);
-  kh_vault_free(v);
   uint64_t bad = kh_snapshots_skipped();
   if (bad) {
     /* never list a partial view silently: the provider may be hiding them */
     cli_warnf("%llu snapshot(s) failed authentication and are not listed; run keyhold check",
               (unsigned long long)bad);
-    return CLI_EXIT_FAIL;
+    goto out;
   }
-  return CLI_EXIT_OK;
+  rc = CLI_EXIT_OK;
+out:
+  kh_snapshots_free(s, n);
+  kh_vault_free(v);
+  cli_filter_release(&cf);
+  return rc;
 }

@@ -151,7 +151,8 @@ typedef void (*kh_file_fn)(int status, const char *path, uint64_t size, void *ct
 
 /* ---- backup ----------------------------------------------------------- */
 
-/* One exclude pattern (docs/cli.md "Patterns"); "!" re-includes. */
+/* One exclude pattern (docs/cli.md "Patterns"); "!" re-includes.  Also
+ * restore's include and exclude patterns. */
 typedef struct kh_backup_pattern {
   const char *pattern;
   bool icase;                /* ASCII letters match either case */
@@ -247,8 +248,36 @@ void kh_snapshots_free(kh_snapshot_info *s, size_t n);
 /* How many snapshots the last kh_snapshots_list on this thread skipped
  * because they failed to authenticate or parse (keyhold check names them). */
 uint64_t kh_snapshots_skipped(void);
-/* "latest", a full id, or a unique prefix (>= 4 hex digits) -> full id. */
-kh_err kh_snapshot_resolve(kh_vault *v, const char *spec, char id[KH_SNAPSHOT_ID_HEX + 1]);
+/* Which snapshots a command is about (docs/cli.md "Selecting snapshots").
+ * A snapshot matches when its host is one of hosts, its set of backed-up
+ * paths equals the set paths (trailing slashes ignored) and it carries
+ * every tag of at least one entry of tags, an entry being a comma-separated
+ * list ("a,b": a and b; "": no tags at all).  An empty list matches
+ * anything; a NULL filter matches every snapshot. */
+typedef struct kh_snapshot_filter {
+  const char *const *hosts;
+  size_t nhosts;
+  const char *const *paths;
+  size_t npaths;
+  const char *const *tags;
+  size_t ntags;
+} kh_snapshot_filter;
+bool kh_snapshot_filter_match(const kh_snapshot_filter *f, const kh_snapshot_info *s);
+/* kh_snapshots_list keeping only the snapshots f matches (same order; free
+ * with kh_snapshots_free; kh_snapshots_skipped counts as for the list). */
+kh_err kh_snapshots_select(kh_vault *v, const kh_snapshot_filter *f, kh_snapshot_info **out,
+                           size_t *n);
+/* A snapshot name -> full id.  spec is a full id or a unique prefix (>= 4
+ * hex digits; it must match f: else KH_ERR_NOTFOUND), "latest", or either
+ * followed by "~N": the Nth snapshot before it in its group (same host and
+ * paths), in the snapshot order, among those f matches.  "latest" is the
+ * newest snapshot f matches, preferring this machine's host when f names no
+ * host and this host has some; if those span more than one group,
+ * KH_ERR_AMBIGUOUS with the groups listed in kh_errdetail() (never the
+ * newest of some other folder).  latest and ~N refuse (KH_ERR_CORRUPT) while
+ * some snapshot fails authentication.  f may be NULL. */
+kh_err kh_snapshot_resolve(kh_vault *v, const char *spec, const kh_snapshot_filter *f,
+                           char id[KH_SNAPSHOT_ID_HEX + 1]);
 
 /* ---- walking a snapshot's tree --------------------------------------- */
 
@@ -391,13 +420,49 @@ kh_err kh_diff(kh_vault *v, const char *snap_a, const char *snap_b, kh_diff_fn f
 
 /* ---- restore ---------------------------------------------------------- */
 
+/* What an existing entry of the target gets where the snapshot has a file,
+ * symlink or special file (docs/cli.md "restore"); directories are always
+ * merged.  An entry is never written through: it is replaced by rename. */
+typedef enum kh_overwrite {
+  KH_OVERWRITE_ALWAYS = 0,   /* replace it */
+  KH_OVERWRITE_IF_CHANGED,   /* keep it if type, size and mtime (symlinks: target) match */
+  KH_OVERWRITE_IF_NEWER,     /* replace it only if the snapshot's mtime is later */
+  KH_OVERWRITE_NEVER         /* keep anything that is there */
+} kh_overwrite;
+
+/* What restore did (or with dry_run would do) to one target path. */
+enum { KH_RESTORE_WRITE = 1, KH_RESTORE_SKIP = 2, KH_RESTORE_DELETE = 3 };
+typedef void (*kh_restore_fn)(int action, const char *path, void *ctx);
+
 typedef struct kh_restore_opts {
   const char *target;        /* created if missing */
-  const char *const *includes; /* NULL/0 = everything; else paths (and below) */
+  /* Selection by pattern (docs/cli.md "Patterns", as for backup excludes):
+   * with includes, only what an include matches (and what is below it) is
+   * restored, with its ancestor directories; an include starting with "!"
+   * is refused (KH_ERR_INVAL).  What an exclude matches (the last matching
+   * one decides; "!" re-includes) is left out with what is below it. */
+  const kh_backup_pattern *includes;
   size_t nincludes;
+  const kh_backup_pattern *excludes;
+  size_t nexcludes;
+  kh_overwrite overwrite;
+  /* Remove what the target holds that the snapshot does not, inside each
+   * directory restored whole (with includes: those an include matches;
+   * without: the target itself and every directory).  Excluded paths are
+   * kept.  Symlinks are removed, never followed. */
+  bool delete_extra;
+  /* Re-read every file written (and every file --overwrite if-changed kept
+   * as unchanged) and compare it with the snapshot's content ids; a
+   * mismatch is reported through warn and counted in failed. */
+  bool verify;
+  /* Decide everything, write and delete nothing (the target is not
+   * created); report and the counts say what would be done. */
+  bool dry_run;
   int threads;
   kh_progress_fn progress;
   kh_warn_fn warn;           /* files that could not be restored intact */
+  kh_restore_fn report;      /* each file, symlink or special file written
+                              * or skipped, each path deleted; may be NULL */
   void *ctx;
   /* An entry restored without some of its metadata: an extended attribute
    * or ACL, or a file flag the target file system or this process could
@@ -406,16 +471,21 @@ typedef struct kh_restore_opts {
 } kh_restore_opts;
 
 typedef struct kh_restore_result {
-  uint64_t files, dirs, others, bytes;
+  uint64_t files, dirs, others, bytes; /* restored (dry_run: would be) */
   uint64_t failed;           /* entries not restored (reported through warn) */
+  uint64_t skipped;          /* existing entries kept by overwrite */
+  uint64_t deleted;          /* target paths removed by delete_extra */
+  uint64_t verified;         /* files re-read and found intact */
   uint64_t meta_warnings;    /* entries restored without all their metadata (meta_warn) */
 } kh_restore_result;
 
 /* Restore a snapshot under target, recreating the backed-up absolute paths.
  * Bytes that fail authentication are never written: such a file is reported,
- * removed and counted in failed; the call then returns KH_ERR_CORRUPT.  No
- * symlink beneath target is followed; an entry that cannot be restored
- * without (a directory where one is) fails with everything below it. */
+ * removed and counted in failed; the call then returns KH_ERR_CORRUPT (also
+ * when verify finds a mismatch).  No symlink beneath target is followed; an
+ * entry that cannot be restored without (a directory where one is) fails
+ * with everything below it.  KH_ERR_NOTFOUND if an include matches
+ * nothing (the rest is restored). */
 kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_restore_result *r);
 
 /* ---- check ------------------------------------------------------------ */
@@ -450,6 +520,7 @@ typedef struct kh_keep_policy {
   const char *const *tags;
   size_t ntags;
   unsigned group_by;
+  const kh_snapshot_filter *filter; /* only these snapshots are planned (NULL: all) */
 } kh_keep_policy;
 /* Rules, one reason each: "last 1", "hourly 2026-11-28 14:00", "daily
  * 2026-11-28", "weekly 2026-W48", "monthly 2026-11", "yearly 2026",
@@ -466,9 +537,9 @@ typedef struct kh_forget_decision {
  * KH_ERR_INVAL if the policy has no rule. */
 kh_err kh_forget_plan(const kh_snapshot_info *list, size_t n, const kh_keep_policy *p,
                       kh_forget_decision *out, size_t *ngroups);
-/* Plans over every snapshot, removes the ones not kept (unless dry_run),
- * then calls fn once with the list and the plan.  Refuses (KH_ERR_CORRUPT)
- * if some snapshot could not be read. */
+/* Plans over every snapshot p->filter matches, removes the ones not kept
+ * (unless dry_run), then calls fn once with the list and the plan.
+ * Refuses (KH_ERR_CORRUPT) if some snapshot could not be read. */
 typedef void (*kh_forget_fn)(const kh_snapshot_info *list, const kh_forget_decision *plan,
                              size_t n, size_t ngroups, void *ctx);
 kh_err kh_forget_policy(kh_vault *v, const kh_keep_policy *p, bool dry_run,

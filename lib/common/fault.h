@@ -11,8 +11,9 @@
  * visible but reported as failed).  A point that fires behaves exactly like
  * the failure it stands for (NULL / KH_ERR_NOMEM, or EIO / KH_ERR_IO).
  *
- * "lock.held" (lock.c, right after a lock is taken) is an event point: it
- * never fails, it is there for the actions below.
+ * "lock.held" (lock.c, right after a lock is taken) and "restore.verify"
+ * (restore.c, after the files are written, before --verify re-reads them)
+ * are event points: they never fail, they are there for the actions below.
  *
  * Disarmed (the default), a point costs one relaxed atomic load.  The
  * environment variable KH_FAULT="PREFIX:N" arms the same countdown for a

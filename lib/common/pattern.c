@@ -304,3 +304,16 @@ bool kh_pattern_set_excludes(const kh_pattern_set *s, const char *path, size_t l
       return !s->pats[i].negate;
   return false;
 }
+
+bool kh_pattern_set_match_each(const kh_pattern_set *s, const char *path, size_t len,
+                               bool *matched)
+{
+  bool any = false;
+  for (size_t i = 0; s && i < s->n; i++)
+    if (pat_match(&s->pats[i], path, len)) {
+      any = true;
+      if (matched)
+        matched[i] = true;
+    }
+  return any;
+}

@@ -32,5 +32,10 @@ size_t kh_pattern_set_count(const kh_pattern_set *s);
  * True if the last pattern that matches is not negated.  False for an
  * empty or NULL set. */
 bool kh_pattern_set_excludes(const kh_pattern_set *s, const char *path, size_t len);
+/* For include lists (restore --include): true if any pattern of s matches
+ * path, negated or not; matched[i] is set for every pattern i that does
+ * (matched may be NULL; it holds kh_pattern_set_count(s) entries). */
+bool kh_pattern_set_match_each(const kh_pattern_set *s, const char *path, size_t len,
+                               bool *matched);
 
 #endif

@@ -409,7 +409,7 @@ kh_err kh_copy(kh_vault *dst, kh_vault *src, const char *const *snaps, size_t ns
   }
   for (size_t i = 0; i < nsnaps; i++) {
     char id[KH_SNAPSHOT_ID_HEX + 1];
-    if ((e = kh_snapshot_resolve(src, snaps[i], id)))
+    if ((e = kh_snapshot_resolve(src, snaps[i], NULL, id)))
       goto out;
     for (size_t j = 0; j < sn; j++)
       if (!strcmp(sl[j].id, id))

@@ -18,25 +18,13 @@ static bool has_str(char *const *v, size_t n, const char *s)
   return false;
 }
 
-/* same set of strings (duplicates do not count) */
-static bool same_set(char *const *a, size_t na, char *const *b, size_t nb)
-{
-  for (size_t i = 0; i < na; i++)
-    if (a[i] && !has_str(b, nb, a[i]))
-      return false;
-  for (size_t i = 0; i < nb; i++)
-    if (b[i] && !has_str(a, na, b[i]))
-      return false;
-  return true;
-}
-
 static bool same_group(const kh_snapshot_info *a, const kh_snapshot_info *b, unsigned by)
 {
   if ((by & KH_GROUP_HOST) && strcmp(a->host ? a->host : "", b->host ? b->host : ""))
     return false;
-  if ((by & KH_GROUP_PATHS) && !same_set(a->paths, a->npaths, b->paths, b->npaths))
+  if ((by & KH_GROUP_PATHS) && !kh_snap_same_set(a->paths, a->npaths, b->paths, b->npaths))
     return false;
-  if ((by & KH_GROUP_TAGS) && !same_set(a->tags, a->ntags, b->tags, b->ntags))
+  if ((by & KH_GROUP_TAGS) && !kh_snap_same_set(a->tags, a->ntags, b->tags, b->ntags))
     return false;
   return true;
 }
@@ -190,7 +178,7 @@ kh_err kh_forget_policy(kh_vault *v, const kh_keep_policy *p, bool dry_run, kh_f
   }
   if (!dry_run && (e = kh_vault_require(v, KH_CAP_PRUNE | KH_CAP_READ)))
     goto out;
-  e = kh_snapshots_list(v, &list, &n);
+  e = kh_snapshots_select(v, p->filter, &list, &n); /* the rest is left alone */
   if (e)
     goto out;
   if (kh_snapshots_skipped()) {

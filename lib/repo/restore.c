@@ -12,9 +12,12 @@
  * created or opened that way fails, with everything below it. */
 #include "repo/vault_internal.h"
 #include "common/err.h"
+#include "common/fault.h"
 #include "common/fsutil.h"
+#include "common/pattern.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -47,6 +50,10 @@ typedef struct ritem {
   long link_to;        /* hard link: index of the first item with this inode, else -1 */
   int depth;
   bool failed;
+  bool full;           /* selected itself, not only as an include's ancestor */
+  bool skipped;        /* an existing entry kept by --overwrite */
+  bool unchanged;      /* ... because it matched (if-changed): verified too */
+  bool written;        /* the file's content was written by this restore */
 } ritem;
 
 typedef struct rctx {
@@ -55,9 +62,11 @@ typedef struct rctx {
   kh_restore_result *r;
   ritem *items;
   size_t n, cap;
-  const char *const *incl;
+  kh_pattern_set *incl, *excl; /* NULL: none */
   size_t nincl;
-  bool *incl_found;    /* an include named something in the snapshot */
+  bool *incl_found;    /* an include matched something in the snapshot */
+  bool verifying;      /* the workers' pass: verify, not write */
+  _Atomic uint64_t skipped, verified;
   char *tpath;
   size_t tlen, tcap;
   int levels;          /* 1 + the deepest item depth */
@@ -83,28 +92,25 @@ static void rwarn(rctx *c, kh_err e, const char *path, const char *msg)
   pthread_mutex_unlock(&c->wmu);
 }
 
-/* Is snapshot path p (len n) selected by the includes?  Also true for the
- * ancestors of an include, which must exist to hold it. */
-static bool selected(rctx *c, const uint8_t *p, size_t n)
+/* Does an --exclude leave snapshot path p (n bytes) out? */
+static bool excluded(const rctx *c, const uint8_t *p, size_t n)
 {
-  if (!c->nincl)
-    return true;
-  for (size_t i = 0; i < c->nincl; i++) {
-    const char *inc = c->incl[i];
-    size_t il = strlen(inc);
-    while (il > 1 && inc[il - 1] == '/')
-      il--;
-    size_t m = n < il ? n : il;
-    if (memcmp(p, inc, m))
-      continue;
-    if (n == il) {
-      c->incl_found[i] = true;
-      return true;
-    }
-    if ((n > il && (p[il] == '/' || il == 1)) || (n < il && inc[n] == '/'))
-      return true;
-  }
-  return false;
+  return c->excl && kh_pattern_set_excludes(c->excl, (const char *)p, n);
+}
+
+/* Does an --include match snapshot path p (or is there none)?  Marks the
+ * includes that match, for the report of those that match nothing. */
+static bool included(rctx *c, const uint8_t *p, size_t n)
+{
+  return !c->incl || kh_pattern_set_match_each(c->incl, (const char *)p, n, c->incl_found);
+}
+
+static void ritem_release(ritem *it)
+{
+  free(it->path);
+  free(it->link);
+  free(it->chunks);
+  free(it->xattrs);
 }
 
 static kh_err add_item(rctx *c, const kh_tnode *t, int depth, long parent, size_t nameoff)
@@ -167,8 +173,12 @@ static kh_err add_item(rctx *c, const kh_tnode *t, int depth, long parent, size_
   return KH_OK;
 }
 
+/* Add the selected nodes of a tree in pre-order.  A directory no include
+ * matches is kept only to hold something below it that one does; what an
+ * exclude matches is left out with everything below it.  *kept: something
+ * was added. */
 static kh_err collect(rctx *c, const uint8_t tree_id[32], size_t snaplen_at, int depth,
-                      long parent)
+                      long parent, bool inc_above, bool *kept)
 {
   if (depth > 1024)
     return kh_seterr(KH_ERR_FORMAT, "tree nesting too deep");
@@ -197,10 +207,21 @@ static kh_err collect(rctx *c, const uint8_t tree_id[32], size_t snaplen_at, int
     c->tpath[c->tlen] = 0;
     const uint8_t *sp = (const uint8_t *)c->tpath + snaplen_at;
     size_t sl = c->tlen - snaplen_at;
-    if (selected(c, sp, sl)) {
+    bool inc = included(c, sp, sl) || inc_above; /* always asked: marks the includes */
+    if (!excluded(c, sp, sl) && (inc || x->type == KH_NODE_DIR)) {
+      size_t mark = c->n;
       e = add_item(c, x, depth, parent, saved + 1);
+      if (!e)
+        c->items[mark].full = inc;
+      bool below = false;
       if (!e && x->type == KH_NODE_DIR)
-        e = collect(c, x->subtree, snaplen_at, depth + 1, (long)c->n - 1);
+        e = collect(c, x->subtree, snaplen_at, depth + 1, (long)mark, inc, &below);
+      if (!e && !inc && !below) { /* an unselected directory holding nothing selected */
+        while (c->n > mark)
+          ritem_release(&c->items[--c->n]);
+      } else if (!e) {
+        *kept = true;
+      }
     }
     c->tlen = saved;
     c->tpath[saved] = 0;
@@ -266,8 +287,11 @@ static kh_err dcur_init(dcursor *k, int root, int levels)
  * level is missing, not a directory or a symlink. */
 static int dcur_dir(const rctx *c, dcursor *k, long d)
 {
-  if (d < 0)
+  if (d < 0) {
+    if (k->root < 0)
+      errno = ENOENT; /* a dry run's target that does not exist */
     return k->root;
+  }
   int top = c->items[d].depth;
   if (top == k->n - 1 && k->idx[top] == d && k->fd[top] >= 0)
     return k->fd[top];
@@ -414,6 +438,83 @@ static void fail_item(rctx *c, ritem *it)
   atomic_fetch_add(&c->failed, 1);
 }
 
+static void report(rctx *c, int action, const char *path)
+{
+  if (!c->o->report)
+    return;
+  pthread_mutex_lock(&c->wmu);
+  c->o->report(action, path, c->o->ctx);
+  pthread_mutex_unlock(&c->wmu);
+}
+
+static int64_t st_mtime_ns(const struct stat *st)
+{
+  return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* --overwrite for a file, symlink or special file: false if the entry at
+ * dfd/name (looked at, never followed) is to be kept, with *unchanged when
+ * it matched the snapshot (if-changed).  dfd < 0: its directory does not
+ * exist yet, so there is nothing to keep. */
+static bool want_write(const rctx *c, int dfd, const ritem *it, bool *unchanged)
+{
+  *unchanged = false;
+  if (c->o->overwrite == KH_OVERWRITE_ALWAYS || dfd < 0)
+    return true;
+  const char *name = it->path + it->nameoff;
+  struct stat st;
+  if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return true; /* nothing there (or nothing we can see): write */
+  switch (c->o->overwrite) {
+  case KH_OVERWRITE_NEVER:
+    return false;
+  case KH_OVERWRITE_IF_NEWER:
+    return it->mtime_ns > st_mtime_ns(&st);
+  case KH_OVERWRITE_IF_CHANGED: {
+    bool same;
+    switch (it->type) {
+    case KH_NODE_FILE:
+      same = S_ISREG(st.st_mode) && (uint64_t)st.st_size == it->size &&
+             st_mtime_ns(&st) == it->mtime_ns;
+      break;
+    case KH_NODE_SYMLINK: {
+      char buf[4096];
+      ssize_t n = S_ISLNK(st.st_mode) ? readlinkat(dfd, name, buf, sizeof buf) : -1;
+      same = n >= 0 && (size_t)n == strlen(it->link) && !memcmp(buf, it->link, (size_t)n);
+      break;
+    }
+    case KH_NODE_FIFO:
+      same = S_ISFIFO(st.st_mode);
+      break;
+    case KH_NODE_CHARDEV:
+    case KH_NODE_BLOCKDEV:
+      same = (it->type == KH_NODE_CHARDEV ? S_ISCHR(st.st_mode) : S_ISBLK(st.st_mode)) &&
+             (uint64_t)st.st_rdev == it->rdev;
+      break;
+    default:
+      same = false;
+    }
+    *unchanged = same;
+    return !same;
+  }
+  default:
+    return true;
+  }
+}
+
+/* An entry kept by --overwrite: counted and reported; one that matched
+ * (if-changed) gets the snapshot's metadata, as restic does, never
+ * through a symlink. */
+static void keep_entry(rctx *c, int dfd, ritem *it, bool unchanged)
+{
+  it->skipped = true;
+  it->unchanged = unchanged;
+  atomic_fetch_add(&c->skipped, 1);
+  if (unchanged && !c->o->dry_run)
+    meta_at(c, dfd, it->path + it->nameoff, it);
+  report(c, KH_RESTORE_SKIP, it->path);
+}
+
 static void restore_file(rctx *c, dcursor *cur, ritem *it, kh_buf *blob)
 {
   const char *name = it->path + it->nameoff;
@@ -427,6 +528,12 @@ static void restore_file(rctx *c, dcursor *cur, ritem *it, kh_buf *blob)
   int fd = -1, dfd = dcur_dir(c, cur, it->parent);
   if (dfd < 0) {
     e = kh_seterr(kh_errno_code(errno), "directory: %s", strerror(errno));
+    goto out;
+  }
+  bool unchanged;
+  if (!want_write(c, dfd, it, &unchanged)) {
+    keep_entry(c, dfd, it, unchanged);
+    atomic_fetch_add(&c->bytes_done, it->size);
     goto out;
   }
   fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -487,6 +594,10 @@ static void restore_file(rctx *c, dcursor *cur, ritem *it, kh_buf *blob)
   /* rename replaces the entry itself (a symlink too), never its target */
   if (!e && replace && renameat(dfd, tmp, dfd, name) != 0)
     e = kh_seterr(kh_errno_code(errno), "rename: %s", strerror(errno));
+  if (!e) {
+    it->written = true;
+    report(c, KH_RESTORE_WRITE, it->path);
+  }
 out:
   if (e) {
     if (fd >= 0)
@@ -502,6 +613,76 @@ out:
     }
   }
   atomic_fetch_add(&c->files_done, 1);
+}
+
+static kh_err read_at(int fd, uint8_t *p, size_t n, uint64_t off)
+{
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = pread(fd, p + got, n - got, (off_t)(off + got));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0)
+      return kh_seterr(kh_errno_code(errno), "verify: read: %s", strerror(errno));
+    if (r == 0)
+      return kh_seterr(KH_ERR_CORRUPT, "verify: file shorter than in the snapshot");
+    got += (size_t)r;
+  }
+  return KH_OK;
+}
+
+/* --verify: re-read file item it from the target (never through a
+ * symlink) and compare each chunk with its content id, holes with zeros. */
+static void verify_file(rctx *c, dcursor *cur, ritem *it, kh_buf *buf)
+{
+  const char *name = it->path + it->nameoff;
+  kh_err e = KH_OK;
+  uint64_t off = 0;
+  struct stat st;
+  int fd = -1, dfd = dcur_dir(c, cur, it->parent);
+  if (dfd < 0 || (fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0) {
+    e = kh_seterr(kh_errno_code(errno), "verify: open: %s", strerror(errno));
+    goto out;
+  }
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != it->size) {
+    e = kh_seterr(KH_ERR_CORRUPT, "verify: not a file of %llu bytes",
+                  (unsigned long long)it->size);
+    goto out;
+  }
+  for (size_t i = 0; !e && i < it->nchunks; i++) {
+    const kh_chunkref *r = &it->chunks[i];
+    bool hole = sodium_is_zero(r->id, 32);
+    bool ok = true;
+    /* a chunk is at most one blob; a hole may be longer: read in pieces */
+    for (uint64_t done = 0; !e && ok && done < r->len;) {
+      size_t want = hole && r->len - done > (1u << 20) ? (1u << 20) : (size_t)(r->len - done);
+      kh_buf_reset(buf);
+      if ((e = kh_buf_reserve(buf, want)) || (e = read_at(fd, buf->data, want, off + done)))
+        break;
+      if (hole) {
+        ok = sodium_is_zero(buf->data, want);
+      } else {
+        uint8_t id[32];
+        kh_blob_id(&c->v->keys, id, buf->data, want);
+        ok = memcmp(id, r->id, 32) == 0;
+      }
+      done += want;
+    }
+    if (!e && !ok)
+      e = kh_seterr(KH_ERR_CORRUPT,
+                    "verify: content differs from the snapshot in bytes %llu to %llu",
+                    (unsigned long long)off, (unsigned long long)(off + r->len));
+    off += r->len;
+  }
+out:
+  if (fd >= 0)
+    close(fd);
+  if (e) {
+    fail_item(c, it);
+    rwarn(c, e, it->path, kh_errdetail());
+  } else {
+    atomic_fetch_add(&c->verified, 1);
+  }
 }
 
 #define RBATCH 8
@@ -525,6 +706,11 @@ static void *restore_worker(void *arg)
       ritem *it = &c->items[i];
       if (it->type != KH_NODE_FILE || it->link_to >= 0 || it->failed)
         continue;
+      if (c->verifying) {
+        if (it->written || it->unchanged)
+          verify_file(c, &w->cur, it, &blob);
+        continue;
+      }
       pthread_mutex_lock(&c->wmu);
       bool stop = c->fatal != KH_OK;
       pthread_mutex_unlock(&c->wmu);
@@ -627,11 +813,22 @@ static bool restore_node(rctx *c, dcursor *cur, size_t i, const char **why)
 {
   ritem *it = &c->items[i];
   const char *name = it->path + it->nameoff;
+  bool dry = c->o->dry_run;
   int dfd = dcur_dir(c, cur, it->parent);
-  if (dfd < 0)
-    return false;
+  if (dfd < 0 && !(dry && errno != ELOOP && errno != ENOTDIR))
+    return false; /* dry run: a directory not there yet would be created */
   switch (it->type) {
   case KH_NODE_DIR: {
+    if (dry) { /* only what is there now decides */
+      struct stat st;
+      if (dfd >= 0 && fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
+        *why = "exists and is not a directory (not followed)";
+        errno = ENOTDIR;
+        return false;
+      }
+      c->r->dirs++;
+      return true;
+    }
     bool existed = mkdirat(dfd, name, 0700) != 0;
     if (existed && errno != EEXIST)
       return false;
@@ -649,20 +846,28 @@ static bool restore_node(rctx *c, dcursor *cur, size_t i, const char **why)
   case KH_NODE_FIFO:
   case KH_NODE_CHARDEV:
   case KH_NODE_BLOCKDEV: {
-    (void)unlinkat(dfd, name, 0); /* an old entry: the link itself, not its target */
-    int rc;
-    if (it->type == KH_NODE_SYMLINK)
-      rc = symlinkat(it->link, dfd, name);
-    else if (it->type == KH_NODE_FIFO)
-      rc = mkfifoat(dfd, name, it->mode & 0777);
-    else
-      rc = mknodat(dfd, name,
-                   (it->type == KH_NODE_CHARDEV ? S_IFCHR : S_IFBLK) | (it->mode & 0777),
-                   (dev_t)it->rdev);
-    if (rc)
-      return false;
-    /* mkfifo/mknod apply the umask: set mode, owner and time as recorded */
-    meta_at(c, dfd, name, it);
+    bool unchanged;
+    if (!want_write(c, dfd, it, &unchanged)) {
+      keep_entry(c, dfd, it, unchanged);
+      return true;
+    }
+    if (!dry) {
+      (void)unlinkat(dfd, name, 0); /* an old entry: the link itself, not its target */
+      int rc;
+      if (it->type == KH_NODE_SYMLINK)
+        rc = symlinkat(it->link, dfd, name);
+      else if (it->type == KH_NODE_FIFO)
+        rc = mkfifoat(dfd, name, it->mode & 0777);
+      else
+        rc = mknodat(dfd, name,
+                     (it->type == KH_NODE_CHARDEV ? S_IFCHR : S_IFBLK) | (it->mode & 0777),
+                     (dev_t)it->rdev);
+      if (rc)
+        return false;
+      /* mkfifo/mknod apply the umask: set mode, owner and time as recorded */
+      meta_at(c, dfd, name, it);
+    }
+    report(c, KH_RESTORE_WRITE, it->path);
     c->r->others++;
     return true;
   }
@@ -670,6 +875,161 @@ static bool restore_node(rctx *c, dcursor *cur, size_t i, const char **why)
     c->r->others++;
     return true;
   }
+}
+
+/* --delete: names of the snapshot in directory item d (-1: the target) */
+static int cmp_name(const void *a, const void *b)
+{
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Remove dfd/name (path: for messages and the excludes; snapshot path at
+ * path + snapoff) and, for a directory, what is in it, never following a
+ * symlink: a directory is opened O_NOFOLLOW and removed only once empty, an
+ * excluded path inside it is kept (and so is the directory).  True if it is
+ * gone (dry run: would be). */
+static bool delete_tree(rctx *c, int dfd, const char *name, char *path, size_t plen,
+                        size_t snapoff, int depth)
+{
+  struct stat st;
+  bool gone = true, dry = c->o->dry_run;
+  if (excluded(c, (const uint8_t *)path + snapoff, plen - snapoff))
+    return false;
+  if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return errno == ENOENT;
+  if (S_ISDIR(st.st_mode)) {
+    int fd = depth < 256 ? openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+      if (fd >= 0)
+        close(fd);
+      rwarn(c, KH_ERR_IO, path, depth < 256 ? strerror(errno) : "--delete: nested too deep");
+      return false;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+      if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+        continue;
+      size_t nl = strlen(de->d_name);
+      char *sub = malloc(plen + nl + 2);
+      if (!sub) {
+        gone = false;
+        break;
+      }
+      memcpy(sub, path, plen);
+      sub[plen] = '/';
+      memcpy(sub + plen + 1, de->d_name, nl + 1);
+      if (!delete_tree(c, dirfd(d), de->d_name, sub, plen + nl + 1, snapoff, depth + 1))
+        gone = false;
+      free(sub);
+    }
+    closedir(d);
+    if (gone && !dry && unlinkat(dfd, name, AT_REMOVEDIR) != 0) {
+      rwarn(c, kh_errno_code(errno), path, strerror(errno));
+      gone = false;
+    }
+  } else if (!dry && unlinkat(dfd, name, 0) != 0) {
+    rwarn(c, kh_errno_code(errno), path, strerror(errno));
+    gone = false;
+  }
+  if (gone) {
+    c->r->deleted++;
+    report(c, KH_RESTORE_DELETE, path);
+  }
+  return gone;
+}
+
+/* --delete for directory item d (-1: the target itself): every entry there
+ * that the snapshot does not have goes. */
+static kh_err delete_extra(rctx *c, dcursor *cur, long d, size_t snapoff)
+{
+  kh_err e = KH_OK;
+  const char **names = NULL;
+  size_t nn = 0;
+  DIR *dir = NULL;
+  int dfd = dcur_dir(c, cur, d);
+  if (dfd < 0)
+    return KH_OK; /* dry run: not there yet; else reported when it failed */
+  size_t from = d < 0 ? 0 : (size_t)d + 1;
+  int depth = d < 0 ? 0 : c->items[d].depth + 1;
+  names = malloc((c->n - from + 1) * sizeof *names);
+  if (!names)
+    return kh_seterr(KH_ERR_NOMEM, "out of memory");
+  for (size_t j = from; j < c->n && c->items[j].depth >= depth; j++)
+    if (c->items[j].depth == depth)
+      names[nn++] = c->items[j].path + c->items[j].nameoff;
+  qsort(names, nn, sizeof *names, cmp_name);
+  int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || !(dir = fdopendir(fd))) {
+    if (fd >= 0)
+      close(fd);
+    rwarn(c, KH_ERR_IO, d < 0 ? c->tpath : c->items[d].path, strerror(errno));
+    goto out;
+  }
+  const char *dpath = d < 0 ? c->tpath : c->items[d].path;
+  size_t dl = d < 0 ? c->tlen : strlen(dpath);
+  struct dirent *de;
+  while ((de = readdir(dir))) {
+    const char *nm = de->d_name;
+    if (!strcmp(nm, ".") || !strcmp(nm, "..") ||
+        bsearch(&nm, names, nn, sizeof *names, cmp_name))
+      continue;
+    size_t nl = strlen(nm);
+    char *p = malloc(dl + nl + 2);
+    if (!p) {
+      e = kh_seterr(KH_ERR_NOMEM, "out of memory");
+      break;
+    }
+    memcpy(p, dpath, dl);
+    p[dl] = '/';
+    memcpy(p + dl + 1, nm, nl + 1);
+    (void)delete_tree(c, dirfd(dir), nm, p, dl + nl + 1, snapoff, depth);
+    free(p);
+  }
+out:
+  if (dir)
+    closedir(dir);
+  free(names);
+  return e;
+}
+
+/* Run the workers over the items once (c->verifying says for what). */
+static void run_workers(rctx *c, rworker *wk, int nwk)
+{
+  pthread_t tids[16];
+  int started = 0;
+  atomic_store(&c->next, 0);
+  for (; started < nwk && started < 16; started++)
+    if (pthread_create(&tids[started], NULL, restore_worker, &wk[started]) != 0)
+      break;
+  if (started == 0)
+    restore_worker(&wk[0]);
+  while (atomic_load(&c->next) < c->n) {
+    rprogress(c, false);
+    usleep(50000);
+  }
+  for (int i = 0; i < started; i++)
+    pthread_join(tids[i], NULL);
+  rprogress(c, true);
+}
+
+static kh_err compile_patterns(const kh_backup_pattern *p, size_t n, bool include,
+                               kh_pattern_set **out)
+{
+  kh_err e = KH_OK;
+  *out = NULL;
+  if (!n)
+    return KH_OK;
+  if ((e = kh_pattern_set_new(out)))
+    return e;
+  for (size_t i = 0; !e && i < n; i++) {
+    if (include && p[i].pattern[0] == '!')
+      e = kh_seterr(KH_ERR_INVAL, "an include cannot start with '!' (use an exclude): %s",
+                    p[i].pattern);
+    else
+      e = kh_pattern_set_add(*out, p[i].pattern, p[i].icase);
+  }
+  return e;
 }
 
 kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_restore_result *r)
@@ -683,7 +1043,6 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   c->v = v;
   c->o = o;
   c->r = r;
-  c->incl = o->includes;
   c->nincl = o->nincludes;
   c->euid = geteuid();
   c->egid = getegid();
@@ -695,14 +1054,16 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
   kh_err e = KH_OK;
   uint8_t id[32];
   kh_snap s = {0};
-  pthread_t tids[16];
-  int started = 0;
   size_t *hl = NULL;
+  bool dry = o->dry_run;
   /* cursors: [0] and [1] for the passes on this thread, then one per worker */
   dcursor cur[2] = {{0}};
   rworker *wk = NULL;
   int nwk = 0;
   bool locked = false; /* shared: prune waits until we are done (docs/format.md §10) */
+  if ((e = compile_patterns(o->includes, o->nincludes, true, &c->incl)) ||
+      (e = compile_patterns(o->excludes, o->nexcludes, false, &c->excl)))
+    goto out;
   if ((e = kh_vault_lock(v, false)))
     goto out;
   locked = true;
@@ -710,16 +1071,17 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
       (e = kh_vault_load_index(v, NULL, NULL)))
     goto out;
   /* the target itself is the user's choice and may be reached through a
-   * symlink; everything below it is reached from this descriptor only */
-  if ((e = kh_mkdirs(o->target, 0700)))
+   * symlink; everything below it is reached from this descriptor only.  A
+   * dry run creates nothing: a missing target just has nothing in it. */
+  if (!dry && (e = kh_mkdirs(o->target, 0700)))
     goto out;
   c->tfd = open(o->target, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (c->tfd < 0) {
+  if (c->tfd < 0 && !(dry && errno == ENOENT)) {
     e = kh_seterr(kh_errno_code(errno), "%s: %s", o->target, strerror(errno));
     goto out;
   }
   {
-    char *t = realpath(o->target, NULL); /* for messages */
+    char *t = c->tfd >= 0 ? realpath(o->target, NULL) : strdup(o->target); /* for messages */
     if (!t) {
       e = kh_seterr(KH_ERR_IO, "%s: %s", o->target, strerror(errno));
       goto out;
@@ -740,14 +1102,16 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     e = kh_seterr(KH_ERR_NOMEM, "out of memory");
     goto out;
   }
-  if ((e = collect(c, s.tree, c->tlen, 0, -1)))
+  bool kept = false;
+  if ((e = collect(c, s.tree, c->tlen, 0, -1, false, &kept)))
     goto out;
-  /* an include that names nothing is reported (after restoring the rest) */
+  /* an include that matches nothing is reported (after restoring the rest) */
   const char *missing = NULL;
   for (size_t i = 0; i < c->nincl; i++)
-    if (!c->incl_found[i] && strcmp(c->incl[i], "/")) {
-      rwarn(c, KH_ERR_NOTFOUND, c->incl[i], "is not in the snapshot");
-      missing = c->incl[i];
+    if (!c->incl_found[i]) {
+      rwarn(c, KH_ERR_NOTFOUND, o->includes[i].pattern,
+            "is not in the snapshot (the pattern matches nothing)");
+      missing = o->includes[i].pattern;
     }
   /* creating files is latency-bound (journal, metadata): more threads than
    * cores keep the disk busy; each holds at most one blob in memory */
@@ -821,22 +1185,28 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
       c->bytes_total += it->size;
     }
   }
-  /* pass 2: file contents, in parallel */
-  for (; started < nwk; started++)
-    if (pthread_create(&tids[started], NULL, restore_worker, &wk[started]) != 0)
-      break;
-  if (started == 0)
-    restore_worker(&wk[0]);
-  while (atomic_load(&c->next) < c->n) {
-    rprogress(c, false);
-    usleep(50000);
+  /* pass 2: file contents, in parallel; a dry run only decides */
+  if (!dry) {
+    run_workers(c, wk, nwk);
+  } else {
+    for (size_t i = 0; i < c->n; i++) {
+      ritem *it = &c->items[i];
+      if (it->type != KH_NODE_FILE || it->link_to >= 0 || it->failed)
+        continue;
+      int dfd = dcur_dir(c, &cur[0], it->parent);
+      bool unchanged;
+      if (!want_write(c, dfd, it, &unchanged)) {
+        keep_entry(c, dfd, it, unchanged);
+      } else {
+        it->written = true;
+        report(c, KH_RESTORE_WRITE, it->path);
+      }
+    }
   }
-  for (int i = 0; i < started; i++)
-    pthread_join(tids[i], NULL);
   /* pass 3: hard links, then directory metadata deepest first */
   for (size_t i = 0; i < c->n; i++) {
     ritem *it = &c->items[i];
-    if (it->type != KH_NODE_FILE || it->failed)
+    if (it->type != KH_NODE_FILE || it->failed || it->skipped)
       continue;
     if (it->link_to >= 0) {
       atomic_fetch_add(&c->files_done, 1);
@@ -848,22 +1218,49 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
         continue;
       }
       int ffd = dcur_dir(c, &cur[1], first->parent);
-      int dfd = ffd < 0 ? -1 : dcur_dir(c, &cur[0], it->parent);
+      int dfd = ffd < 0 && !dry ? -1 : dcur_dir(c, &cur[0], it->parent);
       const char *name = it->path + it->nameoff;
-      if (dfd >= 0)
-        (void)unlinkat(dfd, name, 0);
-      if (dfd < 0 || linkat(ffd, first->path + first->nameoff, dfd, name, 0) != 0) {
-        fail_item(c, it);
-        rwarn(c, kh_errno_code(errno), it->path, strerror(errno));
+      bool unchanged;
+      if (!want_write(c, dfd, it, &unchanged)) {
+        keep_entry(c, dfd, it, false); /* a link: its first file is verified */
         continue;
       }
+      if (!dry) {
+        if (dfd >= 0)
+          (void)unlinkat(dfd, name, 0);
+        if (dfd < 0 || linkat(ffd, first->path + first->nameoff, dfd, name, 0) != 0) {
+          fail_item(c, it);
+          rwarn(c, kh_errno_code(errno), it->path, strerror(errno));
+          continue;
+        }
+      }
+      report(c, KH_RESTORE_WRITE, it->path);
     }
     r->files++;
     r->bytes += it->size;
   }
   rprogress(c, true);
+  /* --delete: in each directory restored whole, what the snapshot lacks */
+  if (o->delete_extra) {
+    bool root_full = !c->incl || kh_pattern_set_match_each(c->incl, "/", 1, NULL);
+    if (root_full && !excluded(c, (const uint8_t *)"/", 1) &&
+        (e = delete_extra(c, &cur[0], -1, c->tlen)))
+      goto out;
+    for (size_t i = 0; i < c->n; i++) {
+      const ritem *it = &c->items[i];
+      if (it->type == KH_NODE_DIR && it->full && !it->failed &&
+          (e = delete_extra(c, &cur[0], (long)i, c->tlen)))
+        goto out;
+    }
+  }
+  /* --verify: every file written, and every file kept as unchanged */
+  if (o->verify && !dry) {
+    (void)kh_fault_point("restore.verify"); /* test-only event point (fault.h) */
+    c->verifying = true;
+    run_workers(c, wk, nwk);
+  }
   /* reverse pre-order visits every directory after everything inside it */
-  for (size_t i = c->n; i-- > 0;) {
+  for (size_t i = c->n; !dry && i-- > 0;) {
     ritem *it = &c->items[i];
     if (it->type != KH_NODE_DIR || it->failed)
       continue;
@@ -881,13 +1278,16 @@ kh_err kh_restore(kh_vault *v, const char *snap, const kh_restore_opts *o, kh_re
     meta_at(c, dfd, it->path + it->nameoff, it);
   }
   /* pass 4: file flags, last: an immutable or append-only file or
-   * directory takes no more changes */
-  for (size_t i = 0; i < c->n; i++) {
+   * directory takes no more changes.  Not in a dry run; an entry kept by
+   * --overwrite only when it matched (it got the snapshot's metadata). */
+  for (size_t i = 0; !dry && i < c->n; i++) {
     ritem *it = &c->items[i];
-    if (it->flags && !it->failed && it->link_to < 0)
+    if (it->flags && !it->failed && it->link_to < 0 && (!it->skipped || it->unchanged))
       set_flags(c, &cur[0], it);
   }
   r->failed = atomic_load(&c->failed);
+  r->skipped = atomic_load(&c->skipped);
+  r->verified = atomic_load(&c->verified);
   r->meta_warnings = atomic_load(&c->meta_warnings);
   if (c->fatal)
     e = kh_seterr(c->fatal, "restore stopped: %s", kh_strerror(c->fatal));
@@ -908,15 +1308,13 @@ out:
   free(wk);
   if (c->tfd >= 0)
     close(c->tfd);
-  for (size_t i = 0; i < c->n; i++) {
-    free(c->items[i].path);
-    free(c->items[i].link);
-    free(c->items[i].chunks);
-    free(c->items[i].xattrs);
-  }
+  for (size_t i = 0; i < c->n; i++)
+    ritem_release(&c->items[i]);
   free(c->items);
   free(c->incl_found);
   free(c->tpath);
+  kh_pattern_set_free(c->incl);
+  kh_pattern_set_free(c->excl);
   pthread_mutex_destroy(&c->wmu);
   pthread_mutex_destroy(&c->cmu);
   free(c);

@@ -645,81 +645,25 @@ out:
   return e;
 }
 
+void kh_snapshots_free_one(kh_snapshot_info *s)
+{
+  free(s->host);
+  for (size_t j = 0; j < s->npaths; j++)
+    free(s->paths[j]);
+  free(s->paths);
+  for (size_t j = 0; j < s->ntags; j++)
+    free(s->tags[j]);
+  free(s->tags);
+  memset(s, 0, sizeof *s);
+}
+
 void kh_snapshots_free(kh_snapshot_info *s, size_t n)
 {
   if (!s)
     return;
-  for (size_t i = 0; i < n; i++) {
-    free(s[i].host);
-    for (size_t j = 0; j < s[i].npaths; j++)
-      free(s[i].paths[j]);
-    free(s[i].paths);
-    for (size_t j = 0; j < s[i].ntags; j++)
-      free(s[i].tags[j]);
-    free(s[i].tags);
-  }
+  for (size_t i = 0; i < n; i++)
+    kh_snapshots_free_one(&s[i]);
   free(s);
-}
-
-kh_err kh_vault_resolve(kh_vault *v, const char *spec, uint8_t id[32])
-{
-  if (!strcmp(spec, "latest")) {
-    kh_snapshot_info *list;
-    size_t n;
-    kh_err e = kh_snapshots_list(v, &list, &n);
-    if (e)
-      return e;
-    if (kh_snapshots_skipped()) {
-      /* the newest may be the damaged one: never fall back silently */
-      kh_snapshots_free(list, n);
-      return kh_seterr(KH_ERR_CORRUPT,
-                       "%llu snapshot(s) failed authentication, so 'latest' cannot be "
-                       "trusted; run keyhold check, or name a snapshot by id",
-                       (unsigned long long)kh_snapshots_skipped());
-    }
-    if (n == 0) {
-      kh_snapshots_free(list, n);
-      return kh_seterr(KH_ERR_NOTFOUND, "there are no snapshots");
-    }
-    kh_hex_decode(id, 32, list[n - 1].id, 64);
-    kh_snapshots_free(list, n);
-    return KH_OK;
-  }
-  size_t sl = strlen(spec);
-  if (sl < 4 || sl > 64)
-    return kh_seterr(KH_ERR_INVAL, "'%s' is not a snapshot id (4 to 64 hex digits or 'latest')",
-                     spec);
-  for (size_t i = 0; i < sl; i++)
-    if (!((spec[i] >= '0' && spec[i] <= '9') || (spec[i] >= 'a' && spec[i] <= 'f')))
-      return kh_seterr(KH_ERR_INVAL, "'%s' is not a snapshot id", spec);
-  uint8_t(*ids)[32] = NULL;
-  size_t n = 0, hits = 0;
-  kh_err e = kh_vault_list_ids(v, "snapshots", &ids, &n);
-  if (e)
-    return e;
-  for (size_t i = 0; i < n; i++) {
-    char hex[65];
-    kh_hex_encode(hex, ids[i], 32);
-    if (!strncmp(hex, spec, sl)) {
-      if (hits++ == 0)
-        memcpy(id, ids[i], 32);
-    }
-  }
-  free(ids);
-  if (hits == 0)
-    return kh_seterr(KH_ERR_NOTFOUND, "no snapshot %s", spec);
-  if (hits > 1)
-    return kh_seterr(KH_ERR_AMBIGUOUS, "%s matches %zu snapshots", spec, hits);
-  return KH_OK;
-}
-
-kh_err kh_snapshot_resolve(kh_vault *v, const char *spec, char out[KH_SNAPSHOT_ID_HEX + 1])
-{
-  uint8_t id[32];
-  kh_err e = kh_vault_resolve(v, spec, id);
-  if (!e)
-    kh_hex_encode(out, id, 32);
-  return e;
 }
 
 kh_err kh_vault_next_counter(kh_vault *v, uint64_t region_max, uint64_t *out)

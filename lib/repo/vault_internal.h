@@ -129,7 +129,14 @@ void kh_node_info_fill(const kh_tnode *t, const uint8_t *path, size_t pathlen, k
 /* Snapshots */
 kh_err kh_vault_load_snapshot(kh_vault *v, const uint8_t id[32], kh_snap *s);
 kh_err kh_vault_write_snapshot(kh_vault *v, const kh_snap *s, uint8_t id_out[32]);
+/* select.c: a snapshot name -> id (kh_snapshot_resolve; f NULL: no filter) */
 kh_err kh_vault_resolve(kh_vault *v, const char *spec, uint8_t id[32]);
+kh_err kh_vault_resolve_filtered(kh_vault *v, const char *spec, const kh_snapshot_filter *f,
+                                 uint8_t id[32]);
+/* Free what one kh_snapshot_info owns (not the struct) and zero it. */
+void kh_snapshots_free_one(kh_snapshot_info *s);
+/* The same set of strings (duplicates and NULLs do not count). */
+bool kh_snap_same_set(char *const *a, size_t na, char *const *b, size_t nb);
 /* Device counter (monotonic per device) */
 kh_err kh_vault_next_counter(kh_vault *v, uint64_t region_max, uint64_t *out);
 

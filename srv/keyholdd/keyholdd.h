@@ -280,6 +280,15 @@ extern const size_t kd_routes_enrol_n;
  * (at start: reservations of uploads a crash cut off are gone). */
 kh_err kd_usage_recount(kd_server *s);
 
+/* config.c: `serve --config FILE`.  *nargv is argv with --config FILE
+ * replaced by the file's settings (as "--name" "value", before the other
+ * arguments); *hold keeps them alive until kd_config_free.  Without
+ * --config, *nargv is argv and *hold NULL.  Returns 0, or the exit status
+ * of a usage error (message on stderr). */
+typedef struct kd_config kd_config;
+int kd_config_expand(int argc, char **argv, int *nargc, char ***nargv, kd_config **hold);
+void kd_config_free(kd_config *c);
+
 /* admin.c: keyholdd admin ARGS (argv[0] == "admin"). */
 int kd_admin_main(int argc, char **argv);
 

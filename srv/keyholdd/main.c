@@ -1,7 +1,7 @@
 /* keyholdd: the region server's command line (docs/operations.md).
  *
  *   keyholdd init  --dir DIR [--region-id ID]
- *   keyholdd serve --dir DIR --listen HOST:PORT [--tls-cert F --tls-key F]
+ *   keyholdd serve [--config FILE] --dir DIR --listen HOST:PORT [--tls-cert F --tls-key F]
  *                  [--access-log FILE] [--signup open|invite] [--session-ttl S]
  *                  [--quota BYTES] [--device-rate N] [--address-rate N]
  *   keyholdd admin --dir DIR invite|accounts|quota ...   (admin.c)
@@ -24,7 +24,8 @@ static const char usage_text[] =
 "\n"
 "SYNOPSIS\n"
 "    keyholdd init --dir DIR [--region-id ID]\n"
-"    keyholdd serve --dir DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE]\n"
+"    keyholdd serve [--config FILE] --dir DIR --listen HOST:PORT\n"
+"                   [--tls-cert FILE --tls-key FILE]\n"
 "                   [--access-log FILE] [--idle-timeout SECONDS]\n"
 "                   [--signup open|invite] [--session-ttl SECONDS] [--quota BYTES]\n"
 "                   [--device-rate N] [--address-rate N]\n"
@@ -70,6 +71,10 @@ static const char usage_text[] =
 "    \"operator\") and --reason (1-512 printable bytes) are logged.\n"
 "\n"
 "OPTIONS\n"
+"    --config FILE      (serve) settings, one `name = value` per line, name a\n"
+"                       long option below without its dashes, # comments;\n"
+"                       the command line wins over the file (sample:\n"
+"                       contrib/keyholdd.conf)\n"
 "    --dir DIR          the region directory\n"
 "    --region-id ID     1-63 of [a-z0-9-] (default: local)\n"
 "    --listen HOST:PORT address to listen on, e.g. 127.0.0.1:8443, [::1]:0\n"
@@ -478,8 +483,18 @@ int main(int argc, char **argv)
     return usage(NULL);
   if (!strcmp(argv[1], "init"))
     return cmd_init(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "serve"))
-    return cmd_serve(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "serve")) {
+    /* --config FILE: its settings go before the command line's (config.c) */
+    int n = 0;
+    char **v = NULL;
+    kd_config *conf = NULL;
+    int rc = kd_config_expand(argc - 1, argv + 1, &n, &v, &conf);
+    if (rc)
+      return rc;
+    rc = cmd_serve(n, v);
+    kd_config_free(conf);
+    return rc;
+  }
   if (!strcmp(argv[1], "admin"))
     return cmd_admin(argc - 1, argv + 1);
   if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help")) {

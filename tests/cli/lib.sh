@@ -312,11 +312,21 @@ assert_sparse() {
 # restore_and_compare SNAP SRC WHAT [EXPECTED]: restore SNAP into a fresh
 # target and compare the copy of SRC there with EXPECTED (default: SRC).
 KH_NREST=0
+# restore_name NAME PATH TARGET: restore snapshot NAME into TARGET; when NAME
+# is latest or latest~N, the newest of PATH's snapshots (--path PATH,
+# docs/cli.md "Selecting snapshots").
+restore_name() {
+  case $1 in
+  latest | latest~*) khr restore --path "$2" "$1" --target "$3" ;;
+  *) khr restore "$1" --target "$3" ;;
+  esac
+}
+
 restore_and_compare() {
   KH_NREST=$((KH_NREST + 1))
   tgt=$KH_T/rt/$KH_NREST
   rm -rf "$tgt"
-  khr restore "$1" --target "$tgt"
+  restore_name "$1" "$2" "$tgt"
   assert_ok "$3: restore $1"
   assert_same_tree "${4:-$2}" "$tgt$2" "$3"
   rm -rf "$tgt"
@@ -576,7 +586,7 @@ assert_manifest() {
 restore_matches() {
   KH_NREST=$((KH_NREST + 1))
   tgt=$KH_T/rt/$KH_NREST
-  khr restore "$1" --target "$tgt"
+  restore_name "$1" "$2" "$tgt"
   assert_ok "$4: restore $1"
   assert_manifest "$3" "$tgt$2" "$4"
   rm -rf "$tgt"

@@ -128,7 +128,7 @@ assert_ok "check --json --read-data"
 json_check "$OUT" "d['read_data'] is True and d['packs_read'] == d['packs'] and d['packs'] > 0 and d['blobs'] > 0" "check --json --read-data"
 khr restore --json "$(printf %.8s "$SNAP")" --target "$KH_T/rt/j"
 assert_ok "restore --json"
-json_check "$OUT" "set(d) == {'message_type', 'snapshot', 'target', 'files', 'dirs', 'others', 'bytes', 'failed', 'warnings', 'seconds'} and d['snapshot'] == '$(printf %.8s "$SNAP")' and d['failed'] == 0 and d['files'] == 19" "restore --json"
+json_check "$OUT" "set(d) == {'message_type', 'snapshot', 'id', 'target', 'dry_run', 'files', 'dirs', 'others', 'bytes', 'restored', 'skipped', 'deleted', 'verified', 'failed', 'warnings', 'seconds'} and d['message_type'] == 'summary' and d['snapshot'] == '$(printf %.8s "$SNAP")' and d['id'] == '$SNAP' and d['dry_run'] is False and d['restored'] == d['files'] + d['dirs'] + d['others'] and d['skipped'] == d['deleted'] == d['verified'] == 0 and d['failed'] == 0 and d['warnings'] == 0 and d['files'] == 19" "restore --json"
 backup_id "$SRC"
 S2=$SNAP
 khr diff --json "$S2" "$SNAP"
@@ -155,7 +155,8 @@ cp -a "$KH_T/dash" "$KH_T/cp/dash"
 (cd "$KH_T/dash" && "$KEYHOLD" --passcode-file "$KH_T/p2" --quiet backup -- -x) >"$OUT" 2>"$ERR"
 RC=$?
 assert_ok "backup -- -x"
-khr --passcode-file "$KH_T/p2" ls latest
+khr --passcode-file "$KH_T/p2" ls --path "$KH_T/dash/-x" latest
+assert_ok "ls the snapshot of -x"
 assert_eq "$(tail -n 1 "$OUT")" "$KH_T/dash/-x" "backup -- -x backs up the file named -x"
 
 pass

@@ -116,6 +116,29 @@ khr restore "$B3" --target "$KH_T/rt/b3"
 assert_ok "restore of the third copy"
 assert_eq "$(cat "$KH_T/rt/b3$SRC/docs/marker.txt")" "third version" "the third copy's content"
 
+# ---- naming source snapshots: latest of one group, --host/--path/--tag ------------------------
+# B holds two groups (laptop $SRC, server other): latest alone is refused
+KEYHOLD_REGION=$REGION_A KEYHOLD_ACCOUNT=$ACCT_A khr copy --from-region "$REGION_B" \
+  --from-passcode-file "$KEYHOLD_PASSCODE_FILE" latest
+assert_rc 2 "copy latest of a source with two groups"
+assert_grep -F "choose one with --host and --path" "$ERR" "copy latest: ambiguity explained"
+assert_grep -F "--host 'server' --path '$KH_T/other'" "$ERR" "copy latest: the server group listed"
+KEYHOLD_REGION=$REGION_A KEYHOLD_ACCOUNT=$ACCT_A khr copy --from-region "$REGION_B" \
+  --from-passcode-file "$KEYHOLD_PASSCODE_FILE" --host laptop --path "$SRC" latest latest~1
+assert_ok "copy --host --path latest latest~1"
+assert_grep "^skipped $(printf '%.8s' "$B3") \(already copied\)$" "$OUT" "latest of laptop is B3 (a copy of A3)"
+assert_grep "^skipped $(printf '%.8s' "$B2") \(already copied\)$" "$OUT" "latest~1 of laptop is B2"
+assert_grep '^0 copied, 2 skipped, ' "$OUT" "copy latest latest~1: summary"
+KEYHOLD_REGION=$REGION_A KEYHOLD_ACCOUNT=$ACCT_A khr copy --from-region "$REGION_B" \
+  --from-passcode-file "$KEYHOLD_PASSCODE_FILE" --tag daily
+assert_ok "copy --tag daily (no SNAPSHOT: what the filter selects)"
+assert_grep "^skipped $(printf '%.8s' "$B1") \(already copied\)$" "$OUT" "--tag daily selects B1"
+assert_grep '^0 copied, 1 skipped, ' "$OUT" "copy --tag daily: B1 only"
+KEYHOLD_REGION=$REGION_A KEYHOLD_ACCOUNT=$ACCT_A khr copy --from-region "$REGION_B" \
+  --from-passcode-file "$KEYHOLD_PASSCODE_FILE" --host nosuch
+assert_ok "copy --host that selects nothing"
+assert_grep '^0 copied, 0 skipped, ' "$OUT" "a filter selecting nothing copies nothing (not everything)"
+
 # ---- copying back: the copies are recognised in the other direction --------------------------
 KEYHOLD_REGION=$REGION_A KEYHOLD_ACCOUNT=$ACCT_A khr copy --from-region "$REGION_B" \
   --from-passcode-file "$KEYHOLD_PASSCODE_FILE"

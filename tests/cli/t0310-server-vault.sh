@@ -119,7 +119,7 @@ assert_same_tree "$SRC" "$tgt$SRC" "restore from the server"
 
 # ---- a second backup deduplicates -------------------------------------------
 printf 'second\n' >"$SRC/docs/new.txt"
-khr backup --json "$SRC"
+khr --quiet backup --json "$SRC"
 assert_ok "second backup"
 json_check "$OUT" "d['bytes_new_stored'] < 1048576" "second backup stores only what changed"
 S2=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['id'])" "$OUT")

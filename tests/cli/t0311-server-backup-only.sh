@@ -47,7 +47,7 @@ npacks() { find "$AD/data" -type f | wc -l; }
 snaps() { ls "$AD/snapshots" | sort | tr '\n' ' '; }
 p0=$(npacks)
 printf 'from the laptop\n' >"$SRC/docs/laptop.txt"
-as "$D2" backup --json "$SRC"
+as "$D2" --quiet backup --json "$SRC"
 assert_ok "backup by the backup-only device"
 json_check "$OUT" "d['bytes_new_stored'] < 1048576 and d['id'] is not None" "it deduplicated against the index"
 S2=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['id'])" "$OUT")

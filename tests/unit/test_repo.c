@@ -58,13 +58,13 @@ static void test_roundtrip(void)
   CHECK_EQ(r.warnings, 0);
   CHECK(fx_restores(&F, v, r.snapshot_id, src1, src1));
   char id[KH_SNAPSHOT_ID_HEX + 1];
-  CHECK_OK(kh_snapshot_resolve(v, "latest", id));
+  CHECK_OK(kh_snapshot_resolve(v, "latest", NULL, id));
   CHECK(strcmp(id, r.snapshot_id) == 0);
   char pre[5];
   snprintf(pre, sizeof pre, "%.4s", r.snapshot_id);
-  CHECK_OK(kh_snapshot_resolve(v, pre, id));
+  CHECK_OK(kh_snapshot_resolve(v, pre, NULL, id));
   CHECK(strcmp(id, r.snapshot_id) == 0);
-  CHECK_ERR(kh_snapshot_resolve(v, "ffffffffffff", id), KH_ERR_NOTFOUND);
+  CHECK_ERR(kh_snapshot_resolve(v, "ffffffffffff", NULL, id), KH_ERR_NOTFOUND);
   kh_snapshot_info *s = NULL;
   size_t n = 0;
   CHECK_OK(kh_snapshots_list(v, &s, &n));
@@ -141,7 +141,7 @@ static void test_forget_prune(void)
   const char *fa[] = {ra.snapshot_id};
   CHECK_OK(kh_forget(v, fa, 1));
   char id[KH_SNAPSHOT_ID_HEX + 1];
-  CHECK_ERR(kh_snapshot_resolve(v, ra.snapshot_id, id), KH_ERR_NOTFOUND);
+  CHECK_ERR(kh_snapshot_resolve(v, ra.snapshot_id, NULL, id), KH_ERR_NOTFOUND);
   kh_snapshot_info *s = NULL;
   size_t n = 0;
   CHECK_OK(kh_snapshots_list(v, &s, &n));
