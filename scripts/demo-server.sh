@@ -102,3 +102,5 @@ fi
 kill -TERM $KPID
 wait $KPID && echo "  (keyholdd stopped cleanly on SIGTERM; $(wc -l <"$D/access.log") requests in its JSON access log)"
 trap - EXIT
+echo
+echo "Done. The service part is under build/demo/service/ (server region, each device's keys and cache)."

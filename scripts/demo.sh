@@ -115,57 +115,5 @@ if cmp -s "$D/after-repair$S/photos/beach.jpg" "$S/photos/beach.jpg"; then
 else
   echo "  !! beach.jpg did not restore intact after repair"; exit 1
 fi
-say "A person's devices on a region server: a second one joins by code and restores"
-SRV="$D/srv"
-"$KHD" init --dir "$SRV" --region-id eu-demo >/dev/null
-"$KHD" serve --dir "$SRV" --listen 127.0.0.1:0 --signup open 2>"$D/srv.err" &
-KPID=$!
-trap 'kill $KPID 2>/dev/null' EXIT
-i=0
-until grep -q '^listening on ' "$D/srv.err" 2>/dev/null; do
-  i=$((i + 1))
-  if [ $i -gt 100 ] || ! kill -0 $KPID 2>/dev/null; then
-    echo "  !! keyholdd did not start: $(cat "$D/srv.err")"; exit 1
-  fi
-  sleep 0.1
-done
-SURL=$(sed -n 's/^listening on //p' "$D/srv.err")
-laptop() { KEYHOLD_DEVICE_DIR="$D/laptop" "$K" --region "$SURL" "$@"; }
-phone() { KEYHOLD_DEVICE_DIR="$D/phone" "$K" --region "$SURL" "$@"; }
-buildbox() { KEYHOLD_DEVICE_DIR="$D/buildbox" "$K" --region "$SURL" "$@"; }
-echo "\$ keyhold --region $SURL init --name laptop"
-laptop init --name laptop
-laptop backup --quiet "$S"
-echo "\$ keyhold device add --name phone        # on the phone: shows a code, waits"
-phone device add --name phone >"$D/phone.code" 2>"$D/phone.err" &
-APID=$!
-until grep -q '^code ' "$D/phone.code" 2>/dev/null; do sleep 0.1; done
-CODE=$(sed -n 's/^code //p' "$D/phone.code")
-echo "  code $CODE          (the server never sees it)"
-echo "\$ keyhold device approve $CODE --can read   # on the laptop"
-laptop device approve "$CODE" --can read
-wait $APID
-phone restore latest --target "$D/phone-restore" >/dev/null
-if cmp -s "$D/phone-restore$S/notes/plans.txt" "$S/notes/plans.txt"; then
-  echo "  the phone restores the laptop's snapshot byte for byte"
-else
-  echo "  !! the phone's restore differs"; exit 1
-fi
-say "A backup-only device (a build box) backs up, but cannot prune or read history"
-buildbox device add --name "build box" >"$D/bb.code" 2>/dev/null &
-APID=$!
-until grep -q '^code ' "$D/bb.code" 2>/dev/null; do sleep 0.1; done
-laptop device approve "$(sed -n 's/^code //p' "$D/bb.code")" --can backup >/dev/null
-wait $APID
-buildbox backup --quiet "$S" && echo "  the build box backed up"
-echo "\$ keyhold prune    # on the build box"
-buildbox prune || echo "  (exit $?: refused by the server, as it must be)"
-echo "\$ keyhold device list"
-laptop device list
-laptop watch >"$D/watch.out" || true
-grep '^device ' "$D/watch.out" | sed 's/^/  /'
-kill -TERM $KPID
-wait $KPID || true
-trap - EXIT
 echo
-echo "Done. Everything is under build/demo/ (region, cache, device keys)."
+echo "The embedded part is done: build/demo/ (region, cache, device keys).  Next: the region as a service (scripts/demo-server.sh)."
