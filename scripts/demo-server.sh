@@ -25,6 +25,7 @@ as() {
 # add NAME: `keyhold device add` on a new device in the background, until it
 # shows its code (CODE, APID)
 add() {
+  rm -f "$D/add.out" "$D/add.err"
   KEYHOLD_DEVICE_DIR="$D/$1" KEYHOLD_CACHE_DIR="$D/$1/cache" "$K" device add --name "$1" \
     --timeout 60 >"$D/add.out" 2>"$D/add.err" &
   APID=$!
