@@ -53,7 +53,9 @@ khd_start() { # BIN REGION_DIR LOG_DIR
     KHD_WHY="keyholdd init failed: $(tail -n 2 "$_logs/init.err" | tr '\n' ' ')"
     return 1
   fi
+  # shellcheck disable=SC2086 # KHD_SERVE_ARGS: extra serve options, split on blanks
   "$_bin" serve --dir "$_dir" --listen 127.0.0.1:0 --signup open --access-log "$KHD_LOG" \
+    ${KHD_SERVE_ARGS:-} \
     </dev/null > "$_logs/serve.out" 2> "$_logs/serve.err" &
   KHD_PID=$!
   _i=0
