@@ -9,7 +9,7 @@
 #   c  NEW   with excludes that match nothing or little in a source tree
 #            (same data stored; only the matching cost is measured)
 #   e  NEW   the same exclude options with `--exclude Documentation` (which
-#            leaves out the tree's Documentation/, ~6% of its bytes) replaced
+#            leaves out the tree's Documentation/, 44 MB of 1.3 GB) replaced
 #            by a name that matches nothing: the same data as b is stored,
 #            so e/b is the pure cost of the matching
 #   d  NEW   on a copy of the tree where 10% of the files carry a user.*
