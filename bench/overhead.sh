@@ -98,7 +98,7 @@ if [ "$n" != "$LINUX_FILES" ]; then
   log "extracting $LINUX_TARBALL into $WORK ..."
   rm -rf "$TREE" "$TREE.partial"; mkdir -p "$TREE.partial" || die "mkdir"
   tar -xJf "$LINUX_TARBALL" -C "$TREE.partial" || die "extracting $LINUX_TARBALL failed"
-  mv "$TREE.partial/$LINUX_NAME" "$TREE" && rmdir "$TREE.partial" || die "unexpected tarball layout"
+  { mv "$TREE.partial/$LINUX_NAME" "$TREE" && rmdir "$TREE.partial"; } || die "unexpected tarball layout"
 fi
 TREE_FILES=$(find "$TREE" -type f | wc -l | tr -d ' ')
 
@@ -149,10 +149,11 @@ one() {
   "$_bin" init --region "$_d/region" --passcode-file "$PASS" > "$_d/init.out" 2>&1 ||
     { cat "$_d/init.out" >&2; die "$_k: init failed"; }
   sync
-  # shellcheck disable=SC2086  # EXCLUDES splits into words; no globbing:
+  # the exclude options split into words on purpose; set -f: no globbing
   set -f
   if [ "$_k" = c ] || [ "$_k" = e ]; then
     if [ "$_k" = c ]; then _ex=$EXCLUDES; else _ex=$EXCLUDES_NONE; fi
+    # shellcheck disable=SC2086
     /usr/bin/time -o "$_d/time" -f '%e %U %S' "$_bin" backup --region "$_d/region" \
       --passcode-file "$PASS" --quiet $_ex "$_tree" > "$_d/out" 2> "$_d/err"
   else
