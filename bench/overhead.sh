@@ -46,7 +46,7 @@ while [ $# -gt 0 ]; do
     --old-rev) [ $# -ge 2 ] || die "--old-rev needs a value"; OLD_REV=$2; shift 2 ;;
     --work-dir) [ $# -ge 2 ] || die "--work-dir needs a value"; WORK=$2; shift 2 ;;
     --strict) STRICT=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option: $1" ;;
     *) BUILD_DIR=$1; shift ;;
   esac
