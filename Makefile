@@ -8,7 +8,7 @@ BUILD_PKGS := meson ninja-build pkg-config gcc libsodium-dev libzstd-dev libp11-
               libsqlite3-dev libcurl4-openssl-dev libmicrohttpd-dev libfuse3-dev python3
 TEST_PKGS := curl openssl softhsm2 p11-kit xxd strace util-linux mount base-passwd time golang-go \
              golang-golang-x-mod-dev zsh fish fuse3 unzip sqlite3 systemd
-BENCH_PKGS := restic borgbackup linux-source-6.1 time xz-utils fuse3 openssh-server openssh-client
+BENCH_PKGS := restic borgbackup linux-source-6.1 time xz-utils fuse3 openssh-server openssh-client attr acl
 FUZZ_PKGS := clang
 
 .PHONY: all build deps test-deps check check-asan demo bench bench-load bench-selftest fuzz clean install uninstall
@@ -66,6 +66,7 @@ bench: build
 	sh bench/bench.sh $(BUILD)
 	sh bench/kms.sh $(BUILD)
 	sh bench/mount.sh $(BUILD)
+	sh bench/overhead.sh $(BUILD)
 	sh bench/load.sh $(BUILD)
 
 bench-load: build
