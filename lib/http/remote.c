@@ -467,6 +467,11 @@ static kh_err attempt(kh_remote *r, const kh_http_req *rq, const char *session,
   res->length = cl;
   res->retry_after = s.retry_after;
   res->toobig = s.toobig || (res->rc == CURLE_FILESIZE_EXCEEDED && res->status < 300);
+  /* MAXFILESIZE bounds the body we asked for; an error answer (429 with a
+   * JSON body longer than a small range, say) is judged by its status, not
+   * taken for an object that is too large */
+  if (res->rc == CURLE_FILESIZE_EXCEEDED && res->status >= 300)
+    res->rc = CURLE_OK;
   if (res->status >= 300)
     error_fields(&s.err, res->code, res->msg, sizeof res->msg);
   if (res->rc != CURLE_OK || res->status >= 300)
@@ -659,7 +664,7 @@ kh_err kh_http_request(kh_remote *r, const kh_http_req *rq, kh_buf *out, kh_http
       goto out;
     long wait = -1;
     if (x.rc != CURLE_OK) {
-      if (x.toobig || x.rc == CURLE_FILESIZE_EXCEEDED) {
+      if (x.toobig) {
         e = kh_seterr(KH_ERR_TOOBIG, "%s %s: response larger than %zu bytes", rq->method,
                       rq->target, rq->max);
         goto out;

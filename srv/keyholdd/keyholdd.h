@@ -46,7 +46,7 @@
 #define KD_SESSION_TTL 3600       /* default session lifetime, seconds (§7.3) */
 #define KD_SESSIONS_PER_DEVICE 64 /* the oldest ends beyond (§11) */
 #define KD_CHALLENGE_TTL 120      /* seconds a challenge is good for (§7.1) */
-#define KD_DEVICE_RATE 2000       /* default requests per second per device (§11) */
+#define KD_DEVICE_RATE 20000      /* default requests per second per device (§11) */
 #define KD_ADDR_RATE 20           /* default sign-up/session requests per minute per address */
 
 /* Routes, for metrics (a fixed set: labels never carry request data).

@@ -395,6 +395,19 @@ static void test_client_retries(void)
   kh_device_state_free(d);
   mock_stop();
 
+  /* the same with a response bound smaller than the 503 and 429 answers'
+   * JSON bodies (a small ranged read): they are judged by their status and
+   * retried, never taken for an object that is too large */
+  mock_start(sc_transient);
+  r = mock_client(&d);
+  kh_remote_req small = {.method = "GET", .target = "/v1/x", .sign = true, .max = 5};
+  CHECK_OK(kh_remote_call(r, &small, &resp));
+  CHECK(resp.body && resp.len == 5 && !memcmp(resp.body, "hello", 5));
+  kh_remote_resp_release(&resp);
+  kh_remote_free(r);
+  kh_device_state_free(d);
+  mock_stop();
+
   /* a server that stays unavailable: bounded tries, then KH_ERR_IO */
   mock_start(sc_always503);
   r = mock_client(&d);
