@@ -53,6 +53,30 @@ static kh_err dberr(meta_sqlite *s, int rc, const char *what)
 
 /* Prepare sql and bind its arguments, spelled by fmt: 't' text, 'i' int64,
  * 'b' blob (pointer, size_t length), 'n' null. */
+/* Step a query expected to give one row: KH_OK with st on it, NOTFOUND
+ * ("no <what> <id>") when it gives none, or the database's error. */
+static kh_err step_one(meta_sqlite *s, sqlite3_stmt *st, const char *what, const char *id)
+{
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    return KH_OK;
+  if (rc == SQLITE_DONE)
+    return kh_seterr(KH_ERR_NOTFOUND, "no %s %s", what, id);
+  return dberr(s, rc, what);
+}
+
+/* Step a listing: true with st on the next row; false at the end or on an
+ * error (then *e is set). */
+static bool step_row(meta_sqlite *s, sqlite3_stmt *st, const char *what, kh_err *e)
+{
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    return true;
+  if (rc != SQLITE_DONE)
+    *e = dberr(s, rc, what);
+  return false;
+}
+
 static kh_err prep(meta_sqlite *s, sqlite3_stmt **st, const char *sql, const char *fmt, ...)
 {
   va_list ap;
@@ -206,14 +230,8 @@ static kh_err s_account_get(kh_meta *m, const char *id, kh_meta_account *out)
   sqlite3_stmt *st = NULL;
   pthread_mutex_lock(&s->lock);
   kh_err e = prep(s, &st, ACCOUNT_COLS "WHERE a.id = ?", "t", id);
-  if (!e) {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-      row_account(st, out);
-    else
-      e = rc == SQLITE_DONE ? kh_seterr(KH_ERR_NOTFOUND, "no account %s", id)
-                            : dberr(s, rc, "read account");
-  }
+  if (!e && !(e = step_one(s, st, "account", id)))
+    row_account(st, out);
   sqlite3_finalize(st);
   pthread_mutex_unlock(&s->lock);
   return e;
@@ -224,14 +242,9 @@ static kh_err s_account_list(kh_meta *m, kh_meta_account_fn fn, void *ctx)
   meta_sqlite *s = (meta_sqlite *)m;
   sqlite3_stmt *st = NULL;
   kh_meta_account a;
-  int rc;
   pthread_mutex_lock(&s->lock);
   kh_err e = prep(s, &st, ACCOUNT_COLS "ORDER BY a.id", NULL);
-  while (!e && (rc = sqlite3_step(st)) != SQLITE_DONE) {
-    if (rc != SQLITE_ROW) {
-      e = dberr(s, rc, "list accounts");
-      break;
-    }
+  while (!e && step_row(s, st, "list accounts", &e)) {
     row_account(st, &a);
     if (fn(&a, ctx))
       break;
@@ -351,14 +364,8 @@ static kh_err s_device_get(kh_meta *m, const char *id, kh_meta_device *out)
   sqlite3_stmt *st = NULL;
   pthread_mutex_lock(&s->lock);
   kh_err e = prep(s, &st, DEVICE_COLS "WHERE id = ?", "t", id);
-  if (!e) {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-      row_device(st, out);
-    else
-      e = rc == SQLITE_DONE ? kh_seterr(KH_ERR_NOTFOUND, "no device %s", id)
-                            : dberr(s, rc, "read device");
-  }
+  if (!e && !(e = step_one(s, st, "device", id)))
+    row_device(st, out);
   sqlite3_finalize(st);
   pthread_mutex_unlock(&s->lock);
   return e;
@@ -369,14 +376,9 @@ static kh_err s_device_list(kh_meta *m, const char *account, kh_meta_device_fn f
   meta_sqlite *s = (meta_sqlite *)m;
   sqlite3_stmt *st = NULL;
   kh_meta_device d;
-  int rc;
   pthread_mutex_lock(&s->lock);
   kh_err e = prep(s, &st, DEVICE_COLS "WHERE account = ? ORDER BY enrolled, rowid", "t", account);
-  while (!e && (rc = sqlite3_step(st)) != SQLITE_DONE) {
-    if (rc != SQLITE_ROW) {
-      e = dberr(s, rc, "list devices");
-      break;
-    }
+  while (!e && step_row(s, st, "list devices", &e)) {
     row_device(st, &d);
     if (fn(&d, ctx))
       break;
@@ -513,14 +515,8 @@ static kh_err enrol_read(meta_sqlite *s, const char *id, int64_t now, kh_meta_en
 {
   sqlite3_stmt *st = NULL;
   kh_err e = prep(s, &st, ENROL_COLS "WHERE id = ?", "t", id);
-  if (!e) {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-      row_enrol(st, now, out);
-    else
-      e = rc == SQLITE_DONE ? kh_seterr(KH_ERR_NOTFOUND, "no enrolment %s", id)
-                            : dberr(s, rc, "read enrolment");
-  }
+  if (!e && !(e = step_one(s, st, "enrolment", id)))
+    row_enrol(st, now, out);
   sqlite3_finalize(st);
   return e;
 }
@@ -540,17 +536,12 @@ static kh_err s_enrol_list(kh_meta *m, const char *bucket, int64_t now, kh_meta_
   meta_sqlite *s = (meta_sqlite *)m;
   sqlite3_stmt *st = NULL;
   kh_meta_enrolment *x = malloc(sizeof *x);
-  int rc;
   if (!x)
     return kh_seterr(KH_ERR_NOMEM, "enrolments");
   pthread_mutex_lock(&s->lock);
   kh_err e = prep(s, &st, ENROL_COLS "WHERE state = 0 AND bucket = ? AND expires > ?"
                   " ORDER BY created, rowid", "ti", bucket, now);
-  while (!e && (rc = sqlite3_step(st)) != SQLITE_DONE) {
-    if (rc != SQLITE_ROW) {
-      e = dberr(s, rc, "list enrolments");
-      break;
-    }
+  while (!e && step_row(s, st, "list enrolments", &e)) {
     row_enrol(st, now, x);
     if (fn(x, ctx))
       break;
