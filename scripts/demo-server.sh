@@ -100,6 +100,11 @@ else
   echo "  (exit $?: the laptop reports the operator's unwrap of its account)"
 fi
 
+say "An auditor anywhere verifies the region's log over HTTP, with the log key from keyholdd init"
+VKEY=$(sed -n 's/^log-key //p' "$D/init.out")
+echo "\$ keyhold log verify --log $URL/log --key <the log key printed by keyholdd init>"
+"$K" log verify --log "$URL/log" --key "$VKEY"
+
 kill -TERM $KPID
 wait $KPID && echo "  (keyholdd stopped cleanly on SIGTERM; $(wc -l <"$D/access.log") requests in its JSON access log)"
 trap - EXIT

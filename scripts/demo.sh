@@ -74,28 +74,6 @@ echo "\$ keyhold watch"
 run "$K" log checkpoint
 run "$K" log verify
 
-say "The region server: keyholdd serves the log on loopback; an auditor verifies it over HTTP"
-KHD=$(dirname "$K")/../../srv/keyholdd/keyholdd
-"$KHD" serve --dir "$KEYHOLD_REGION" --listen 127.0.0.1:0 --access-log "$D/access.log" \
-  2>"$D/keyholdd.err" &
-KPID=$!
-trap 'kill $KPID 2>/dev/null' EXIT
-i=0
-until grep -q '^listening on ' "$D/keyholdd.err" 2>/dev/null; do
-  i=$((i + 1))
-  if [ $i -gt 100 ] || ! kill -0 $KPID 2>/dev/null; then
-    echo "  !! keyholdd did not start: $(cat "$D/keyholdd.err")"; exit 1
-  fi
-  sleep 0.1
-done
-URL=$(sed -n 's/^listening on //p' "$D/keyholdd.err")
-echo "  keyholdd: listening on $URL"
-VKEY=$("$K" log key)
-echo "\$ keyhold log verify --log $URL/log --key <the pinned log key>"
-"$K" log verify --log "$URL/log" --key "$VKEY"
-kill -TERM $KPID
-wait $KPID && echo "  (keyholdd stopped cleanly on SIGTERM; $(wc -l <"$D/access.log") requests in its JSON access log)"
-trap - EXIT
 
 say "A provider flips one byte of a pack: check finds it and names what is hurt"
 # the largest pack (pack sizes vary from run to run: blobs are shuffled)
